@@ -1,0 +1,61 @@
+"""archsearch: hardware-aware neural architecture search for small image classifiers (Optuna + PyTorch).
+
+The pipeline, one module per stage: space (YAML -> choices) -> arch (the sampled record) -> blocks ->
+build (record -> nn.Module) -> cost (MACs, params, activations) -> data -> train -> objective -> study -> cli.
+"""
+
+from .arch import Arch, Stage, Stem
+from .baselines import EFFNET_PAPER, effnet, effnet_paper, fit_to_budget, mobilenet_v1, shufflenet_v1
+from .blocks import BLOCKS, Block, BlockSpec, Tally, get_block, register_block
+from .build import build
+from .config import StudyConfig, load_study_config, study_config_from_dict
+from .cost import Cost, arch_cost
+from .data import DATASETS, DataBundle, load_data
+from .errors import ConfigError
+from .latency import measure_latency
+from .objective import Objective
+from .space import Space, load_space, sample_architectures, suggest_architecture
+from .study import open_study, run
+from .train import TrainConfig, TrainingDiverged, TrainResult, train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Arch",
+    "BLOCKS",
+    "Block",
+    "BlockSpec",
+    "ConfigError",
+    "Cost",
+    "DATASETS",
+    "DataBundle",
+    "EFFNET_PAPER",
+    "Objective",
+    "Space",
+    "Stage",
+    "Stem",
+    "StudyConfig",
+    "Tally",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "arch_cost",
+    "build",
+    "effnet",
+    "effnet_paper",
+    "fit_to_budget",
+    "get_block",
+    "load_data",
+    "load_space",
+    "load_study_config",
+    "measure_latency",
+    "mobilenet_v1",
+    "open_study",
+    "register_block",
+    "run",
+    "sample_architectures",
+    "shufflenet_v1",
+    "study_config_from_dict",
+    "suggest_architecture",
+    "train",
+]

@@ -1,0 +1,108 @@
+"""The ``archsearch`` command line: ``space`` and ``search``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+
+from . import baselines
+from .cost import arch_cost
+from .errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _input_shape(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)", text)
+    if not m or m.group(2) != m.group(3):
+        raise argparse.ArgumentTypeError(f"expected CxHxW with H == W, e.g. 1x28x28, got {text!r}")
+    c, h = int(m.group(1)), int(m.group(2))
+    if not (1 <= c <= 64 and 1 <= h <= 4096):
+        raise argparse.ArgumentTypeError(f"channels must be in [1, 64] and size in [1, 4096], got {text!r}")
+    return c, h
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*r) for r in rows]
+    return "\n".join(out)
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    from .space import describe, load_space, sample_architectures
+
+    space = load_space(args.space)
+    in_chs, res = args.input
+    archs = sample_architectures(space, args.samples, in_chs=in_chs, resolution=res,
+                                 num_classes=args.classes, seed=args.seed)
+    costs = [arch_cost(a) for a in archs]
+    print(f"space {space.name} ({args.space}): {space.size:,} candidates; input {in_chs}x{res}x{res}, "
+          f"{args.classes} classes; statistics over {len(archs)} sampled candidates")
+    rows = []
+    for label, values in (("MACs", [c.macs for c in costs]), ("params", [c.params for c in costs]),
+                          ("peak activations (bytes)", [c.peak_activation_bytes for c in costs])):
+        lo, med, hi = describe(values)
+        rows.append([label, f"{lo:,.0f}", f"{med:,.0f}", f"{hi:,.0f}"])
+    print(_table(rows, ["cost", "min", "median", "max"]))
+    print()
+    rows = []
+    for family, make in baselines.FAMILIES.items():
+        for width in (1.0, 0.5, 0.25):
+            a = make(width, in_chs=in_chs, resolution=res, num_classes=args.classes)
+            c = arch_cost(a)
+            rows.append([f"{family} x{width:g}", f"{c.macs:,}", f"{c.params:,}", a.id])
+    if (in_chs, res) == (3, 32):
+        for name, a in baselines.EFFNET_PAPER.items():
+            c = arch_cost(a.replace(num_classes=args.classes))
+            rows.append([name, f"{c.macs:,}", f"{c.params:,}", a.id])
+    print(_table(rows, ["baseline", "MACs", "params", "architecture id"]))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .study import run
+
+    try:
+        run(args.config, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished trials are stored; run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="archsearch", description="Hardware-aware architecture search for small CNNs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("space", help="size and cost range of a search space, beside the seed baselines")
+    s.add_argument("space", help="search-space YAML file")
+    s.add_argument("--input", type=_input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
+    s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_space)
+
+    s = sub.add_parser("search", help="create or resume a study and run it to n_trials finished trials")
+    s.add_argument("config", help="study YAML file")
+    s.add_argument("--n-trials", type=int, default=None, help="override the study's n_trials (a study total)")
+    s.add_argument("--timeout", type=float, default=None, help="seconds for this call")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_search)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"archsearch: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Errors raised at the edges (YAML files, records, CLI) and the safe YAML loader they share."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """Bad user input: names the file, the key path inside it and what was expected.
+
+    It is a ``ValueError`` so that library users can catch it as one; the CLI prints it
+    without a traceback.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None):
+        self.path = None if path is None else str(path)
+        self.key = key
+        where = ""
+        if self.path is not None:
+            where = self.path
+        if key:
+            where = f"{where}: {key}" if where else key
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects duplicate mapping keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"mapping key must be a scalar, got {type(key).__name__}", key_node.start_mark
+            ) from None
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    """Read a YAML mapping from ``path`` with a safe loader; every failure is a :class:`ConfigError`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError("file not found", path=path) from None
+    except IsADirectoryError:
+        raise ConfigError("expected a YAML file, found a directory", path=path) from None
+    except PermissionError:
+        raise ConfigError("file is not readable (permission denied)", path=path) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not a UTF-8 text file ({e.reason} at byte {e.start})", path=path) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read file: {e.strerror}", path=path) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = e.problem or e.context or "invalid YAML"
+        raise ConfigError(f"not valid YAML: {problem}{line}", path=path) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML: {e}", path=path) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a YAML mapping at the top level, got {type(data).__name__}", path=path
+        )
+    return data

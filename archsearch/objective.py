@@ -1,0 +1,219 @@
+"""One trial: sample -> analytic cost -> (over budget: infeasible, nothing built) -> build -> train -> score."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+import torch
+
+from .arch import Arch
+from .build import build
+from .config import StudyConfig
+from .cost import Cost, arch_cost
+from .data import DataBundle
+from .latency import measure_latency
+from .space import Space, suggest_architecture
+from .train import TrainResult, train
+
+__all__ = ["Objective", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
+
+# trial user attributes (JSON) that archsearch writes and reads
+ARCH_ATTR = "arch"
+BASELINE_ATTR = "baseline"
+
+
+def _process_start(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
+    except (OSError, IndexError):
+        return "?"
+
+
+def worker_id() -> str:
+    """``host:pid:start``, which tells a dead worker from a live one on the same host (PIDs get reused)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def worker_alive(worker: str) -> bool | None:
+    """Whether the worker that wrote ``worker`` still runs; None if it ran on another host."""
+    try:
+        host, pid, start = worker.rsplit(":", 2)
+        pid_ = int(pid)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    return _process_start(pid_) == start and start != "?"
+
+
+class Objective:
+    """The callable given to ``study.optimize``.
+
+    ``trainer`` is the training function (``archsearch.train.train`` by default); it is a parameter so
+    that callers can wrap it, e.g. to count how often a search trains.
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        space: Space,
+        data: DataBundle,
+        *,
+        device: torch.device,
+        trainer: Callable[..., TrainResult] = train,
+    ):
+        self.config = config
+        self.space = space
+        self.data = data
+        self.device = device
+        self.trainer = trainer
+        self._resized: dict[int, DataBundle] = {data.resolution: data}
+
+    # -- the pieces ------------------------------------------------------------------------------
+
+    def architecture(self, trial: optuna.Trial) -> Arch:
+        fixed = trial.user_attrs.get(ARCH_ATTR)
+        if fixed is not None:  # an enqueued baseline (or a retried trial) carries its record
+            return Arch.from_dict(fixed)
+        return suggest_architecture(
+            trial,
+            self.space,
+            in_chs=self.data.in_chs,
+            resolution=self.data.resolution,
+            num_classes=self.data.num_classes,
+        )
+
+    def constraints(self, cost: Cost, latency_ms: float | None) -> dict[str, float]:
+        """Relative excess per budgeted cost (``<= 0`` is within budget), in Optuna's convention."""
+        budget, objective = self.config.budget, self.config.objective
+        values = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
+        out = {}
+        for metric, value in values.items():
+            limit = budget.limit(metric)
+            if limit is None or value is None:
+                continue
+            if objective.type == "soft" and metric == objective.soft_metric:
+                continue  # the soft reward's target, not a hard limit
+            out[metric] = value / limit - 1.0
+        return out
+
+    def needs_latency(self) -> bool:
+        b, o = self.config.budget, self.config.objective
+        return (
+            b.max_latency_ms is not None
+            or (o.type == "soft" and o.soft_metric == "latency")
+            or (o.type == "pareto" and o.pareto_metric == "latency")
+        )
+
+    def score(self, accuracy: float, cost: Cost, latency_ms: float | None) -> float | tuple[float, float]:
+        o, b = self.config.objective, self.config.budget
+        metric_value = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
+        if o.type == "pareto":
+            return accuracy, float(metric_value[o.pareto_metric])
+        if o.type == "soft":
+            target = b.limit(o.soft_metric)
+            return accuracy * (metric_value[o.soft_metric] / target) ** o.soft_weight
+        return accuracy
+
+    def data_for(self, resolution: int) -> DataBundle:
+        if resolution not in self._resized:
+            self._resized[resolution] = self.data.resized(resolution)
+        return self._resized[resolution]
+
+    # -- the trial -------------------------------------------------------------------------------
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        t0 = time.perf_counter()
+        trial.set_user_attr("worker", worker_id())
+        arch = self.architecture(trial)
+        cost = arch_cost(arch)
+        trial.set_user_attr(ARCH_ATTR, arch.to_dict())
+        trial.set_user_attr("arch_id", arch.id)
+        trial.set_user_attr("macs", cost.macs)
+        trial.set_user_attr("params", cost.params)
+        trial.set_user_attr("peak_activation_bytes", cost.peak_activation_bytes)
+
+        latency_ms = None
+        constraints = self.constraints(cost, None)
+        if self.needs_latency() and not any(c > 0 for c in constraints.values()):
+            lt = self.config.budget.latency
+            shape = (arch.in_chs, arch.resolution, arch.resolution)
+            lat = measure_latency(build(arch), shape, device=lt.device, threads=lt.threads, batch=lt.batch)
+            latency_ms = lat.median_ms
+            trial.set_user_attr("latency_ms", latency_ms)
+            trial.set_user_attr("latency_p90_ms", lat.p90_ms)
+            constraints = self.constraints(cost, latency_ms)
+        feasible = not any(c > 0 for c in constraints.values())
+        for metric, excess in constraints.items():
+            trial.set_constraint(metric, excess)
+        trial.set_user_attr("feasible", feasible)
+        if not feasible:
+            # over budget: recorded, never built for training; the sampler learns from the constraint
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            return self.score(0.0, cost, latency_ms)
+
+        data = self.data_for(arch.resolution)
+        model = build(arch)
+        prune = not self.config.objective.multi_objective
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            if prune:
+                trial.report(accuracy, epoch)
+                if trial.should_prune():
+                    trial.set_user_attr("epochs_done", epoch + 1)
+                    trial.set_user_attr("val_accuracy", accuracy)
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
+
+        try:
+            result = self.trainer(
+                model, data.x_train, data.y_train, data.x_val, data.y_val, self.config.training,
+                device=self.device, on_epoch=on_epoch,
+            )
+        except optuna.TrialPruned:
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            raise
+        except torch.cuda.OutOfMemoryError as e:
+            # free what the failed trial held so the next candidate starts with an empty cache
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+            trial.set_user_attr("error", f"CUDA out of memory: {str(e).splitlines()[0]}")
+            raise
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+
+        trial.set_user_attr("val_accuracy", result.val_accuracy)
+        trial.set_user_attr("epochs_done", result.epochs_done)
+        trial.set_user_attr("train_seconds", result.train_seconds)
+        trial.set_user_attr("compute_seconds", result.compute_seconds)
+        return self.score(result.val_accuracy, cost, latency_ms)
+
+
+def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The archsearch attributes of a finished trial, for lines, reports and exports."""
+    a = trial.user_attrs
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "arch_id": a.get("arch_id", "?"),
+        "macs": a.get("macs"),
+        "params": a.get("params"),
+        "latency_ms": a.get("latency_ms"),
+        "val_accuracy": a.get("val_accuracy"),
+        "feasible": a.get("feasible"),
+        "baseline": a.get(BASELINE_ATTR),
+        "values": trial.values,
+        "seconds": a.get("seconds"),
+        "error": a.get("error"),
+    }

@@ -1,0 +1,326 @@
+"""A persistent, resumable search: create or resume the study, run it to ``n_trials``, summarise it."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from . import baselines
+from .arch import Arch
+from .config import StudyConfig, load_study_config, make_pruner, make_sampler, make_storage
+from .cost import Cost, arch_cost
+from .data import DataBundle, load_data
+from .errors import ConfigError
+from .objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive
+from .space import Space, load_space, suggest_architecture
+from .train import TrainResult, resolve_device, train
+
+__all__ = ["run", "open_study", "load_config_data", "smallest_cost", "finished_count", "best_trials", "summary"]
+
+FINGERPRINT_ATTR = "archsearch.fingerprint"
+BASELINES_ATTR = "archsearch.baselines_enqueued"
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what "n_trials finished trials" counts
+
+
+def _directions(config: StudyConfig) -> list[str]:
+    return ["maximize", "minimize"] if config.objective.multi_objective else ["maximize"]
+
+
+def open_study(config: StudyConfig, *, create: bool = True) -> optuna.Study:
+    """Create the study, or load it and check that it was made with a comparable config."""
+    storage = make_storage(config.storage)
+    fingerprint = config.fingerprint()
+    sampler = make_sampler(config.sampler, multi_objective=config.objective.multi_objective)
+    pruner = make_pruner(config.pruner)
+    if not create:
+        try:
+            return optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+        except KeyError:
+            raise ConfigError(
+                f"no study {config.name!r} in {config.storage}; run `archsearch search` first",
+                path=config.source, key="name",
+            ) from None
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        directions=_directions(config),
+        load_if_exists=True,
+    )
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None:
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        study.set_user_attr("archsearch.config", config.to_dict())
+    elif stored != fingerprint:
+        changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+        raise ConfigError(
+            f"study {config.name!r} in {config.storage} was made with a different {', '.join(changed)}; its "
+            f"trials would not be comparable with new ones. To start a new study, give it another `name` "
+            f"(or another `storage`); to continue the old one, restore the old settings.",
+            path=config.source, key=changed[0] if changed else "name",
+        )
+    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in _directions(config)]:
+        raise ConfigError(
+            f"study {config.name!r} exists with other directions {study.directions}", path=config.source, key="objective"
+        )
+    return study
+
+
+def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
+    space = load_space(config.space_path)
+    ds = config.dataset
+    data = load_data(ds.name, root=ds.root, val_fraction=ds.val_fraction, seed=config.training.seed,
+                     download=ds.download, **ds.options)
+    if config.resolution is not None:
+        data = data.resized(config.resolution)
+    return space, data
+
+
+def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: int) -> Cost:
+    """The cost of the cheapest candidate: smallest numbers everywhere, cheapest family per stage.
+
+    Coordinate descent over the categorical choices (stem, family, groups, kernel) from the
+    smallest-numbers corner; MACs and params are minimised separately and reported together.
+    """
+    def arch_of(params: dict[str, Any]) -> Arch:
+        return suggest_architecture(optuna.trial.FixedTrial(params), space, in_chs=in_chs,
+                                    resolution=resolution, num_classes=num_classes)
+
+    base: dict[str, Any] = {}
+    categorical: dict[str, tuple] = {}
+    for name, options in (("width_mult", space.width_mult), ("resolution_mult", space.resolution_mult),
+                          ("stem_channels", space.stem_channels)):
+        base[name] = min(options)
+    categorical["stem"] = space.stem_types
+    for i, st in enumerate(space.stages):
+        base[f"s{i}_depth"] = min(st.depth) if min(st.depth) > 0 else 0
+        base[f"s{i}_channels"] = min(st.channels)
+        categorical[f"s{i}_block"] = st.blocks
+        categorical[f"s{i}_groups"] = st.groups
+        categorical[f"s{i}_kernel"] = st.kernel
+    best = {}
+    for metric in ("macs", "params"):
+        params = {**base, **{k: v[0] for k, v in categorical.items()}}
+        for _ in range(2):
+            for name, options in categorical.items():
+                params[name] = min(options, key=lambda v: getattr(arch_cost(arch_of({**params, name: v})), metric))
+        best[metric] = arch_cost(arch_of(params))
+    return Cost(best["macs"].macs, best["params"].params,
+                min(best["macs"].peak_activation_bytes, best["params"].peak_activation_bytes))
+
+
+def _check_budget_reachable(config: StudyConfig, space: Space, data: DataBundle) -> None:
+    b = config.budget
+    low = smallest_cost(space, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes)
+    soft = config.objective.type == "soft"
+    for metric, key, value in (("macs", "max_macs", low.macs), ("params", "max_params", low.params)):
+        limit = b.limit(metric)
+        if limit is not None and value > limit and not (soft and config.objective.soft_metric == metric):
+            raise ConfigError(
+                f"{limit:g} is below the smallest candidate of the space {space.source or space.name}, which "
+                f"has {value:,} {metric} at {data.in_chs}x{data.resolution}x{data.resolution}; raise the "
+                f"budget or make the space smaller (width_mult, channels, depth)",
+                path=config.source, key=f"budget.{key}",
+            )
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
+
+
+def _enqueue_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle) -> None:
+    """Enqueue the seed's three families, each scaled to the widest variant that fits, once per study."""
+    if study.user_attrs.get(BASELINES_ATTR):
+        return
+    study.set_user_attr(BASELINES_ATTR, True)
+    b = config.budget
+    for family in baselines.FAMILIES:
+        arch = baselines.fit_to_budget(
+            family, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes,
+            max_macs=b.max_macs, max_params=b.max_params,
+        )
+        if arch is not None:
+            study.enqueue_trial({}, user_attrs={BASELINE_ATTR: family, ARCH_ATTR: arch.to_dict()})
+
+
+def sweep_dead_workers(study: optuna.Study) -> list[int]:
+    """Fail RUNNING trials whose worker process on this host is gone, and enqueue each again.
+
+    The heartbeat does the same for workers on other hosts, after its grace period; for a worker
+    known dead there is no reason to wait. Returns the numbers of the trials failed.
+    """
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if worker_alive(t.user_attrs.get("worker", "")) is False:
+            try:
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except RuntimeError:  # finished meanwhile
+                continue
+            keep = {k: t.user_attrs[k] for k in (BASELINE_ATTR, ARCH_ATTR) if k in t.user_attrs}
+            if BASELINE_ATTR not in keep:
+                keep.pop(ARCH_ATTR, None)
+            study.enqueue_trial(t.params, user_attrs={**keep, "retry_of": t.number}, skip_if_exists=False)
+            failed.append(t.number)
+    return failed
+
+
+def _fmt_count(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def trial_line(t: FrozenTrial) -> str:
+    a = t.user_attrs
+    acc = a.get("val_accuracy")
+    values = "-" if not t.values else "/".join(f"{v:.4g}" for v in t.values)
+    state = t.state.name if a.get("feasible", True) else "INFEASIBLE"
+    tag = f" [{a[BASELINE_ATTR]}]" if BASELINE_ATTR in a else ""
+    err = f" ({a['error']})" if t.state == TrialState.FAIL and "error" in a else ""
+    return (
+        f"trial {t.number:>4}  {state:<10} macs {_fmt_count(a.get('macs')):>7}  params {_fmt_count(a.get('params')):>7}"
+        f"  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {a.get('seconds', 0.0):6.1f}s"
+        f"  {a.get('arch_id', '?')}{tag}{err}"
+    )
+
+
+def best_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Best feasible trial (single objective) or the feasible Pareto front (two objectives)."""
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("feasible", True) and t.values is not None
+    ]
+    if not done:
+        return []
+    if len(study.directions) == 1:
+        return [max(done, key=lambda t: t.values[0])]
+    front = []
+    for t in done:
+        dominated = any(
+            o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values for o in done
+        )
+        if not dominated:
+            front.append(t)
+    return sorted(front, key=lambda t: t.values[1])
+
+
+def summary(study: optuna.Study) -> str:
+    trials = study.get_trials(deepcopy=False)
+    by_state = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
+    lines = [
+        f"study {study.study_name}: {finished_count(study)} finished "
+        f"({by_state['COMPLETE'] - infeasible} trained, {infeasible} infeasible, {by_state['PRUNED']} pruned), "
+        f"{by_state['FAIL']} failed, {by_state['RUNNING']} running",
+    ]
+    best = best_trials(study)
+    base = [t for t in trials if BASELINE_ATTR in t.user_attrs and t.state == TrialState.COMPLETE
+            and t.user_attrs.get("feasible", True)]
+    if len(study.directions) == 1:
+        lines.append("best feasible trial:" if best else "no feasible trial yet")
+        lines += [f"  {trial_line(t)}" for t in best]
+    else:
+        lines.append(f"Pareto front ({len(best)} trials: accuracy up, {('cost')} down):")
+        lines += [f"  {trial_line(t)}" for t in best]
+    if base:
+        lines.append("seed baselines at the same budget:")
+        lines += [f"  {trial_line(t)}" for t in sorted(base, key=lambda t: t.number)]
+        if best and len(study.directions) == 1:
+            top = max(base, key=lambda t: t.values[0])
+            gain = best[0].values[0] - top.values[0]
+            lines.append(
+                f"best found {best[0].values[0]:.4f} vs best baseline ({top.user_attrs[BASELINE_ATTR]}) "
+                f"{top.values[0]:.4f}: {gain:+.4f}"
+            )
+    return "\n".join(lines)
+
+
+def run(
+    config: StudyConfig | str | os.PathLike,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    stream: IO[str] | None = sys.stdout,
+    progress: bool = True,
+    trainer: Callable[..., TrainResult] = train,
+) -> optuna.Study:
+    """Run the study until it holds ``n_trials`` finished (complete or pruned) trials in total.
+
+    Counted across restarts and workers, not per call; a trial that fails (an exception, a killed
+    worker) is recorded as failed and does not count. Returns the study.
+    """
+    if not isinstance(config, StudyConfig):
+        config = load_study_config(config)
+    target = config.n_trials if n_trials is None else n_trials
+    timeout = config.timeout if timeout is None else timeout
+    space, data = load_config_data(config)
+    _check_budget_reachable(config, space, data)
+    device = resolve_device(config.device)
+    data = data.to(device)
+
+    # trial failures are reported on our own trial lines; Optuna would add a traceback for each
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(config)
+    swept = sweep_dead_workers(study)
+    if config.enqueue_baselines:
+        _enqueue_baselines(study, config, data)
+    objective = Objective(config, space, data, device=device, trainer=trainer)
+
+    def say(text: str) -> None:
+        if stream is not None:
+            (bar.write(text, file=stream) if bar is not None else print(text, file=stream, flush=True))
+
+    bar = None
+    if progress and stream is not None:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=target, initial=min(target, finished_count(study)), desc=config.name, unit="trial",
+                   file=sys.stderr, dynamic_ncols=True)
+    if swept:
+        say(f"failed {len(swept)} trial(s) left RUNNING by a dead worker and queued them again: {swept}")
+
+    def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        say(trial_line(trial))
+        if bar is not None and trial.state in COUNTED:
+            bar.update(1)
+
+    start = time.monotonic()
+    max_failures = max(10, target)  # guard against a space whose every trial fails
+    failures_at_start = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    try:
+        while (done := finished_count(study)) < target:
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                say(f"timeout of {timeout:g}s reached with {done}/{target} trials finished")
+                break
+            fails = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - failures_at_start
+            if fails >= max_failures:
+                say(f"stopping: {fails} trials failed in this run (see the trial lines for the errors)")
+                break
+            study.optimize(
+                objective,
+                n_trials=target - done,
+                timeout=left,
+                catch=(Exception,),
+                callbacks=[on_trial, optuna.study.MaxTrialsCallback(target, states=COUNTED)],
+                gc_after_trial=False,
+            )
+    finally:
+        if bar is not None:
+            bar.close()
+    say(summary(study))
+    return study

@@ -1,0 +1,308 @@
+"""Brief training of a candidate on in-memory tensors: the recipe (:class:`TrainConfig`) and its loop."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPTIMIZERS = ("sgd", "adamw", "adam")
+SCHEDULES = ("cosine", "constant", "step", "onecycle")
+AUGMENTATIONS = ("none", "shift", "flip", "shift+flip")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe of one trial (and of a final retrain)."""
+
+    epochs: int = 5
+    seconds: float | None = None  # wall-clock cap per trial; training stops after the epoch that crosses it
+    train_subset: int | None = None  # use at most this many training samples (None: all)
+    batch_size: int = 128
+    eval_batch_size: int = 1024
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    augment: str = "none"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"seconds must be > 0, got {self.seconds}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f"train_subset must be >= 1, got {self.train_subset}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError(f"batch sizes must be >= 1, got {self.batch_size}, {self.eval_batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError("weight_decay must be >= 0 and momentum in [0, 1)")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the training loop
+
+_SUBSET_SEED = 0  # fixed on purpose: every trial trains on the same subset, so trials compare architectures
+_EARLY_CHECK_STEP = 10  # one extra host sync after this many steps catches an lr that blows up at once
+_SHIFT_PAD = 2  # `shift` augmentation: translate by up to this many pixels
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite; the message says when and at which learning rate."""
+
+
+@dataclass
+class TrainResult:
+    """What one call of :func:`train` measured."""
+
+    val_accuracy: float  # accuracy on the validation tensors after the last epoch done
+    history: list[float]  # validation accuracy after each epoch
+    epochs_done: int
+    train_seconds: float  # wall time of the whole call
+    compute_seconds: float  # time in training steps and evaluations (the rest is setup and bookkeeping)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` to a device that exists on this machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available here; use 'cpu' or 'auto'")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} does not exist: there are {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
+    """Randomly shift and/or flip each image of a batch ``x`` (B, C, H, W); vectorized, no loop over samples."""
+    if mode not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {mode!r}")
+    if "shift" in mode:
+        b, c, h, w = x.shape
+        dy = torch.randint(-_SHIFT_PAD, _SHIFT_PAD + 1, (b, 1, 1), device=x.device, generator=generator)
+        dx = torch.randint(-_SHIFT_PAD, _SHIFT_PAD + 1, (b, 1, 1), device=x.device, generator=generator)
+        # clamping the source index is replicate padding: inputs are normalized, so 0 is not the background
+        rows = (dy + torch.arange(h, device=x.device).view(1, h, 1)).clamp_(0, h - 1)  # (B, H, 1)
+        cols = (dx + torch.arange(w, device=x.device).view(1, 1, w)).clamp_(0, w - 1)  # (B, 1, W)
+        src = (rows * w + cols).view(b, h * w, 1).expand(b, h * w, c)  # (B, H*W, C)
+        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view when x is channels_last
+        x = pixels.gather(1, src).view(b, h, w, c).permute(0, 3, 1, 2)  # one gather; result is channels_last
+    if "flip" in mode:
+        flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return x
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based) of ``total_steps``."""
+    p = step / total_steps  # progress in [0, 1)
+    if schedule == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * p))  # to 0 at the end
+    elif schedule == "constant":
+        factor = 1.0
+    elif schedule == "step":
+        factor = 0.1 ** ((p >= 0.5) + (p >= 0.75))
+    elif schedule == "onecycle":
+        # torch.optim.lr_scheduler.OneCycleLR defaults: pct_start=0.3, div_factor=25, final_div_factor=1e4, cos
+        peak = 0.3 * total_steps - 1
+        lo, end = 1.0 / 25, 1.0 / 25e4
+        if step <= peak:
+            t = step / peak if peak > 0 else 1.0
+            factor = lo + (1.0 - lo) * 0.5 * (1.0 - math.cos(math.pi * t))
+        else:
+            t = (step - peak) / max(total_steps - 1 - peak, 1)
+            factor = end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+    else:
+        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
+    if step < warmup_steps:
+        factor *= (step + 1) / warmup_steps  # linear warmup on top of every schedule
+    return factor
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split parameters so that weight decay skips 1-D ones (BN weights/biases, all biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer named by ``config.optimizer``, with the weight-decay param groups."""
+    groups = param_groups(model, config.weight_decay)
+    fused = device.type in ("cpu", "cuda")  # one kernel for all params: measurably faster for these small nets
+    if config.optimizer == "sgd":
+        nesterov = config.momentum > 0  # torch refuses nesterov without momentum
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=nesterov, fused=fused)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, fused=fused)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, fused=fused)
+    raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {config.optimizer!r}")
+
+
+def _autocast(device: torch.device) -> tuple[object, torch.dtype | None]:
+    """Mixed precision context for ``device`` and its dtype (None: full fp32 on CPU)."""
+    if device.type != "cuda":
+        return nullcontext(), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype), dtype
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, device: torch.device) -> float:
+    """Top-1 accuracy of ``model`` on (x, y), in eval mode and batches of ``batch_size``; restores the mode."""
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+    was_training = model.training
+    model.eval()
+    ctx, _ = _autocast(device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        yb = y[i : i + batch_size].to(device, non_blocking=True)
+        with ctx:
+            logits = model(xb)
+        correct += (logits.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    return correct.item() / len(x)  # the one host sync
+
+
+def train(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on normalized (N, C, H, W) float tensors with int64 labels.
+
+    Evaluates on the validation tensors after every epoch and calls ``on_epoch(epoch_index, val_acc)``;
+    an exception raised there (e.g. ``optuna.TrialPruned``) propagates unchanged. Raises
+    :class:`TrainingDiverged` when the loss stops being finite. The model ends in eval mode on ``device``.
+    """
+    t0 = time.perf_counter()
+    if len(x_train) != len(y_train) or len(x_train) == 0:
+        raise ValueError(
+            f"x_train and y_train must be non-empty and of equal length, got {len(x_train)} and {len(y_train)}"
+        )
+    torch.manual_seed(config.seed)
+
+    # data: a fixed subset, then everything on the device once, in channels_last like the model
+    if config.train_subset is not None and config.train_subset < len(x_train):
+        keep = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(_SUBSET_SEED))
+        keep = keep[: config.train_subset]
+        x_train, y_train = x_train[keep], y_train[keep]
+    x_train = x_train.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y_train = y_train.to(device, non_blocking=True)
+    x_val = x_val.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y_val = y_val.to(device, non_blocking=True)
+    gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
+
+    model.to(device, memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
+    ctx, amp_dtype = _autocast(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # bf16 needs no scaling
+    optimizer = make_optimizer(model, config, device)
+
+    # batches: keep the ragged last one, unless it is a single sample and BatchNorm would fail on it
+    n, bs = len(x_train), config.batch_size
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())  # BatchNorm1d/2d/3d/Sync
+    starts = [i for i in range(0, n, bs) if not (has_bn and n - i == 1)]
+    if not starts:
+        raise ValueError("a single training sample cannot train a model with BatchNorm")
+    # the schedule spans config.epochs even when config.seconds stops training earlier
+    total_steps = config.epochs * len(starts)
+    warmup_steps = round(config.warmup_epochs * len(starts))
+
+    history: list[float] = []
+    compute_seconds = 0.0
+    step = 0
+    try:
+        for epoch in range(config.epochs):
+            t_epoch = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)  # stays on the device: no sync per step
+            perm = torch.randperm(n, device=device, generator=gen)
+            for i in starts:
+                lr = config.lr * lr_factor(step, total_steps, warmup_steps, config.schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                idx = perm[i : i + bs]
+                xb, yb = x_train[idx], y_train[idx]
+                if config.augment != "none":
+                    xb = augment_batch(xb, config.augment, gen).contiguous(memory_format=torch.channels_last)
+                # forward, backward, update
+                with ctx:
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.detach()
+                step += 1
+                if step == _EARLY_CHECK_STEP:
+                    _check_finite(loss_sum, epoch, config, step, lr)
+            _check_finite(loss_sum, epoch, config, step, lr)  # the epoch's host sync: the time below is real
+            val_acc = evaluate(model, x_val, y_val, batch_size=config.eval_batch_size, device=device)
+            compute_seconds += time.perf_counter() - t_epoch
+            history.append(val_acc)
+            if on_epoch is not None:
+                on_epoch(epoch, val_acc)
+            if config.seconds is not None and time.perf_counter() - t0 >= config.seconds:
+                break
+    finally:
+        model.eval()
+    return TrainResult(
+        val_accuracy=history[-1],
+        history=history,
+        epochs_done=len(history),
+        train_seconds=time.perf_counter() - t0,
+        compute_seconds=compute_seconds,
+    )
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, config: TrainConfig, step: int, lr: float) -> None:
+    """Raise :class:`TrainingDiverged` if the accumulated loss is NaN/inf (one host sync)."""
+    if not torch.isfinite(loss_sum).item():
+        raise TrainingDiverged(
+            f"training loss is not finite ({loss_sum.item()}) in epoch {epoch + 1}/{config.epochs} "
+            f"by global step {step}, at lr={lr:.4g} (base lr={config.lr:.4g}, schedule={config.schedule!r})"
+        )

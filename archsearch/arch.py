@@ -17,6 +17,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from typing import Any
 
 import yaml
@@ -62,7 +63,8 @@ class Stem:
         _check_name("stem", "type", self.type)
         _check_int("stem", "out_chs", self.out_chs, 1, 4096)
         _check_int("stem", "stride", self.stride, 1, 2)
-        if self.pool not in STEM_POOLS or isinstance(self.pool, bool):
+        _check_int("stem", "pool", self.pool, 0, max(STEM_POOLS))
+        if self.pool not in STEM_POOLS:
             raise ValueError(f"stem.pool must be one of {STEM_POOLS} (max-pool kernel, 0: none), got {self.pool!r}")
 
 
@@ -264,7 +266,7 @@ class Arch:
                 if value != default:
                     tok.append(f"{key}{value}")
             if s.ratio is not None:
-                tok.append(f"e{s.ratio:g}")
+                tok.append(f"e{_ratio_str(s.ratio)}")
             parts.append("-".join(tok))
         parts.append(self.head)
         return "_".join(parts)
@@ -284,7 +286,7 @@ class Arch:
             for tok in stage_toks:
                 name, kw = _parse_tok(tok, keys)
                 stages.append(Stage(block=name, **kw))
-        except (AttributeError, ValueError, TypeError, KeyError) as e:
+        except (AttributeError, ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"not an architecture id: {text!r} ({e})") from None
         return cls(in_chs, resolution, num_classes, stem, tuple(stages), head)
 
@@ -292,6 +294,12 @@ class Arch:
 def _mid_chs(default_ratio: float | None, ratio: float | None, out_chs: int, groups: int) -> int:
     ratio = ratio if ratio is not None else default_ratio
     return 0 if ratio is None else make_divisible(out_chs * ratio, groups)
+
+
+def _ratio_str(ratio: float) -> str:
+    # '%g' keeps 6 digits and writes 1e-05 (with the '-' that ids split on): fall back to exact positional digits
+    text = f"{ratio:g}"
+    return text if "-" not in text and float(text) == ratio else format(Decimal(repr(ratio)), "f")
 
 
 def _check_keys(owner: str, data: dict, cls: type) -> None:
@@ -310,6 +318,8 @@ def _parse_tok(tok: str, keys: dict[str, str], prefix: str = "") -> tuple[str, d
     kw: dict[str, Any] = {}
     for item in items:
         key, value = item[0], item[1:]
+        if keys[key] in kw:
+            raise ValueError(f"{key!r} given twice in {tok!r}")
         kw[keys[key]] = float(value) if key == "e" else int(value)
         if key == "e" and not math.isfinite(kw["ratio"]):
             raise ValueError(f"bad ratio {value!r}")

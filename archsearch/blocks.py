@@ -96,6 +96,8 @@ class Tally:
         self.macs += weights * h * w
         self.params += weights + (out_chs if bias else 0) + (2 * out_chs if norm else 0)
         self._step(out_chs, h, w, held)
+        if norm:  # the BN after it is a layer of its own (until folded): its input and output are both alive
+            self.peak = max(self.peak, 2 * self.numel + held)
 
     def pool(
         self,

@@ -64,10 +64,15 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .study import run
+    from .study import run, run_workers
 
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     try:
-        run(args.config, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress)
+        if args.workers == 1:
+            run(args.config, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress)
+        else:
+            run_workers(args.config, args.workers, n_trials=args.n_trials, timeout=args.timeout)
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are stored; run the same command to resume", file=sys.stderr)
         return 130
@@ -90,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="study YAML file")
     s.add_argument("--n-trials", type=int, default=None, help="override the study's n_trials (a study total)")
     s.add_argument("--timeout", type=float, default=None, help="seconds for this call")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (one study)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_search)
     return p

@@ -712,7 +712,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():
             # heartbeat_interval and the retry callback are marked experimental; they are what we want
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 heartbeat_interval=HEARTBEAT_INTERVAL_S,
@@ -725,6 +725,31 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         raise ConfigError(f"no database driver for {_redact(url)!r}: {e}", key="storage") from None
     except Exception as e:  # sqlalchemy errors (unreachable server, bad schema version) are user-facing
         raise ConfigError(f"cannot open storage {_redact(url)!r}: {type(e).__name__}: {e}", key="storage") from None
+    if url.startswith(_SQLITE_PREFIX):
+        _use_wal(storage)
+    return storage
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _use_wal(storage: optuna.storages.RDBStorage) -> None:
+    """Write-ahead logging with ``synchronous=NORMAL`` on every connection.
+
+    A trial makes some 30 small writes (parameters, attributes, reports); with SQLite's default
+    rollback journal each one waits for two fsyncs, which measured 4-24 ms a write on this project's
+    machines, a large share of a quick trial. WAL keeps commits durable against a process crash
+    (a killed worker loses nothing committed), and readers no longer block the writer, which
+    several workers on one file need. WAL needs a local file system (not NFS).
+    """
+    import sqlalchemy
+
+    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    storage.engine.dispose()  # reconnect: the connections opened at creation lack the pragmas
 
 
 def _redact(url: str) -> str:

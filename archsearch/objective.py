@@ -29,11 +29,15 @@ BASELINE_ATTR = "baseline"
 
 
 def _process_start(pid: int) -> str:
+    """The process's start time in clock ticks ('?' where unknown; 'dead' for a zombie)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]  # field 22: start time in clock ticks
+            fields = f.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return "?"
+    if fields[0] in ("Z", "X"):  # killed but not yet reaped by its parent
+        return "dead"
+    return fields[19]  # field 22 of stat: start time
 
 
 def worker_id() -> str:
@@ -128,6 +132,15 @@ class Objective:
             self._resized[resolution] = self.data.resized(resolution)
         return self._resized[resolution]
 
+    @staticmethod
+    def earlier_result(trial: optuna.Trial, arch_id: str) -> optuna.trial.FrozenTrial | None:
+        """A finished trial of the same study that trained the same architecture, if any."""
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        for t in trial.study.get_trials(deepcopy=False, states=states):
+            if t.user_attrs.get("arch_id") == arch_id and t.user_attrs.get("val_accuracy") is not None:
+                return t
+        return None
+
     # -- the trial -------------------------------------------------------------------------------
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
@@ -159,6 +172,18 @@ class Objective:
             # over budget: recorded, never built for training; the sampler learns from the constraint
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             return self.score(0.0, cost, latency_ms)
+
+        earlier = self.earlier_result(trial, arch.id)
+        if earlier is not None:
+            # the sampler proposed an architecture already trained: reuse its result, train nothing
+            trial.set_user_attr("duplicate_of", earlier.number)
+            for key in ("val_accuracy", "epochs_done", "latency_ms"):
+                if key in earlier.user_attrs:
+                    trial.set_user_attr(key, earlier.user_attrs[key])
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            if earlier.state == optuna.trial.TrialState.PRUNED:
+                raise optuna.TrialPruned(f"same architecture as pruned trial {earlier.number}")
+            return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
 
         data = self.data_for(arch.resolution)
         model = build(arch)

@@ -131,7 +131,7 @@ def space_from_dict(data: dict[str, Any], *, path: str | os.PathLike | None = No
         return tuple(items)
 
     def one(key: str, value: Any, allowed: tuple) -> Any:
-        if isinstance(value, bool) or value not in allowed:
+        if isinstance(value, (bool, float)) or value not in allowed:  # 2.0 == 2, but records take ints
             raise err(key, f"expected one of {list(allowed)}, got {value!r}")
         return value
 

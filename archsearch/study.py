@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import itertools
-import json
-import math
 import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import replace
 from typing import IO, Any
 
+import numpy as np
+import torch
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -23,12 +22,11 @@ from .data import DataBundle, load_data
 from .errors import ConfigError
 from .objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive
 from .space import Space, load_space, suggest_architecture
-from .train import TrainResult, resolve_device, train
+from .train import TrainResult, make_optimizer, resolve_device, train
 
 __all__ = ["run", "open_study", "load_config_data", "smallest_cost", "finished_count", "best_trials", "summary"]
 
 FINGERPRINT_ATTR = "archsearch.fingerprint"
-BASELINES_ATTR = "archsearch.baselines_enqueued"
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what "n_trials finished trials" counts
 
 
@@ -38,30 +36,42 @@ def _directions(config: StudyConfig) -> list[str]:
 
 def open_study(config: StudyConfig, *, create: bool = True) -> optuna.Study:
     """Create the study, or load it and check that it was made with a comparable config."""
+    return _open_study(config, create=create)[0]
+
+
+def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, bool]:
+    """The study and whether this call created it."""
     storage = make_storage(config.storage)
     fingerprint = config.fingerprint()
     sampler = make_sampler(config.sampler, multi_objective=config.objective.multi_objective)
     pruner = make_pruner(config.pruner)
     if not create:
         try:
-            return optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+            return optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner), False
         except KeyError:
             raise ConfigError(
                 f"no study {config.name!r} in {config.storage}; run `archsearch search` first",
                 path=config.source, key="name",
             ) from None
-    study = optuna.create_study(
-        study_name=config.name,
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner,
-        directions=_directions(config),
-        load_if_exists=True,
-    )
-    stored = study.user_attrs.get(FINGERPRINT_ATTR)
-    if stored is None:
+    try:
+        # the storage's unique study name makes creation atomic: of workers starting at the same
+        # instant exactly one creates the study (and enqueues the baselines, in run()).
+        study = optuna.create_study(
+            study_name=config.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=_directions(config),
+        )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr("archsearch.config", config.to_dict())
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+        created = False
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None:  # created by a worker that has not written it yet
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
     elif stored != fingerprint:
         changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
         raise ConfigError(
@@ -74,7 +84,17 @@ def open_study(config: StudyConfig, *, create: bool = True) -> optuna.Study:
         raise ConfigError(
             f"study {config.name!r} exists with other directions {study.directions}", path=config.source, key="objective"
         )
-    return study
+    return study, created
+
+
+def _reseed(study: optuna.Study, config: StudyConfig, worker_index: int) -> None:
+    """Seed the sampler from (seed, trials so far, worker): a resumed study or a second worker would
+    otherwise replay the first proposals of the same seed. Reproducible for the same sequence of calls."""
+    if config.sampler.seed is None:
+        return
+    entropy = [config.sampler.seed, len(study.get_trials(deepcopy=False)), worker_index]
+    seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    study.sampler = make_sampler(replace(config.sampler, seed=seed), multi_objective=config.objective.multi_objective)
 
 
 def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
@@ -140,10 +160,7 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def _enqueue_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle) -> None:
-    """Enqueue the seed's three families, each scaled to the widest variant that fits, once per study."""
-    if study.user_attrs.get(BASELINES_ATTR):
-        return
-    study.set_user_attr(BASELINES_ATTR, True)
+    """Enqueue the seed's three families, each scaled to the widest variant that fits (by the study's creator)."""
     b = config.budget
     for family in baselines.FAMILIES:
         arch = baselines.fit_to_budget(
@@ -257,6 +274,8 @@ def run(
     stream: IO[str] | None = sys.stdout,
     progress: bool = True,
     trainer: Callable[..., TrainResult] = train,
+    summarize: bool = True,
+    worker_index: int = 0,
 ) -> optuna.Study:
     """Run the study until it holds ``n_trials`` finished (complete or pruned) trials in total.
 
@@ -271,12 +290,16 @@ def run(
     _check_budget_reachable(config, space, data)
     device = resolve_device(config.device)
     data = data.to(device)
+    # the first optimizer of a process imports torch's compiler stack (seconds): pay it before the trials
+    make_optimizer(torch.nn.Linear(1, 1), config.training, device)
 
+    prefix = f"[w{worker_index}] " if worker_index else ""
     # trial failures are reported on our own trial lines; Optuna would add a traceback for each
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = open_study(config)
+    study, created = _open_study(config, create=True)
+    _reseed(study, config, worker_index)
     swept = sweep_dead_workers(study)
-    if config.enqueue_baselines:
+    if created and config.enqueue_baselines:
         _enqueue_baselines(study, config, data)
     objective = Objective(config, space, data, device=device, trainer=trainer)
 
@@ -294,7 +317,7 @@ def run(
         say(f"failed {len(swept)} trial(s) left RUNNING by a dead worker and queued them again: {swept}")
 
     def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        say(trial_line(trial))
+        say(prefix + trial_line(trial))
         if bar is not None and trial.state in COUNTED:
             bar.update(1)
 
@@ -322,5 +345,51 @@ def run(
     finally:
         if bar is not None:
             bar.close()
-    say(summary(study))
+    if summarize:
+        say(summary(study))
+    return study
+
+
+def _worker(config: StudyConfig, index: int, threads: int, n_trials: int | None, timeout: float | None) -> None:
+    torch.set_num_threads(threads)
+    run(config, n_trials=n_trials, timeout=timeout, progress=False, summarize=False, worker_index=index + 1)
+
+
+def run_workers(
+    config: StudyConfig | str | os.PathLike,
+    workers: int,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    stream: IO[str] | None = sys.stdout,
+) -> optuna.Study:
+    """``workers`` processes on one study, torch's threads split between them; prints one summary.
+
+    The study total holds across them: each stops once the study has ``n_trials`` finished trials,
+    so at most ``workers - 1`` trials that were running at that moment finish beyond it.
+    """
+    import multiprocessing as mp
+
+    if not isinstance(config, StudyConfig):
+        config = load_study_config(config)
+    # fail fast, once, on what every worker would refuse (bad data, unreachable budget, changed config)
+    space, data = load_config_data(config)
+    _check_budget_reachable(config, space, data)
+    open_study(config)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")  # no forked torch/sqlite state
+    procs = [ctx.Process(target=_worker, args=(config, i, threads, n_trials, timeout), daemon=False)
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    study = open_study(config, create=False)
+    if stream is not None:
+        print(summary(study), file=stream, flush=True)
     return study

@@ -164,7 +164,6 @@ class Arch:
                     kernel=stage.kernel,
                     groups=stage.groups,
                     mid_chs=mid,
-                    first=i == 0 and j == 0,
                 )
                 specs.append(spec)
                 in_chs = stage.out_chs

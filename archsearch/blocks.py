@@ -48,7 +48,6 @@ class BlockSpec:
     kernel: int = 3
     groups: int = 1
     mid_chs: int = 0  # bottleneck width, for the families that have one
-    first: bool = False  # first block after the stem (ShuffleNet keeps that block's first 1x1 dense)
 
 
 class Tally:
@@ -288,8 +287,10 @@ class ShuffleUnit(Block):
     grouped 1x1 -> BN; stride 1 adds the identity, stride 2 concatenates a 3x3 average-pooled
     shortcut (the branch then produces ``out_chs - in_chs`` channels); ReLU after the merge.
 
-    As in the paper, the first 1x1 of the first block after the stem is not grouped (too few input
-    channels); it is also left dense where ``groups`` does not divide ``in_chs``.
+    The first 1x1 is not grouped where its input has too few channels: where it widens the input
+    (``in_chs < mid_chs``, as for the paper's stage-2 input of 24 channels) or where ``groups`` does
+    not divide ``in_chs``; where it narrows (every later unit, and the EffNet paper's g=4 comparison
+    network on a 64-channel stem) it is grouped.
     Deviations: at stride 1 with ``in_chs != out_chs`` (a stage that widens without downsampling,
     which the paper never has) there is no shortcut; the depthwise kernel is a search choice.
     """
@@ -306,7 +307,7 @@ class ShuffleUnit(Block):
         groups: int = 1,
         mid_chs: int = 0,
         kernel: int = 3,
-        group_first_pw: bool = True,
+        group_first_pw: bool = True,  # False: the first 1x1 is dense (see the class docstring)
     ):
         super().__init__()
         self.stride = stride
@@ -331,7 +332,8 @@ class ShuffleUnit(Block):
 
     @staticmethod
     def _first_groups(spec: BlockSpec) -> int:
-        return 1 if spec.first or spec.in_chs % spec.groups else spec.groups
+        dense = spec.in_chs < spec.mid_chs or spec.in_chs % spec.groups
+        return 1 if dense else spec.groups
 
     @classmethod
     def validate(cls, spec: BlockSpec) -> None:

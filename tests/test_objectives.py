@@ -1,0 +1,91 @@
+"""The three objectives end to end on real (synthetic) training: constrained, soft (MnasNet), pareto."""
+
+from __future__ import annotations
+
+import io
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from archsearch.config import load_study_config
+from archsearch.cost import arch_cost
+from archsearch.arch import Arch
+from archsearch.study import best_trials, run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(path):
+    out = io.StringIO()
+    study = run(load_study_config(path), stream=out, progress=False)
+    return study, out.getvalue()
+
+
+def test_soft_objective_is_mnasnet_reward(write_study):
+    path = write_study(objective={"type": "soft", "soft_metric": "macs", "soft_weight": -0.07},
+                       budget={"max_macs": 20000}, n_trials=5)
+    study, text = _run(path)
+    trained = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert trained
+    for t in trained:
+        macs = t.user_attrs["macs"]
+        # a soft target is no hard limit: candidates over it are trained and scored lower, not dropped
+        assert t.user_attrs["feasible"] is True and "val_accuracy" in t.user_attrs
+        assert t.values[0] == pytest.approx(t.user_attrs["val_accuracy"] * (macs / 20000) ** -0.07)
+    assert any(t.user_attrs["macs"] > 20000 for t in trained) or len(trained) < 5
+    assert "best feasible trial" in text
+
+
+def test_pareto_objective_gives_a_front_of_accuracy_against_macs(write_study):
+    path = write_study(objective={"type": "pareto", "pareto_metric": "macs"}, sampler={"type": "nsga2", "seed": 0},
+                       pruner={"type": "none"}, budget={"max_macs": 60000}, n_trials=6)
+    study, text = _run(path)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 6
+    for t in done:
+        assert t.values[1] == t.user_attrs["macs"]
+        assert t.values[1] == arch_cost(Arch.from_dict(t.user_attrs["arch"])).macs
+    front = best_trials(study)
+    assert front and all(t.user_attrs["feasible"] for t in front)
+    # nothing feasible dominates a front member
+    feasible = [t for t in done if t.user_attrs["feasible"]]
+    for f in front:
+        assert not any(o.values[0] > f.values[0] and o.values[1] < f.values[1] for o in feasible)
+    assert "Pareto front" in text
+
+
+def test_latency_budget_is_measured_and_recorded(write_study):
+    path = write_study(budget={"max_latency_ms": 1000.0, "latency": {"device": "cpu", "threads": 1, "batch": 1}},
+                       n_trials=2)
+    study, _ = _run(path)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2
+    for t in done:
+        assert 0 < t.user_attrs["latency_ms"] <= t.user_attrs["latency_p90_ms"]
+        assert t.user_attrs["feasible"] is True
+
+
+def test_an_impossible_latency_budget_makes_every_candidate_infeasible_without_training(write_study):
+    calls = []
+
+    def trainer(*args, **kwargs):  # pragma: no cover - must never run
+        calls.append(1)
+        raise AssertionError("an infeasible candidate was trained")
+
+    path = write_study(budget={"max_latency_ms": 1.0e-6}, n_trials=3)
+    study = run(load_study_config(path), stream=None, progress=False, trainer=trainer)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 3 and not calls
+    assert all(t.user_attrs["feasible"] is False and t.constraints["latency"] > 0 for t in done)
+    assert best_trials(study) == []
+    assert optuna.load_study(study_name="tiny", storage=load_study_config(path).storage).trials

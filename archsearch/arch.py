@@ -151,7 +151,7 @@ class Arch:
         )
         stages = []
         in_chs = stem.out_chs
-        for i, stage in enumerate(self.stages):
+        for stage in self.stages:
             cls = get_block(stage.block)
             mid = _mid_chs(cls.default_ratio, stage.ratio, stage.out_chs, stage.groups)
             specs = []

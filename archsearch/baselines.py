@@ -77,7 +77,7 @@ def shufflenet_v1(groups: int = 3, scale: float = 1.0, *, in_chs: int = 3, resol
         stem=Stem("conv", stem_chs, stride=s[0], pool=3 if s[1] == 2 else 0),
         stages=tuple(
             Stage("shuffle", w, repeats, stride, groups=groups)
-            for w, repeats, stride in zip(widths, (4, 8, 4), s[2:])
+            for w, repeats, stride in zip(widths, (4, 8, 4), s[2:], strict=True)
         ),
     )
 

@@ -82,7 +82,8 @@ def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, boo
         )
     if study.directions != [optuna.study.StudyDirection[d.upper()] for d in _directions(config)]:
         raise ConfigError(
-            f"study {config.name!r} exists with other directions {study.directions}", path=config.source, key="objective"
+            f"study {config.name!r} exists with other directions {study.directions}",
+            path=config.source, key="objective",
         )
     return study, created
 

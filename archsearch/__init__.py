@@ -1,7 +1,8 @@
 """archsearch: hardware-aware neural architecture search for small image classifiers (Optuna + PyTorch).
 
 The pipeline, one module per stage: space (YAML -> choices) -> arch (the sampled record) -> blocks ->
-build (record -> nn.Module) -> cost (MACs, params, activations) -> data -> train -> objective -> study -> cli.
+build (record -> nn.Module) -> cost (MACs, params, activations) -> data -> train -> objective -> study ->
+export / report -> cli.
 """
 
 from .arch import Arch, Stage, Stem
@@ -12,6 +13,7 @@ from .config import StudyConfig, load_study_config, study_config_from_dict
 from .cost import Cost, arch_cost
 from .data import DATASETS, DataBundle, load_data
 from .errors import ConfigError
+from .export import load
 from .latency import measure_latency
 from .objective import Objective
 from .space import Space, load_space, sample_architectures, suggest_architecture
@@ -45,6 +47,7 @@ __all__ = [
     "effnet_paper",
     "fit_to_budget",
     "get_block",
+    "load",
     "load_data",
     "load_space",
     "load_study_config",

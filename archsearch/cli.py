@@ -1,4 +1,4 @@
-"""The ``archsearch`` command line: ``space`` and ``search``."""
+"""The ``archsearch`` command line: ``space``, ``search``, ``export``, ``report``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from . import baselines
+from . import baselines, export, report
 from .cost import arch_cost
 from .errors import ConfigError
 
@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (one study)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_search)
+
+    export.add_parser(sub)
+    report.add_parser(sub)
     return p
 
 

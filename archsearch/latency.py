@@ -1,17 +1,83 @@
-"""Latency measurement of a built model on a target (device, threads, batch)."""
+"""Latency on a target (device, threads, batch): measured on a built model, or predicted from a lookup table.
+
+:func:`measure_latency` times forward passes of a built model. :class:`LatencyTable` predicts the
+latency of an architecture record without building it: the sum of one measured entry per part (the
+stem, its max-pool, every block, the head) plus a per-network constant, the way nn-Meter predicts a
+model from its kernels (https://dl.acm.org/doi/10.1145/3458864.3467882). Entries are measured once per
+target, on demand, and cached in a JSON file per target under ``studies/latency/``.
+
+Two things make the plain sum of isolated measurements too low on a CPU (measured on this project's
+2-core EPYC, 1 thread, batch 1, 28x28 inputs from search_spaces/mixed.yaml: the plain sum is 9% below
+the whole network, median over 20 networks):
+
+- context: a block timed alone, pass after pass, runs with its weights, activations, the framework's
+  code paths and the branch predictor warm for exactly its own layers; inside a network the other
+  blocks have evicted them. Each entry is therefore timed with a fixed *disturber* network run
+  between its timed passes (not timed itself), which puts the block back in a network's cache state.
+- the network's own forward (``Net.forward``, the ``nn.Sequential`` containers) and what is left of
+  the context effect: the per-network constant, measured once per target on a few calibration
+  networks as the median of (measured latency - sum of entries).
+
+The table file's name and its content carry the key (device, threads, batch, torch version and the
+processor or GPU name): a table measured under any other key is never reused.
+
+Command line (wired into ``archsearch`` by cli.py):
+
+    archsearch latency build cpu:1:1 --samples 200     # fill the table for the parts of 200 candidates
+    archsearch latency check cpu:1:1 --samples 100     # predicted against measured on 100 others
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import gc
+import hashlib
+import json
+import math
+import os
+import platform
+import re
 import statistics
+import sys
+import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Latency", "measure_latency", "torch_threads"]
+from .arch import Arch
+from .blocks import BlockSpec, ShuffleUnit, DepthwiseSeparable, EffNetBlock, Tally, get_block
+from .config import LATENCY_DEVICES, LatencyTarget
+
+__all__ = [
+    "DEFAULT_DIRECTORY",
+    "Latency",
+    "LatencyTable",
+    "Part",
+    "TableKey",
+    "measure_latency",
+    "parse_target",
+    "parts_of",
+    "table_for",
+    "table_key",
+    "torch_threads",
+    "add_parser",
+    "cmd_build",
+    "cmd_check",
+]
+
+DEFAULT_DIRECTORY = Path("studies") / "latency"
+TABLE_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring a built model
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -32,6 +98,18 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    # a garbage collection inside a timed pass is noise, not the model's latency (timeit does the same)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @torch.inference_mode()
 def measure_latency(
     model: nn.Module,
@@ -42,21 +120,499 @@ def measure_latency(
     batch: int = 1,
     warmup: int = 10,
     repeats: int = 50,
+    min_seconds: float = 0.25,
+    max_repeats: int = 10_000,
+    between: Callable[[], Any] | None = None,
 ) -> Latency:
-    """Median and p90 wall time of one forward pass, after ``warmup`` passes, in eval mode."""
+    """Median and p90 wall time of one forward pass of ``model`` in eval mode, in milliseconds.
+
+    ``warmup`` untimed passes, then timed passes until there are at least ``repeats`` of them and
+    they add up to ``min_seconds`` (at most ``max_repeats``): a fast model gets more passes, so its
+    median is as steady as a slow one's. Runs with ``threads`` intra-op threads (restored after), the
+    garbage collector paused, under ``torch.inference_mode``; CUDA is synchronised after each pass.
+    ``between`` runs before each timed pass, untimed (the lookup table's disturber). The model's
+    train/eval mode is restored; it is moved to ``device``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     dev = torch.device(device)
+    was_training = model.training
     model = model.eval().to(dev)
     x = torch.randn(batch, *input_shape, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times = []
-    with torch_threads(threads):
-        for _ in range(warmup):
-            model(x)
-        sync()
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
+    times: list[float] = []
+    total = 0.0
+    try:
+        with torch_threads(threads), _no_gc():
+            for _ in range(warmup):
+                if between is not None:
+                    between()
+                model(x)
             sync()
-            times.append((time.perf_counter() - t0) * 1000)
+            while len(times) < max_repeats and (len(times) < repeats or total < min_seconds):
+                if between is not None:
+                    between()
+                    sync()
+                t0 = time.perf_counter()
+                model(x)
+                sync()
+                dt = time.perf_counter() - t0
+                times.append(dt * 1000)
+                total += dt
+    finally:
+        model.train(was_training)
     times.sort()
-    return Latency(statistics.median(times), times[min(len(times) - 1, int(0.9 * len(times)))], repeats)
+    # p90: nearest rank
+    return Latency(statistics.median(times), times[math.ceil(0.9 * len(times)) - 1], len(times))
+
+
+# ---------------------------------------------------------------------------------------------
+# The parts of a network, as the table sees them
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One table entry's worth of a network: its key, how to build it alone, and its input (C, H, W)."""
+
+    key: str
+    input_shape: tuple[int, int, int]
+    make: Callable[[], nn.Module]
+
+
+def _block_key(spec: BlockSpec, h: int, w: int) -> str:
+    return (
+        f"block:{spec.block}:i{spec.in_chs}:o{spec.out_chs}:s{spec.stride}:k{spec.kernel}:g{spec.groups}"
+        f":m{spec.mid_chs}:{h}x{w}"
+    )
+
+
+def _make_block(spec: BlockSpec) -> Callable[[], nn.Module]:
+    return lambda: get_block(spec.block).from_spec(spec)
+
+
+def _make_stem_pool(k: int) -> Callable[[], nn.Module]:
+    return lambda: nn.MaxPool2d(k, 2, (k - 1) // 2)  # as build.Net makes it
+
+
+def _make_head(head: str, c: int, h: int, w: int, classes: int) -> Callable[[], nn.Module]:
+    # as build.Net's pool -> flatten -> classifier
+    def make() -> nn.Module:
+        pool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.Identity()
+        features = c if head == "gap" else c * h * w
+        return nn.Sequential(pool, nn.Flatten(1), nn.Linear(features, classes))
+
+    return make
+
+
+def parts_of(arch: Arch) -> list[Part]:
+    """The parts of ``arch`` in forward order: stem, stem max-pool (if any), every block, head.
+
+    Follows ``build.Net``: the same modules with the same input sizes (walked on a :class:`Tally`,
+    so nothing is built here). A repeated identical block appears once per repeat.
+    """
+    stem_spec, stages = arch.plan()
+    t = Tally(arch.in_chs, arch.resolution, arch.resolution)
+    parts = [Part(_block_key(stem_spec, t.h, t.w), (t.c, t.h, t.w), _make_block(stem_spec))]
+    get_block(stem_spec.block).cost(stem_spec, t)
+    k = arch.stem.pool
+    if k:
+        parts.append(Part(f"maxpool:c{t.c}:k{k}:s2:{t.h}x{t.w}", (t.c, t.h, t.w), _make_stem_pool(k)))
+        t.pool(k, stride=2, padding=(k - 1) // 2)
+    for spec in (spec for stage in stages for spec in stage):
+        parts.append(Part(_block_key(spec, t.h, t.w), (t.c, t.h, t.w), _make_block(spec)))
+        get_block(spec.block).cost(spec, t)
+    parts.append(
+        Part(
+            f"head:{arch.head}:c{t.c}:{t.h}x{t.w}:n{arch.num_classes}",
+            (t.c, t.h, t.w),
+            _make_head(arch.head, t.c, t.h, t.w, arch.num_classes),
+        )
+    )
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------
+# The table's key and file
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableKey:
+    """What a table's measurements depend on; a table is only reused under an equal key."""
+
+    device: str
+    threads: int
+    batch: int
+    torch: str
+    hardware: str
+
+    def file_name(self) -> str:
+        """``cpu-t1-b1-torch2.13.0+cpu-amd-epyc-3f2a9c.json``: readable, and distinct for distinct keys."""
+        slug = re.sub(r"[^a-z0-9]+", "-", self.hardware.lower()).strip("-")[:24].strip("-") or "unknown"
+        digest = hashlib.sha256(self.hardware.encode()).hexdigest()[:6]
+        version = re.sub(r"[^A-Za-z0-9.+]+", "_", self.torch)
+        return f"{self.device}-t{self.threads}-b{self.batch}-torch{version}-{slug}-{digest}.json"
+
+
+def _hardware_name(device: str) -> str:
+    """The processor model (``/proc/cpuinfo``'s model name) or the CUDA device's name."""
+    if device == "cuda":
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cuda (unavailable)"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def table_key(target: LatencyTarget, *, torch_version: str | None = None, hardware: str | None = None) -> TableKey:
+    """The key of ``target``'s table on this machine; ``torch_version``/``hardware`` default to this process's."""
+    if target.device not in LATENCY_DEVICES:
+        raise ValueError(f"latency device must be one of {list(LATENCY_DEVICES)}, got {target.device!r}")
+    for name in ("threads", "batch"):
+        value = getattr(target, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"latency {name} must be an int >= 1, got {value!r}")
+    return TableKey(
+        device=target.device,
+        threads=target.threads,
+        batch=target.batch,
+        torch=torch.__version__ if torch_version is None else torch_version,
+        hardware=_hardware_name(target.device) if hardware is None else hardware,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+# ---------------------------------------------------------------------------------------------
+
+
+def _disturber() -> tuple[nn.Module, tuple[int, int, int]]:
+    """A small network of the three families, run between an entry's timed passes (module docstring)."""
+    net = nn.Sequential(
+        ShuffleUnit(24, 48, stride=2, groups=4, mid_chs=12, kernel=5),
+        DepthwiseSeparable(48, 40, stride=1, kernel=7),
+        EffNetBlock(40, 56, stride=2, mid_chs=24),
+    )
+    return net, (24, 20, 20)
+
+
+def _calibration_archs() -> list[Arch]:
+    """Networks the per-network constant is measured on: a spread of families, depths and widths."""
+    from .baselines import effnet, mobilenet_v1, shufflenet_v1
+
+    return [
+        mobilenet_v1(0.25, in_chs=1, resolution=28, num_classes=10),
+        mobilenet_v1(0.5, in_chs=3, resolution=32, num_classes=10),
+        shufflenet_v1(2, 0.5, in_chs=1, resolution=28, num_classes=10),
+        shufflenet_v1(4, 0.25, in_chs=3, resolution=32, num_classes=10),
+        effnet(0.5, in_chs=1, resolution=28, num_classes=10),
+        effnet(1.0, in_chs=3, resolution=32, num_classes=10),
+    ]
+
+
+class _Corrupt(ValueError):
+    pass
+
+
+class LatencyTable:
+    """Predicted latency (ms) of architecture records on one target, from measured parts.
+
+    ``predict(arch)`` = sum of the entries of ``parts_of(arch)`` + ``overhead_ms``. Missing entries
+    (and the constant, the first time) are measured on demand, each part built alone, and saved to
+    ``path`` (write to a temporary file, then ``os.replace``; entries another process saved meanwhile
+    are kept). ``measurements`` counts the measurements this object made.
+
+    ``warmup``/``repeats``/``min_seconds`` are the per-entry measurement settings; ``calibration``
+    the networks the constant is measured on (default: a few baselines; tests pass tiny ones).
+    """
+
+    def __init__(
+        self,
+        target: LatencyTarget,
+        path: str | os.PathLike,
+        *,
+        key: TableKey | None = None,
+        warmup: int = 10,
+        repeats: int = 50,
+        min_seconds: float = 0.1,
+        calibration: Sequence[Arch] | None = None,
+        stream: Any = None,
+    ):
+        self.target = target
+        self.key = key if key is not None else table_key(target)
+        self.path = Path(path)
+        self.warmup, self.repeats, self.min_seconds = warmup, repeats, min_seconds
+        self.calibration = list(calibration) if calibration is not None else None
+        self.stream = stream  # where messages go; None: sys.stderr at the time of writing
+        self.measurements = 0
+        self.entries: dict[str, dict[str, float]] = {}
+        self.overhead_ms: float | None = None
+        self._disturb: Callable[[], Any] | None = None
+        self._load()
+
+    # -- file -------------------------------------------------------------------------------------
+
+    def _say(self, text: str) -> None:
+        print(f"archsearch: {text}", file=self.stream or sys.stderr, flush=True)
+
+    def _read(self) -> tuple[dict[str, dict[str, float]], float | None]:
+        """The entries and the constant in ``path``; FileNotFoundError or _Corrupt (with the reason)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise _Corrupt(f"not UTF-8 text ({e.reason})") from None
+        except json.JSONDecodeError as e:
+            raise _Corrupt(f"not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+            raise _Corrupt(f"not a latency table of format {TABLE_FORMAT}")
+        if data.get("key") != asdict(self.key):
+            raise _Corrupt(f"it was measured under another key {data.get('key')!r}, not {asdict(self.key)!r}")
+        entries, overhead = data.get("entries"), data.get("overhead_ms")
+        if not isinstance(entries, dict) or not (overhead is None or _is_number(overhead)):
+            raise _Corrupt("its entries or overhead_ms are malformed")
+        for k, v in entries.items():
+            if not (isinstance(v, dict) and _is_number(v.get("median_ms")) and _is_number(v.get("p90_ms"))):
+                raise _Corrupt(f"entry {k!r} is malformed: {v!r}")
+        return entries, overhead
+
+    def _load(self) -> None:
+        try:
+            self.entries, self.overhead_ms = self._read()
+        except FileNotFoundError:
+            self._say(f"latency table {self.path} does not exist: a new one is built (parts are measured as needed)")
+        except (OSError, _Corrupt) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            self._say(f"latency table {self.path} is unusable ({reason}): it is rebuilt and the file replaced")
+
+    def save(self) -> None:
+        """Write the table atomically, merged with the entries another process saved meanwhile."""
+        with contextlib.suppress(FileNotFoundError, OSError, _Corrupt):
+            theirs, their_overhead = self._read()
+            self.entries = {**theirs, **self.entries}
+            if self.overhead_ms is None:
+                self.overhead_ms = their_overhead
+        data = {
+            "format": TABLE_FORMAT,
+            "key": asdict(self.key),
+            "method": {"warmup": self.warmup, "repeats": self.repeats, "min_seconds": self.min_seconds,
+                       "context": "disturber between timed passes"},
+            "overhead_ms": self.overhead_ms,
+            "entries": dict(sorted(self.entries.items())),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    # -- measuring --------------------------------------------------------------------------------
+
+    def _measure(self, model: nn.Module, input_shape: tuple[int, int, int], *, disturbed: bool) -> Latency:
+        t = self.target
+        between = None
+        if disturbed:
+            if self._disturb is None:
+                net, shape = _disturber()
+                net = net.eval().to(t.device)
+                x = torch.randn(t.batch, *shape, device=t.device)
+
+                @torch.inference_mode()
+                def disturb() -> None:
+                    net(x)
+
+                self._disturb = disturb
+            between = self._disturb
+        self.measurements += 1
+        return measure_latency(
+            model, input_shape, device=t.device, threads=t.threads, batch=t.batch,
+            warmup=self.warmup, repeats=self.repeats, min_seconds=self.min_seconds, between=between,
+        )
+
+    def _measure_parts(self, parts: Iterable[Part]) -> int:
+        n = 0
+        for part in parts:
+            if part.key in self.entries:
+                continue
+            lat = self._measure(part.make(), part.input_shape, disturbed=True)
+            self.entries[part.key] = {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": lat.repeats}
+            n += 1
+        return n
+
+    def _ensure_overhead(self) -> bool:
+        if self.overhead_ms is not None:
+            return False
+        from .build import build
+
+        archs = self.calibration if self.calibration is not None else _calibration_archs()
+        diffs = []
+        for a in archs:
+            self._measure_parts(parts_of(a))
+            measured = self._measure(build(a), (a.in_chs, a.resolution, a.resolution), disturbed=False)
+            diffs.append(measured.median_ms - self._sum(a))
+        self.overhead_ms = statistics.median(diffs)
+        return True
+
+    def _sum(self, arch: Arch) -> float:
+        return sum(self.entries[p.key]["median_ms"] for p in parts_of(arch))
+
+    def fill(self, archs: Iterable[Arch]) -> int:
+        """Measure every missing entry of ``archs`` (and the constant); save; the number of new entries."""
+        new = 0
+        for a in archs:
+            new += self._measure_parts(parts_of(a))
+        calibrated = self._ensure_overhead()
+        if new or calibrated:
+            self.save()
+        return new
+
+    # -- predicting -------------------------------------------------------------------------------
+
+    def predict(self, arch: Arch) -> float:
+        """Predicted median latency of ``arch`` in ms; measures (and saves) what the table lacks."""
+        new = self._measure_parts(parts_of(arch))
+        if self._ensure_overhead() or new:
+            self.save()
+        return self._sum(arch) + self.overhead_ms
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"LatencyTable({self.path}, {len(self)} entries, overhead_ms={self.overhead_ms})"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def table_for(
+    target: LatencyTarget, *, directory: str | os.PathLike = DEFAULT_DIRECTORY, **options: Any
+) -> LatencyTable:
+    """The table of ``target`` on this machine, in ``directory`` (created when needed).
+
+    The file name carries the key (:meth:`TableKey.file_name`), so another thread count, batch, torch
+    version or processor opens another file. ``options`` go to :class:`LatencyTable`.
+    """
+    key = options.pop("key", None) or table_key(target)
+    return LatencyTable(target, Path(directory) / key.file_name(), key=key, **options)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: archsearch latency build|check TARGET
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_target(text: str) -> LatencyTarget:
+    """``device:threads:batch`` (``cpu:1:1``, ``cuda:1:8``) -> LatencyTarget."""
+    m = re.fullmatch(r"([a-z]+):(\d+):(\d+)", text)
+    if not m or m.group(1) not in LATENCY_DEVICES or int(m.group(2)) < 1 or int(m.group(3)) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected DEVICE:THREADS:BATCH with DEVICE one of {', '.join(LATENCY_DEVICES)} and THREADS, BATCH "
+            f">= 1, e.g. cpu:1:1, got {text!r}"
+        )
+    return LatencyTarget(m.group(1), int(m.group(2)), int(m.group(3)))
+
+
+def _sample(args: argparse.Namespace) -> list[Arch]:
+    from .space import load_space, sample_architectures
+
+    in_chs, res = args.input
+    return sample_architectures(load_space(args.space), args.samples, in_chs=in_chs, resolution=res,
+                                num_classes=args.classes, seed=args.seed)
+
+
+def _load() -> str:
+    with contextlib.suppress(OSError):
+        return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return "load average unknown"
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    target = args.target
+    if target.device == "cuda" and not torch.cuda.is_available():
+        print("archsearch: error: target device cuda, but CUDA is not available", file=sys.stderr)
+        return 2
+    archs = _sample(args)
+    t0 = time.perf_counter()
+    table = table_for(target, directory=args.dir)
+    before = len(table)
+    print(f"latency table {table.path}: {before} entries; filling it for {len(archs)} candidates of {args.space} "
+          f"({_load()})", flush=True)
+    new = table.fill(archs)
+    print(f"{len(table)} entries ({new} new) in {time.perf_counter() - t0:.1f} s; per-network constant "
+          f"{table.overhead_ms:.4f} ms ({_load()})")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .build import build
+    from .cli import _table
+
+    target = args.target
+    if target.device == "cuda" and not torch.cuda.is_available():
+        print("archsearch: error: target device cuda, but CUDA is not available", file=sys.stderr)
+        return 2
+    archs = _sample(args)
+    table = table_for(target, directory=args.dir)
+    print(f"latency table {table.path}: {len(table)} entries; {len(archs)} candidates of {args.space}, seed "
+          f"{args.seed} ({_load()})", flush=True)
+    t0 = time.perf_counter()
+    predicted = [table.predict(a) for a in archs]
+    print(f"predicted in {time.perf_counter() - t0:.1f} s ({table.measurements} parts measured on demand)",
+          flush=True)
+    load_before = _load()
+    t0 = time.perf_counter()
+    measured = []
+    for a in archs:
+        lat = measure_latency(build(a), (a.in_chs, a.resolution, a.resolution), device=target.device,
+                              threads=target.threads, batch=target.batch)
+        measured.append(lat.median_ms)
+    print(f"measured in {time.perf_counter() - t0:.1f} s ({load_before} before, {_load()} after)")
+    errors = [p / m - 1 for p, m in zip(predicted, measured)]
+    order = sorted(range(len(archs)), key=lambda i: -abs(errors[i]))
+    rows = [[archs[i].id, f"{predicted[i]:.3f}", f"{measured[i]:.3f}", f"{100 * errors[i]:+.1f}%"]
+            for i in order[: args.worst]]
+    print(_table(rows, ["worst predictions", "predicted ms", "measured ms", "error"]))
+    within = sum(abs(e) <= 0.10 for e in errors) / len(errors)
+    abs_err = sorted(abs(e) for e in errors)
+    print(f"within +-10%: {100 * within:.0f}% of {len(errors)}; within +-5%: "
+          f"{100 * sum(e <= 0.05 for e in abs_err) / len(errors):.0f}%; |error| median "
+          f"{100 * statistics.median(abs_err):.1f}%, p90 {100 * abs_err[math.ceil(0.9 * len(abs_err)) - 1]:.1f}%, "
+          f"max {100 * abs_err[-1]:.1f}%; mean error {100 * statistics.fmean(errors):+.1f}% "
+          f"(measured {min(measured):.3f} to {max(measured):.3f} ms)")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``latency build`` and ``latency check`` to the ``archsearch`` command line."""
+    from .cli import _input_shape
+
+    p = subparsers.add_parser("latency", help="latency lookup table of a target: build it, check its predictions")
+    sub = p.add_subparsers(dest="latency_command", required=True)
+    for name, func, samples, seed, text in (
+        ("build", cmd_build, 200, 0, "measure the table's entries for the parts of sampled candidates"),
+        ("check", cmd_check, 100, 1, "predicted against measured latency of sampled candidates"),
+    ):
+        s = sub.add_parser(name, help=text, description=text)
+        s.add_argument("target", type=parse_target, metavar="TARGET", help="DEVICE:THREADS:BATCH, e.g. cpu:1:1")
+        s.add_argument("--space", default="search_spaces/mixed.yaml", help="search-space YAML file")
+        s.add_argument("--input", type=_input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
+        s.add_argument("--classes", type=int, default=10)
+        s.add_argument("--samples", type=int, default=samples, help=f"candidates sampled ({samples})")
+        s.add_argument("--seed", type=int, default=seed, help=f"sampling seed ({seed})")
+        s.add_argument("--dir", default=str(DEFAULT_DIRECTORY), help=f"table directory ({DEFAULT_DIRECTORY})")
+        if name == "check":
+            s.add_argument("--worst", type=int, default=10, help="rows of the worst-predictions table")
+        s.set_defaults(func=func)
+    return p

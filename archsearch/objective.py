@@ -7,7 +7,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
 
 import optuna
 import torch
@@ -21,7 +20,7 @@ from .latency import measure_latency
 from .space import Space, suggest_architecture
 from .train import TrainResult, train
 
-__all__ = ["Objective", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
+__all__ = ["Objective", "budget_excess", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
 
 # trial user attributes (JSON) that archsearch writes and reads
 ARCH_ATTR = "arch"
@@ -56,6 +55,23 @@ def worker_alive(worker: str) -> bool | None:
     if host != socket.gethostname():
         return None
     return _process_start(pid_) == start and start != "?"
+
+
+def budget_excess(config: StudyConfig, values: dict[str, float | None]) -> dict[str, float]:
+    """Relative excess ``value / limit - 1`` per budgeted cost (``<= 0``: within budget), Optuna's convention.
+
+    ``values`` maps "macs", "params" and "latency" to a trial's costs (None: not known).
+    """
+    budget, objective = config.budget, config.objective
+    out = {}
+    for metric, value in values.items():
+        limit = budget.limit(metric)
+        if limit is None or value is None:
+            continue
+        if objective.type == "soft" and metric == objective.soft_metric:
+            continue  # the soft reward's target, not a hard limit
+        out[metric] = value / limit - 1.0
+    return out
 
 
 class Objective:
@@ -96,18 +112,8 @@ class Objective:
         )
 
     def constraints(self, cost: Cost, latency_ms: float | None) -> dict[str, float]:
-        """Relative excess per budgeted cost (``<= 0`` is within budget), in Optuna's convention."""
-        budget, objective = self.config.budget, self.config.objective
         values = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
-        out = {}
-        for metric, value in values.items():
-            limit = budget.limit(metric)
-            if limit is None or value is None:
-                continue
-            if objective.type == "soft" and metric == objective.soft_metric:
-                continue  # the soft reward's target, not a hard limit
-            out[metric] = value / limit - 1.0
-        return out
+        return budget_excess(self.config, values)
 
     def needs_latency(self) -> bool:
         b, o = self.config.budget, self.config.objective
@@ -224,21 +230,3 @@ class Objective:
         trial.set_user_attr("compute_seconds", result.compute_seconds)
         return self.score(result.val_accuracy, cost, latency_ms)
 
-
-def trial_summary(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """The archsearch attributes of a finished trial, for lines, reports and exports."""
-    a = trial.user_attrs
-    return {
-        "number": trial.number,
-        "state": trial.state.name,
-        "arch_id": a.get("arch_id", "?"),
-        "macs": a.get("macs"),
-        "params": a.get("params"),
-        "latency_ms": a.get("latency_ms"),
-        "val_accuracy": a.get("val_accuracy"),
-        "feasible": a.get("feasible"),
-        "baseline": a.get(BASELINE_ATTR),
-        "values": trial.values,
-        "seconds": a.get("seconds"),
-        "error": a.get("error"),
-    }

@@ -193,7 +193,8 @@ def sweep_dead_workers(study: optuna.Study) -> list[int]:
     return failed
 
 
-def _fmt_count(n: float | None) -> str:
+def fmt_count(n: float | None) -> str:
+    """12345 -> '12.35K' (None -> '-')."""
     if n is None:
         return "-"
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
@@ -210,7 +211,7 @@ def trial_line(t: FrozenTrial) -> str:
     tag = f" [{a[BASELINE_ATTR]}]" if BASELINE_ATTR in a else ""
     err = f" ({a['error']})" if t.state == TrialState.FAIL and "error" in a else ""
     return (
-        f"trial {t.number:>4}  {state:<10} macs {_fmt_count(a.get('macs')):>7}  params {_fmt_count(a.get('params')):>7}"
+        f"trial {t.number:>4}  {state:<10} macs {fmt_count(a.get('macs')):>7}  params {fmt_count(a.get('params')):>7}"
         f"  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {a.get('seconds', 0.0):6.1f}s"
         f"  {a.get('arch_id', '?')}{tag}{err}"
     )

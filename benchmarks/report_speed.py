@@ -1,0 +1,89 @@
+"""How long `archsearch report` takes on a 200-trial study (the target: under 5 seconds).
+
+Builds the study once in a temporary SQLite file: the quickstart config (studies/quickstart.yaml, its space
+and budget, 8x8 digits) with 200 finished trials carrying the user attributes a real search writes:
+architectures sampled from the space with their real analytic cost, accuracies growing with MACs, some
+pruned, failed and over budget, the three seed baselines, and, with --latency, a real CPU latency for each
+trained candidate. Nothing is trained. Then times, in this process and as a fresh `python -m` process (imports
+included, as a user sees it), the whole report: loading the study, the text, the PNG and the HTML page.
+Prints figures; asserts nothing.
+
+    python benchmarks/report_speed.py [--trials 200] [--repeats 3] [--latency] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+from archsearch.config import load_study_config  # noqa: E402
+from archsearch.report import _add_synthetic_trials, report  # noqa: E402
+from archsearch.study import open_study  # noqa: E402
+
+
+def build_study(folder: Path, n_trials: int, *, latency: bool) -> Path:
+    data = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
+    data.update(name="report_speed", storage="sqlite:///report_speed.db",
+                space=str((ROOT / "studies" / data["space"]).resolve()))
+    path = folder / "report_speed.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    config = load_study_config(path)
+    study = open_study(config)
+    # digits: 1 channel, 8x8, 10 classes
+    _add_synthetic_trials(study, config, n_trials, in_chs=1, resolution=8, num_classes=10, latency=latency)
+    return path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--trials", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--latency", action="store_true", help="measure each candidate's latency (slower to build)")
+    p.add_argument("--keep", type=Path, default=None, help="copy the study, PNG and HTML here")
+    args = p.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        path = build_study(Path(tmp), args.trials, latency=args.latency)
+        print(f"built a {args.trials}-trial study in {time.perf_counter() - t0:.2f} s ({path.parent})")
+
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            result = report(path)
+            times.append(time.perf_counter() - t0)
+        print(f"report() in this process: first {times[0]:.2f} s (imports included), "
+              f"median of {len(times)} {statistics.median(times):.2f} s")
+
+        def fresh(code: str) -> float:
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=ROOT)
+            return time.perf_counter() - t0
+
+        cold = [fresh("import sys; from archsearch.report import report; report(sys.argv[1])")
+                for _ in range(args.repeats)]
+        bare = [fresh("import archsearch") for _ in range(args.repeats)]
+        print(f"report in a fresh process (python start, imports, study, PNG, HTML): "
+              f"median of {len(cold)} {statistics.median(cold):.2f} s, max {max(cold):.2f} s; of which "
+              f"`import archsearch` alone (torch, optuna): median {statistics.median(bare):.2f} s")
+        print(f"PNG {result.png.stat().st_size / 1e3:.0f} kB, HTML {result.html.stat().st_size / 1e6:.1f} MB")
+        print(result.text.splitlines()[0])
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for f in Path(tmp).iterdir():
+                shutil.copy2(f, args.keep / f.name)
+            print(f"kept the study and its report in {args.keep}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Report: the text tables, the Pareto front, the PNG and the offline HTML page, read from real SQLite studies.
+
+The studies hold trials made with ``optuna.trial.create_trial`` (``report._add_synthetic_trials``): sampled
+architectures with their real analytic cost and, where asked, a real CPU latency; nothing is trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import torch
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.config import load_study_config
+from archsearch.report import _add_synthetic_trials, add_parser, pareto_front, report
+from archsearch.study import open_study
+
+from conftest import TINY_SPACE, study_dict
+
+matplotlib_image = pytest.importorskip("matplotlib.image")
+pytest.importorskip("plotly")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def make_study(tmp_path: Path) -> Callable[..., Path]:
+    """``make_study(n, latency=False, **overrides) -> study YAML`` holding ``n`` made-up finished trials."""
+
+    def make(n: int, *, latency: bool = False, **overrides: Any) -> Path:
+        (tmp_path / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False))
+        # a params budget that the three seed baselines fit (at 8x8 even MobileNet x1/32 has 198K MACs)
+        data = study_dict(**{"budget": {"max_macs": None, "max_params": 5500}, **overrides})
+        path = tmp_path / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        config = load_study_config(path)
+        study = open_study(config)
+        _add_synthetic_trials(study, config, n, in_chs=1, resolution=8, num_classes=4, seed=3, latency=latency)
+        return path
+
+    return make
+
+
+def _front_by_brute_force(trials: list[FrozenTrial], key: str) -> set[int]:
+    pts = [t for t in trials if t.user_attrs.get("val_accuracy") is not None and t.user_attrs.get(key) is not None]
+    front = set()
+    for t in pts:
+        a, c = t.user_attrs["val_accuracy"], t.user_attrs[key]
+        beaten = any(
+            (o.user_attrs["val_accuracy"] >= a and o.user_attrs[key] <= c)
+            and ((o.user_attrs["val_accuracy"], o.user_attrs[key]) != (a, c) or o.number < t.number)
+            for o in pts if o is not t
+        )
+        if not beaten:
+            front.add(t.number)
+    return front
+
+
+def _ft(number: int, acc: float | None, macs: int | None) -> FrozenTrial:
+    attrs = {k: v for k, v in (("val_accuracy", acc), ("macs", macs)) if v is not None}
+    t = optuna.trial.create_trial(value=acc or 0.0, user_attrs=attrs)
+    t.number = number
+    return t
+
+
+@pytest.mark.parametrize(
+    ("points", "front"),
+    [
+        ([(0.5, 100), (0.6, 200), (0.55, 300)], [0, 1]),  # the third is beaten by the second
+        ([(0.6, 200), (0.5, 100)], [1, 0]),  # sorted by cost
+        ([(0.5, 100), (0.5, 100)], [0]),  # a tie: the earliest stands for both
+        ([(0.5, 100), (0.5, 200)], [0]),  # same accuracy, more MACs: beaten
+        ([(0.5, 100), (None, 50), (0.9, None)], [0]),  # no accuracy or no cost: left out
+        ([], []),
+    ],
+)
+def test_pareto_front(points: list[tuple[float | None, int | None]], front: list[int]) -> None:
+    trials = [_ft(i, acc, macs) for i, (acc, macs) in enumerate(points)]
+    assert [t.number for t in pareto_front(trials, "macs")] == front
+
+
+def test_pareto_front_rejects_an_unknown_metric() -> None:
+    with pytest.raises(ValueError, match=r"metric must be one of \['latency', 'macs', 'params'\], got 'flops'"):
+        pareto_front([], "flops")
+
+
+def test_report_text_png_and_html(make_study: Callable[..., Path]) -> None:
+    path = make_study(40, latency=True)
+    config = load_study_config(path)
+    trials = optuna.load_study(study_name=config.name, storage=config.storage).get_trials()
+    result = report(path, top=5)
+    text = result.text
+
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs["feasible"]]
+    over = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs["feasible"]]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    assert feasible and over and pruned  # the study exercises every kind of point
+    assert f"{len(trials)} trials: {len(feasible) + len(over)} complete ({len(feasible)} feasible, " \
+           f"{len(over)} over budget), {len(pruned)} pruned" in text
+    assert "budget max_params=5,500" in text
+
+    # the top table: the most accurate trained trial first, five rows
+    ranked = sorted(feasible + pruned, key=lambda t: -t.user_attrs["val_accuracy"])
+    top = text.split("top 5 of")[1].split("\n\n")[0].splitlines()
+    rows = [line for line in top[3:] if line.strip()]
+    assert len(rows) == 5
+    assert rows[0].split()[0] == str(ranked[0].number) and ranked[0].user_attrs["arch_id"] in rows[0]
+    assert top[1].split() == ["trial", "state", "val", "acc", "MACs", "params", "latency", "ms", "baseline",
+                              "architecture", "id"]
+
+    # the fronts list exactly the non-dominated feasible trials
+    for title, key in (("vs MACs", "macs"), ("vs latency", "latency_ms")):
+        section = text.split(f"Pareto front, validation accuracy {title}")[1].split("\n\n")[0]
+        listed = {int(line.split()[0]) for line in section.splitlines()[3:] if line.strip()}
+        assert listed == _front_by_brute_force(feasible, key)
+
+    # the seed baselines: marked in the tables and placed against the front
+    baselines = {t.number: t.user_attrs["baseline"] for t in trials if "baseline" in t.user_attrs}
+    assert sorted(baselines.values()) == ["effnet", "mobilenet", "shufflenet"]
+    section = text.split("seed baselines")[1]
+    for number, family in baselines.items():
+        assert re.search(rf"trial +{number} +{family} .*(on the front|beaten by trial \d+)", section)
+
+    # the PNG: beside the YAML, two panels (MACs and latency) side by side
+    assert result.png == path.parent / "tiny_report.png"
+    assert result.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    h, w, _ = matplotlib_image.imread(result.png).shape
+    assert w > 1.8 * h
+
+    # the HTML: works offline (plotly.js inline, no script fetched), with Optuna's plot and our hover texts
+    page = result.html.read_text()
+    assert result.html == path.parent / "tiny_report.html"
+    assert not re.search(r"<script[^>]+src=", page)
+    assert len(page) > 1_000_000 and "Plotly.newPlot" in page
+    assert "Optimization History Plot" in page
+    assert ranked[0].user_attrs["arch_id"] in page and "baseline: mobilenet" in page
+
+
+def test_two_objective_study_shows_optunas_pareto_front(make_study: Callable[..., Path], tmp_path: Path) -> None:
+    path = make_study(12, objective={"type": "pareto"}, pruner={"type": "none"})
+    out = tmp_path / "elsewhere"
+    result = report(path, out=out)
+    assert result.png.parent == out and result.html.parent == out
+    assert "Pareto-front Plot" in result.html.read_text()
+    assert "objective pareto" in result.text
+
+
+def test_empty_study(make_study: Callable[..., Path]) -> None:
+    path = make_study(0)
+    result = report(path, html=False)
+    assert "no trained trial yet" in result.text
+    assert result.png.is_file() and result.html is None
+
+
+def test_report_command(make_study: Callable[..., Path], tmp_path: Path) -> None:
+    path = make_study(10)
+    parser = argparse.ArgumentParser(prog="archsearch")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", str(path), "--top", "3", "--no-html", "--out", str(tmp_path / "r")])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert args.func(args) == 0
+    out = printed.getvalue()
+    assert "top 3 of" in out and f"wrote {tmp_path / 'r' / 'tiny_report.png'}" in out
+    assert not (tmp_path / "r" / "tiny_report.html").exists()
+
+
+def test_report_of_a_missing_study_is_a_config_error(tmp_path: Path) -> None:
+    from archsearch.errors import ConfigError
+
+    (tmp_path / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(study_dict()))
+    with pytest.raises(ConfigError, match="no study 'tiny'.*run `archsearch search` first"):
+        report(path)

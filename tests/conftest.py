@@ -8,7 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test on one intra-op thread.
+
+    The networks under test are tiny, so a second thread gains nothing; and the suite runs one pytest
+    worker per core (pytest-xdist), where two OpenMP threads per worker waiting on each other made a 1 s
+    test take 90 s. Behaviour does not depend on the thread count.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 # 384 candidates; at 8x8 inputs their MACs run from 7,744 to about 91,000
 # (a budget of 20,000 makes about half of them infeasible). Every trial trains in a fraction of a second.

@@ -28,15 +28,6 @@ SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 SPACE_NAMES = ("mixed", "mobilenet", "shufflenet", "effnet")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny maps: a second thread only adds contention on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def baselines() -> list[Arch]:
     archs = [
         mobilenet_v1(),

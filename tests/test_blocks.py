@@ -23,15 +23,6 @@ from archsearch.build import build
 SIZES = [(1, 1), (2, 2), (7, 7), (8, 8), (9, 9), (28, 28), (7, 9)]  # (height, width), odd and even
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny maps: a second thread only adds contention on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def spec_for(name: str, in_chs: int, stride: int, groups: int = 1, kernel: int = 3) -> BlockSpec:
     """A spec the family can build: what the builder would place after an ``in_chs``-channel map."""
     cls = BLOCKS[name]

@@ -51,15 +51,6 @@ aten = torch.ops.aten
 COUNTED_OPS = {aten.convolution, aten.addmm, aten.mm}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # batch-1 forwards of tiny maps: a second thread only adds contention on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def space(name: str) -> Space:
     return load_space(SPACES_DIR / f"{name}.yaml")
 

@@ -374,16 +374,7 @@ def test_synthetic_bad_options(options, error, match):
         load_data("synthetic", **options)
 
 
-@pytest.fixture
-def one_thread():
-    # 8x8 images: intra-op threads only add overhead, and oversubscribe a CPU shared with other tests
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_synthetic_is_learnable(one_thread):
+def test_synthetic_is_learnable():
     b = load_data("synthetic")
     torch.manual_seed(0)
     model = nn.Sequential(

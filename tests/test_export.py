@@ -54,14 +54,6 @@ ARCHS: dict[str, Arch] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 

@@ -14,16 +14,6 @@ from archsearch.arch import Arch
 from archsearch.study import best_trials, run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _run(path):
     out = io.StringIO()
     study = run(load_study_config(path), stream=out, progress=False)

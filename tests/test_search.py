@@ -41,14 +41,6 @@ DEADLINE_S = 120
 pytestmark = pytest.mark.slow  # every test here runs a real search
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class CountingTrainer:
     """The real ``archsearch.train.train``, counting its calls; ``fail_on`` makes that call (1-based) raise."""
 

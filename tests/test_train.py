@@ -47,16 +47,6 @@ def digits() -> Digits:
     return digits_tensors()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # these nets are too small to gain from intra-op threads, and on a busy machine two OpenMP threads
-    # waiting on each other made a 1 s test take 90 s; behaviour does not depend on the thread count
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class SmallCNN(nn.Module):
     """conv-BN-ReLU x2, global average pool, linear (optionally a BatchNorm1d on the pooled features)."""
 

@@ -1,0 +1,303 @@
+"""The latency lookup table: its parts, its key and file, on-demand measurement, and the latency budget.
+
+Every measurement here is real (tiny networks on 8x8 inputs, few repeats); nothing asserts a time.
+How close the predictions come is measured by ``archsearch latency check`` and benchmarks/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from archsearch import latency as lat
+from archsearch.arch import Arch, Stage, Stem
+from archsearch.build import build
+from archsearch.config import LatencyTarget, load_study_config
+from archsearch.latency import LatencyTable, measure_latency, parse_target, parts_of, table_for, table_key
+from archsearch.space import load_space, sample_architectures
+from archsearch.study import run
+
+from conftest import TINY_SPACE
+
+SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
+CPU1 = LatencyTarget("cpu", 1, 1)
+# measurement settings that keep a tiny table quick: the figures are real, only fewer of them
+FAST = {"warmup": 1, "repeats": 3, "min_seconds": 0.0}
+
+
+def tiny(stem_pool: int = 0, head: str = "gap") -> Arch:
+    return Arch(
+        in_chs=1, resolution=8, num_classes=4, stem=Stem("conv", 8, pool=stem_pool),
+        stages=(Stage("dwsep", 16, stride=2), Stage("shuffle", 32, stride=2, groups=2)), head=head,
+    )
+
+
+OTHER = Arch(in_chs=1, resolution=8, num_classes=4, stem=Stem("conv", 8), stages=(Stage("effnet", 16, stride=2),))
+
+
+def make_table(directory: Path, target: LatencyTarget = CPU1, **options) -> LatencyTable:
+    return table_for(target, directory=directory, calibration=[tiny()], **{**FAST, **options})
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- the parts of a network ------------------------------------------------------------------------
+
+
+def _sampled(n: int) -> list[Arch]:
+    space = load_space(SPACES_DIR / "mixed.yaml")
+    return sample_architectures(space, n, in_chs=1, resolution=28, num_classes=10, seed=3)
+
+
+@pytest.mark.parametrize(
+    "arch", [tiny(), tiny(stem_pool=3), tiny(stem_pool=2, head="flatten"), OTHER, *_sampled(6)], ids=lambda a: a.id
+)
+def test_parts_chain_like_the_built_network(arch):
+    parts = parts_of(arch)
+    net = build(arch).eval()
+    # same layers: the parts hold exactly the network's parameters
+    modules = [p.make() for p in parts]
+    assert sum(p.numel() for m in modules for p in m.parameters()) == sum(p.numel() for p in net.parameters())
+    # same input sizes: each part's output is the next part's declared input
+    x = torch.randn(2, arch.in_chs, arch.resolution, arch.resolution)
+    with torch.inference_mode():
+        for part, module in zip(parts, modules):
+            assert tuple(x.shape[1:]) == part.input_shape, part.key
+            x = module.eval()(x)
+        assert x.shape == net(torch.randn(2, arch.in_chs, arch.resolution, arch.resolution)).shape
+    assert [p.key.split(":")[0] for p in parts] == (
+        ["block"] + (["maxpool"] if arch.stem.pool else []) + ["block"] * sum(s.repeats for s in arch.stages) + ["head"]
+    )
+
+
+def test_part_keys_tell_apart_what_changes_the_latency():
+    a = tiny()
+    keys = {p.key for p in parts_of(a)}
+    for other in (a.replace(resolution=16), a.replace(num_classes=5), a.replace(stem=Stem("conv", 16)),
+                  a.replace(stages=(Stage("dwsep", 16, stride=2, kernel=5), a.stages[1])),
+                  a.replace(stages=(a.stages[0], Stage("shuffle", 32, stride=2, groups=4)))):
+        assert {p.key for p in parts_of(other)} != keys
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+
+
+def test_measure_latency_reports_median_and_p90_and_restores_the_mode():
+    model = build(tiny())
+    assert model.training
+    threads = torch.get_num_threads()
+    m = measure_latency(model, (1, 8, 8), threads=2, warmup=1, repeats=7, min_seconds=0.0)
+    assert m.repeats == 7 and 0 < m.median_ms <= m.p90_ms
+    assert model.training and torch.get_num_threads() == threads
+    calls = []
+    m = measure_latency(model, (1, 8, 8), warmup=2, repeats=3, min_seconds=0.0, between=lambda: calls.append(1))
+    assert len(calls) == 5 and m.repeats == 3
+    # time-based: more passes until they add up to min_seconds
+    assert measure_latency(model, (1, 8, 8), warmup=0, repeats=2, min_seconds=0.05).repeats > 2
+
+
+# -- the key and the file ----------------------------------------------------------------------------
+
+
+def test_a_table_is_keyed_by_device_threads_batch_torch_version_and_hardware():
+    base = table_key(CPU1, torch_version="2.13.0+cpu", hardware="AMD EPYC")
+    others = [
+        table_key(LatencyTarget("cpu", 2, 1), torch_version="2.13.0+cpu", hardware="AMD EPYC"),
+        table_key(LatencyTarget("cpu", 1, 8), torch_version="2.13.0+cpu", hardware="AMD EPYC"),
+        table_key(LatencyTarget("cuda", 1, 1), torch_version="2.13.0+cpu", hardware="AMD EPYC"),
+        table_key(CPU1, torch_version="2.12.1+cpu", hardware="AMD EPYC"),
+        table_key(CPU1, torch_version="2.13.0+cpu", hardware="Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz"),
+    ]
+    names = {base.file_name()} | {k.file_name() for k in others}
+    assert len(names) == 1 + len(others) and all(k != base for k in others)
+    assert base.file_name() == table_key(CPU1, torch_version="2.13.0+cpu", hardware="AMD EPYC").file_name()
+    assert base.file_name().startswith("cpu-t1-b1-torch2.13.0+cpu-amd-epyc-")
+    assert table_key(CPU1).torch == torch.__version__
+
+
+@pytest.mark.parametrize(
+    "target, match",
+    [(LatencyTarget("tpu", 1, 1), "device must be one of"), (LatencyTarget("cpu", 0, 1), "threads must be"),
+     (LatencyTarget("cpu", 1, 0), "batch must be")],
+)
+def test_table_key_refuses_bad_targets(target, match):
+    with pytest.raises(ValueError, match=match):
+        table_key(target)
+
+
+def test_a_different_thread_count_or_torch_version_does_not_reuse_a_table(tmp_path, capsys):
+    first = make_table(tmp_path)
+    first.predict(tiny())
+    assert len(first) > 0 and first.path.exists()
+    capsys.readouterr()
+
+    two_threads = make_table(tmp_path, LatencyTarget("cpu", 2, 1))
+    assert two_threads.path != first.path and len(two_threads) == 0
+    old_torch = make_table(tmp_path, key=table_key(CPU1, torch_version="1.0.0"))
+    assert old_torch.path != first.path and len(old_torch) == 0
+
+    # even a table copied under the other key's file name is refused: the key inside is checked
+    shutil.copy(first.path, old_torch.path)
+    capsys.readouterr()
+    refused = make_table(tmp_path, key=table_key(CPU1, torch_version="1.0.0"))
+    err = capsys.readouterr().err
+    assert len(refused) == 0 and refused.overhead_ms is None
+    assert str(old_torch.path) in err and "another key" in err
+    # the refused file is replaced by a table of its own key
+    refused.predict(OTHER)
+    assert json.loads(old_torch.path.read_text())["key"]["torch"] == "1.0.0"
+
+
+def test_a_missing_table_is_built_with_a_message_naming_the_file(tmp_path, capsys):
+    directory = tmp_path / "studies" / "latency"  # created on the first save
+    table = make_table(directory)
+    err = capsys.readouterr().err
+    assert str(table.path) in err and "does not exist" in err
+    assert table.predict(tiny()) > 0
+    saved = json.loads(table.path.read_text())
+    assert saved["format"] == lat.TABLE_FORMAT and saved["key"]["threads"] == 1
+    assert set(saved["entries"]) == set(table.entries) and saved["overhead_ms"] == table.overhead_ms
+    assert not [p for p in directory.iterdir() if p != table.path]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"[1, 2, 3]", "not a latency table"),
+        (b"", "not valid JSON"),
+    ],
+    ids=["truncated", "binary", "list", "empty"],
+)
+def test_a_corrupt_table_is_rebuilt_with_a_message_naming_the_file(tmp_path, capsys, content, reason):
+    path = tmp_path / table_key(CPU1).file_name()
+    path.write_bytes(content)
+    table = make_table(tmp_path)
+    err = capsys.readouterr().err
+    assert str(path) in err and reason in err and "rebuilt" in err
+    assert len(table) == 0
+    assert table.predict(tiny()) > 0
+    assert json.loads(path.read_text())["entries"] == table.entries
+
+
+def test_a_malformed_entry_makes_the_table_corrupt(tmp_path, capsys):
+    table = make_table(tmp_path)
+    table.predict(tiny())
+    data = json.loads(table.path.read_text())
+    data["entries"][next(iter(data["entries"]))] = {"median_ms": "fast"}
+    table.path.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert len(make_table(tmp_path)) == 0
+    assert "is malformed" in capsys.readouterr().err
+
+
+# -- on-demand entries and predictions ---------------------------------------------------------------
+
+
+def test_missing_entries_are_measured_on_demand_and_persisted(tmp_path):
+    first = make_table(tmp_path)
+    p = first.predict(tiny())
+    parts = {part.key for part in parts_of(tiny())}
+    assert parts <= set(first.entries)
+    # the parts of tiny() plus the constant's one calibration network (tiny() itself: nothing new)
+    assert first.measurements == len(parts) + 1
+    assert first.predict(tiny()) == p and first.measurements == len(parts) + 1  # nothing measured twice
+
+    second = make_table(tmp_path)
+    assert second.predict(tiny()) == p and second.measurements == 0
+    second.predict(OTHER)
+    new = {part.key for part in parts_of(OTHER)} - parts
+    assert new and second.measurements == len(new)
+    third = make_table(tmp_path)
+    assert third.predict(OTHER) > 0 and third.measurements == 0
+
+
+def test_entries_saved_by_another_process_are_kept(tmp_path):
+    a, b = make_table(tmp_path), make_table(tmp_path)
+    a.predict(tiny())
+    b.predict(OTHER)  # b was loaded before a saved: saving merges, it does not overwrite
+    merged = make_table(tmp_path)
+    assert {p.key for p in parts_of(tiny()) + parts_of(OTHER)} <= set(merged.entries)
+
+
+def test_predict_is_the_sum_of_the_entries_plus_the_constant(tmp_path):
+    table = make_table(tmp_path)
+    for arch in (tiny(), tiny(stem_pool=3), tiny(stem_pool=2, head="flatten"), OTHER):
+        predicted = table.predict(arch)
+        assert predicted > 0
+        entries = [table.entries[p.key]["median_ms"] for p in parts_of(arch)]
+        assert all(e > 0 for e in entries)
+        assert predicted == pytest.approx(sum(entries) + table.overhead_ms, rel=1e-12)
+
+
+def test_fill_measures_the_parts_of_every_architecture(tmp_path):
+    table = make_table(tmp_path)
+    archs = [tiny(), OTHER]
+    new = table.fill(archs)
+    assert new == len({p.key for a in archs for p in parts_of(a)}) and table.overhead_ms is not None
+    assert make_table(tmp_path).fill(archs) == 0
+
+
+# -- the latency budget ------------------------------------------------------------------------------
+
+
+def test_an_over_latency_candidate_is_rejected_without_training(write_study):
+    calls = []
+
+    def trainer(*args, **kwargs):  # pragma: no cover - must never run
+        calls.append(1)
+        raise AssertionError("an over-latency candidate was trained")
+
+    path = write_study(budget={"max_latency_ms": 1.0e-4, "latency": {"device": "cpu", "threads": 1, "batch": 1}},
+                       n_trials=2)
+    study = run(load_study_config(path), stream=None, progress=False, trainer=trainer)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and not calls
+    assert all(t.user_attrs["feasible"] is False and t.constraints["latency"] > 0 for t in done)
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["cpu", "cpu:1", "cpu:0:1", "cpu:1:0", "tpu:1:1", "cpu:1:1:1", "cpu:a:1"])
+def test_parse_target_refuses_bad_targets(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="DEVICE:THREADS:BATCH"):
+        parse_target(text)
+
+
+def test_parse_target():
+    assert parse_target("cpu:4:8") == LatencyTarget("cpu", 4, 8)
+
+
+def test_latency_build_and_check_commands(tmp_path, capsys):
+    import yaml
+
+    space = tmp_path / "tiny_space.yaml"
+    space.write_text(yaml.safe_dump(TINY_SPACE))
+    make_table(tmp_path).fill([tiny()])  # the constant, measured on a tiny calibration network
+    parser = argparse.ArgumentParser()
+    lat.add_parser(parser.add_subparsers(dest="command"))
+    common = ["--space", str(space), "--input", "1x8x8", "--classes", "4", "--dir", str(tmp_path)]
+
+    args = parser.parse_args(["latency", "build", "cpu:1:1", "--samples", "3", *common])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "entries" in out and "new" in out
+
+    args = parser.parse_args(["latency", "check", "cpu:1:1", "--samples", "3", "--worst", "2", *common])
+    assert args.seed == 1 and args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "within +-10%" in out and "worst predictions" in out and out.count("i1x8-n4_") == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from typing import IO, Any
@@ -32,6 +33,13 @@ COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what "n_trials finished tr
 
 def _directions(config: StudyConfig) -> list[str]:
     return ["maximize", "minimize"] if config.objective.multi_objective else ["maximize"]
+
+
+def _metric_names(config: StudyConfig) -> list[str]:
+    o = config.objective
+    if o.type == "pareto":
+        return ["val_accuracy", {"macs": "macs", "latency": "latency_ms"}[o.pareto_metric]]
+    return ["val_accuracy" if o.type == "constrained" else f"reward_{o.soft_metric}"]
 
 
 def open_study(config: StudyConfig, *, create: bool = True) -> optuna.Study:
@@ -65,6 +73,9 @@ def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, boo
         )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         study.set_user_attr("archsearch.config", config.to_dict())
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(_metric_names(config))  # what optuna-dashboard labels its axes with
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)

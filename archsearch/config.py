@@ -14,10 +14,12 @@ import keyword
 import math
 import numbers
 import os
+import random
 import re
 import reprlib
 import sqlite3
 import stat
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ HEARTBEAT_INTERVAL_S = 60
 HEARTBEAT_GRACE_PERIOD_S = 180
 HEARTBEAT_MAX_RETRY = 1  # a candidate that kills its worker twice is not retried again
 SQLITE_TIMEOUT_S = 60  # several workers on one sqlite file wait for the lock instead of failing
+_OPEN_ATTEMPTS = 5  # tries to open an RDB storage that other workers may be creating at the same instant
 
 _SQLITE_PREFIX = "sqlite:///"
 _JOURNAL_PREFIX = "journal:"
@@ -697,7 +700,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         url = _normalize_storage(url, Path.cwd())
     except ValueError as e:
-        raise ConfigError(f"{e}, got {_redact(url)!r}", key="storage") from None
+        raise ConfigError(f"{e}, got {redact(url)!r}", key="storage") from None
     if url.startswith(_JOURNAL_PREFIX):
         file = Path(url[len(_JOURNAL_PREFIX) :])
         _prepare_file(file, _check_journal_file)
@@ -709,25 +712,48 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         if file_text is not None:
             _prepare_file(Path(file_text), _check_sqlite_file)
     try:
-        with warnings.catch_warnings():
-            # heartbeat_interval and the retry callback are marked experimental; they are what we want
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=HEARTBEAT_GRACE_PERIOD_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=HEARTBEAT_MAX_RETRY
-                ),
-            )
+        storage = _rdb_storage(url, engine_kwargs)
     except ImportError as e:
-        raise ConfigError(f"no database driver for {_redact(url)!r}: {e}", key="storage") from None
+        raise ConfigError(f"no database driver for {redact(url)!r}: {e}", key="storage") from None
     except Exception as e:  # sqlalchemy errors (unreachable server, bad schema version) are user-facing
-        raise ConfigError(f"cannot open storage {_redact(url)!r}: {type(e).__name__}: {e}", key="storage") from None
+        raise ConfigError(f"cannot open storage {redact(url)!r}: {type(e).__name__}: {e}", key="storage") from None
     if url.startswith(_SQLITE_PREFIX):
         _use_wal(storage)
     return storage
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """``RDBStorage`` with heartbeats, retried where workers open a new database at the same instant.
+
+    Optuna creates its tables without a lock, so of several processes opening a new database together
+    some fail ("table studies already exists", a duplicate type on PostgreSQL); a second try finds the
+    tables made and creates nothing.
+    """
+    import sqlalchemy.exc
+
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return _rdb_storage_once(url, engine_kwargs)
+        except sqlalchemy.exc.SQLAlchemyError:
+            if attempt == _OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(random.uniform(0.05, 0.5) * (attempt + 1))  # jitter: not all retry together
+    raise AssertionError("unreachable")
+
+
+def _rdb_storage_once(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():
+        # heartbeat_interval and the retry callback are marked experimental; they are what we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=HEARTBEAT_INTERVAL_S,
+            grace_period=HEARTBEAT_GRACE_PERIOD_S,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=HEARTBEAT_MAX_RETRY
+            ),
+        )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -752,7 +778,7 @@ def _use_wal(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # reconnect: the connections opened at creation lack the pragmas
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     """``postgresql://user:***@host/db``: never print a password."""
     return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 

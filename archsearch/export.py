@@ -48,7 +48,7 @@ from optuna.trial import FrozenTrial, TrialState
 from . import blocks
 from .arch import Arch
 from .build import Net, build
-from .config import StudyConfig, _redact, load_study_config
+from .config import StudyConfig, redact, load_study_config
 from .cost import arch_cost
 from .data import DataBundle
 from .errors import ConfigError
@@ -619,7 +619,7 @@ def _budget_text(config: StudyConfig) -> str:
 
 def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    where = f"study {study.study_name!r} ({_redact(config.storage)})"
+    where = f"study {study.study_name!r} ({redact(config.storage)})"
     if not complete:
         return ConfigError(f"{where} has no complete trial yet; run `archsearch search {config.source or ''}` first",
                            path=config.source)
@@ -767,7 +767,7 @@ def export(
         model, measured = retrain(arch, config, data, epochs=epochs, device=device)
         metrics = {
             "study": config.name,
-            "storage": _redact(config.storage),
+            "storage": redact(config.storage),
             "trial": t.number,
             "trial_state": t.state.name,
             "trial_values": t.values,

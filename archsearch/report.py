@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import StudyConfig, _redact, load_study_config
+from .config import StudyConfig, redact, load_study_config
 from .errors import ConfigError
 from .objective import ARCH_ATTR, BASELINE_ATTR
 from .study import fmt_count
@@ -170,7 +170,7 @@ def _baseline_line(t: FrozenTrial, front: list[FrozenTrial], metric: str) -> str
 def _text(study: optuna.Study, config: StudyConfig, g: _Groups, top: int) -> str:
     n_running = sum(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in g.all)
     lines = [
-        f"study {study.study_name} ({_redact(config.storage)}): {len(g.all)} trials: "
+        f"study {study.study_name} ({redact(config.storage)}): {len(g.all)} trials: "
         f"{len(g.feasible) + len(g.infeasible)} complete ({len(g.feasible)} feasible, {len(g.infeasible)} over "
         f"budget), {len(g.pruned)} pruned, {len(g.failed)} failed, {n_running} running or waiting",
         f"objective {config.objective.type}; budget {_budget_text(config)}",

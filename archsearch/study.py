@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import baselines
 from .arch import Arch
-from .config import StudyConfig, load_study_config, make_pruner, make_sampler, make_storage
+from .config import StudyConfig, load_study_config, make_pruner, make_sampler, make_storage, redact
 from .cost import Cost, arch_cost
 from .data import DataBundle, load_data
 from .errors import ConfigError
@@ -72,7 +72,7 @@ def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, boo
             directions=_directions(config),
         )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr("archsearch.config", config.to_dict())
+        study.set_user_attr("archsearch.config", {**config.to_dict(), "storage": redact(config.storage)})
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(_metric_names(config))  # what optuna-dashboard labels its axes with
@@ -136,7 +136,7 @@ def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: in
         base[name] = min(options)
     categorical["stem"] = space.stem_types
     for i, st in enumerate(space.stages):
-        base[f"s{i}_depth"] = min(st.depth) if min(st.depth) > 0 else 0
+        base[f"s{i}_depth"] = min(st.depth)
         base[f"s{i}_channels"] = min(st.channels)
         categorical[f"s{i}_block"] = st.blocks
         categorical[f"s{i}_groups"] = st.groups
@@ -388,7 +388,9 @@ def run_workers(
     # fail fast, once, on what every worker would refuse (bad data, unreachable budget, changed config)
     space, data = load_config_data(config)
     _check_budget_reachable(config, space, data)
-    open_study(config)
+    study, created = _open_study(config, create=True)
+    if created and config.enqueue_baselines:
+        _enqueue_baselines(study, config, data)
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # no forked torch/sqlite state
     procs = [ctx.Process(target=_worker, args=(config, i, threads, n_trials, timeout), daemon=False)

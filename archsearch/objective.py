@@ -25,6 +25,13 @@ __all__ = ["Objective", "budget_excess", "worker_id", "BASELINE_ATTR", "ARCH_ATT
 # trial user attributes (JSON) that archsearch writes and reads
 ARCH_ATTR = "arch"
 BASELINE_ATTR = "baseline"
+SURPLUS_ATTR = "surplus"
+#: what "the study holds n_trials finished trials" counts
+COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+class SurplusTrial(RuntimeError):
+    """A trial started by a worker while the study's last trials were already taken by others."""
 
 
 def _process_start(pid: int) -> str:
@@ -89,8 +96,10 @@ class Objective:
         *,
         device: torch.device,
         trainer: Callable[..., TrainResult] = train,
+        target: int | None = None,
     ):
         self.config = config
+        self.target = target  # the study's n_trials: a trial beyond them is surplus (parallel workers)
         self.space = space
         self.data = data
         self.device = device
@@ -138,6 +147,17 @@ class Objective:
             self._resized[resolution] = self.data.resized(resolution)
         return self._resized[resolution]
 
+    def is_surplus(self, trial: optuna.Trial) -> bool:
+        """Whether ``n_trials`` trials numbered before this one are finished or running.
+
+        Workers check the count before they ask for a trial, but two can ask at the same instant; the
+        later-numbered one then gives way (recorded as failed, not counted), so the study ends with
+        exactly ``n_trials`` finished trials unless one of those running fails.
+        """
+        states = (*COUNTED_STATES, optuna.trial.TrialState.RUNNING)
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
+        return len(ahead) >= self.target
+
     @staticmethod
     def earlier_result(trial: optuna.Trial, arch_id: str) -> optuna.trial.FrozenTrial | None:
         """A finished trial of the same study that trained the same architecture, if any."""
@@ -152,6 +172,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
+        if self.target is not None and self.is_surplus(trial):
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
         arch = self.architecture(trial)
         cost = arch_cost(arch)
         trial.set_user_attr(ARCH_ATTR, arch.to_dict())

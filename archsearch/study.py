@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import datetime
 import time
 import warnings
 from collections.abc import Callable
@@ -21,14 +22,16 @@ from .config import StudyConfig, load_study_config, make_pruner, make_sampler, m
 from .cost import Cost, arch_cost
 from .data import DataBundle, load_data
 from .errors import ConfigError
-from .objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive
+from .objective import ARCH_ATTR, BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, worker_alive
 from .space import Space, load_space, suggest_architecture
 from .train import TrainResult, make_optimizer, resolve_device, train
 
 __all__ = ["run", "open_study", "load_config_data", "smallest_cost", "finished_count", "best_trials", "summary"]
 
 FINGERPRINT_ATTR = "archsearch.fingerprint"
-COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # what "n_trials finished trials" counts
+COUNTED = COUNTED_STATES
+_WAIT_S = 0.5  # poll interval of a worker waiting for others' last trials
+_UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
 
 
 def _directions(config: StudyConfig) -> list[str]:
@@ -171,6 +174,11 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
+def _taken(study: optuna.Study) -> int:
+    """Trials finished or running (in any worker)."""
+    return len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING)))
+
+
 def _enqueue_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle) -> None:
     """Enqueue the seed's three families, each scaled to the widest variant that fits (by the study's creator)."""
     b = config.budget
@@ -190,8 +198,15 @@ def sweep_dead_workers(study: optuna.Study) -> list[int]:
     known dead there is no reason to wait. Returns the numbers of the trials failed.
     """
     failed = []
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if worker_alive(t.user_attrs.get("worker", "")) is False:
+        worker = t.user_attrs.get("worker")
+        # a trial names its worker milliseconds after Optuna creates it; one that never did lost its
+        # worker inside study.ask(), and neither the heartbeat nor a PID can tell: fail it after a bound
+        unclaimed = worker is None and t.datetime_start is not None and (
+            (now - t.datetime_start).total_seconds() > _UNCLAIMED_S
+        )
+        if unclaimed or worker_alive(worker or "") is False:
             try:
                 study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             except RuntimeError:  # finished meanwhile
@@ -252,10 +267,12 @@ def summary(study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False)
     by_state = {s.name: sum(t.state == s for t in trials) for s in TrialState}
     infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
+    surplus = sum(1 for t in trials if t.user_attrs.get(SURPLUS_ATTR))
+    gave_way = f" ({surplus} gave way to other workers)" if surplus else ""
     lines = [
         f"study {study.study_name}: {finished_count(study)} finished "
         f"({by_state['COMPLETE'] - infeasible} trained, {infeasible} infeasible, {by_state['PRUNED']} pruned), "
-        f"{by_state['FAIL']} failed, {by_state['RUNNING']} running",
+        f"{by_state['FAIL']} failed{gave_way}, {by_state['RUNNING']} running",
     ]
     best = best_trials(study)
     base = [t for t in trials if BASELINE_ATTR in t.user_attrs and t.state == TrialState.COMPLETE
@@ -314,7 +331,7 @@ def run(
     swept = sweep_dead_workers(study)
     if created and config.enqueue_baselines:
         _enqueue_baselines(study, config, data)
-    objective = Objective(config, space, data, device=device, trainer=trainer)
+    objective = Objective(config, space, data, device=device, trainer=trainer, target=target)
 
     def say(text: str) -> None:
         if stream is not None:
@@ -330,29 +347,44 @@ def run(
         say(f"failed {len(swept)} trial(s) left RUNNING by a dead worker and queued them again: {swept}")
 
     def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get(SURPLUS_ATTR):
+            return  # gave way to another worker's trial: nothing to report
         say(prefix + trial_line(trial))
         if bar is not None and trial.state in COUNTED:
             bar.update(1)
 
+    def stop_when_taken(study: optuna.Study, trial: FrozenTrial) -> None:
+        if _taken(study) >= target:
+            study.stop()
+
+    def failures() -> int:
+        return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                   if not t.user_attrs.get(SURPLUS_ATTR))
+
     start = time.monotonic()
     max_failures = max(10, target)  # guard against a space whose every trial fails
-    failures_at_start = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    failures_at_start = failures()
     try:
         while (done := finished_count(study)) < target:
             left = None if timeout is None else timeout - (time.monotonic() - start)
             if left is not None and left <= 0:
                 say(f"timeout of {timeout:g}s reached with {done}/{target} trials finished")
                 break
-            fails = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - failures_at_start
-            if fails >= max_failures:
+            if (fails := failures() - failures_at_start) >= max_failures:
                 say(f"stopping: {fails} trials failed in this run (see the trial lines for the errors)")
                 break
+            taken = _taken(study)
+            if taken >= target:
+                # the last trials run in other workers: wait for them to finish (or fail, then take over)
+                time.sleep(_WAIT_S)
+                sweep_dead_workers(study)
+                continue
             study.optimize(
                 objective,
-                n_trials=target - done,
+                n_trials=target - taken,
                 timeout=left,
                 catch=(Exception,),
-                callbacks=[on_trial, optuna.study.MaxTrialsCallback(target, states=COUNTED)],
+                callbacks=[on_trial, stop_when_taken],
                 gc_after_trial=False,
             )
     finally:
@@ -378,8 +410,9 @@ def run_workers(
 ) -> optuna.Study:
     """``workers`` processes on one study, torch's threads split between them; prints one summary.
 
-    The study total holds across them: each stops once the study has ``n_trials`` finished trials,
-    so at most ``workers - 1`` trials that were running at that moment finish beyond it.
+    The study total holds across them: a worker starts a trial only while fewer than ``n_trials`` are
+    finished or running, and one that lost a race for the last places gives way (see
+    ``Objective.is_surplus``), so the study ends with exactly ``n_trials`` finished trials.
     """
     import multiprocessing as mp
 

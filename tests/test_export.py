@@ -310,7 +310,8 @@ def test_optuna_command_line_and_load_study_read_the_study(searched: Path) -> No
     )
     assert proc.returncode == 0, proc.stderr
     listed = {t["number"]: t for t in json.loads(proc.stdout)}  # every trial with the best value (ties)
-    assert best.number in listed and {t["value"] for t in listed.values()} == {best.value}
+    # the study names its metric, so the CLI lists "value": {"val_accuracy": v} where an unnamed study has a number
+    assert best.number in listed and {t["value"]["val_accuracy"] for t in listed.values()} == {best.value}
 
     study = optuna.load_study(study_name=config.name, storage=config.storage)
     trials = {t.number: t for t in study.get_trials(states=(TrialState.COMPLETE,))}

@@ -286,12 +286,15 @@ def summary(study: optuna.Study) -> str:
     if base:
         lines.append("seed baselines at the same budget:")
         lines += [f"  {trial_line(t)}" for t in sorted(base, key=lambda t: t.number)]
-        if best and len(study.directions) == 1:
+        searched = [t for t in trials if t.state == TrialState.COMPLETE and BASELINE_ATTR not in t.user_attrs
+                    and t.user_attrs.get("feasible", True) and t.values is not None]
+        if searched and len(study.directions) == 1:
             top = max(base, key=lambda t: t.values[0])
-            gain = best[0].values[0] - top.values[0]
+            found = max(searched, key=lambda t: t.values[0])
             lines.append(
-                f"best found {best[0].values[0]:.4f} vs best baseline ({top.user_attrs[BASELINE_ATTR]}) "
-                f"{top.values[0]:.4f}: {gain:+.4f}"
+                f"best searched candidate (trial {found.number}) {found.values[0]:.4f} vs best baseline "
+                f"({top.user_attrs[BASELINE_ATTR]}, trial {top.number}) {top.values[0]:.4f}: "
+                f"{found.values[0] - top.values[0]:+.4f}"
             )
     return "\n".join(lines)
 

@@ -1,4 +1,4 @@
-"""The ``archsearch`` command line: ``space``, ``search``, ``export``, ``report``."""
+"""The ``archsearch`` command line: ``space``, ``search``, ``export``, ``report``, ``latency``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Sequence
 
-from . import baselines, export, report
+from . import baselines, export, latency, report
 from .cost import arch_cost
 from .errors import ConfigError
 
@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export.add_parser(sub)
     report.add_parser(sub)
+    latency.add_parser(sub)
     return p
 
 

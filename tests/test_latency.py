@@ -193,15 +193,25 @@ def test_a_corrupt_table_is_rebuilt_with_a_message_naming_the_file(tmp_path, cap
     assert json.loads(path.read_text())["entries"] == table.entries
 
 
-def test_a_malformed_entry_makes_the_table_corrupt(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda d: d["entries"].update({next(iter(d["entries"])): {"median_ms": "fast"}}), "is malformed"),
+        (lambda d: d.update(method="parts-plain-v0"), "measured by method 'parts-plain-v0'"),
+        (lambda d: d.update(overhead_ms=float("nan")), "malformed"),
+    ],
+    ids=["entry", "method", "overhead"],
+)
+def test_a_table_with_bad_content_is_rebuilt(tmp_path, capsys, change, reason):
     table = make_table(tmp_path)
     table.predict(tiny())
     data = json.loads(table.path.read_text())
-    data["entries"][next(iter(data["entries"]))] = {"median_ms": "fast"}
+    change(data)
     table.path.write_text(json.dumps(data))
     capsys.readouterr()
     assert len(make_table(tmp_path)) == 0
-    assert "is malformed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert reason in err and str(table.path) in err
 
 
 # -- on-demand entries and predictions ---------------------------------------------------------------
@@ -212,9 +222,11 @@ def test_missing_entries_are_measured_on_demand_and_persisted(tmp_path):
     p = first.predict(tiny())
     parts = {part.key for part in parts_of(tiny())}
     assert parts <= set(first.entries)
-    # the parts of tiny() plus the constant's one calibration network (tiny() itself: nothing new)
-    assert first.measurements == len(parts) + 1
-    assert first.predict(tiny()) == p and first.measurements == len(parts) + 1  # nothing measured twice
+    # the parts of tiny(), then the constant: its one calibration network (tiny() itself, no new parts)
+    # measured whole in every calibration round
+    measured = len(parts) + lat.CALIBRATION_ROUNDS
+    assert first.measurements == measured
+    assert first.predict(tiny()) == p and first.measurements == measured  # nothing measured twice
 
     second = make_table(tmp_path)
     assert second.predict(tiny()) == p and second.measurements == 0

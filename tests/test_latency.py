@@ -45,14 +45,6 @@ def make_table(directory: Path, target: LatencyTarget = CPU1, **options) -> Late
     return table_for(target, directory=directory, calibration=[tiny()], **{**FAST, **options})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # -- the parts of a network ------------------------------------------------------------------------
 
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import optuna
 import pytest
-import torch
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
@@ -28,14 +27,6 @@ from conftest import TINY_SPACE, study_dict
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 pytest.importorskip("plotly")
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -21,15 +21,6 @@ SPACE_NAMES = ("mixed", "mobilenet", "shufflenet", "effnet")
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # tiny maps: a second thread only adds contention on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
 def quiet_optuna():
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

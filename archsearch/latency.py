@@ -6,17 +6,25 @@ stem, its max-pool, every block, the head) plus a per-network constant, the way 
 model from its kernels (https://dl.acm.org/doi/10.1145/3458864.3467882). Entries are measured once per
 target, on demand, and cached in a JSON file per target under ``studies/latency/``.
 
-Two things make the plain sum of isolated measurements too low on a CPU (measured on this project's
-2-core EPYC, 1 thread, batch 1, 28x28 inputs from search_spaces/mixed.yaml: the plain sum is 9% below
-the whole network, median over 20 networks):
+What the plain sum misses, measured on this project's 2-core EPYC (1 thread, batch 1, 25 networks from
+search_spaces/mixed.yaml at 1x28x28, 2-9 ms each), and how it is modelled:
 
 - context: a block timed alone, pass after pass, runs with its weights, activations, the framework's
   code paths and the branch predictor warm for exactly its own layers; inside a network the other
-  blocks have evicted them. Each entry is therefore timed with a fixed *disturber* network run
-  between its timed passes (not timed itself), which puts the block back in a network's cache state.
-- the network's own forward (``Net.forward``, the ``nn.Sequential`` containers) and what is left of
-  the context effect: the per-network constant, measured once per target on a few calibration
-  networks as the median of (measured latency - sum of entries).
+  blocks have run in between. The plain sum of isolated blocks is 10% below the whole network
+  (median ratio 0.90, range 0.76-0.99). Writing a 4 MB buffer between timed passes (caches cold)
+  overshoots instead (ratio 1.24): a network is neither warm nor cold. So each entry is timed with a
+  fixed *disturber* network, of the three families, run untimed before each timed pass: the ratio
+  becomes 1.00 (median; range 0.80-1.11, mostly measurement noise).
+- the network's own forward (``Net.forward``, its ``nn.Sequential`` containers, the ``Identity`` of
+  an absent max-pool) and what is left of the context effect: a per-network constant, measured once
+  per target on three calibration networks as the median of (measured latency - sum of entries).
+
+Not modelled: a long run of identical blocks runs warmer than its entries (the ShuffleNet v1 baseline,
+8 identical units in a row, is overpredicted by about 10%) and blocks whose weights outgrow the L2
+cache run colder (MobileNet v1 x0.5's 512-channel 1x1 convolutions: underpredicted by about 7%). In
+mixed.yaml (runs of at most 3, at most 288 channels) neither shows: the residual per repeated block
+is -0.5%. ``archsearch latency check`` measures how well the table does for a space.
 
 The table file's name and its content carry the key (device, threads, batch, torch version and the
 processor or GPU name): a table measured under any other key is never reused.
@@ -51,7 +59,7 @@ import torch
 from torch import nn
 
 from .arch import Arch
-from .blocks import BlockSpec, ShuffleUnit, DepthwiseSeparable, EffNetBlock, Tally, get_block
+from .blocks import BlockSpec, DepthwiseSeparable, EffNetBlock, ShuffleUnit, Tally, get_block
 from .config import LATENCY_DEVICES, LatencyTarget
 
 __all__ = [
@@ -60,15 +68,15 @@ __all__ = [
     "LatencyTable",
     "Part",
     "TableKey",
+    "add_parser",
+    "cmd_build",
+    "cmd_check",
     "measure_latency",
     "parse_target",
     "parts_of",
     "table_for",
     "table_key",
     "torch_threads",
-    "add_parser",
-    "cmd_build",
-    "cmd_check",
 ]
 
 DEFAULT_DIRECTORY = Path("studies") / "latency"
@@ -85,6 +93,8 @@ CALIBRATION_ROUNDS = 3
 
 @dataclass(frozen=True)
 class Latency:
+    """One measurement: median and p90 (nearest rank) of the timed passes, and how many there were."""
+
     median_ms: float
     p90_ms: float
     repeats: int
@@ -262,11 +272,10 @@ def _hardware_name(device: str) -> str:
     """The processor model (``/proc/cpuinfo``'s model name) or the CUDA device's name."""
     if device == "cuda":
         return torch.cuda.get_device_name() if torch.cuda.is_available() else "cuda (unavailable)"
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown cpu"
 
 

@@ -42,19 +42,22 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--space", default=str(ROOT / "search_spaces" / "mixed.yaml"))
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--min-seconds", type=float, default=None, help="measure_latency's min_seconds (its default)")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
-    shape = dict(in_chs=1, resolution=28, num_classes=10)
+    options = {} if args.min_seconds is None else {"min_seconds": args.min_seconds}
+    shape = {"in_chs": 1, "resolution": 28, "num_classes": 10}
     archs = sample_architectures(load_space(args.space), args.archs, seed=args.seed, **shape)
     archs += [mobilenet_v1(0.5, **shape), shufflenet_v1(2, 0.5, **shape), effnet(0.5, **shape)]
     print(f"{len(archs)} architectures, each measured {args.times} times (cpu, {args.threads} thread(s), batch "
-          f"{args.batch}, 1x28x28; measure_latency defaults); {_load()}", flush=True)
+          f"{args.batch}, 1x28x28; measure_latency defaults{''.join(f', {k}={v}' for k, v in options.items())}); "
+          f"{_load()}", flush=True)
     spreads = []
     for a in archs:
         model = build(a)
         medians = [
-            measure_latency(model, (1, 28, 28), threads=args.threads, batch=args.batch).median_ms
+            measure_latency(model, (1, 28, 28), threads=args.threads, batch=args.batch, **options).median_ms
             for _ in range(args.times)
         ]
         spread = max(medians) / min(medians) - 1

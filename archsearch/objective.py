@@ -7,6 +7,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import optuna
 import torch
@@ -16,7 +17,7 @@ from .build import build
 from .config import StudyConfig
 from .cost import Cost, arch_cost
 from .data import DataBundle
-from .latency import measure_latency
+from .latency import DEFAULT_DIRECTORY, LatencyTable, measure_latency, table_for
 from .space import Space, suggest_architecture
 from .train import TrainResult, train
 
@@ -105,6 +106,7 @@ class Objective:
         self.device = device
         self.trainer = trainer
         self._resized: dict[int, DataBundle] = {data.resolution: data}
+        self._latency_table: LatencyTable | None = None
 
     # -- the pieces ------------------------------------------------------------------------------
 
@@ -125,12 +127,20 @@ class Objective:
         return budget_excess(self.config, values)
 
     def needs_latency(self) -> bool:
-        b, o = self.config.budget, self.config.objective
-        return (
-            b.max_latency_ms is not None
-            or (o.type == "soft" and o.soft_metric == "latency")
-            or (o.type == "pareto" and o.pareto_metric == "latency")
-        )
+        return self.config.budget.max_latency_ms is not None or self.scores_latency()
+
+    def scores_latency(self) -> bool:
+        """Whether latency is part of the score (soft reward or Pareto), so even an infeasible trial needs it."""
+        o = self.config.objective
+        return {"soft": o.soft_metric, "pareto": o.pareto_metric}.get(o.type) == "latency"
+
+    def latency_table(self) -> LatencyTable:
+        """The lookup table of the budget's latency target, in ``latency/`` beside the study YAML."""
+        if self._latency_table is None:
+            source = self.config.source
+            directory = Path(source).parent / "latency" if source is not None else DEFAULT_DIRECTORY
+            self._latency_table = table_for(self.config.budget.latency, directory=directory)
+        return self._latency_table
 
     def score(self, accuracy: float, cost: Cost, latency_ms: float | None) -> float | tuple[float, float]:
         o, b = self.config.objective, self.config.budget
@@ -184,15 +194,24 @@ class Objective:
         trial.set_user_attr("peak_activation_bytes", cost.peak_activation_bytes)
 
         latency_ms = None
+        model = None  # built once: to measure its latency, then to train it
         constraints = self.constraints(cost, None)
-        if self.needs_latency() and not any(c > 0 for c in constraints.values()):
-            lt = self.config.budget.latency
-            shape = (arch.in_chs, arch.resolution, arch.resolution)
-            lat = measure_latency(build(arch), shape, device=lt.device, threads=lt.threads, batch=lt.batch)
-            latency_ms = lat.median_ms
-            trial.set_user_attr("latency_ms", latency_ms)
-            trial.set_user_attr("latency_p90_ms", lat.p90_ms)
+        within = not any(c > 0 for c in constraints.values())
+        if self.needs_latency() and (within or self.scores_latency()):
+            # the table's prediction first: an over-latency candidate is rejected without being built
+            latency_ms = self.latency_table().predict(arch)
+            trial.set_user_attr("latency_pred_ms", latency_ms)
             constraints = self.constraints(cost, latency_ms)
+            if not any(c > 0 for c in constraints.values()):
+                # predicted within budget: the built network's measured latency decides, and is scored
+                lt = self.config.budget.latency
+                shape = (arch.in_chs, arch.resolution, arch.resolution)
+                model = build(arch)
+                lat = measure_latency(model, shape, device=lt.device, threads=lt.threads, batch=lt.batch)
+                latency_ms = lat.median_ms
+                trial.set_user_attr("latency_ms", latency_ms)
+                trial.set_user_attr("latency_p90_ms", lat.p90_ms)
+                constraints = self.constraints(cost, latency_ms)
         feasible = not any(c > 0 for c in constraints.values())
         for metric, excess in constraints.items():
             trial.set_constraint(metric, excess)
@@ -215,7 +234,8 @@ class Objective:
             return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
 
         data = self.data_for(arch.resolution)
-        model = build(arch)
+        if model is None:
+            model = build(arch)
         prune = not self.config.objective.multi_objective
 
         def on_epoch(epoch: int, accuracy: float) -> None:

@@ -21,7 +21,7 @@ from archsearch.build import build
 from archsearch.config import LatencyTarget, load_study_config
 from archsearch.latency import LatencyTable, measure_latency, parse_target, parts_of, table_for, table_key
 from archsearch.space import load_space, sample_architectures
-from archsearch.study import run
+from archsearch.study import best_trials, run
 
 from conftest import TINY_SPACE
 
@@ -258,21 +258,107 @@ def test_fill_measures_the_parts_of_every_architecture(tmp_path):
 # -- the latency budget ------------------------------------------------------------------------------
 
 
-def test_an_over_latency_candidate_is_rejected_without_training(write_study):
-    calls = []
+LATENCY_CPU1 = {"device": "cpu", "threads": 1, "batch": 1}
 
-    def trainer(*args, **kwargs):  # pragma: no cover - must never run
-        calls.append(1)
-        raise AssertionError("an over-latency candidate was trained")
 
-    path = write_study(budget={"max_latency_ms": 1.0e-4, "latency": {"device": "cpu", "threads": 1, "batch": 1}},
-                       n_trials=2)
+class Counted:
+    """Counts the calls of ``archsearch.objective``'s ``build`` and of the trainer given to ``run``."""
+
+    def __init__(self, monkeypatch):
+        import archsearch.objective
+
+        self.builds, self.trains = [], []
+        real_build = archsearch.objective.build
+
+        def counted_build(arch):
+            self.builds.append(arch.id)
+            return real_build(arch)
+
+        monkeypatch.setattr(archsearch.objective, "build", counted_build)
+
+    def trainer(self, *args, **kwargs):
+        from archsearch.train import train
+
+        self.trains.append(1)
+        return train(*args, **kwargs)
+
+
+def _run_latency_study(path, counted):
+    return run(load_study_config(path), stream=None, progress=False, trainer=counted.trainer)
+
+
+def test_an_over_latency_candidate_is_rejected_by_the_prediction_without_being_built(write_study, monkeypatch):
+    counted = Counted(monkeypatch)
+    path = write_study(budget={"max_latency_ms": 1.0e-4, "latency": LATENCY_CPU1}, n_trials=3)
     # the table a study predicts from (latency/ beside its YAML), calibrated on a tiny network: quick
-    make_table(path.parent / "latency").fill([])
-    study = run(load_study_config(path), stream=None, progress=False, trainer=trainer)
+    table = make_table(path.parent / "latency")
+    table.fill([])
+    study = _run_latency_study(path, counted)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(done) == 2 and not calls
-    assert all(t.user_attrs["feasible"] is False and t.constraints["latency"] > 0 for t in done)
+    assert len(done) == 3 and not counted.trains and not counted.builds
+    for t in done:
+        assert t.user_attrs["feasible"] is False and t.constraints["latency"] > 0
+        assert "latency_ms" not in t.user_attrs  # nothing was built to be measured
+        arch = Arch.from_dict(t.user_attrs["arch"])
+        # the table, reread from its file, holds every part of the candidate: it predicted from them
+        assert t.user_attrs["latency_pred_ms"] == pytest.approx(make_table(path.parent / "latency").predict(arch))
+    assert best_trials(study) == []
+
+
+def test_a_candidate_predicted_within_the_budget_is_measured_and_trained(write_study, monkeypatch):
+    counted = Counted(monkeypatch)
+    path = write_study(budget={"max_latency_ms": 1000.0, "latency": LATENCY_CPU1}, n_trials=2)
+    make_table(path.parent / "latency").fill([])
+    study = _run_latency_study(path, counted)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and len(counted.trains) == 2
+    for t in done:
+        a = t.user_attrs
+        assert a["feasible"] is True and 0 < a["latency_ms"] <= a["latency_p90_ms"] and a["latency_pred_ms"] > 0
+        assert 0 <= t.constraints["latency"] + 1 == pytest.approx(a["latency_ms"] / 1000.0)
+        # built once: measured, then trained
+        assert counted.builds.count(a["arch_id"]) == 1
+
+
+def test_the_measured_latency_decides_where_the_prediction_was_too_low(write_study, monkeypatch):
+    counted = Counted(monkeypatch)
+    path = write_study(budget={"max_latency_ms": 1.0e-3, "latency": LATENCY_CPU1}, n_trials=2)
+    table = make_table(path.parent / "latency")
+    table.fill([])
+    table.overhead_ms = -1000.0  # a table that predicts every candidate far too fast
+    table.save()
+    study = _run_latency_study(path, counted)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 2 and not counted.trains
+    for t in done:
+        a = t.user_attrs
+        assert a["latency_pred_ms"] < 0 and a["latency_ms"] > 1.0e-3
+        assert a["feasible"] is False and t.constraints["latency"] > 0
+        assert counted.builds.count(a["arch_id"]) == 1  # built to be measured, never to be trained
+
+
+@pytest.mark.parametrize("objective", [{"type": "soft", "soft_metric": "latency", "soft_weight": -0.07},
+                                       {"type": "pareto", "pareto_metric": "latency"}])
+def test_latency_objectives_score_infeasible_candidates_by_their_predicted_latency(write_study, objective):
+    # a MACs limit makes some candidates infeasible: they are never built, and still scored on latency
+    path = write_study(objective=objective, budget={"max_macs": 20000, "max_latency_ms": 1000.0,
+                                                    "latency": LATENCY_CPU1}, n_trials=6,
+                       sampler={"type": "random", "seed": 1})
+    make_table(path.parent / "latency").fill([])
+    study = run(load_study_config(path), stream=None, progress=False)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 6
+    infeasible = [t for t in done if not t.user_attrs["feasible"]]
+    assert infeasible and len(infeasible) < 6
+    for t in done:
+        a = t.user_attrs
+        latency = a.get("latency_ms", a["latency_pred_ms"])
+        assert ("latency_ms" in a) == a["feasible"]
+        if objective["type"] == "pareto":
+            assert t.values[1] == latency
+        else:
+            accuracy = a.get("val_accuracy", 0.0)
+            assert t.values[0] == pytest.approx(accuracy * (latency / 1000.0) ** -0.07)
 
 
 # -- command line ------------------------------------------------------------------------------------

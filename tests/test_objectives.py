@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -52,30 +51,3 @@ def test_pareto_objective_gives_a_front_of_accuracy_against_macs(write_study):
     for f in front:
         assert not any(o.values[0] > f.values[0] and o.values[1] < f.values[1] for o in feasible)
     assert "Pareto front" in text
-
-
-def test_latency_budget_is_measured_and_recorded(write_study):
-    path = write_study(budget={"max_latency_ms": 1000.0, "latency": {"device": "cpu", "threads": 1, "batch": 1}},
-                       n_trials=2)
-    study, _ = _run(path)
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(done) == 2
-    for t in done:
-        assert 0 < t.user_attrs["latency_ms"] <= t.user_attrs["latency_p90_ms"]
-        assert t.user_attrs["feasible"] is True
-
-
-def test_an_impossible_latency_budget_makes_every_candidate_infeasible_without_training(write_study):
-    calls = []
-
-    def trainer(*args, **kwargs):  # pragma: no cover - must never run
-        calls.append(1)
-        raise AssertionError("an infeasible candidate was trained")
-
-    path = write_study(budget={"max_latency_ms": 1.0e-6}, n_trials=3)
-    study = run(load_study_config(path), stream=None, progress=False, trainer=trainer)
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(done) == 3 and not calls
-    assert all(t.user_attrs["feasible"] is False and t.constraints["latency"] > 0 for t in done)
-    assert best_trials(study) == []
-    assert optuna.load_study(study_name="tiny", storage=load_study_config(path).storage).trials

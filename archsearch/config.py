@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import optuna
 
 from archsearch.errors import ConfigError, load_yaml
+from archsearch.samplers import ArchTPESampler, PerTrialPruner
 from archsearch.train import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
@@ -664,9 +665,9 @@ def make_sampler(cfg: SamplerConfig, *, multi_objective: bool) -> optuna.sampler
     sampler needing it later does not change this signature.
     """
     if cfg.type == "tpe":
-        # multivariate: block choices interact (width x depth x kernel); constant_liar: parallel workers
-        # do not all sample around the same running trial.
-        return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True, constant_liar=True)
+        # multivariate TPE; its constant liar keeps parallel workers from sampling around the same
+        # running trial, and is off while no other trial runs (archsearch/samplers.py)
+        return ArchTPESampler(seed=cfg.seed)
     if cfg.type == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=cfg.seed)
     if cfg.type == "random":
@@ -678,7 +679,7 @@ def make_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     """The pruner of ``cfg``; steps are epochs (a trial reports validation accuracy after each)."""
     if cfg.type == "median":
         # n_warmup_steps=1: the first epoch's accuracy says little about a candidate
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+        return PerTrialPruner(optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1))
     if cfg.type == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
     if cfg.type == "none":

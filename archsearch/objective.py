@@ -157,23 +157,22 @@ class Objective:
             self._resized[resolution] = self.data.resized(resolution)
         return self._resized[resolution]
 
-    def is_surplus(self, trial: optuna.Trial) -> bool:
+    def is_surplus(self, trial: optuna.Trial, taken: list[optuna.trial.FrozenTrial]) -> bool:
         """Whether ``n_trials`` trials numbered before this one are finished or running.
 
-        Workers check the count before they ask for a trial, but two can ask at the same instant; the
-        later-numbered one then gives way (recorded as failed, not counted), so the study ends with
-        exactly ``n_trials`` finished trials unless one of those running fails.
+        ``taken``: the study's finished and running trials. Workers check the count before they ask
+        for a trial, but two can ask at the same instant; the later-numbered one then gives way
+        (recorded as failed, not counted), so the study ends with exactly ``n_trials`` finished
+        trials unless one of those running fails.
         """
-        states = (*COUNTED_STATES, optuna.trial.TrialState.RUNNING)
-        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number]
-        return len(ahead) >= self.target
+        return sum(t.number < trial.number for t in taken) >= self.target
 
     @staticmethod
-    def earlier_result(trial: optuna.Trial, arch_id: str) -> optuna.trial.FrozenTrial | None:
-        """A finished trial of the same study that trained the same architecture, if any."""
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        for t in trial.study.get_trials(deepcopy=False, states=states):
-            if t.user_attrs.get("arch_id") == arch_id and t.user_attrs.get("val_accuracy") is not None:
+    def earlier_result(taken: list[optuna.trial.FrozenTrial], arch_id: str) -> optuna.trial.FrozenTrial | None:
+        """A finished trial among ``taken`` that trained the architecture ``arch_id``, if any."""
+        for t in taken:
+            if (t.state in COUNTED_STATES and t.user_attrs.get("arch_id") == arch_id
+                    and t.user_attrs.get("val_accuracy") is not None):
                 return t
         return None
 
@@ -182,7 +181,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
-        if self.target is not None and self.is_surplus(trial):
+        # one read of the study (a round of SQL queries on an RDB storage) serves both checks
+        taken = trial.study.get_trials(deepcopy=False, states=(*COUNTED_STATES, optuna.trial.TrialState.RUNNING))
+        if self.target is not None and self.is_surplus(trial, taken):
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
         arch = self.architecture(trial)
@@ -221,7 +222,7 @@ class Objective:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
             return self.score(0.0, cost, latency_ms)
 
-        earlier = self.earlier_result(trial, arch.id)
+        earlier = self.earlier_result(taken, arch.id)
         if earlier is not None:
             # the sampler proposed an architecture already trained: reuse its result, train nothing
             trial.set_user_attr("duplicate_of", earlier.number)

@@ -1,0 +1,75 @@
+"""The sampler and pruner a study runs with, tuned for per-trial storage reads.
+
+On an RDB storage every ``study.get_trials()`` is a round of SQL queries (about 3 ms on SQLite), and
+a quickstart trial trains for only a second or two, so reads that Optuna repeats within one trial are a
+visible share of the search. Two of them repeat what the trial already read:
+
+- TPE with ``constant_liar`` reads the study again for every independently sampled parameter (about
+  ten per candidate of ``mixed.yaml``), because it must see the RUNNING trials of other workers. While
+  no other trial runs there is nothing for the liar to do: :class:`ArchTPESampler` turns it on per
+  trial, only when another trial is running as the trial starts, and otherwise samples from the
+  one snapshot that Optuna takes per trial.
+- the median pruner reads the completed trials at every epoch. :class:`PerTrialPruner` reads them once
+  per trial: trials completed by other workers while this one trains are seen from its next trial on.
+
+Both decide exactly as the Optuna classes they extend, given the trials they read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["ArchTPESampler", "PerTrialPruner"]
+
+
+class ArchTPESampler(optuna.samplers.TPESampler):
+    """Multivariate TPE whose constant liar is on only while other trials run (see the module docstring)."""
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        # multivariate: block choices interact (width x depth x kernel)
+        super().__init__(seed=seed, multivariate=True, constant_liar=True)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        super().before_trial(study, trial)
+        # use_cache: this read is the per-trial snapshot the sampler reuses when the liar is off
+        running = study._get_trials(deepcopy=False, states=(TrialState.RUNNING,), use_cache=True)
+        self._constant_liar = any(t.number != trial.number for t in running)
+
+
+class _CompletedSnapshot:
+    """A study whose ``get_trials`` answers from trials read once; anything else goes to the study."""
+
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial]):
+        self._study = study
+        self._trials = trials
+
+    def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        if deepcopy:
+            return self._study.get_trials(deepcopy=True, states=states)
+        return [t for t in self._trials if states is None or t.state in states]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+
+class PerTrialPruner(optuna.pruners.BasePruner):
+    """``pruner``, with the study's finished trials read once per trial instead of at every step.
+
+    For pruners that look at other trials only through ``study.get_trials`` (median, percentile).
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner):
+        self.pruner = pruner
+        self._trial: int | None = None  # the number of the trial the snapshot was read for
+        self._view: _CompletedSnapshot | None = None
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if self._view is None or self._trial != trial.number or self._view._study is not study:
+            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            self._view = _CompletedSnapshot(study, finished)
+            self._trial = trial.number
+        return self.pruner.prune(self._view, trial)

@@ -87,6 +87,18 @@ def test_pipeline_caches_rows_and_writes_results(tmp_path: Path, capsys: pytest.
     assert len(optuna.load_study(study_name="fmnist_1m", storage=storage).trials) == n_trials
     assert (out / "results.md").read_text() == results
 
+    # a process ended during a row loses only that row: the next run trains it, and nothing else
+    (rows_dir / "searched-s1.json").unlink()
+    assert bench.main([*TINY, "--out", str(out)]) == 0
+    third = capsys.readouterr().out
+    assert third.count(": training ") == 1 and ": training searched-s1 " in third
+    again = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in rows_dir.glob("*.json")}
+    assert {k: v for k, v in again.items() if k != "searched-s1.json"} == \
+        {k: v for k, v in stamps.items() if k != "searched-s1.json"}
+    # the same seed and recipe train the same network: the row comes back with the same accuracy
+    assert json.loads((rows_dir / "searched-s1.json").read_text())["test_accuracy"] == \
+        json.loads(stamps["searched-s1.json"][1])["test_accuracy"]
+
 
 def test_other_settings_on_the_same_out_are_refused(tmp_path: Path) -> None:
     bench = _benchmark()

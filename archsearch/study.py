@@ -236,9 +236,14 @@ def trial_line(t: FrozenTrial) -> str:
     state = t.state.name if a.get("feasible", True) else "INFEASIBLE"
     tag = f" [{a[BASELINE_ATTR]}]" if BASELINE_ATTR in a else ""
     err = f" ({a['error']})" if t.state == TrialState.FAIL and "error" in a else ""
+    latency = ""  # where the budget or the objective asks for it
+    if "latency_ms" in a:
+        latency = f"  latency {a['latency_ms']:.2f}ms"
+    elif "latency_pred_ms" in a:  # rejected on the table's prediction, never built
+        latency = f"  latency ~{a['latency_pred_ms']:.2f}ms"
     return (
         f"trial {t.number:>4}  {state:<10} macs {fmt_count(a.get('macs')):>7}  params {fmt_count(a.get('params')):>7}"
-        f"  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {a.get('seconds', 0.0):6.1f}s"
+        f"{latency}  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {a.get('seconds', 0.0):6.1f}s"
         f"  {a.get('arch_id', '?')}{tag}{err}"
     )
 

@@ -5,7 +5,7 @@ and budget, 8x8 digits) with 200 finished trials carrying the user attributes a 
 architectures sampled from the space with their real analytic cost, accuracies growing with MACs, some
 pruned, failed and over budget, the three seed baselines, and, with --latency, a real CPU latency for each
 trained candidate. Nothing is trained. Then times, in this process and as a fresh `python -m` process (imports
-included, as a user sees it), the whole report: loading the study, the text, the PNG and the HTML page.
+included: the `archsearch report` command a user types), the whole report: loading the study, the text, the PNG and the HTML page.
 Prints figures; asserts nothing.
 
     python benchmarks/report_speed.py [--trials 200] [--repeats 3] [--latency] [--keep DIR]
@@ -14,6 +14,7 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -65,17 +66,21 @@ def main() -> None:
         print(f"report() in this process: first {times[0]:.2f} s (imports included), "
               f"median of {len(times)} {statistics.median(times):.2f} s")
 
-        def fresh(code: str) -> float:
+        def fresh(command: list[str]) -> float:
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=ROOT)
+            subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
             return time.perf_counter() - t0
 
-        cold = [fresh("import sys; from archsearch.report import report; report(sys.argv[1])")
-                for _ in range(args.repeats)]
-        bare = [fresh("import archsearch") for _ in range(args.repeats)]
-        print(f"report in a fresh process (python start, imports, study, PNG, HTML): "
-              f"median of {len(cold)} {statistics.median(cold):.2f} s, max {max(cold):.2f} s; of which "
-              f"`import archsearch` alone (torch, optuna): median {statistics.median(bare):.2f} s")
+        # the command a user types: the installed console script, or the same entry point from this checkout
+        script = shutil.which("archsearch")
+        command = [script] if script else [sys.executable, "-c", "import sys; from archsearch.cli import main; "
+                                                               "sys.exit(main(sys.argv[1:]))"]
+        cold = [fresh([*command, "report", str(path)]) for _ in range(args.repeats)]
+        bare = [fresh([sys.executable, "-c", "import archsearch"]) for _ in range(args.repeats)]
+        print(f"`{'archsearch' if script else 'archsearch.cli.main'} report` as a fresh command (python start, "
+              f"imports, study, PNG, HTML): median of {len(cold)} {statistics.median(cold):.2f} s, max "
+              f"{max(cold):.2f} s; of which `import archsearch` alone (torch, optuna): median "
+              f"{statistics.median(bare):.2f} s ({os.getloadavg()[0]:.2f} load average)")
         print(f"PNG {result.png.stat().st_size / 1e3:.0f} kB, HTML {result.html.stat().st_size / 1e6:.1f} MB")
         print(result.text.splitlines()[0])
         if args.keep is not None:

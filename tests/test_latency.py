@@ -7,6 +7,7 @@ How close the predictions come is measured by ``archsearch latency check`` and b
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shutil
 from pathlib import Path
@@ -284,7 +285,9 @@ class Counted:
 
 
 def _run_latency_study(path, counted):
-    return run(load_study_config(path), stream=None, progress=False, trainer=counted.trainer)
+    out = io.StringIO()
+    study = run(load_study_config(path), stream=out, progress=False, trainer=counted.trainer)
+    return study, out.getvalue()
 
 
 def test_an_over_latency_candidate_is_rejected_by_the_prediction_without_being_built(write_study, monkeypatch):
@@ -293,9 +296,10 @@ def test_an_over_latency_candidate_is_rejected_by_the_prediction_without_being_b
     # the table a study predicts from (latency/ beside its YAML), calibrated on a tiny network: quick
     table = make_table(path.parent / "latency")
     table.fill([])
-    study = _run_latency_study(path, counted)
+    study, text = _run_latency_study(path, counted)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(done) == 3 and not counted.trains and not counted.builds
+    assert text.count("INFEASIBLE macs") == 3 and text.count("latency ~") == 3  # the prediction, marked
     for t in done:
         assert t.user_attrs["feasible"] is False and t.constraints["latency"] > 0
         assert "latency_ms" not in t.user_attrs  # nothing was built to be measured
@@ -309,9 +313,11 @@ def test_a_candidate_predicted_within_the_budget_is_measured_and_trained(write_s
     counted = Counted(monkeypatch)
     path = write_study(budget={"max_latency_ms": 1000.0, "latency": LATENCY_CPU1}, n_trials=2)
     make_table(path.parent / "latency").fill([])
-    study = _run_latency_study(path, counted)
+    study, text = _run_latency_study(path, counted)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(done) == 2 and len(counted.trains) == 2
+    for t in done:  # the trial lines show the measured latency
+        assert f"latency {t.user_attrs['latency_ms']:.2f}ms" in text
     for t in done:
         a = t.user_attrs
         assert a["feasible"] is True and 0 < a["latency_ms"] <= a["latency_p90_ms"] and a["latency_pred_ms"] > 0
@@ -327,7 +333,7 @@ def test_the_measured_latency_decides_where_the_prediction_was_too_low(write_stu
     table.fill([])
     table.overhead_ms = -1000.0  # a table that predicts every candidate far too fast
     table.save()
-    study = _run_latency_study(path, counted)
+    study, _ = _run_latency_study(path, counted)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(done) == 2 and not counted.trains
     for t in done:

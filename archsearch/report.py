@@ -327,7 +327,7 @@ def _write_png(path: Path, study: optuna.Study, config: StudyConfig, g: _Groups)
         ax.set_title(f"validation accuracy vs {'MACs' if metric == 'macs' else 'latency'}", fontsize=10)
     fig.suptitle(
         f"study {study.study_name}: {len(g.all)} trials ({len(g.feasible)} feasible, {len(g.infeasible)} over "
-        f"budget, {len(g.pruned)} pruned, {len(g.failed)} failed); budget {_budget_text(config)}",
+        f"budget, {len(g.pruned)} pruned, {len(g.failed)} failed)\nbudget {_budget_text(config)}",  # one line is cut
         fontsize=10,
     )
     fig.savefig(path)

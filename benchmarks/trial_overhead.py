@@ -259,6 +259,7 @@ def main() -> None:
     for key in rows[0] if rows else ():
         values = [r[key] for r in rows]
         print(f"  {key:<34}{ms(values)}   sum {sum(values):7.2f} s")
+    shares: list[float] = []
     if rows:
         inside = sum(r["duration"] for r in rows)
         outside = inside - sum(r["compute"] for r in rows)
@@ -297,7 +298,10 @@ def main() -> None:
     print(f"outside compute, first trial start to last trial end (incl. infeasible trials and the time between "
           f"trials): {overall:.2f} s of {span:.2f} s = {pct(overall, span).strip()}; with startup and summary: "
           f"{pct(wall - compute, wall).strip()} of {wall:.2f} s")
-    print(f"trial overhead (outside forward/backward/eval): {100 * overall / span:.1f}%")
+    if shares:
+        print(f"trained trial's wall time outside forward/backward/eval: median {100 * statistics.median(shares):.1f}%"
+              f" per trial, {100 * (inside - sum(r['compute'] for r in rows)) / inside:.1f}% of their summed time "
+              f"(target <= 5%); whole search including untrained trials: {100 * overall / span:.1f}%")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ Both decide exactly as the Optuna classes they extend, given the trials they rea
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Container
 from typing import Any
 
@@ -48,9 +49,8 @@ class _CompletedSnapshot:
         self._trials = trials
 
     def get_trials(self, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        if deepcopy:
-            return self._study.get_trials(deepcopy=True, states=states)
-        return [t for t in self._trials if states is None or t.state in states]
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)

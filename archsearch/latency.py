@@ -19,6 +19,17 @@ search_spaces/mixed.yaml at 1x28x28, 2-9 ms each), and how it is modelled:
 - the network's own forward (``Net.forward``, its ``nn.Sequential`` containers, the ``Identity`` of
   an absent max-pool) and what is left of the context effect: a per-network constant, measured once
   per target on three calibration networks as the median of (measured latency - sum of entries).
+- the machine's speed: on a shared (virtual) machine the same network, one thread, no other process
+  of ours running, ran at 1.22 ms for a second and at 1.71 ms for the next three (thread CPU time
+  moved with wall time: the core itself ran slower, e.g. under a busy hyperthread sibling). An entry
+  measured in a slow phase stayed wrong for good, and a network measured in one was 40% off its
+  prediction: 70% of 100 networks were predicted within +-10%, and one network measured five times
+  spread by 10% (median over 8). The disturber is therefore also the *reference*: its pass before
+  each timed pass is timed too, and slows down with the machine (the ratio of the two medians varied
+  by +-4% where each alone varied by +-13%). Every entry, the constant and every measurement are kept
+  as that ratio, and turned into milliseconds at one speed per table: the reference's median time over
+  the calibration measurements (``reference_ms``). A measurement (:meth:`LatencyTable.measure`) thus
+  says how long the network takes at the table's speed; the wall time as timed is kept beside it.
 
 Not modelled: a long run of identical blocks runs warmer than its entries (the ShuffleNet v1 baseline,
 8 identical units in a row, is overpredicted by about 10%) and blocks whose weights outgrow the L2
@@ -82,8 +93,11 @@ __all__ = [
 DEFAULT_DIRECTORY = Path("studies") / "latency"
 TABLE_FORMAT = 1
 #: how entries and the constant are measured; a table measured another way is rebuilt, not mixed in
-METHOD = "parts-disturbed-v1"
+METHOD = "parts-referenced-v2"
 CALIBRATION_ROUNDS = 3
+#: how a network is measured (a trial's candidate, ``latency check``): warm-up passes, then timed passes
+#: until there are REPEATS of them and they add up to MIN_SECONDS
+WARMUP, REPEATS, MIN_SECONDS = 10, 50, 0.25
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,11 +107,16 @@ CALIBRATION_ROUNDS = 3
 
 @dataclass(frozen=True)
 class Latency:
-    """One measurement: median and p90 (nearest rank) of the timed passes, and how many there were."""
+    """One measurement: median and p90 (nearest rank) of the timed passes, and how many there were.
+
+    ``reference_ms``: the median time of the ``between`` pass run before each timed pass, where there
+    was one (the lookup table's reference network).
+    """
 
     median_ms: float
     p90_ms: float
     repeats: int
+    reference_ms: float | None = None
 
 
 @contextlib.contextmanager
@@ -131,9 +150,9 @@ def measure_latency(
     device: str = "cpu",
     threads: int = 1,
     batch: int = 1,
-    warmup: int = 10,
-    repeats: int = 50,
-    min_seconds: float = 0.25,
+    warmup: int = WARMUP,
+    repeats: int = REPEATS,
+    min_seconds: float = MIN_SECONDS,
     max_repeats: int = 10_000,
     between: Callable[[], Any] | None = None,
 ) -> Latency:
@@ -143,8 +162,8 @@ def measure_latency(
     they add up to ``min_seconds`` (at most ``max_repeats``): a fast model gets more passes, so its
     median is as steady as a slow one's. Runs with ``threads`` intra-op threads (restored after), the
     garbage collector paused, under ``torch.inference_mode``; CUDA is synchronised after each pass.
-    ``between`` runs before each timed pass, untimed (the lookup table's disturber). The model's
-    train/eval mode is restored; it is moved to ``device``.
+    ``between`` runs before each timed pass (the lookup table's reference network), timed apart: its
+    median is ``reference_ms``. The model's train/eval mode is restored; it is moved to ``device``.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
@@ -154,6 +173,7 @@ def measure_latency(
     x = torch.randn(batch, *input_shape, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     times: list[float] = []
+    between_times: list[float] = []
     total = 0.0
     try:
         with torch_threads(threads), _no_gc():
@@ -164,8 +184,10 @@ def measure_latency(
             sync()
             while len(times) < max_repeats and (len(times) < repeats or total < min_seconds):
                 if between is not None:
+                    tb = time.perf_counter()
                     between()
                     sync()
+                    between_times.append((time.perf_counter() - tb) * 1000)
                 t0 = time.perf_counter()
                 model(x)
                 sync()
@@ -176,7 +198,8 @@ def measure_latency(
         model.train(was_training)
     times.sort()
     # p90: nearest rank
-    return Latency(statistics.median(times), times[math.ceil(0.9 * len(times)) - 1], len(times))
+    reference = statistics.median(between_times) if between_times else None
+    return Latency(statistics.median(times), times[math.ceil(0.9 * len(times)) - 1], len(times), reference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +363,8 @@ class _Corrupt(ValueError):
 class LatencyTable:
     """Predicted latency (ms) of architecture records on one target, from measured parts.
 
-    ``predict(arch)`` = sum of the entries of ``parts_of(arch)`` + ``overhead_ms``. Missing entries
+    ``predict(arch)`` = (sum of the entries of ``parts_of(arch)`` + ``overhead``) x ``reference_ms``,
+    entries and overhead in units of the reference's time (module docstring). Missing entries
     (and the constant, the first time) are measured on demand, each part built alone, and saved to
     ``path`` (write to a temporary file, then ``os.replace``; entries another process saved meanwhile
     are kept). ``measurements`` counts the measurements this object made.
@@ -368,9 +392,10 @@ class LatencyTable:
         self.calibration = list(calibration) if calibration is not None else None
         self.stream = stream  # where messages go; None: sys.stderr at the time of writing
         self.measurements = 0
-        self.entries: dict[str, dict[str, float]] = {}
-        self.overhead_ms: float | None = None
-        self._disturb: Callable[[], Any] | None = None
+        self.entries: dict[str, dict[str, float]] = {}  # as measured: median_ms, p90_ms, repeats, reference_ms
+        self.overhead: float | None = None  # the per-network constant, in units of the reference's time
+        self.reference_ms: float | None = None  # the speed of the table: the reference's time in calibration
+        self._reference: Callable[[], Any] | None = None
         self._load()
 
     # -- file -------------------------------------------------------------------------------------
@@ -378,8 +403,8 @@ class LatencyTable:
     def _say(self, text: str) -> None:
         print(f"archsearch: {text}", file=self.stream or sys.stderr, flush=True)
 
-    def _read(self) -> tuple[dict[str, dict[str, float]], float | None]:
-        """The entries and the constant in ``path``; FileNotFoundError or _Corrupt (with the reason)."""
+    def _read(self) -> tuple[dict[str, dict[str, float]], float | None, float | None]:
+        """The entries, the constant and the reference time in ``path``; FileNotFoundError or _Corrupt."""
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except UnicodeDecodeError as e:
@@ -392,17 +417,19 @@ class LatencyTable:
             raise _Corrupt(f"it was measured by method {data.get('method')!r}, not {METHOD!r}")
         if data.get("key") != asdict(self.key):
             raise _Corrupt(f"it was measured under another key {data.get('key')!r}, not {asdict(self.key)!r}")
-        entries, overhead = data.get("entries"), data.get("overhead_ms")
-        if not isinstance(entries, dict) or not (overhead is None or _is_number(overhead)):
-            raise _Corrupt("its entries or overhead_ms are malformed")
+        entries, overhead, reference = data.get("entries"), data.get("overhead"), data.get("reference_ms")
+        calibrated = _is_number(overhead) and _is_positive(reference)
+        if not isinstance(entries, dict) or not (calibrated or overhead is reference is None):
+            raise _Corrupt("its entries, overhead or reference_ms are malformed")
         for k, v in entries.items():
-            if not (isinstance(v, dict) and _is_number(v.get("median_ms")) and _is_number(v.get("p90_ms"))):
+            if not (isinstance(v, dict) and _is_number(v.get("median_ms")) and _is_number(v.get("p90_ms"))
+                    and _is_positive(v.get("reference_ms"))):
                 raise _Corrupt(f"entry {k!r} is malformed: {v!r}")
-        return entries, overhead
+        return entries, overhead, reference
 
     def _load(self) -> None:
         try:
-            self.entries, self.overhead_ms = self._read()
+            self.entries, self.overhead, self.reference_ms = self._read()
         except FileNotFoundError:
             self._say(f"latency table {self.path} does not exist: a new one is built (parts are measured as needed)")
         except (OSError, _Corrupt) as e:
@@ -416,16 +443,17 @@ class LatencyTable:
         lose each other's newest entries (no lock): those are measured again when next needed.
         """
         with contextlib.suppress(FileNotFoundError, OSError, _Corrupt):
-            theirs, their_overhead = self._read()
+            theirs, their_overhead, their_reference = self._read()
             self.entries = {**theirs, **self.entries}
-            if self.overhead_ms is None:
-                self.overhead_ms = their_overhead
+            if self.overhead is None:
+                self.overhead, self.reference_ms = their_overhead, their_reference
         data = {
             "format": TABLE_FORMAT,
             "key": asdict(self.key),
             "method": METHOD,
             "settings": {"warmup": self.warmup, "repeats": self.repeats, "min_seconds": self.min_seconds},
-            "overhead_ms": self.overhead_ms,
+            "reference_ms": self.reference_ms,
+            "overhead": self.overhead,
             "entries": dict(sorted(self.entries.items())),
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -444,40 +472,38 @@ class LatencyTable:
 
     # -- measuring --------------------------------------------------------------------------------
 
-    def _measure(self, model: nn.Module, input_shape: tuple[int, int, int], *, disturbed: bool) -> Latency:
+    def _timed(self, model: nn.Module, input_shape: tuple[int, int, int], **settings: Any) -> Latency:
+        """``model`` timed with a pass of the reference network before each timed pass (timed apart)."""
         t = self.target
-        between = None
-        if disturbed:
-            if self._disturb is None:
-                net, shape = _disturber()
-                net = net.eval().to(t.device)
-                x = torch.randn(t.batch, *shape, device=t.device)
+        if self._reference is None:
+            net, shape = _disturber()
+            net = net.eval().to(t.device)
+            x = torch.randn(t.batch, *shape, device=t.device)
 
-                @torch.inference_mode()
-                def disturb() -> None:
-                    net(x)
+            @torch.inference_mode()
+            def reference() -> None:
+                net(x)
 
-                self._disturb = disturb
-            between = self._disturb
+            self._reference = reference
         self.measurements += 1
-        return measure_latency(
-            model, input_shape, device=t.device, threads=t.threads, batch=t.batch,
-            warmup=self.warmup, repeats=self.repeats, min_seconds=self.min_seconds, between=between,
-        )
+        settings = {"warmup": self.warmup, "repeats": self.repeats, "min_seconds": self.min_seconds, **settings}
+        return measure_latency(model, input_shape, device=t.device, threads=t.threads, batch=t.batch,
+                               between=self._reference, **settings)
 
     def _measure_parts(self, parts: Iterable[Part]) -> int:
         n = 0
         for part in parts:
             if part.key in self.entries:
                 continue
-            lat = self._measure(part.make(), part.input_shape, disturbed=True)
-            self.entries[part.key] = {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": lat.repeats}
+            lat = self._timed(part.make(), part.input_shape)
+            self.entries[part.key] = {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": lat.repeats,
+                                      "reference_ms": lat.reference_ms}
             n += 1
         return n
 
     def _ensure_overhead(self) -> bool:
-        """Measure the per-network constant if the table has none yet; whether it did."""
-        if self.overhead_ms is not None:
+        """Measure the per-network constant and the table's speed if it has none yet; whether it did."""
+        if self.overhead is not None:
             return False
         from .build import build
 
@@ -485,18 +511,22 @@ class LatencyTable:
         models = [build(a) for a in archs]
         for a in archs:
             self._measure_parts(parts_of(a))
-        # each network measured in CALIBRATION_ROUNDS interleaved rounds, keeping its fastest median:
+        # each network measured in CALIBRATION_ROUNDS interleaved rounds, keeping its fastest ratio:
         # other processes only ever add time, and the constant is kept for good once measured
         whole = [math.inf] * len(archs)
+        references = []
         for _ in range(CALIBRATION_ROUNDS):
             for i, (a, model) in enumerate(zip(archs, models)):
-                lat = self._measure(model, (a.in_chs, a.resolution, a.resolution), disturbed=False)
-                whole[i] = min(whole[i], lat.median_ms)
-        self.overhead_ms = statistics.median(w - self._sum(a) for w, a in zip(whole, archs))
+                lat = self._timed(model, (a.in_chs, a.resolution, a.resolution))
+                whole[i] = min(whole[i], lat.median_ms / lat.reference_ms)
+                references.append(lat.reference_ms)
+        self.overhead = statistics.median(w - self._sum(a) for w, a in zip(whole, archs))
+        self.reference_ms = statistics.median(references)
         return True
 
     def _sum(self, arch: Arch) -> float:
-        return sum(self.entries[p.key]["median_ms"] for p in parts_of(arch))
+        """The entries of ``arch``'s parts, in units of the reference's time."""
+        return sum(e["median_ms"] / e["reference_ms"] for e in (self.entries[p.key] for p in parts_of(arch)))
 
     def fill(self, archs: Iterable[Arch]) -> int:
         """Measure every missing entry of ``archs`` (and the constant); save; the number of new entries."""
@@ -508,6 +538,21 @@ class LatencyTable:
             self.save()
         return new
 
+    def measure(self, model: nn.Module, input_shape: tuple[int, int, int], **settings: Any) -> tuple[Latency, Latency]:
+        """``model``'s latency at the table's speed, and as timed: ``(scaled, timed)``.
+
+        Timed like the entries, beside the reference network; ``scaled`` multiplies the times by
+        ``reference_ms / timed.reference_ms``, which takes out how fast the machine ran meanwhile.
+        ``settings`` go to :func:`measure_latency` (WARMUP, REPEATS, MIN_SECONDS otherwise).
+        """
+        if self._ensure_overhead():
+            self.save()
+        settings = {"warmup": WARMUP, "repeats": REPEATS, "min_seconds": MIN_SECONDS, **settings}
+        timed = self._timed(model, input_shape, **settings)
+        scale = self.reference_ms / timed.reference_ms
+        scaled = Latency(timed.median_ms * scale, timed.p90_ms * scale, timed.repeats, self.reference_ms)
+        return scaled, timed
+
     # -- predicting -------------------------------------------------------------------------------
 
     def predict(self, arch: Arch) -> float:
@@ -515,17 +560,27 @@ class LatencyTable:
         new = self._measure_parts(parts_of(arch))
         if self._ensure_overhead() or new:
             self.save()
-        return self._sum(arch) + self.overhead_ms
+        return (self._sum(arch) + self.overhead) * self.reference_ms
+
+    @property
+    def overhead_ms(self) -> float | None:
+        """The per-network constant in ms, at the table's speed."""
+        return None if self.overhead is None else self.overhead * self.reference_ms
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __repr__(self) -> str:
-        return f"LatencyTable({self.path}, {len(self)} entries, overhead_ms={self.overhead_ms})"
+        return (f"LatencyTable({self.path}, {len(self)} entries, reference_ms={self.reference_ms}, "
+                f"overhead={self.overhead})")
 
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_positive(v: Any) -> bool:
+    return _is_number(v) and v > 0
 
 
 def table_for(
@@ -582,8 +637,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(f"latency table {table.path}: {before} entries; filling it for {len(archs)} candidates of {args.space} "
           f"({_load()})", flush=True)
     new = table.fill(archs)
-    print(f"{len(table)} entries ({new} new) in {time.perf_counter() - t0:.1f} s; per-network constant "
-          f"{table.overhead_ms:.4f} ms ({_load()})")
+    print(f"{len(table)} entries ({new} new) in {time.perf_counter() - t0:.1f} s; the table's speed: reference "
+          f"network {table.reference_ms:.4f} ms; per-network constant {table.overhead_ms:.4f} ms ({_load()})")
     return 0
 
 
@@ -605,12 +660,14 @@ def cmd_check(args: argparse.Namespace) -> int:
           flush=True)
     load_before = _load()
     t0 = time.perf_counter()
-    measured = []
+    measured, timed = [], []
     for a in archs:
-        lat = measure_latency(build(a), (a.in_chs, a.resolution, a.resolution), device=target.device,
-                              threads=target.threads, batch=target.batch)
-        measured.append(lat.median_ms)
-    print(f"measured in {time.perf_counter() - t0:.1f} s ({load_before} before, {_load()} after)")
+        scaled, raw = table.measure(build(a), (a.in_chs, a.resolution, a.resolution))
+        measured.append(scaled.median_ms)
+        timed.append(raw.median_ms)
+    print(f"measured in {time.perf_counter() - t0:.1f} s ({load_before} before, {_load()} after); the "
+          f"reference ran at {min(timed[i] / measured[i] for i in range(len(archs))):.2f}x to "
+          f"{max(timed[i] / measured[i] for i in range(len(archs))):.2f}x the table's time meanwhile")
     errors = [p / m - 1 for p, m in zip(predicted, measured)]
     order = sorted(range(len(archs)), key=lambda i: -abs(errors[i]))
     rows = [[archs[i].id, f"{predicted[i]:.3f}", f"{measured[i]:.3f}", f"{100 * errors[i]:+.1f}%"]
@@ -618,6 +675,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(_table(rows, ["worst predictions", "predicted ms", "measured ms", "error"]))
     within = sum(abs(e) <= 0.10 for e in errors) / len(errors)
     abs_err = sorted(abs(e) for e in errors)
+    raw_within = sum(abs(p / m - 1) <= 0.10 for p, m in zip(predicted, timed)) / len(timed)
+    print(f"against the wall times as timed, unscaled: {100 * raw_within:.0f}% within +-10%")
     print(f"within +-10%: {100 * within:.0f}% of {len(errors)}; within +-5%: "
           f"{100 * sum(e <= 0.05 for e in abs_err) / len(errors):.0f}%; |error| median "
           f"{100 * statistics.median(abs_err):.1f}%, p90 {100 * abs_err[math.ceil(0.9 * len(abs_err)) - 1]:.1f}%, "

@@ -10,6 +10,7 @@ import argparse
 import io
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -94,9 +95,13 @@ def test_measure_latency_reports_median_and_p90_and_restores_the_mode():
     m = measure_latency(model, (1, 8, 8), threads=2, warmup=1, repeats=7, min_seconds=0.0)
     assert m.repeats == 7 and 0 < m.median_ms <= m.p90_ms
     assert model.training and torch.get_num_threads() == threads
+    assert m.reference_ms is None
     calls = []
     m = measure_latency(model, (1, 8, 8), warmup=2, repeats=3, min_seconds=0.0, between=lambda: calls.append(1))
     assert len(calls) == 5 and m.repeats == 3
+    # the pass before each timed pass is timed apart: the reference
+    m = measure_latency(model, (1, 8, 8), warmup=0, repeats=5, min_seconds=0.0, between=lambda: time.sleep(0.002))
+    assert m.reference_ms >= 2.0 > m.median_ms
     # time-based: more passes until they add up to min_seconds
     assert measure_latency(model, (1, 8, 8), warmup=0, repeats=2, min_seconds=0.05).repeats > 2
 
@@ -146,7 +151,7 @@ def test_a_different_thread_count_or_torch_version_does_not_reuse_a_table(tmp_pa
     capsys.readouterr()
     refused = make_table(tmp_path, key=table_key(CPU1, torch_version="1.0.0"))
     err = capsys.readouterr().err
-    assert len(refused) == 0 and refused.overhead_ms is None
+    assert len(refused) == 0 and refused.overhead is None and refused.reference_ms is None
     assert str(old_torch.path) in err and "another key" in err
     # the refused file is replaced by a table of its own key
     refused.predict(OTHER)
@@ -161,7 +166,8 @@ def test_a_missing_table_is_built_with_a_message_naming_the_file(tmp_path, capsy
     assert table.predict(tiny()) > 0
     saved = json.loads(table.path.read_text())
     assert saved["format"] == lat.TABLE_FORMAT and saved["key"]["threads"] == 1
-    assert set(saved["entries"]) == set(table.entries) and saved["overhead_ms"] == table.overhead_ms
+    assert set(saved["entries"]) == set(table.entries)
+    assert (saved["overhead"], saved["reference_ms"]) == (table.overhead, table.reference_ms)
     assert not [p for p in directory.iterdir() if p != table.path]  # no temporary file left behind
 
 
@@ -190,10 +196,12 @@ def test_a_corrupt_table_is_rebuilt_with_a_message_naming_the_file(tmp_path, cap
     "change, reason",
     [
         (lambda d: d["entries"].update({next(iter(d["entries"])): {"median_ms": "fast"}}), "is malformed"),
-        (lambda d: d.update(method="parts-plain-v0"), "measured by method 'parts-plain-v0'"),
-        (lambda d: d.update(overhead_ms=float("nan")), "malformed"),
+        (lambda d: d["entries"][next(iter(d["entries"]))].update(reference_ms=0.0), "is malformed"),
+        (lambda d: d.update(method="parts-disturbed-v1"), "measured by method 'parts-disturbed-v1'"),
+        (lambda d: d.update(overhead=float("nan")), "malformed"),
+        (lambda d: d.update(reference_ms=None), "malformed"),
     ],
-    ids=["entry", "method", "overhead"],
+    ids=["entry", "entry-reference", "method", "overhead", "reference"],
 )
 def test_a_table_with_bad_content_is_rebuilt(tmp_path, capsys, change, reason):
     table = make_table(tmp_path)
@@ -238,21 +246,43 @@ def test_entries_saved_by_another_process_are_kept(tmp_path):
     assert {p.key for p in parts_of(tiny()) + parts_of(OTHER)} <= set(merged.entries)
 
 
-def test_predict_is_the_sum_of_the_entries_plus_the_constant(tmp_path):
+def test_predict_is_the_sum_of_the_entries_plus_the_constant_at_the_tables_speed(tmp_path):
     table = make_table(tmp_path)
     for arch in (tiny(), tiny(stem_pool=3), tiny(stem_pool=2, head="flatten"), OTHER):
         predicted = table.predict(arch)
         assert predicted > 0
-        entries = [table.entries[p.key]["median_ms"] for p in parts_of(arch)]
-        assert all(e > 0 for e in entries)
-        assert predicted == pytest.approx(sum(entries) + table.overhead_ms, rel=1e-12)
+        entries = [table.entries[p.key] for p in parts_of(arch)]
+        assert all(e["median_ms"] > 0 and e["reference_ms"] > 0 for e in entries)
+        # each entry in units of the reference's time as it ran beside that entry
+        relative = sum(e["median_ms"] / e["reference_ms"] for e in entries)
+        assert predicted == pytest.approx((relative + table.overhead) * table.reference_ms, rel=1e-12)
+        assert table.overhead_ms == pytest.approx(table.overhead * table.reference_ms)
+
+
+def test_a_measurement_is_scaled_to_the_tables_speed(tmp_path):
+    table = make_table(tmp_path)
+    table.fill([])
+    model = build(OTHER)
+    scaled, timed = table.measure(model, (1, 8, 8), warmup=1, repeats=9, min_seconds=0.0)
+    assert timed.repeats == scaled.repeats == 9 and timed.reference_ms > 0
+    scale = table.reference_ms / timed.reference_ms
+    assert scaled.median_ms == pytest.approx(timed.median_ms * scale) and scaled.p90_ms == pytest.approx(
+        timed.p90_ms * scale)
+    assert scaled.reference_ms == table.reference_ms
+
+
+def test_a_measurement_calibrates_a_new_table_first(tmp_path):
+    table = make_table(tmp_path)
+    scaled, _ = table.measure(build(OTHER), (1, 8, 8), warmup=1, repeats=3, min_seconds=0.0)
+    assert table.reference_ms is not None and scaled.median_ms > 0
+    assert json.loads(table.path.read_text())["reference_ms"] == table.reference_ms
 
 
 def test_fill_measures_the_parts_of_every_architecture(tmp_path):
     table = make_table(tmp_path)
     archs = [tiny(), OTHER]
     new = table.fill(archs)
-    assert new == len({p.key for a in archs for p in parts_of(a)}) and table.overhead_ms is not None
+    assert new == len({p.key for a in archs for p in parts_of(a)}) and table.overhead is not None
     assert make_table(tmp_path).fill(archs) == 0
 
 
@@ -321,6 +351,7 @@ def test_a_candidate_predicted_within_the_budget_is_measured_and_trained(write_s
     for t in done:
         a = t.user_attrs
         assert a["feasible"] is True and 0 < a["latency_ms"] <= a["latency_p90_ms"] and a["latency_pred_ms"] > 0
+        assert a["latency_timed_ms"] > 0  # the wall time as timed, beside the time at the table's speed
         assert 0 <= t.constraints["latency"] + 1 == pytest.approx(a["latency_ms"] / 1000.0)
         # built once: measured, then trained
         assert counted.builds.count(a["arch_id"]) == 1
@@ -331,7 +362,7 @@ def test_the_measured_latency_decides_where_the_prediction_was_too_low(write_stu
     path = write_study(budget={"max_latency_ms": 1.0e-3, "latency": LATENCY_CPU1}, n_trials=2)
     table = make_table(path.parent / "latency")
     table.fill([])
-    table.overhead_ms = -1000.0  # a table that predicts every candidate far too fast
+    table.overhead = -1.0e6  # a table that predicts every candidate far too fast
     table.save()
     study, _ = _run_latency_study(path, counted)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]

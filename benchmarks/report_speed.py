@@ -4,8 +4,8 @@ Builds the study once in a temporary SQLite file: the quickstart config (studies
 and budget, 8x8 digits) with 200 finished trials carrying the user attributes a real search writes:
 architectures sampled from the space with their real analytic cost, accuracies growing with MACs, some
 pruned, failed and over budget, the three seed baselines, and, with --latency, a real CPU latency for each
-trained candidate. Nothing is trained. Then times, in this process and as a fresh `python -m` process (imports
-included: the `archsearch report` command a user types), the whole report: loading the study, the text, the PNG and the HTML page.
+trained candidate. Nothing is trained. Then times, in this process and as the `archsearch report` command a user
+types (a fresh process: imports included), the whole report: loading the study, the text, the PNG and the HTML page.
 Prints figures; asserts nothing.
 
     python benchmarks/report_speed.py [--trials 200] [--repeats 3] [--latency] [--keep DIR]

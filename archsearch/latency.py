@@ -364,7 +364,8 @@ class LatencyTable:
     """Predicted latency (ms) of architecture records on one target, from measured parts.
 
     ``predict(arch)`` = (sum of the entries of ``parts_of(arch)`` + ``overhead``) x ``reference_ms``,
-    entries and overhead in units of the reference's time (module docstring). Missing entries
+    entries and overhead in units of the reference's time (module docstring), and never less than its
+    largest entry. Missing entries
     (and the constant, the first time) are measured on demand, each part built alone, and saved to
     ``path`` (write to a temporary file, then ``os.replace``; entries another process saved meanwhile
     are kept). ``measurements`` counts the measurements this object made.
@@ -524,9 +525,12 @@ class LatencyTable:
         self.reference_ms = statistics.median(references)
         return True
 
-    def _sum(self, arch: Arch) -> float:
+    def _relative(self, arch: Arch) -> list[float]:
         """The entries of ``arch``'s parts, in units of the reference's time."""
-        return sum(e["median_ms"] / e["reference_ms"] for e in (self.entries[p.key] for p in parts_of(arch)))
+        return [e["median_ms"] / e["reference_ms"] for e in (self.entries[p.key] for p in parts_of(arch))]
+
+    def _sum(self, arch: Arch) -> float:
+        return sum(self._relative(arch))
 
     def fill(self, archs: Iterable[Arch]) -> int:
         """Measure every missing entry of ``archs`` (and the constant); save; the number of new entries."""
@@ -560,7 +564,10 @@ class LatencyTable:
         new = self._measure_parts(parts_of(arch))
         if self._ensure_overhead() or new:
             self.save()
-        return (self._sum(arch) + self.overhead) * self.reference_ms
+        relative = self._relative(arch)
+        # a network is never faster than its slowest part: the floor for a constant measured under
+        # load that would outweigh a small network's parts (a negative latency breaks the soft reward)
+        return max(sum(relative) + self.overhead, max(relative)) * self.reference_ms
 
     @property
     def overhead_ms(self) -> float | None:

@@ -152,6 +152,15 @@ class Objective:
             return accuracy * (metric_value[o.soft_metric] / target) ** o.soft_weight
         return accuracy
 
+    def build(self, arch: Arch) -> torch.nn.Module:
+        """The candidate's network, its initial weights drawn from the recipe's seed.
+
+        Seeded here, not only in the trainer, so that a candidate starts from the same weights however
+        many trials ran before it in this process (a resumed study, another worker).
+        """
+        torch.manual_seed(self.config.training.seed)
+        return build(arch)
+
     def data_for(self, resolution: int) -> DataBundle:
         if resolution not in self._resized:
             self._resized[resolution] = self.data.resized(resolution)
@@ -206,7 +215,7 @@ class Objective:
             if not any(c > 0 for c in constraints.values()):
                 # predicted within budget: the built network's measured latency decides, and is scored;
                 # measured at the table's speed (archsearch/latency.py), the wall time as timed beside it
-                model = build(arch)
+                model = self.build(arch)
                 lat, timed = self.latency_table().measure(model, (arch.in_chs, arch.resolution, arch.resolution))
                 latency_ms = lat.median_ms
                 trial.set_user_attr("latency_ms", latency_ms)
@@ -236,7 +245,7 @@ class Objective:
 
         data = self.data_for(arch.resolution)
         if model is None:
-            model = build(arch)
+            model = self.build(arch)
         prune = not self.config.objective.multi_objective
 
         def on_epoch(epoch: int, accuracy: float) -> None:

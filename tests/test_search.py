@@ -8,6 +8,7 @@ fraction of a second. Torch runs on one thread, in this process and in the subpr
 from __future__ import annotations
 
 import io
+import dataclasses
 import itertools
 import os
 import signal
@@ -25,10 +26,12 @@ import torch
 from optuna.trial import TrialState
 
 import archsearch
+from archsearch.arch import Arch, Stage, Stem
 from archsearch.baselines import FAMILIES, fit_to_budget
 from archsearch.config import load_study_config
 from archsearch.errors import ConfigError
-from archsearch.study import COUNTED, finished_count, open_study, run, sweep_dead_workers
+from archsearch.objective import Objective
+from archsearch.study import COUNTED, finished_count, load_config_data, open_study, run, sweep_dead_workers
 from archsearch.train import TrainResult, train
 
 from conftest import DIGITS, TINY_SPACE
@@ -421,3 +424,20 @@ def test_user_objective_with_the_python_api(write_study, tmp_path):
                                                num_classes=4)
         assert arch.id == t.user_attrs["arch_id"]  # the stored params rebuild the same candidate
         assert t.constraints["macs"] == archsearch.arch_cost(arch).macs / 50000 - 1
+
+
+def test_a_candidate_starts_from_the_same_weights_whatever_ran_before(write_study):
+    config = load_study_config(write_study())
+    space, data = load_config_data(config)
+    arch = Arch(1, 8, 4, Stem("conv", 8), (Stage("dwsep", 16, stride=2), Stage("shuffle", 32, stride=2, groups=2)))
+
+    def weights(seed: int) -> dict[str, torch.Tensor]:
+        recipe = dataclasses.replace(config, training=dataclasses.replace(config.training, seed=seed))
+        return Objective(recipe, space, data, device=torch.device("cpu")).build(arch).state_dict()
+
+    first = weights(0)
+    torch.randn(1000)  # other trials, another worker's history: the global generator has moved on
+    again = weights(0)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    other = weights(1)
+    assert not all(torch.equal(first[k], other[k]) for k in first)

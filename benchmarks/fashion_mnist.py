@@ -535,6 +535,12 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
         if any(e["level"] == level for e in entries):
             ax.axvline(macs / 1e6, color="grey", linestyle=":", linewidth=1)
     ax.set_xscale("log")
+    # plain numbers on the log axis (matplotlib would write 2 x 10^0)
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("MACs per 28x28 image (millions, log scale)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
     ax.set_title("Fashion-MNIST: archsearch vs scaled baselines (dotted: budgets)")

@@ -14,7 +14,7 @@ search_spaces/mixed.yaml at 1x28x28, 2-9 ms each), and how it is modelled:
   blocks have run in between. The plain sum of isolated blocks is 10% below the whole network
   (median ratio 0.90, range 0.76-0.99). Writing a 4 MB buffer between timed passes (caches cold)
   overshoots instead (ratio 1.24): a network is neither warm nor cold. So each entry is timed with a
-  fixed *disturber* network, of the three families, run untimed before each timed pass: the ratio
+  fixed *disturber* network, of the three families, run before each timed pass: the ratio
   becomes 1.00 (median; range 0.80-1.11, mostly measurement noise).
 - the network's own forward (``Net.forward``, its ``nn.Sequential`` containers, the ``Identity`` of
   an absent max-pool) and what is left of the context effect: a per-network constant, measured once

@@ -687,14 +687,15 @@ def make_pruner(cfg: PrunerConfig) -> optuna.pruners.BasePruner:
     raise ConfigError(f"expected one of {', '.join(map(repr, PRUNERS))}, got {cfg.type!r}", key="pruner.type")
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (as :attr:`StudyConfig.storage` holds it).
 
     sqlite/postgresql/mysql: ``RDBStorage`` with heartbeats (a dead worker's trial becomes FAIL and is
     retried once). ``journal:<file>``: ``JournalStorage`` on a journal file. A relative file is relative to
     the current directory; its parent directory is created. An existing file that is not an SQLite
     database, or an SQLite database that is not an Optuna storage (or not a journal, for journal:), is
-    refused before Optuna opens it, so a foreign file is never modified.
+    refused before Optuna opens it, so a foreign file is never modified. With ``create=False`` a missing
+    file is an error instead of a new, empty storage (for commands that read a study).
     """
     if not isinstance(url, str):
         raise ConfigError(f"expected a storage URL string, got {_show(url)}", key="storage")
@@ -704,14 +705,14 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         raise ConfigError(f"{e}, got {redact(url)!r}", key="storage") from None
     if url.startswith(_JOURNAL_PREFIX):
         file = Path(url[len(_JOURNAL_PREFIX) :])
-        _prepare_file(file, _check_journal_file)
+        _prepare_file(file, _check_journal_file, create=create)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(file)))
     engine_kwargs: dict[str, Any] = {}
     if url.startswith(_SQLITE_PREFIX):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
         file_text, _ = _sqlite_file(url)
         if file_text is not None:
-            _prepare_file(Path(file_text), _check_sqlite_file)
+            _prepare_file(Path(file_text), _check_sqlite_file, create=create)
     try:
         storage = _rdb_storage(url, engine_kwargs)
     except ImportError as e:
@@ -784,8 +785,14 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
-def _prepare_file(file: Path, check: Callable[[Path], None]) -> None:
-    """Refuse a foreign file at ``file``, else create its parent directory."""
+def _prepare_file(file: Path, check: Callable[[Path], None], *, create: bool) -> None:
+    """Refuse a foreign file at ``file`` (or a missing one unless ``create``), else create its parent directory."""
+    if not create and _existing_regular_file(file) is None:
+        raise ConfigError(
+            "does not exist: no study has run with this storage yet; run `archsearch search` first",
+            path=file,
+            key="storage",
+        )
     check(file)
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -815,21 +822,33 @@ def _read_head(file: Path, n: int) -> bytes:
 
 
 def _check_sqlite_file(file: Path) -> None:
-    """An existing file must be an SQLite database with Optuna's ``studies`` table (or no tables yet)."""
+    """An existing file must be an SQLite database with Optuna's ``studies`` table (or no tables yet).
+
+    The file is read through SQLite only, never with a plain ``open()``: POSIX locks belong to a process,
+    and closing any descriptor of a file drops all of the process's locks on it. A worker that opened its
+    study before (its WAL connections hold a shared lock all along) would lose them; another worker
+    closing its last connection then believes itself alone, checkpoints and deletes the write-ahead log
+    the first one is still writing, and the two go on with different views of one file: duplicate trial
+    numbers, lost trials, a malformed database. SQLite itself shares one descriptor per file within a
+    process and keeps it open while any lock is held.
+    """
     if not _existing_regular_file(file):  # missing or empty: SQLite starts a new database
         return
-    header = _read_head(file, len(_SQLITE_HEADER))
-    if header != _SQLITE_HEADER:
+    try:
+        tables = _sqlite_tables(file)
+    except sqlite3.DatabaseError as e:
+        if getattr(e, "sqlite_errorname", "") != "SQLITE_NOTADB":
+            raise ConfigError(f"is a damaged or unreadable SQLite database ({e})", path=file, key="storage") from None
+        # not a database: no SQLite connection can hold a lock on it, so reading it plainly is safe
+        header = _read_head(file, len(_SQLITE_HEADER))
+        if header == _SQLITE_HEADER:
+            raise ConfigError(f"is a damaged SQLite database ({e})", path=file, key="storage") from None
         raise ConfigError(
             f"exists but is not an SQLite database (it starts with {header!r}); refusing to use it as the "
             "study storage: point `storage` at a new file",
             path=file,
             key="storage",
-        )
-    try:
-        tables = _sqlite_tables(file)
-    except sqlite3.Error as e:
-        raise ConfigError(f"is a damaged SQLite database ({e})", path=file, key="storage") from None
+        ) from None
     if tables and "studies" not in tables:
         shown = ", ".join(tables[:8]) + (", ..." if len(tables) > 8 else "")
         raise ConfigError(
@@ -841,17 +860,12 @@ def _check_sqlite_file(file: Path) -> None:
 
 
 def _sqlite_tables(file: Path) -> list[str]:
-    """The table names of an SQLite file, opened read-only so that even opening it cannot change it."""
-    uri = file.absolute().as_uri()
-    try:
-        return _query_tables(f"{uri}?mode=ro")
-    except sqlite3.Error:
-        # a WAL database without its -shm file cannot be opened read-only; immutable skips that machinery
-        return _query_tables(f"{uri}?mode=ro&immutable=1")
+    """The table names of an SQLite file, opened read-only so that even opening it cannot change it.
 
-
-def _query_tables(uri: str) -> list[str]:
-    con = sqlite3.connect(uri, uri=True)
+    Not with ``immutable=1``: that opens the file without SQLite's locking, and closing it drops the
+    process's locks like a plain ``open()`` would (see :func:`_check_sqlite_file`).
+    """
+    con = sqlite3.connect(f"{file.absolute().as_uri()}?mode=ro", uri=True, timeout=SQLITE_TIMEOUT_S)
     try:
         return sorted(r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
     finally:

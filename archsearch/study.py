@@ -52,7 +52,7 @@ def open_study(config: StudyConfig, *, create: bool = True) -> optuna.Study:
 
 def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, bool]:
     """The study and whether this call created it."""
-    storage = make_storage(config.storage)
+    storage = make_storage(config.storage, create=create)
     fingerprint = config.fingerprint()
     sampler = make_sampler(config.sampler, multi_objective=config.objective.multi_objective)
     pruner = make_pruner(config.pruner)

@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config import load_study_config
 from archsearch.report import _add_synthetic_trials, add_parser, pareto_front, report
-from archsearch.study import open_study
+from archsearch.study import open_study, run
 
 from conftest import TINY_SPACE, study_dict
 
@@ -176,6 +176,13 @@ def test_report_of_a_missing_study_is_a_config_error(tmp_path: Path) -> None:
 
     (tmp_path / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
     path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(study_dict()))
+    with pytest.raises(ConfigError, match="tiny.db.*does not exist.*run `archsearch search` first"):
+        report(path)
+    assert not (tmp_path / "tiny.db").exists()  # reading a study creates no empty storage
+    # a storage that exists but holds other studies
+    path.write_text(yaml.safe_dump(study_dict(name="other", storage="sqlite:///tiny.db")))
+    run(path, progress=False, summarize=False)
     path.write_text(yaml.safe_dump(study_dict()))
     with pytest.raises(ConfigError, match="no study 'tiny'.*run `archsearch search` first"):
         report(path)

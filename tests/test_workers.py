@@ -46,7 +46,7 @@ from archsearch.baselines import FAMILIES, effnet, fit_to_budget
 from archsearch.config import load_study_config
 from archsearch.errors import ConfigError
 from archsearch.space import load_space
-from archsearch.study import COUNTED, load_config_data, run
+from archsearch.study import COUNTED, load_config_data, open_study, run
 
 from conftest import TINY_SPACE
 
@@ -370,6 +370,39 @@ def test_processes_opening_a_new_storage_at_the_same_instant(request, tmp_path):
 
 
 # -- 2. SIGKILL at random moments ------------------------------------------------------------------------------
+
+
+def test_a_worker_that_reopens_its_study_keeps_its_locks(write_study, tmp_path):
+    """A process that opens its SQLite study again while it holds it open (the benchmark's worker loop,
+    ``report`` or ``export`` beside a search in a notebook) must keep SQLite's locks on the file.
+
+    Checking the file with a plain ``open()``/``close()`` dropped them (POSIX locks belong to the process):
+    another worker closing its last connection then believed itself alone, checkpointed and deleted the
+    write-ahead log this process was still writing, and everything this process wrote afterwards went to a
+    deleted file (a real 10M-MACs search ended with duplicate trial numbers and a malformed database).
+    """
+    path = write_study(name="reopen", storage=None, budget=BUDGET, n_trials=3)
+    held = open_study(load_study_config(path))  # held for the whole test, as a long-lived process would
+    run(path, progress=False, summarize=False)  # opens the storage again: 3 trials
+    wal = tmp_path / "reopen.db-wal"
+    inode = wal.stat().st_ino
+    # another worker joins, runs one trial, exits (its connections close)
+    write_study(name="reopen", storage=None, budget=BUDGET, n_trials=4)
+    subprocess.run(search_cli(path), check=True, env=ONE_THREAD_ENV, capture_output=True, timeout=DEADLINE_S)
+    assert wal.exists() and wal.stat().st_ino == inode, "the other worker deleted this process's write-ahead log"
+    write_study(name="reopen", storage=None, budget=BUDGET, n_trials=7)
+    run(path, progress=False, summarize=False)  # 3 more, written by this process
+    assert len(finished(held.get_trials(deepcopy=False))) == 7
+    # what a new process finds in the file: every trial, each number once, an intact database
+    check = (
+        "import sqlite3, sys\n"
+        "con = sqlite3.connect(sys.argv[1])\n"
+        "print(con.execute('PRAGMA integrity_check').fetchone()[0])\n"
+        "print(*[n for (n,) in con.execute('SELECT number FROM trials ORDER BY number')])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", check, str(tmp_path / "reopen.db")], check=True,
+                         capture_output=True, text=True, timeout=DEADLINE_S).stdout.splitlines()
+    assert out == ["ok", "0 1 2 3 4 5 6"]
 
 
 def _threads_stopped(pid: int) -> bool:

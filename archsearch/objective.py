@@ -18,6 +18,7 @@ from .config import StudyConfig
 from .cost import Cost, arch_cost
 from .data import DataBundle
 from .latency import DEFAULT_DIRECTORY, LatencyTable, table_for
+from .samplers import trial_snapshot
 from .space import Space, suggest_architecture
 from .train import TrainResult, train
 
@@ -101,6 +102,7 @@ class Objective:
     ):
         self.config = config
         self.target = target  # the study's n_trials: a trial beyond them is surplus (parallel workers)
+        self.taken_at_start = 0  # trials finished or running as the last trial started
         self.space = space
         self.data = data
         self.device = device
@@ -190,8 +192,9 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
-        # one read of the study (a round of SQL queries on an RDB storage) serves both checks
-        taken = trial.study.get_trials(deepcopy=False, states=(*COUNTED_STATES, optuna.trial.TrialState.RUNNING))
+        # the trial's snapshot of the study (read as it started, shared with the sampler) serves both checks
+        taken = trial_snapshot(trial.study, (*COUNTED_STATES, optuna.trial.TrialState.RUNNING))
+        self.taken_at_start = len(taken)  # this trial included: run() stops once it reaches n_trials
         if self.target is not None and self.is_surplus(trial, taken):
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
@@ -247,11 +250,13 @@ class Objective:
         if model is None:
             model = self.build(arch)
         prune = not self.config.objective.multi_objective
+        last_epoch = self.config.training.epochs - 1
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             if prune:
                 trial.report(accuracy, epoch)
-                if trial.should_prune():
+                # after the last epoch stopping saves nothing: the trained candidate completes with its value
+                if epoch < last_epoch and trial.should_prune():
                     trial.set_user_attr("epochs_done", epoch + 1)
                     trial.set_user_attr("val_accuracy", accuracy)
                     raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
@@ -262,7 +267,6 @@ class Objective:
                 device=self.device, on_epoch=on_epoch,
             )
         except optuna.TrialPruned:
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
             raise
         except torch.cuda.OutOfMemoryError as e:
             # free what the failed trial held so the next candidate starts with an empty cache

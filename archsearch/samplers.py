@@ -1,18 +1,21 @@
 """The sampler and pruner a study runs with, tuned for per-trial storage reads.
 
-On an RDB storage every ``study.get_trials()`` is a round of SQL queries (about 3 ms on SQLite), and
+On an RDB storage every ``study.get_trials()`` is a round of SQL queries (about 4 ms on SQLite), and
 a quickstart trial trains for only a second or two, so reads that Optuna repeats within one trial are a
-visible share of the search. Two of them repeat what the trial already read:
+visible share of the search. Optuna takes one snapshot of the study per trial (``ask`` and ``tell``
+drop it; its samplers read it through ``Study._get_trials(use_cache=True)``); :func:`trial_snapshot`
+is that snapshot, and what else reads the study during a trial reads it there:
 
 - TPE with ``constant_liar`` reads the study again for every independently sampled parameter (about
   ten per candidate of ``mixed.yaml``), because it must see the RUNNING trials of other workers. While
   no other trial runs there is nothing for the liar to do: :class:`ArchTPESampler` turns it on per
   trial, only when another trial is running as the trial starts, and otherwise samples from the
-  one snapshot that Optuna takes per trial.
-- the median pruner reads the completed trials at every epoch. :class:`PerTrialPruner` reads them once
-  per trial: trials completed by other workers while this one trains are seen from its next trial on.
+  snapshot.
+- the median pruner reads the completed trials at every epoch. :class:`PerTrialPruner` reads them from
+  the snapshot: trials completed by other workers while this one trains are seen from its next trial on.
+- the objective's surplus and duplicate checks (``archsearch.objective``).
 
-Both decide exactly as the Optuna classes they extend, given the trials they read.
+Both classes decide exactly as the Optuna classes they extend, given the trials they read.
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["ArchTPESampler", "PerTrialPruner"]
+__all__ = ["ArchTPESampler", "PerTrialPruner", "trial_snapshot"]
+
+
+def trial_snapshot(study: optuna.Study, states: Container[TrialState]) -> list[FrozenTrial]:
+    """The study's trials in ``states`` as read once for the current trial (not copies: do not modify).
+
+    Optuna's own per-trial snapshot, which its samplers share; read at the first call after ``ask``
+    (in :meth:`ArchTPESampler.before_trial`, as the trial starts), dropped by ``ask`` and ``tell``.
+    """
+    return study._get_trials(deepcopy=False, states=states, use_cache=True)
 
 
 class ArchTPESampler(optuna.samplers.TPESampler):
@@ -36,8 +48,8 @@ class ArchTPESampler(optuna.samplers.TPESampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         super().before_trial(study, trial)
-        # use_cache: this read is the per-trial snapshot the sampler reuses when the liar is off
-        running = study._get_trials(deepcopy=False, states=(TrialState.RUNNING,), use_cache=True)
+        # the per-trial snapshot: the sampler reuses it when the liar is off, the objective and pruner always
+        running = trial_snapshot(study, (TrialState.RUNNING,))
         self._constant_liar = any(t.number != trial.number for t in running)
 
 
@@ -57,7 +69,7 @@ class _CompletedSnapshot:
 
 
 class PerTrialPruner(optuna.pruners.BasePruner):
-    """``pruner``, with the study's finished trials read once per trial instead of at every step.
+    """``pruner``, with the study's finished trials taken from the trial's snapshot instead of read at every step.
 
     For pruners that look at other trials only through ``study.get_trials`` (median, percentile).
     """
@@ -69,7 +81,7 @@ class PerTrialPruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         if self._view is None or self._trial != trial.number or self._view._study is not study:
-            finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            finished = trial_snapshot(study, (TrialState.COMPLETE, TrialState.PRUNED))
             self._view = _CompletedSnapshot(study, finished)
             self._trial = trial.number
         return self.pruner.prune(self._view, trial)

@@ -441,3 +441,61 @@ def test_a_candidate_starts_from_the_same_weights_whatever_ran_before(write_stud
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
     other = weights(1)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+# -- 10. pruning, and what a trial reads -------------------------------------------------------------------
+
+
+class EarlyLastEpochs:
+    """The real trainer; its first ``first`` calls report 1.0 after their last epoch.
+
+    The networks train for real; only the figure reported after the final epoch of the early trials is
+    replaced, so that every later trial is below the median there: the median pruner, asked after the
+    last epoch, would stop each of them.
+    """
+
+    def __init__(self, epochs: int, first: int):
+        self.epochs, self.first, self.calls = epochs, first, 0
+
+    def __call__(self, *args: Any, on_epoch: Callable[[int, float], None], **kwargs: Any) -> TrainResult:
+        self.calls += 1
+        early = self.calls <= self.first
+
+        def report(epoch: int, accuracy: float) -> None:
+            on_epoch(epoch, 1.0 if early and epoch == self.epochs - 1 else accuracy)
+
+        return train(*args, on_epoch=report, **kwargs)
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(write_study):
+    epochs = 3
+    trainer = EarlyLastEpochs(epochs, first=6)  # the median pruner starts after 5 complete trials
+    path = write_study(training={"epochs": epochs}, pruner={"type": "median"}, n_trials=12)
+    study = run(load_study_config(path), trainer=trainer, stream=None, progress=False)
+
+    later = [t for t in study.trials[6:] if epochs - 1 in t.intermediate_values]
+    assert later and all(t.state == TrialState.COMPLETE for t in later)  # stopping then would save nothing
+    for t in study.get_trials(states=(TrialState.PRUNED,)):
+        assert t.user_attrs["epochs_done"] < epochs and epochs - 1 not in t.intermediate_values
+
+
+def test_a_trial_reads_the_study_twice(write_study, monkeypatch):
+    """Per trial, Optuna's ``ask`` looks for an enqueued trial and the sampler takes the trial's snapshot;
+    the objective's surplus and duplicate checks, the pruner and the run loop read nothing more."""
+    reads = 0
+    real = optuna.storages.RDBStorage._get_trials
+
+    def counted(*args: Any, **kwargs: Any) -> list:
+        nonlocal reads
+        reads += 1
+        return real(*args, **kwargs)
+
+    path = write_study(training={"epochs": 3}, pruner={"type": "median"}, n_trials=12)
+    run(load_study_config(path), stream=None, progress=False)  # past the pruner's 5 start-up trials
+    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_trials", counted)
+    write_study(training={"epochs": 3}, pruner={"type": "median"}, n_trials=24)
+    study = run(load_study_config(path), stream=None, progress=False)
+
+    assert len(study.trials) == 24 and any(t.state == TrialState.PRUNED for t in study.trials[12:])
+    # 12 trials, 2 reads each; run() reads the study 12 times in all (resume checks, its loop, the summary)
+    assert reads <= 12 * 2 + 12, reads

@@ -574,6 +574,15 @@ def test_make_storage_refuses_a_foreign_sqlite_file(tmp_path: Path, setup, match
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.db"]  # no -journal / -wal left behind
 
 
+@pytest.mark.parametrize("scheme", ["sqlite:///", "journal:"])
+def test_reading_a_missing_storage_creates_nothing(tmp_path: Path, scheme: str) -> None:
+    file = tmp_path / "studies" / "missing.db"
+    with pytest.raises(ConfigError, match="does not exist.*run `archsearch search` first") as info:
+        make_storage(f"{scheme}{file}", create=False)
+    _assert_located(info.value, file, "storage")
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its directory
+
+
 @pytest.mark.parametrize("setup", [_text_file, _random_bytes, _unrelated_sqlite])
 def test_make_storage_refuses_a_foreign_journal_file(tmp_path: Path, setup) -> None:
     file = setup(tmp_path / "foreign.log")

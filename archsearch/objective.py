@@ -102,7 +102,6 @@ class Objective:
     ):
         self.config = config
         self.target = target  # the study's n_trials: a trial beyond them is surplus (parallel workers)
-        self.taken_at_start = 0  # trials finished or running as the last trial started
         self.space = space
         self.data = data
         self.device = device
@@ -194,7 +193,6 @@ class Objective:
         trial.set_user_attr("worker", worker_id())
         # the trial's snapshot of the study (read as it started, shared with the sampler) serves both checks
         taken = trial_snapshot(trial.study, (*COUNTED_STATES, optuna.trial.TrialState.RUNNING))
-        self.taken_at_start = len(taken)  # this trial included: run() stops once it reaches n_trials
         if self.target is not None and self.is_surplus(trial, taken):
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")

@@ -362,9 +362,8 @@ def run(
             bar.update(1)
 
     def stop_when_taken(study: optuna.Study, trial: FrozenTrial) -> None:
-        # counted from the trial's own snapshot, not read again: a trial another worker started since
-        # makes the next one here surplus (Objective.is_surplus), which then stops this loop
-        if objective.taken_at_start >= target:
+        # a read between trials (outside any trial's time): other workers' trials started since count too
+        if _taken(study) >= target:
             study.stop()
 
     def failures() -> int:

@@ -517,15 +517,19 @@ def test_workers_killed_at_random_moments_lose_nothing(write_study, tmp_path):
             assert (t.state, t.values, t.user_attrs.get("arch_id")) == (state, values, arch_id), f"kill {at}: {number}"
     in_trials = [t for t in killed if t is not None]
     assert in_trials, "no kill landed inside a trial"
-    assert sorted(t.number for t in after.values() if t.state == TrialState.FAIL) == sorted(t.number for t in in_trials)
+    # besides the killed trials only surplus ones failed: two workers that ask for the last places at the same
+    # instant, the later-numbered one gives way (check_finished_trials: untrained, not counted)
+    failed = [t for t in after.values() if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
+    assert sorted(t.number for t in failed) == sorted(t.number for t in in_trials)
     for t in in_trials:
         retries = [r for r in after.values() if r.user_attrs.get("retry_of") == t.number]
         assert len(retries) == 1, f"trial {t.number} was retried {len(retries)} times"
         retry = retries[0]
-        assert retry.state in (*COUNTED, TrialState.WAITING)  # waiting: the others reached the target first
-        # the same candidate (as far as it was sampled when the kill came), not a new sample; a waiting
-        # trial keeps what enqueue_trial gave it in Optuna's `fixed_params` system attr
-        proposed = retry.system_attrs.get("fixed_params", {}) if retry.state == TrialState.WAITING else retry.params
+        # waiting, or surplus: the others reached the target first
+        assert retry.state in (*COUNTED, TrialState.WAITING) or retry.user_attrs.get("surplus"), retry
+        # the same candidate (as far as it was sampled when the kill came), not a new sample; a waiting (or
+        # surplus, unsampled) trial keeps what enqueue_trial gave it in Optuna's `fixed_params` system attr
+        proposed = retry.params if retry.state in COUNTED else retry.system_attrs.get("fixed_params", {})
         assert t.params.items() <= proposed.items(), (t.params, proposed)
     print(f"\nkills at {[len(s) for s in snapshots]} finished trials, inside trials "
           f"{[None if t is None else t.number for t in killed]}; "

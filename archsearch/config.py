@@ -665,8 +665,8 @@ def make_sampler(cfg: SamplerConfig, *, multi_objective: bool) -> optuna.sampler
     sampler needing it later does not change this signature.
     """
     if cfg.type == "tpe":
-        # multivariate TPE; its constant liar keeps parallel workers from sampling around the same
-        # running trial, and is off while no other trial runs (archsearch/samplers.py)
+        # multivariate TPE over grouped (conditional) parameters; its constant liar keeps parallel workers
+        # from sampling around the same running trial, and is off while no other trial runs (samplers.py)
         return ArchTPESampler(seed=cfg.seed)
     if cfg.type == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=cfg.seed)

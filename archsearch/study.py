@@ -388,14 +388,22 @@ def run(
                 time.sleep(_WAIT_S)
                 sweep_dead_workers(study)
                 continue
-            study.optimize(
-                objective,
-                n_trials=target - taken,
-                timeout=left,
-                catch=(Exception,),
-                callbacks=[on_trial, stop_when_taken],
-                gc_after_trial=False,
-            )
+            try:
+                study.optimize(
+                    objective,
+                    n_trials=target - taken,
+                    timeout=left,
+                    catch=(Exception,),
+                    callbacks=[on_trial, stop_when_taken],
+                    gc_after_trial=False,
+                )
+            except ValueError as e:
+                # on SQLite two workers can take the same queued trial (Optuna reads its WAITING state
+                # outside the transaction that marks it RUNNING); the one that finishes second cannot
+                # record its result. The first one's stands: go on instead of ending this worker.
+                if not str(e).startswith("Cannot tell a "):
+                    raise
+                say(f"{prefix}a trial this worker ran was finished by another worker meanwhile ({e}); going on")
     finally:
         if bar is not None:
             bar.close()

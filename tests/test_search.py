@@ -500,3 +500,27 @@ def test_a_trial_reads_the_study_twice(write_study, monkeypatch):
     assert len(study.trials) == 24 and any(t.state == TrialState.PRUNED for t in study.trials[12:])
     # 12 trials, 2 reads each and 1 after each; run() reads the study 12 times more (resume checks, summary)
     assert reads <= 12 * 3 + 12, reads
+
+
+def test_a_trial_finished_by_another_worker_meanwhile_does_not_end_the_search(write_study):
+    """Two SQLite workers can take the same queued trial; the second to finish cannot record its result.
+
+    Reproduced in one process: while the trainer runs, another storage handle (another worker) records the
+    running trial as complete. The search reports it and goes on to its target.
+    """
+    path = write_study(n_trials=4)
+    config = load_study_config(path)
+    finished_elsewhere = []
+
+    def trainer(*args: Any, **kwargs: Any) -> TrainResult:
+        if not finished_elsewhere:
+            other = optuna.load_study(study_name=config.name, storage=config.storage)
+            (running,) = other.get_trials(states=(TrialState.RUNNING,))
+            other._storage.set_trial_state_values(running._trial_id, TrialState.COMPLETE, [0.5])
+            finished_elsewhere.append(running.number)
+        return train(*args, **kwargs)
+
+    out = io.StringIO()
+    study = run(config, trainer=trainer, stream=out, progress=False)
+    assert "was finished by another worker meanwhile" in out.getvalue()
+    assert finished_count(study) == 4 and study.trials[finished_elsewhere[0]].values == [0.5]

@@ -759,10 +759,16 @@ def _rdb_storage_once(url: str, engine_kwargs: dict[str, Any]) -> optuna.storage
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # no implicit BEGIN from the sqlite3 module (it begins only before a write): _begin_immediate does it
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _begin_immediate(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _use_wal(storage: optuna.storages.RDBStorage) -> None:
@@ -773,10 +779,19 @@ def _use_wal(storage: optuna.storages.RDBStorage) -> None:
     machines, a large share of a quick trial. WAL keeps commits durable against a process crash
     (a killed worker loses nothing committed), and readers no longer block the writer, which
     several workers on one file need. WAL needs a local file system (not NFS).
+
+    Every transaction begins with ``BEGIN IMMEDIATE`` (SQLAlchemy's recipe for pysqlite). Optuna checks a
+    trial's state and then changes it (WAITING -> RUNNING when a worker takes a queued trial, RUNNING ->
+    FAIL when a dead worker's trial is swept) in one session, relying on ``SELECT ... FOR UPDATE``, which
+    SQLite ignores; the sqlite3 module began the transaction only at the write, so two workers could both
+    see WAITING and both take the trial (both trained it, the second could not record its result), or
+    both fail a dead worker's trial and queue it twice. Taking the write lock at the start makes the check
+    and the change one step; transactions here last milliseconds, so workers barely wait.
     """
     import sqlalchemy
 
     sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
     storage.engine.dispose()  # reconnect: the connections opened at creation lack the pragmas
 
 

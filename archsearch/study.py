@@ -398,9 +398,10 @@ def run(
                     gc_after_trial=False,
                 )
             except ValueError as e:
-                # on SQLite two workers can take the same queued trial (Optuna reads its WAITING state
-                # outside the transaction that marks it RUNNING); the one that finishes second cannot
-                # record its result. The first one's stands: go on instead of ending this worker.
+                # the trial was finished elsewhere while this worker ran it: another worker took the same
+                # queued trial (a storage whose state changes are not atomic; SQLite's are, see
+                # config._use_wal), or a heartbeat sweep failed it as stale. Optuna cannot record this
+                # result; the stored one stands: go on instead of ending this worker.
                 if not str(e).startswith("Cannot tell a "):
                     raise
                 say(f"{prefix}a trial this worker ran was finished by another worker meanwhile ({e}); going on")

@@ -29,8 +29,8 @@ from archsearch.arch import Arch  # noqa: E402
 from archsearch.config import load_study_config  # noqa: E402
 from archsearch.export import retrain  # noqa: E402
 from archsearch.study import load_config_data  # noqa: E402
+from fashion_mnist import DEFAULT_OUT, LEVELS, STUDIES  # noqa: E402  (this folder: the benchmark's levels)
 
-LEVELS = {"1m": 1_000_000, "3m": 3_000_000, "10m": 10_000_000}
 MODELS = ("searched", *baselines.FAMILIES)
 
 
@@ -52,14 +52,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--models", default="searched,effnet", help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fashion_mnist")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT / "fashion_mnist")
     args = parser.parse_args()
     models = args.models.split(",")
     if unknown := [m for m in models if m not in MODELS]:
         parser.error(f"--models: unknown {', '.join(unknown)}; expected some of {', '.join(MODELS)}")
     torch.set_num_threads(1)
 
-    config = load_study_config(ROOT / "studies" / f"fmnist_{args.level}.yaml")
+    config = load_study_config(STUDIES / f"fmnist_{args.level}.yaml")
     _, data = load_config_data(config)
     for model in models:
         arch = architecture(model, args.level, args.out)

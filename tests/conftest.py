@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import optuna
 import pytest
 import torch
 import yaml
@@ -85,3 +86,17 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+class ReadCounter:
+    """Counts the SQL rounds that read a study's trials from a real SQLite storage."""
+
+    def __init__(self, monkeypatch):
+        self.reads = 0
+        real = optuna.storages.RDBStorage._get_trials
+
+        def counted(storage, *args, **kwargs):
+            self.reads += 1
+            return real(storage, *args, **kwargs)
+
+        monkeypatch.setattr(optuna.storages.RDBStorage, "_get_trials", counted)

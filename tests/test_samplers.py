@@ -12,23 +12,11 @@ from archsearch.config import make_storage
 from archsearch.samplers import ArchTPESampler, PerTrialPruner
 from archsearch.space import load_space, suggest_architecture
 
+from conftest import ReadCounter
+
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 # ask/tell on a storage with heartbeats, outside optimize(): Optuna warns, and it is what these tests do
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-
-
-class ReadCounter:
-    """Counts the SQL rounds that read a study's trials from a real SQLite storage."""
-
-    def __init__(self, monkeypatch):
-        self.reads = 0
-        real = optuna.storages.RDBStorage._get_trials
-
-        def counted(storage, *args, **kwargs):
-            self.reads += 1
-            return real(storage, *args, **kwargs)
-
-        monkeypatch.setattr(optuna.storages.RDBStorage, "_get_trials", counted)
 
 
 @pytest.fixture

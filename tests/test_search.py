@@ -34,7 +34,7 @@ from archsearch.objective import Objective
 from archsearch.study import COUNTED, finished_count, load_config_data, open_study, run, sweep_dead_workers
 from archsearch.train import TrainResult, train
 
-from conftest import DIGITS, TINY_SPACE
+from conftest import DIGITS, TINY_SPACE, ReadCounter
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -483,23 +483,15 @@ def test_a_trial_reads_the_study_twice(write_study, monkeypatch):
     """Within a trial, Optuna's ``ask`` looks for an enqueued trial and the sampler takes the trial's snapshot;
     the objective's surplus and duplicate checks and the pruner read nothing more. Between trials the run
     loop reads once (other workers' trials count towards n_trials)."""
-    reads = 0
-    real = optuna.storages.RDBStorage._get_trials
-
-    def counted(*args: Any, **kwargs: Any) -> list:
-        nonlocal reads
-        reads += 1
-        return real(*args, **kwargs)
-
     path = write_study(training={"epochs": 3}, pruner={"type": "median"}, n_trials=12)
     run(load_study_config(path), stream=None, progress=False)  # past the pruner's 5 start-up trials
-    monkeypatch.setattr(optuna.storages.RDBStorage, "_get_trials", counted)
+    counter = ReadCounter(monkeypatch)
     write_study(training={"epochs": 3}, pruner={"type": "median"}, n_trials=24)
     study = run(load_study_config(path), stream=None, progress=False)
 
     assert len(study.trials) == 24 and any(t.state == TrialState.PRUNED for t in study.trials[12:])
     # 12 trials, 2 reads each and 1 after each; run() reads the study 12 times more (resume checks, summary)
-    assert reads <= 12 * 3 + 12, reads
+    assert counter.reads <= 12 * 3 + 12, counter.reads
 
 
 def test_a_trial_finished_by_another_worker_meanwhile_does_not_end_the_search(write_study):

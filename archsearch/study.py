@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import datetime
+import gc
 import time
 import warnings
 from collections.abc import Callable
@@ -373,6 +374,7 @@ def run(
     start = time.monotonic()
     max_failures = max(10, target)  # guard against a space whose every trial fails
     failures_at_start = failures()
+    frozen = _freeze_long_lived()
     try:
         while (done := finished_count(study)) < target:
             left = None if timeout is None else timeout - (time.monotonic() - start)
@@ -406,11 +408,27 @@ def run(
                     raise
                 say(f"{prefix}a trial this worker ran was finished by another worker meanwhile ({e}); going on")
     finally:
+        if frozen:
+            gc.unfreeze()
         if bar is not None:
             bar.close()
     if summarize:
         say(summary(study))
     return study
+
+
+def _freeze_long_lived() -> bool:
+    """Exempt what exists before the trials (torch and its compiler stack, Optuna, the data) from collection.
+
+    After the optimizer warm-up the process tracks about 290,000 objects, and a full collection walks
+    them all: 140-210 ms here, and the first trial's allocations triggered one in every run. Frozen
+    (``gc.freeze``, no collection first) they are skipped; what the trials create is collected as
+    before. Returns whether this call froze (False where objects were frozen already: not ours to thaw).
+    """
+    if gc.get_freeze_count():
+        return False
+    gc.freeze()
+    return True
 
 
 def _worker(config: StudyConfig, index: int, threads: int, n_trials: int | None, timeout: float | None) -> None:

@@ -18,7 +18,7 @@ median (a fixed cost of ~50 ms a trial, mostly Optuna's storage writes, weighs m
 trials), and the share of the whole search, which counts infeasible trials (nothing trained: all overhead)
 and the time between trials. ``--repeats`` runs the search several times and prints each figure per run.
 
-    python benchmarks/trial_overhead.py [--n-trials 20] [--storage sqlite|journal] [--threads 1]
+    python benchmarks/trial_overhead.py [--n-trials N] [--storage sqlite|journal] [--threads 1]
                                         [--repeats 1] [--config studies/quickstart.yaml]
 """
 
@@ -187,7 +187,7 @@ def ms(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "studies" / "quickstart.yaml")
-    parser.add_argument("--n-trials", type=int, default=20)
+    parser.add_argument("--n-trials", type=int, default=None, help="default: the study's own n_trials")
     parser.add_argument("--storage", choices=("sqlite", "journal"), default="sqlite",
                         help="the study's storage, in a temporary directory (sqlite: what quickstart uses)")
     parser.add_argument("--threads", type=int, default=1,
@@ -229,7 +229,7 @@ def one_run(args: argparse.Namespace, timers: Timers) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_study_config(args.config)
         storage = f"sqlite:///{Path(tmp) / 'q.db'}" if args.storage == "sqlite" else f"journal:{Path(tmp) / 'q.log'}"
-        cfg = dataclasses.replace(cfg, storage=storage, n_trials=args.n_trials)
+        cfg = dataclasses.replace(cfg, storage=storage, n_trials=args.n_trials or cfg.n_trials)
         t_start = time.time()
         study = archsearch.study.run(cfg, stream=None, progress=False, trainer=trainer)
         t_end = time.time()

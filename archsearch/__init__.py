@@ -1,7 +1,8 @@
 """archsearch: hardware-aware neural architecture search for small image classifiers (Optuna + PyTorch).
 
-The pipeline, one module per stage: space (YAML -> choices) -> arch (the sampled record) -> blocks ->
-build (record -> nn.Module) -> cost (MACs, params, activations) -> data -> train -> objective -> study ->
+The pipeline, one module per stage: space (YAML -> choices; a sampled shape) -> fit (the shape's widths
+scaled to the budget) -> arch (the record) -> blocks -> build (record -> nn.Module) -> cost (MACs, params,
+activations) -> data -> train -> objective -> study (-> rerank: the top candidates trained again) ->
 export / report -> cli.
 """
 
@@ -14,9 +15,10 @@ from .cost import Cost, arch_cost
 from .data import DATASETS, DataBundle, load_data
 from .errors import ConfigError
 from .export import load
+from .fit import Fit, fit_shape
 from .latency import measure_latency
 from .objective import Objective
-from .space import Space, load_space, sample_architectures, suggest_architecture
+from .space import Shape, Space, load_space, sample_architectures, sample_shapes, suggest_architecture, suggest_shape
 from .study import open_study, run
 from .train import TrainConfig, TrainingDiverged, TrainResult, train
 
@@ -32,7 +34,9 @@ __all__ = [
     "DATASETS",
     "DataBundle",
     "EFFNET_PAPER",
+    "Fit",
     "Objective",
+    "Shape",
     "Space",
     "Stage",
     "Stem",
@@ -45,6 +49,7 @@ __all__ = [
     "build",
     "effnet",
     "effnet_paper",
+    "fit_shape",
     "fit_to_budget",
     "get_block",
     "load",
@@ -57,8 +62,10 @@ __all__ = [
     "register_block",
     "run",
     "sample_architectures",
+    "sample_shapes",
     "shufflenet_v1",
     "study_config_from_dict",
     "suggest_architecture",
+    "suggest_shape",
     "train",
 ]

@@ -32,6 +32,55 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(out)
 
 
+_BUDGET_METRICS = ("macs", "params")
+
+
+def _budget(text: str) -> dict[str, float]:
+    """``macs=3e6,params=5e4`` -> {"macs": 3e6, "params": 5e4}."""
+    out = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in _BUDGET_METRICS or name in out:
+            raise argparse.ArgumentTypeError(
+                f"expected METRIC=LIMIT pairs with METRIC from {list(_BUDGET_METRICS)}, each once, got {text!r}")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: expected a number, got {value!r}") from None
+        if not out[name] > 0:
+            raise argparse.ArgumentTypeError(f"{name}: expected a limit > 0, got {value!r}")
+    return out
+
+
+def _print_fits(space: object, limits: dict[str, float], in_chs: int, res: int, classes: int, samples: int,
+                seed: int) -> None:
+    import time
+
+    from .fit import fit_shape, summarize
+    from .space import sample_shapes
+
+    low, high = min(space.width_mult), max(space.width_mult)
+    shapes = sample_shapes(space, samples, in_chs=in_chs, resolution=res, num_classes=classes, seed=seed)
+    fits, seconds = [], []
+    for shape in shapes:
+        t0 = time.perf_counter()
+        fits.append(fit_shape(shape, limits, low=low, high=high))
+        seconds.append(time.perf_counter() - t0)
+    s = summarize(fits)
+    text = ", ".join(f"{m} <= {v:,.0f}" for m, v in limits.items())
+    print(f"budget fitting to {text}, multiplier {low:g}-{high:g}x, over {len(fits)} sampled shapes:")
+    print(f"  fitted {s['fitted']}, capped {s['capped']} (within budget at {high:g}x, trained as they are), "
+          f"infeasible {s['infeasible']} (over budget at {low:g}x, never built)")
+    if "use_median" in s:
+        print(f"  budget_use (largest cost/limit): min {s['use_min']:.3f}, 5th percentile {s['use_p5']:.3f}, "
+              f"median {s['use_median']:.3f}, max {s['use_max']:.3f}; >= 0.95: {s['at_threshold']} of "
+              f"{len(fits)}")
+    seconds.sort()
+    print(f"  fitting time per shape: median {1000 * seconds[len(seconds) // 2]:.1f} ms")
+    print()
+
+
 def cmd_space(args: argparse.Namespace) -> int:
     from .space import describe, load_space, sample_architectures
 
@@ -49,6 +98,8 @@ def cmd_space(args: argparse.Namespace) -> int:
         rows.append([label, f"{lo:,.0f}", f"{med:,.0f}", f"{hi:,.0f}"])
     print(_table(rows, ["cost", "min", "median", "max"]))
     print()
+    if args.budget:
+        _print_fits(space, args.budget, in_chs, res, args.classes, args.samples, args.seed)
     rows = []
     for family, make in baselines.FAMILIES.items():
         for width in (1.0, 0.5, 0.25):
@@ -89,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=int, default=10)
     s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--budget", type=_budget, default=None, metavar="macs=N[,params=N]",
+                   help="also fit the sampled shapes to this budget and show how much of it they use")
     s.set_defaults(func=cmd_space)
 
     s = sub.add_parser("search", help="create or resume a study and run it to n_trials finished trials")

@@ -56,6 +56,7 @@ _JOURNAL_PREFIX = "journal:"
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _FINGERPRINT_SCHEMA = 1
+FIT_SCHEME = 1  # bump when budget fitting picks other widths for the same shape and budget
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,10 +92,17 @@ class Budget:
     max_params: float | None = None
     max_latency_ms: float | None = None
     latency: LatencyTarget = field(default_factory=LatencyTarget)
+    # budget fitting (archsearch/fit.py): the sampler picks the shape, the widths are scaled to the budget.
+    # None in the YAML: on for the constrained and soft objectives, off for pareto (a front needs spread)
+    fit: bool | None = None
 
     def limit(self, metric: str) -> float | None:
         """The limit on ``metric`` ("macs", "params" or "latency")."""
         return getattr(self, _BUDGET_FIELD[metric])
+
+    def limits(self) -> dict[str, float]:
+        """The metrics that have a limit, with it."""
+        return {m: self.limit(m) for m in _BUDGET_FIELD if self.limit(m) is not None}
 
 
 _BUDGET_FIELD = {"macs": "max_macs", "params": "max_params", "latency": "max_latency_ms"}
@@ -131,6 +139,18 @@ class PrunerConfig:
 
 
 @dataclass(frozen=True)
+class RerankConfig:
+    """The search's last step: its ``top`` feasible candidates trained again with a longer recipe.
+
+    ``epochs`` and ``train_subset`` replace the study's training recipe's (None: all training images).
+    """
+
+    top: int = 5
+    epochs: int = 8
+    train_subset: int | None = None
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """One validated study YAML. Build it with :func:`load_study_config` or :func:`study_config_from_dict`."""
 
@@ -148,6 +168,7 @@ class StudyConfig:
     timeout: float | None = None
     device: str = "auto"
     enqueue_baselines: bool = True
+    rerank: RerankConfig | None = None  # None: no re-rank
     source: Path | None = field(default=None, compare=False)  # the YAML it was read from
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,14 +180,19 @@ class StudyConfig:
     def fingerprint(self) -> dict[str, Any]:
         """What makes old trials incomparable when it changes (JSON-able).
 
-        The search-space file is hashed byte for byte; n_trials, timeout, device, storage, the sampler
-        and enqueue_baselines are left out because changing them does not change what a trial measured.
+        The search-space file is hashed byte for byte; n_trials, timeout, device, storage, the sampler,
+        enqueue_baselines and rerank are left out because changing them does not change what a trial
+        measured (a re-rank result records its own recipe). Budget fitting is its own key, present only
+        when on, so that studies made before it existed resume with ``fit: false``.
         """
+        budget = _plain(self.budget)
+        fit = budget.pop("fit")
         return {
             "schema": _FINGERPRINT_SCHEMA,
             "space_sha256": _sha256_file(self.space_path),
             "objective": _plain(self.objective),
-            "budget": _plain(self.budget),
+            "budget": budget,
+            **({"budget.fit": FIT_SCHEME} if fit else {}),
             "dataset": {
                 "name": self.dataset.name,
                 "options": _plain(self.dataset.options),
@@ -231,6 +257,13 @@ def study_config_from_dict(
     objective: ObjectiveConfig = values["objective"]
     budget: Budget = values["budget"]
     _check_objective_budget(objective, budget, values["pruner"], at)
+    if budget.fit is None:
+        values["budget"] = dataclasses.replace(budget, fit=not objective.multi_objective)
+    if values["rerank"] is not None and objective.multi_objective:
+        at.child("rerank").fail(
+            "a re-rank picks one best candidate by a longer recipe, but objective 'pareto' has a front: "
+            "remove `rerank` (or set it to null)"
+        )
     return StudyConfig(**{_TOP_FIELD.get(k, k): v for k, v in values.items()}, source=path)
 
 
@@ -246,6 +279,11 @@ def _check_objective_budget(objective: ObjectiveConfig, budget: Budget, pruner: 
         at.child("budget").child(key).fail(
             f"objective 'soft' with soft_metric {objective.soft_metric!r} uses budget.{key} as its target, "
             "but it is not set"
+        )
+    if objective.type == "pareto" and budget.fit:
+        at.child("budget").child("fit").fail(
+            "budget fitting scales every candidate to the budget's edge, but objective 'pareto' needs "
+            "candidates spread over the cost axis: set `fit: false` (or leave it out), got true"
         )
     if objective.type == "pareto" and pruner.type != "none":
         at.child("pruner").child("type").fail(
@@ -604,6 +642,13 @@ _BUDGET: dict[str, tuple[Check, Any]] = {
     "max_params": (_optional(_number(0, 1e12, lo_open=True)), None),
     "max_latency_ms": (_optional(_number(0, 1e7, lo_open=True)), None),
     "latency": (_section_check(_LATENCY, LatencyTarget), LatencyTarget()),
+    "fit": (_optional(_boolean), None),
+}
+
+_RERANK: dict[str, tuple[Check, Any]] = {
+    "top": (_integer(1, 1000), RerankConfig.top),
+    "epochs": (_integer(1, 10_000), RerankConfig.epochs),
+    "train_subset": (_optional(_integer(1, 10**9)), None),
 }
 
 _OBJECTIVE: dict[str, tuple[Check, Any]] = {
@@ -622,7 +667,7 @@ _PRUNER: dict[str, tuple[Check, Any]] = {"type": (_choice(PRUNERS), "median")}
 
 _TOP = (
     "name", "storage", "space", "dataset", "resolution", "training", "budget", "objective",
-    "sampler", "pruner", "n_trials", "timeout", "device", "enqueue_baselines",
+    "sampler", "pruner", "n_trials", "timeout", "device", "enqueue_baselines", "rerank",
 )  # fmt: skip
 _TOP_FIELD = {"space": "space_path"}  # YAML key -> StudyConfig field, where they differ
 
@@ -647,6 +692,7 @@ def _top_spec(data: Mapping[str, Any]) -> dict[str, tuple[Check, Any]]:
         "timeout": (_optional(_number(0, 1e8, lo_open=True)), None),
         "device": (_choice(DEVICES), "auto"),
         "enqueue_baselines": (_boolean, True),
+        "rerank": (_optional(_section_check(_RERANK, RerankConfig)), None),
     }
 
 

@@ -673,7 +673,7 @@ def select_trials(
             raise ConfigError(f"trial {trial} has no {ARCH_ATTR!r} user attribute: not an archsearch trial",
                               path=config.source)
         return [t]
-    front = best_trials(study)
+    front = best_trials(study, config)
     if not front:
         raise _no_feasible(study, config)
     if pareto:

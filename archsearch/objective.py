@@ -1,4 +1,5 @@
-"""One trial: sample -> analytic cost -> (over budget: infeasible, nothing built) -> build -> train -> score."""
+"""One trial: sample -> fit to the budget -> analytic cost -> (over budget: infeasible, nothing built) -> build
+-> train -> score."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from .build import build
 from .config import StudyConfig
 from .cost import Cost, arch_cost
 from .data import DataBundle
+from .fit import Fit, budget_use, fit_shape
 from .latency import DEFAULT_DIRECTORY, LatencyTable, table_for
 from .samplers import trial_snapshot
-from .space import Space, suggest_architecture
+from .space import Space, suggest_architecture, suggest_shape
 from .train import TrainResult, train
 
 __all__ = ["Objective", "budget_excess", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
 
 # trial user attributes (JSON) that archsearch writes and reads
 ARCH_ATTR = "arch"
+FIT_ATTR = "fit"  # {"width_mult", "status", "extra"} of a budget-fitted candidate
 BASELINE_ATTR = "baseline"
 SURPLUS_ATTR = "surplus"
 #: what "the study holds n_trials finished trials" counts
@@ -111,17 +114,26 @@ class Objective:
 
     # -- the pieces ------------------------------------------------------------------------------
 
-    def architecture(self, trial: optuna.Trial) -> Arch:
+    def architecture(self, trial: optuna.Trial) -> tuple[Arch, Fit | None]:
+        """The trial's record; with budget fitting, also how it was fitted (None for a fixed record)."""
         fixed = trial.user_attrs.get(ARCH_ATTR)
         if fixed is not None:  # an enqueued baseline (or a retried trial) carries its record
-            return Arch.from_dict(fixed)
-        return suggest_architecture(
-            trial,
-            self.space,
-            in_chs=self.data.in_chs,
-            resolution=self.data.resolution,
-            num_classes=self.data.num_classes,
-        )
+            return Arch.from_dict(fixed), None
+        shape_of = {"in_chs": self.data.in_chs, "resolution": self.data.resolution,
+                    "num_classes": self.data.num_classes}
+        if not self.config.budget.fit:
+            return suggest_architecture(trial, self.space, **shape_of), None
+        shape = suggest_shape(trial, self.space, **shape_of)
+        limits = self.limits()
+        predict = self.latency_table().predict if "latency" in limits else None
+        fit = fit_shape(shape, limits, low=min(self.space.width_mult), high=max(self.space.width_mult),
+                        latency=predict)
+        return fit.arch, fit
+
+    def limits(self) -> dict[str, float]:
+        """What a candidate's ``budget_use`` is measured against, and fitted to: every limit of the budget,
+        the soft reward's target included."""
+        return self.config.budget.limits()
 
     def constraints(self, cost: Cost, latency_ms: float | None) -> dict[str, float]:
         values = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
@@ -196,9 +208,12 @@ class Objective:
         if self.target is not None and self.is_surplus(trial, taken):
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
-        arch = self.architecture(trial)
+        arch, fit = self.architecture(trial)
         cost = arch_cost(arch)
         trial.set_user_attr(ARCH_ATTR, arch.to_dict())
+        if fit is not None:
+            trial.set_user_attr(FIT_ATTR, {"width_mult": fit.width_mult, "status": fit.status,
+                                           "extra": list(fit.extra)})
         trial.set_user_attr("arch_id", arch.id)
         trial.set_user_attr("macs", cost.macs)
         trial.set_user_attr("params", cost.params)
@@ -226,6 +241,9 @@ class Objective:
         feasible = not any(c > 0 for c in constraints.values())
         for metric, excess in constraints.items():
             trial.set_constraint(metric, excess)
+        use = budget_use({"macs": cost.macs, "params": cost.params, "latency": latency_ms}, self.limits())
+        if use is not None:
+            trial.set_user_attr("budget_use", use)
         trial.set_user_attr("feasible", feasible)
         if not feasible:
             # over budget: recorded, never built for training; the sampler learns from the constraint

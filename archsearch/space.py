@@ -26,7 +26,10 @@ from .arch import HEADS, STEM_POOLS, Arch, Stage, Stem, make_divisible
 from .blocks import BLOCKS, get_block
 from .errors import ConfigError, load_yaml
 
-__all__ = ["Space", "StageSpace", "load_space", "space_from_dict", "suggest_architecture", "sample_architectures"]
+__all__ = [
+    "Space", "StageSpace", "Shape", "StageShape", "load_space", "space_from_dict", "suggest_shape",
+    "suggest_architecture", "sample_architectures", "sample_shapes",
+]
 
 _KERNELS = (1, 3, 5, 7)
 
@@ -213,58 +216,147 @@ def _pick(trial: optuna.Trial, name: str, options: tuple) -> Any:
     return options[0] if len(options) == 1 else trial.suggest_categorical(name, list(options))
 
 
-def suggest_architecture(
-    trial: optuna.Trial, space: Space, *, in_chs: int, resolution: int, num_classes: int
-) -> Arch:
-    """Sample an architecture record. The only function that talks to ``optuna.Trial``.
+@dataclass(frozen=True)
+class StageShape:
+    """One stage as sampled, before the width multiplier: its base width is the space's choice."""
 
-    Parameter names are stable (``width_mult``, ``resolution_mult``, ``stem``, ``stem_channels``,
-    ``s{i}_block``, ``s{i}_channels``, ``s{i}_depth``, ``s{i}_groups``, ``s{i}_kernel``), so a
-    study stays resumable across versions. ``groups`` and ``kernel`` are only sampled for families
-    that use them.
+    block: str
+    channels: int
+    depth: int
+    stride: int
+    groups: int = 1
+    kernel: int = 3
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A candidate without its size: everything the sampler picks except the width multiplier.
+
+    ``at(alpha)`` is the architecture record with every width scaled by ``alpha`` and rounded as the
+    module docstring says; :mod:`archsearch.fit` picks the ``alpha`` that spends a budget.
     """
-    unit = space.channel_multiple
-    alpha = _pick(trial, "width_mult", space.width_mult)
+
+    in_chs: int
+    resolution: int  # after the resolution multiplier
+    num_classes: int
+    stem_type: str
+    stem_channels: int
+    stem_stride: int
+    stem_pool: int
+    stages: tuple[StageShape, ...]
+    head: str = "gap"
+    channel_multiple: int = 8
+
+    def at(self, alpha: float, extra: tuple[int, ...] = ()) -> Arch:
+        """The record at width multiplier ``alpha``.
+
+        ``extra``: channel units added after rounding, to the stem and then to each stage in turn
+        (missing entries are 0); budget fitting tops widths up with it.
+        """
+        unit = self.channel_multiple
+        extra = tuple(extra) + (0,) * (1 + len(self.stages) - len(extra))
+        stem_chs = make_divisible(self.stem_channels * alpha, unit) + extra[0] * unit
+        stages, in_chs = [], stem_chs
+        for st, more in zip(self.stages, extra[1:]):
+            out = make_divisible(st.channels * alpha, unit) + more * unit
+            if get_block(st.block).uses_groups and st.stride == 2 and out <= in_chs:
+                out = in_chs + unit  # a stride-2 shuffle unit concatenates its input
+            stages.append(Stage(st.block, out, repeats=st.depth, stride=st.stride, groups=st.groups, kernel=st.kernel))
+            in_chs = out
+        return Arch(
+            in_chs=self.in_chs,
+            resolution=self.resolution,
+            num_classes=self.num_classes,
+            stem=Stem(self.stem_type, stem_chs, stride=self.stem_stride, pool=self.stem_pool),
+            stages=tuple(stages),
+            head=self.head,
+        )
+
+    def breakpoints(self, low: float, high: float) -> list[float]:
+        """The multipliers in ``[low, high]`` at which ``at`` changes, with ``low`` first, ascending.
+
+        A width ``c * alpha`` rounds up to the next multiple ``k * unit`` once it passes ``(k - 1/2) * unit``;
+        the record is the same for every multiplier between two neighbours of this list.
+        """
+        unit = self.channel_multiple
+        points = {low}
+        for c in {self.stem_channels, *(st.channels for st in self.stages)}:
+            k = max(2, math.floor(low * c / unit + 0.5) + 1)
+            while (alpha := (k - 0.5) * unit / c) <= high:
+                if alpha > low:
+                    # nudged up: at the exact midpoint int(x + 0.5) can land on either side in floating point
+                    points.add(alpha * (1 + 1e-9))
+                k += 1
+        return sorted(points)
+
+
+def suggest_shape(trial: optuna.Trial, space: Space, *, in_chs: int, resolution: int, num_classes: int) -> Shape:
+    """Sample everything but the width multiplier (budget fitting picks that; see :mod:`archsearch.fit`)."""
     rho = _pick(trial, "resolution_mult", space.resolution_mult)
     stem_type = _pick(trial, "stem", space.stem_types)
-    stem_chs = make_divisible(_pick(trial, "stem_channels", space.stem_channels) * alpha, unit)
+    stem_chs = _pick(trial, "stem_channels", space.stem_channels)
     stages = []
-    in_chs_ = stem_chs
     for i, st in enumerate(space.stages):
         depth = _pick(trial, f"s{i}_depth", st.depth)
         if depth == 0:  # an optional stage, left out
             continue
         block = _pick(trial, f"s{i}_block", st.blocks)
         cls = get_block(block)
-        out = make_divisible(_pick(trial, f"s{i}_channels", st.channels) * alpha, unit)
+        channels = _pick(trial, f"s{i}_channels", st.channels)
         groups = _pick(trial, f"s{i}_groups", st.groups) if cls.uses_groups else 1
         kernel = _pick(trial, f"s{i}_kernel", st.kernel) if cls.uses_kernel else 3
-        if cls.uses_groups and st.stride == 2 and out <= in_chs_:
-            out = in_chs_ + unit  # a stride-2 shuffle unit concatenates its input
-        stages.append(Stage(block, out, repeats=depth, stride=st.stride, groups=groups, kernel=kernel))
-        in_chs_ = out
-    return Arch(
+        stages.append(StageShape(block, channels, depth, st.stride, groups, kernel))
+    return Shape(
         in_chs=in_chs,
         resolution=max(1, round(resolution * rho)),
         num_classes=num_classes,
-        stem=Stem(stem_type, stem_chs, stride=space.stem_stride, pool=space.stem_pool),
+        stem_type=stem_type,
+        stem_channels=stem_chs,
+        stem_stride=space.stem_stride,
+        stem_pool=space.stem_pool,
         stages=tuple(stages),
         head=space.head,
+        channel_multiple=space.channel_multiple,
     )
+
+
+def suggest_architecture(
+    trial: optuna.Trial, space: Space, *, in_chs: int, resolution: int, num_classes: int
+) -> Arch:
+    """Sample an architecture record: its shape, then the width multiplier alpha from the space's choices.
+
+    Parameter names are stable (``width_mult``, ``resolution_mult``, ``stem``, ``stem_channels``,
+    ``s{i}_block``, ``s{i}_channels``, ``s{i}_depth``, ``s{i}_groups``, ``s{i}_kernel``), so a
+    study stays resumable across versions. ``groups`` and ``kernel`` are only sampled for families
+    that use them. With budget fitting ``width_mult`` is not sampled (:func:`suggest_shape`).
+    """
+    alpha = _pick(trial, "width_mult", space.width_mult)
+    return suggest_shape(trial, space, in_chs=in_chs, resolution=resolution, num_classes=num_classes).at(alpha)
 
 
 def sample_architectures(
     space: Space, n: int, *, in_chs: int, resolution: int, num_classes: int, seed: int = 0
 ) -> list[Arch]:
     """``n`` architectures drawn uniformly from the space (Optuna's RandomSampler, seeded)."""
+    return _sample(suggest_architecture, space, n, seed, in_chs=in_chs, resolution=resolution, num_classes=num_classes)
+
+
+def sample_shapes(
+    space: Space, n: int, *, in_chs: int, resolution: int, num_classes: int, seed: int = 0
+) -> list[Shape]:
+    """``n`` shapes (everything but the width multiplier) drawn uniformly from the space, seeded."""
+    return _sample(suggest_shape, space, n, seed, in_chs=in_chs, resolution=resolution, num_classes=num_classes)
+
+
+def _sample(suggest: Any, space: Space, n: int, seed: int, **shape_of: int) -> list:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    archs = []
+    out = []
     for _ in range(n):
         trial = study.ask()
-        archs.append(suggest_architecture(trial, space, in_chs=in_chs, resolution=resolution, num_classes=num_classes))
+        out.append(suggest(trial, space, **shape_of))
         study.tell(trial, 0.0)
-    return archs
+    return out
 
 
 def describe(values: list[float]) -> tuple[float, float, float]:

@@ -17,7 +17,7 @@ import torch
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import baselines
+from . import baselines, rerank
 from .arch import Arch
 from .config import StudyConfig, load_study_config, make_pruner, make_sampler, make_storage, redact
 from .cost import Cost, arch_cost
@@ -249,8 +249,13 @@ def trial_line(t: FrozenTrial) -> str:
     )
 
 
-def best_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Best feasible trial (single objective) or the feasible Pareto front (two objectives)."""
+def best_trials(study: optuna.Study, config: StudyConfig | None = None) -> list[FrozenTrial]:
+    """Best feasible trial (single objective) or the feasible Pareto front (two objectives).
+
+    With ``config`` and its ``rerank`` results, the best single-objective trial is the best re-ranked one.
+    """
+    if config is not None and len(study.directions) == 1 and (top := rerank.best_reranked(study, config)):
+        return [top]
     done = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.user_attrs.get("feasible", True) and t.values is not None
@@ -269,7 +274,7 @@ def best_trials(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(front, key=lambda t: t.values[1])
 
 
-def summary(study: optuna.Study) -> str:
+def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     trials = study.get_trials(deepcopy=False)
     by_state = {s.name: sum(t.state == s for t in trials) for s in TrialState}
     infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
@@ -280,11 +285,13 @@ def summary(study: optuna.Study) -> str:
         f"({by_state['COMPLETE'] - infeasible} trained, {infeasible} infeasible, {by_state['PRUNED']} pruned), "
         f"{by_state['FAIL']} failed{gave_way}, {by_state['RUNNING']} running",
     ]
-    best = best_trials(study)
+    best = best_trials(study, config)
+    reranked = rerank.results(study, config) if config is not None else {}
     base = [t for t in trials if BASELINE_ATTR in t.user_attrs and t.state == TrialState.COMPLETE
             and t.user_attrs.get("feasible", True)]
     if len(study.directions) == 1:
-        lines.append("best feasible trial:" if best else "no feasible trial yet")
+        lines.append(("best feasible trial (by re-rank):" if reranked else "best feasible trial:") if best
+                     else "no feasible trial yet")
         lines += [f"  {trial_line(t)}" for t in best]
     else:
         lines.append(f"Pareto front ({len(best)} trials: accuracy up, {('cost')} down):")
@@ -295,14 +302,26 @@ def summary(study: optuna.Study) -> str:
         searched = [t for t in trials if t.state == TrialState.COMPLETE and BASELINE_ATTR not in t.user_attrs
                     and t.user_attrs.get("feasible", True) and t.values is not None]
         if searched and len(study.directions) == 1:
-            top = max(base, key=lambda t: t.values[0])
-            found = max(searched, key=lambda t: t.values[0])
-            lines.append(
-                f"best searched candidate (trial {found.number}) {found.values[0]:.4f} vs best baseline "
-                f"({top.user_attrs[BASELINE_ATTR]}, trial {top.number}) {top.values[0]:.4f}: "
-                f"{found.values[0] - top.values[0]:+.4f}"
-            )
+            lines.append(_versus(searched, base, lambda t: t.values[0], "search score"))
+            if reranked:
+                def value(t: FrozenTrial) -> float:
+                    return reranked[t.number]["value"] if t.number in reranked else float("-inf")
+
+                if any(t.number in reranked for t in searched) and any(t.number in reranked for t in base):
+                    epochs = next(iter(reranked.values()))["epochs"]
+                    lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs)"))
+    if reranked:
+        lines.append(f"re-ranked: {len(reranked)} trial(s): "
+                     + ", ".join(f"{n} {v['val_accuracy']:.4f}" for n, v in sorted(reranked.items())))
     return "\n".join(lines)
+
+
+def _versus(searched: list[FrozenTrial], base: list[FrozenTrial], value: Callable[[FrozenTrial], float],
+            what: str) -> str:
+    top, found = max(base, key=value), max(searched, key=value)
+    return (f"best searched candidate (trial {found.number}) {value(found):.4f} vs best baseline "
+            f"({top.user_attrs[BASELINE_ATTR]}, trial {top.number}) {value(top):.4f} by {what}: "
+            f"{value(found) - value(top):+.4f}")
 
 
 def run(
@@ -375,6 +394,7 @@ def run(
     max_failures = max(10, target)  # guard against a space whose every trial fails
     failures_at_start = failures()
     frozen = _freeze_long_lived()
+    stopped_by_failures = False
     try:
         while (done := finished_count(study)) < target:
             left = None if timeout is None else timeout - (time.monotonic() - start)
@@ -383,6 +403,7 @@ def run(
                 break
             if (fails := failures() - failures_at_start) >= max_failures:
                 say(f"stopping: {fails} trials failed in this run (see the trial lines for the errors)")
+                stopped_by_failures = True
                 break
             taken = _taken(study)
             if taken >= target:
@@ -407,13 +428,15 @@ def run(
                 if not str(e).startswith("Cannot tell a "):
                     raise
                 say(f"{prefix}a trial this worker ran was finished by another worker meanwhile ({e}); going on")
+        if config.rerank is not None and not stopped_by_failures:
+            rerank.rerank(study, config, objective, say=lambda text: say(prefix + text))
     finally:
         if frozen:
             gc.unfreeze()
         if bar is not None:
             bar.close()
     if summarize:
-        say(summary(study))
+        say(summary(study, config))
     return study
 
 
@@ -475,5 +498,5 @@ def run_workers(
         raise
     study = open_study(config, create=False)
     if stream is not None:
-        print(summary(study), file=stream, flush=True)
+        print(summary(study, config), file=stream, flush=True)
     return study

@@ -112,6 +112,8 @@ def instrument(timers: Timers) -> None:
     timers.wrap(archsearch.objective, "arch_cost", "arch_cost")
     timers.wrap(archsearch.objective, "build", "build")
     timers.wrap(archsearch.objective, "suggest_architecture", "suggest_architecture")
+    timers.wrap(archsearch.objective, "suggest_shape", "suggest_shape")
+    timers.wrap(archsearch.objective, "fit_shape", "budget fitting")
     timers.wrap(archsearch.study, "load_config_data", "startup: data loading")
     timers.wrap(archsearch.study, "_check_budget_reachable", "startup: budget check")
     timers.wrap(archsearch.study, "summary", "summary")
@@ -314,8 +316,8 @@ def one_run(args: argparse.Namespace, timers: Timers) -> dict[str, float]:
     print("where the time outside compute goes (exclusive time, all of run()):")
     first_setup = trainer.calls[0] if trainer.calls else None
     train_outside = timers.total("train()") - compute
-    labels = ["storage writes", "storage reads", "sampler (TPE)", "pruner", "suggest_architecture", "arch_cost",
-              "build", "startup: data loading", "startup: budget check", "summary"]
+    labels = ["storage writes", "storage reads", "sampler (TPE)", "pruner", "suggest_architecture", "suggest_shape",
+              "budget fitting", "arch_cost", "build", "startup: data loading", "startup: budget check", "summary"]
     accounted = compute
     for label in labels:
         calls = timers.seconds.get(label, [])

@@ -184,6 +184,14 @@ HOSTILE = [
     ),
     pytest.param(B + "objective: {type: soft, soft_weight: 0.5}\n", "objective.soft_weight", "<= 0", id="soft-w>0"),
     pytest.param(B + "objective: {pareto_metric: params}\n", "objective.pareto_metric", "'macs', 'latency'", id="pm"),
+    pytest.param(
+        BASE + "objective: {type: pareto}\nbudget: {fit: true}\n", "budget.fit", r"pareto.*fit: false", id="pareto-fit"
+    ),
+    pytest.param(B.replace("max_macs: 1000000", "max_macs: 1000000, fit: yes please"), "budget.fit",
+                 "true or false", id="fit-not-bool"),
+    pytest.param(B + "rerank: {top: 0}\n", "rerank.top", ">= 1", id="rerank-top-0"),
+    pytest.param(BASE + "objective: {type: pareto}\nrerank: {top: 3}\n", "rerank", "pareto", id="rerank-pareto"),
+    pytest.param(B + "rerank: {epoch: 8}\n", "rerank.epoch", "did you mean 'epochs'", id="rerank-typo"),
     # storage URLs
     pytest.param(B + "storage: redis://localhost\n", "storage", "sqlite:///.*journal:<file>", id="storage-redis"),
     pytest.param(B + "storage: sqlite://x.db\n", "storage", "sqlite:///<file>", id="storage-two-slashes"),
@@ -281,8 +289,9 @@ def test_defaults(study_dir: Path) -> None:
     assert cfg.dataset == DatasetConfig(name="digits", root=None, val_fraction=0.2, download=False, options={})
     assert cfg.resolution is None
     assert cfg.training == TrainConfig()
-    assert cfg.budget == Budget(max_macs=1e6, latency=LatencyTarget("cpu", 1, 1))
+    assert cfg.budget == Budget(max_macs=1e6, latency=LatencyTarget("cpu", 1, 1), fit=True)
     assert cfg.objective == ObjectiveConfig("constrained", -0.07, "macs", "macs")
+    assert cfg.rerank is None
     assert cfg.sampler == SamplerConfig("tpe", 0)
     assert cfg.pruner == PrunerConfig("median")
     assert (cfg.n_trials, cfg.timeout, cfg.device, cfg.enqueue_baselines) == (30, None, "auto", True)
@@ -298,6 +307,7 @@ def test_pareto_without_pruner_section_gets_none(study_dir: Path) -> None:
     assert cfg.pruner == PrunerConfig("none")
     assert cfg.objective.multi_objective
     assert cfg.budget.max_macs is None  # pareto needs no budget
+    assert cfg.budget.fit is False  # a front needs candidates spread over the cost axis
 
 
 def test_relative_paths_follow_the_yaml_directory(study_dir: Path, tmp_path_factory, monkeypatch) -> None:
@@ -380,6 +390,7 @@ def test_fingerprint(study_dir: Path) -> None:
         {"storage": "sqlite:///other.db"},
         {"sampler": {"type": "random", "seed": 1}},
         {"enqueue_baselines": True},
+        {"rerank": {"top": 3, "epochs": 20}},
     ):
         assert study_config_from_dict({**cfg.to_dict(), **change}).fingerprint() == fp, change
     # what does
@@ -392,6 +403,7 @@ def test_fingerprint(study_dir: Path) -> None:
         {"dataset": {**base["dataset"], "options": {"k": 4}}},
         {"resolution": 32},
         {"training": {**base["training"], "epochs": 4}},
+        {"budget": {**base["budget"], "fit": not base["budget"]["fit"]}},
     ):
         assert study_config_from_dict({**base, **change}).fingerprint() != fp, change
     (study_dir / "space.yaml").write_text("stages: [1]\n")

@@ -396,8 +396,9 @@ def test_the_measured_latency_decides_where_the_prediction_was_too_low(write_stu
                                        {"type": "pareto", "pareto_metric": "latency"}])
 def test_latency_objectives_score_infeasible_candidates_by_their_predicted_latency(write_study, objective):
     # a MACs limit makes some candidates infeasible: they are never built, and still scored on latency
+    # (unfitted: fitting would bring every candidate within the MACs limit)
     path = write_study(objective=objective, budget={"max_macs": 20000, "max_latency_ms": 1000.0,
-                                                    "latency": LATENCY_CPU1}, n_trials=6,
+                                                    "latency": LATENCY_CPU1, "fit": False}, n_trials=6,
                        sampler={"type": "random", "seed": 1})
     make_table(path.parent / "latency").fill([])
     study = run(load_study_config(path), stream=None, progress=False)

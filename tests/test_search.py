@@ -276,7 +276,12 @@ def _change_space(write_study) -> None:
     write_study(space={**TINY_SPACE, "width_mult": [0.5, 1.0, 1.5]})  # same path, other bytes
 
 
-@pytest.mark.parametrize("change, field", [(_change_budget, "budget"), (_change_space, "space_sha256")])
+def _change_fit(write_study) -> None:
+    write_study(budget={"fit": False})  # a study of fitted candidates resumed without fitting
+
+
+@pytest.mark.parametrize("change, field", [(_change_budget, "budget"), (_change_space, "space_sha256"),
+                                           (_change_fit, "budget.fit")])
 def test_resuming_with_a_changed_config_is_refused(write_study, change, field):
     path = write_study(n_trials=2)
     run(load_study_config(path), stream=None, progress=False)

@@ -194,10 +194,11 @@ def test_shipped_spaces_load(name):
     assert all(st.stride == 1 for st in sp.stages if 0 in st.depth)
 
 
-def test_shufflenet_space_uses_the_paper_group_counts():
+def test_shufflenet_space_uses_the_paper_group_counts_but_3():
+    # g=3 would force every width to a multiple of 24, too coarse for budget fitting (the YAML says why)
     sp = load_space(SPACES_DIR / "shufflenet.yaml")
-    assert sp.channel_multiple == 24
-    assert all(st.groups == (1, 2, 3, 4, 8) and st.blocks == ("shuffle",) for st in sp.stages)
+    assert sp.channel_multiple == 8
+    assert all(st.groups == (1, 2, 4, 8) and st.blocks == ("shuffle",) for st in sp.stages)
     assert sp.stem_types == ("conv",)
 
 

@@ -1,0 +1,277 @@
+"""Proxy fidelity: how well short search-time recipes rank budget-fitted networks, against a long reference.
+
+Takes ``--archs`` (24) budget-fitted architectures of ``mixed.yaml`` at 3M MACs on Fashion-MNIST (shapes drawn
+uniformly with seed 0, fitted as a search fits them, the first distinct feasible ones), and trains each with:
+
+- the search-time recipes below (the study's training section with other epochs and training subset; trained
+  on the search's training split, scored on its 6,000-image validation split, as a trial is), and one
+  multi-fidelity schedule (Optuna's successive-halving pruner over the same architectures, in a fixed order,
+  up to 9 epochs on 10,000 images: what a search with ``pruner: hyperband``-style early stopping would see);
+- the **reference**: 8 epochs on all 60,000 training images (training + validation splits), scored on the
+  10,000 test images, the final recipe of ``benchmarks/fashion_mnist.py``.
+
+It prints, per recipe, the Kendall tau of its validation accuracy against the reference's test accuracy (over
+the architectures both have), and the cost per candidate (training seconds on one core, and as a share of the
+reference's). Asserts nothing.
+
+Rows are cached, one JSON file each, in ``benchmarks/proxy_fidelity/`` (committed), written atomically; a rerun
+skips them, so it resumes, and a killed process loses only the row it was training. Rows are claimed with
+``flock``, so two processes (``--jobs 2``, or the same command started twice) share the work. The successive-
+halving schedule is one job, run after the rest: its trials' results are cached as they finish and replayed into the pruner's
+study on resume, so a resumed schedule decides as an uninterrupted one would.
+
+    python benchmarks/proxy_fidelity.py [--jobs 1] [--threads 1] [--only cheap|reference] [--quick]
+
+Sizing (one core, one thread, beside another busy process): the first fitted network took 25 s per epoch on
+10,000 images, so the reference (8 x 60,000) takes about 20 minutes an architecture, some 8 hours for 24, and the
+search-time recipes together about 5 minutes an architecture. The rows run architecture by architecture (its
+search-time recipes, then its reference), so a partial run already gives a table over fewer architectures;
+``--only cheap`` or ``--only reference`` runs one kind. ``--quick`` checks the pipeline on 4 architectures, tiny
+recipes and 1,000 images, in a temporary folder (about 2 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import optuna  # noqa: E402
+import torch  # noqa: E402
+
+from archsearch.config import load_study_config  # noqa: E402
+from archsearch.fit import fit_shape  # noqa: E402
+from archsearch.space import load_space, sample_shapes  # noqa: E402
+from archsearch.study import load_config_data  # noqa: E402
+from archsearch.train import train  # noqa: E402
+from archsearch.build import build  # noqa: E402
+from archsearch.cost import arch_cost  # noqa: E402
+from fashion_mnist import claim, read_json, write_json  # noqa: E402
+
+OUT = ROOT / "benchmarks" / "proxy_fidelity"
+STUDY = ROOT / "studies" / "fmnist_3m.yaml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    archs: int
+    recipes: dict[str, tuple[int, int | None]]  # name -> (epochs, training images; None: all)
+    schedule: tuple[int, int, int, int]  # successive halving: max epochs, images, min resource, reduction factor
+    reference: tuple[int, int | None]  # epochs, images (None: all 60,000)
+    limit: int | None = None  # first images of every split (quick)
+
+
+FULL = Plan(
+    archs=24,
+    recipes={"e2-n10k": (2, 10_000), "e4-n10k": (4, 10_000), "e2-n30k": (2, 30_000)},
+    schedule=(9, 10_000, 1, 3),
+    reference=(8, None),
+)
+QUICK = Plan(archs=4, recipes={"e1-n500": (1, 500), "e2-n500": (2, 500)}, schedule=(3, 500, 1, 3),
+             reference=(2, None), limit=1000)
+SCHEDULE = "sh-e9-n10k"  # the multi-fidelity row's name (its plan's values in the rows)
+
+
+def architectures(n: int) -> list:
+    """The first ``n`` distinct feasible fitted records of ``mixed.yaml`` at the study's budget and input."""
+    config = load_study_config(STUDY)
+    space = load_space(config.space_path)
+    limits = config.budget.limits()
+    out, seen = [], set()
+    for shape in sample_shapes(space, 4 * n, in_chs=1, resolution=28, num_classes=10, seed=0):
+        fit = fit_shape(shape, limits, low=min(space.width_mult), high=max(space.width_mult))
+        if fit.feasible and fit.arch.id not in seen:
+            seen.add(fit.arch.id)
+            out.append(fit.arch)
+        if len(out) == n:
+            break
+    return out
+
+
+def _data(plan: Plan):
+    config = load_study_config(STUDY)
+    _, data = load_config_data(config)
+    if plan.limit:
+        data = dataclasses.replace(data, **{k: getattr(data, k)[: plan.limit] for k in
+                                            ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")})
+    return config, data
+
+
+def _train(config, data, arch, epochs: int, images: int | None, *, reference: bool, on_epoch=None) -> dict:
+    recipe = dataclasses.replace(config.training, epochs=epochs, train_subset=images, seconds=None)
+    data = data.resized(arch.resolution)
+    if reference:  # all training images, scored on the test split
+        x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
+        x_eval, y_eval = data.x_test, data.y_test
+    else:
+        x, y, x_eval, y_eval = data.x_train, data.y_train, data.x_val, data.y_val
+    torch.manual_seed(recipe.seed)  # as the objective seeds before it builds
+    model = build(arch)
+    result = train(model, x, y, x_eval, y_eval, recipe, device=torch.device("cpu"), on_epoch=on_epoch)
+    return {"accuracy": result.val_accuracy, "epochs": result.epochs_done, "seconds": result.train_seconds,
+            "images": min(len(y), images or len(y))}
+
+
+def _row_file(out: Path, index: int, recipe: str) -> Path:
+    return out / f"a{index:02d}-{recipe}.json"
+
+
+def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> None:
+    """Train every missing (architecture, recipe) row this process can claim."""
+    torch.set_num_threads(threads)
+    config, data = _data(plan)
+    # architecture by architecture, so that a partial run already gives a (smaller) table
+    jobs = []
+    for i in range(len(archs)):
+        if which in ("all", "cheap"):
+            jobs += [(i, name, spec, False) for name, spec in plan.recipes.items()]
+        if which in ("all", "reference"):
+            jobs.append((i, "reference", plan.reference, True))
+    _run_jobs(out, archs, config, data, jobs)
+    if which in ("all", "cheap"):
+        run_schedule(out, plan, archs, config, data)
+
+
+def _run_jobs(out: Path, archs: list, config, data, jobs: list) -> None:
+    for i, name, (epochs, images), reference in jobs:
+        path = _row_file(out, i, name)
+        if path.exists():
+            continue
+        with claim(path.with_suffix(".lock")) as mine:
+            if not mine or path.exists():
+                continue
+            row = _train(config, data, archs[i], epochs, images, reference=reference)
+            row |= {"arch": i, "arch_id": archs[i].id, "macs": arch_cost(archs[i]).macs, "recipe": name,
+                    "plan": [epochs, images]}
+            write_json(path, row)
+            print(f"a{i:02d} {name:>10}: {row['accuracy']:.4f} in {row['seconds']:.0f} s  {archs[i].id}", flush=True)
+
+
+def run_schedule(out: Path, plan: Plan, archs: list, config, data) -> None:
+    """The successive-halving schedule over the architectures in order; finished trials are replayed."""
+    max_epochs, images, min_resource, factor = plan.schedule
+    with claim(out / f"{SCHEDULE}.lock") as mine:
+        if not mine:
+            return
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=factor)
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for i, arch in enumerate(archs):
+            path = _row_file(out, i, SCHEDULE)
+            row = read_json(path)
+            if row is None:
+                trial = study.ask()
+                curve: list[float] = []
+
+                def on_epoch(epoch: int, accuracy: float) -> None:
+                    curve.append(accuracy)
+                    trial.report(accuracy, epoch + 1)  # steps are epochs done, the pruner's resource
+                    if epoch + 1 < max_epochs and trial.should_prune():
+                        raise optuna.TrialPruned()
+
+                t0 = time.perf_counter()
+                try:
+                    _train(config, data, arch, max_epochs, images, reference=False, on_epoch=on_epoch)
+                    study.tell(trial, curve[-1])
+                except optuna.TrialPruned:
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                row = {"arch": i, "arch_id": arch.id, "macs": arch_cost(arch).macs, "recipe": SCHEDULE,
+                       "curve": curve, "accuracy": curve[-1], "epochs": len(curve), "images": images,
+                       "seconds": time.perf_counter() - t0, "plan": list(plan.schedule)}
+                write_json(path, row)
+                print(f"a{i:02d} {SCHEDULE}: {row['accuracy']:.4f} after {len(curve)} epochs in "
+                      f"{row['seconds']:.0f} s", flush=True)
+            else:  # replay: the pruner sees the same history as in an uninterrupted run
+                state = (optuna.trial.TrialState.COMPLETE if row["epochs"] == max_epochs
+                         else optuna.trial.TrialState.PRUNED)
+                study.add_trial(optuna.trial.create_trial(
+                    state=state, value=row["accuracy"] if state == optuna.trial.TrialState.COMPLETE else None,
+                    intermediate_values={e + 1: v for e, v in enumerate(row["curve"])}))
+
+
+def table(out: Path, plan: Plan, archs: list) -> str:
+    from scipy.stats import kendalltau
+
+    rows: dict[tuple[int, str], dict] = {}
+    for path in out.glob("a*.json"):
+        row = read_json(path)
+        rows[(row["arch"], row["recipe"])] = row
+    ref = {i: r for (i, name), r in rows.items() if name == "reference"}
+    ref_cost = statistics.fmean(r["seconds"] for r in ref.values()) if ref else None
+    lines = [f"{len(archs)} budget-fitted `mixed.yaml` architectures at 3M MACs, Fashion-MNIST; reference: "
+             f"{plan.reference[0]} epochs on all training images, test accuracy ({len(ref)} of {len(archs)} done)",
+             "", "| recipe | epochs x images | Kendall tau vs reference (p) | archs | cost per candidate | "
+             "share of the reference's cost |", "|---|---|---|---|---|---|"]
+    names = [*plan.recipes, SCHEDULE]
+    for name in names:
+        mine = {i: r for (i, n), r in rows.items() if n == name}
+        both = sorted(set(mine) & set(ref))
+        if name == SCHEDULE:
+            # rank by how far a candidate got, then by its last accuracy: what the search would pick by
+            score = [(mine[i]["epochs"], mine[i]["accuracy"]) for i in both]
+            order = sorted(range(len(score)), key=lambda k: score[k])
+            proxy = [order.index(k) for k in range(len(score))]
+            spec = f"successive halving, up to {plan.schedule[0]} x {plan.schedule[1]:,}"
+        else:
+            proxy = [mine[i]["accuracy"] for i in both]
+            spec = f"{plan.recipes[name][0]} x {plan.recipes[name][1]:,}"
+        cost = statistics.fmean(r["seconds"] for r in mine.values()) if mine else None
+        if len(both) >= 3:
+            t = kendalltau(proxy, [ref[i]["accuracy"] for i in both])
+            tau = f"{t.statistic:.3f} ({t.pvalue:.2g})"
+        else:
+            tau = "-"
+        share = f"{cost / ref_cost:.3f}" if cost is not None and ref_cost else "-"
+        lines.append(f"| {name} | {spec} | {tau} | {len(both)} | "
+                     f"{'-' if cost is None else f'{cost:.1f} s'} | {share} |")
+    if ref:
+        accs = [r["accuracy"] for r in ref.values()]
+        lines.append(f"| reference | {plan.reference[0]} x all | 1 | {len(ref)} | {ref_cost:.1f} s | 1 |")
+        lines += ["", f"reference test accuracy: {min(accs):.4f} to {max(accs):.4f} "
+                  f"(median {statistics.median(accs):.4f})"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1, help="processes sharing the rows")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--only", choices=("all", "cheap", "reference"), default="all")
+    parser.add_argument("--quick", action="store_true", help="pipeline check in a temporary folder")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    tmp = tempfile.TemporaryDirectory() if args.quick and args.out is None else None
+    out = Path(tmp.name) if tmp else (args.out or OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    archs = architectures(plan.archs)
+    t0 = time.perf_counter()
+    if args.jobs == 1:
+        run_rows(out, plan, archs, args.only, args.threads)
+    else:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=run_rows, args=(out, plan, archs, args.only, args.threads))
+                 for _ in range(args.jobs)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    print(f"\nthis run: {time.perf_counter() - t0:.0f} s wall\n")
+    print(table(out, plan, archs))
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

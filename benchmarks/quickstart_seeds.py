@@ -1,0 +1,77 @@
+"""The quickstart over sampler seeds: infeasible trials, and the best searched network against the best baseline.
+
+Runs the real quickstart study (its YAML as shipped, 60 trials on scikit-learn's digits) once per sampler
+seed, each on a fresh temporary SQLite storage, and prints one row per seed and a closing count; asserts
+nothing. ``--checkout DIR`` imports archsearch and reads ``studies/quickstart.yaml`` from another checkout
+(``git worktree add /tmp/before <commit>``), so two versions can be measured side by side, each in its own
+process (``--threads 1`` each on a 2-core machine).
+
+    python benchmarks/quickstart_seeds.py [--seeds 0 1 2 3 4 5] [--threads 2] [--checkout DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--checkout", type=Path, default=ROOT, help="the archsearch checkout to measure")
+    parser.add_argument("--config", default="studies/quickstart.yaml", help="relative to the checkout")
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.checkout.resolve()))  # that checkout's archsearch, not an installed one
+
+    import torch
+    from optuna.trial import TrialState
+
+    import archsearch
+    from archsearch.config import load_study_config
+    from archsearch.study import run
+
+    torch.set_num_threads(args.threads)
+    print(f"archsearch from {Path(archsearch.__file__).parent}; {args.config}; {args.threads} torch thread(s)")
+    base = load_study_config(args.checkout / args.config)
+    rows = []
+    for seed in args.seeds:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = dataclasses.replace(base, storage=f"sqlite:///{tmp}/q.db",
+                                      sampler=dataclasses.replace(base.sampler, seed=seed))
+            t0 = time.perf_counter()
+            study = run(cfg, stream=None, progress=False, summarize=False)
+            seconds = time.perf_counter() - t0
+            trials = study.get_trials(deepcopy=False)
+        complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        infeasible = sum(t.user_attrs.get("feasible") is False for t in complete)
+        feasible = [t for t in complete if t.user_attrs.get("feasible", True) and t.values]
+        base_best = max((t.values[0] for t in feasible if "baseline" in t.user_attrs), default=None)
+        searched = max((t.values[0] for t in feasible if "baseline" not in t.user_attrs), default=None)
+        uses = [t.user_attrs["budget_use"] for t in complete if "budget_use" in t.user_attrs
+                and "baseline" not in t.user_attrs and t.user_attrs.get("feasible", True)]
+        rows.append((seed, infeasible, searched, base_best, uses, seconds))
+        for t in trials:
+            if t.state == TrialState.FAIL:
+                print(f"  trial {t.number} failed: {t.user_attrs.get('error', 'no error recorded')}")
+        diff = "-" if searched is None or base_best is None else f"{searched - base_best:+.4f}"
+        use = f"{statistics.median(uses):.3f}" if uses else "-"
+        print(f"seed {seed}: {len(trials)} trials, {infeasible} infeasible; best searched "
+              f"{searched if searched is None else f'{searched:.4f}'} vs best baseline "
+              f"{base_best if base_best is None else f'{base_best:.4f}'}: {diff}; median budget_use of the "
+              f"searched feasible trials {use}; {seconds:.1f} s", flush=True)
+    above = sum(1 for _, _, s, b, _, _ in rows if s is not None and b is not None and s > b)
+    ties = sum(1 for _, _, s, b, _, _ in rows if s is not None and b is not None and s == b)
+    print(f"best searched above the best baseline with {above} of {len(rows)} seeds ({ties} equal); "
+          f"infeasible trials per run: {', '.join(str(r[1]) for r in rows)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Budget-fitted searches end to end, and the re-rank of their top candidates: real SQLite studies, real training."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from archsearch import rerank
+from archsearch.config import load_study_config
+from archsearch.cost import arch_cost
+from archsearch.export import select_trials
+from archsearch.fit import CAPPED, FITTED
+from archsearch.study import best_trials, open_study, run, summary
+from archsearch.train import TrainResult, train
+
+from conftest import TINY_SPACE
+
+pytestmark = pytest.mark.slow  # real searches
+
+# TINY_SPACE at 8x8 with a width range of 0.5-2: a 20,000-MAC budget binds most shapes
+FIT_SPACE = {**TINY_SPACE, "width_mult": [0.5, 2.0]}
+
+
+class CountingTrainer:
+    def __init__(self) -> None:
+        self.epochs: list[int] = []
+
+    def __call__(self, *args, **kwargs) -> TrainResult:
+        self.epochs.append(args[5].epochs)
+        return train(*args, **kwargs)
+
+
+def test_a_fitted_search_records_the_fitted_record_its_multiplier_and_budget_use(write_study):
+    path = write_study(space=FIT_SPACE, budget={"max_macs": 20000}, n_trials=8,
+                       sampler={"type": "random", "seed": 0})
+    study = run(load_study_config(path), stream=None, progress=False)
+    trials = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(trials) == 8
+    for t in trials:
+        assert "width_mult" not in t.params  # the multiplier is computed, not sampled
+        fit = t.user_attrs["fit"]
+        assert fit["status"] in (FITTED, CAPPED, "infeasible")
+        assert 0.5 <= fit["width_mult"] <= 2.0 * (1 + 1e-9)
+        assert t.user_attrs["budget_use"] == pytest.approx(t.user_attrs["macs"] / 20000)
+        if fit["status"] != "infeasible":
+            assert t.user_attrs["feasible"] and t.user_attrs["macs"] <= 20000
+    assert sum(t.user_attrs["fit"]["status"] == FITTED for t in trials) >= 4
+    fitted = [t.user_attrs["budget_use"] for t in trials if t.user_attrs["fit"]["status"] == FITTED]
+    # the tiny space's widths step coarsely at 8x8; tests/test_fit.py holds the shipped spaces to 0.95
+    assert min(fitted) > 0.5 and max(fitted) <= 1.0
+
+
+def test_an_unfitted_search_samples_the_multiplier(write_study):
+    path = write_study(space=FIT_SPACE, budget={"max_macs": 20000, "fit": False}, n_trials=4)
+    study = run(load_study_config(path), stream=None, progress=False)
+    for t in study.trials:
+        assert "width_mult" in t.params and "fit" not in t.user_attrs
+        assert t.user_attrs["budget_use"] == pytest.approx(t.user_attrs["macs"] / 20000)
+
+
+def test_rerank_trains_the_top_candidates_and_the_baselines_again_once(write_study):
+    path = write_study(space=FIT_SPACE, budget={"max_macs": 20000}, n_trials=7, enqueue_baselines=True,
+                       training={"epochs": 1}, rerank={"top": 2, "epochs": 3})
+    config = load_study_config(path)
+    trainer = CountingTrainer()
+    study = run(config, stream=None, progress=False, trainer=trainer)
+    baselines = [t for t in study.trials if "baseline" in t.user_attrs and t.user_attrs["feasible"]]
+    done = rerank.results(study, config)
+    top = rerank.candidates(study, 2)
+    assert sorted(done) == sorted(t.number for t in top)
+    assert len(top) == 2 + len(baselines) and len(baselines) >= 1
+    assert trainer.epochs.count(3) == len(top)  # each trained once at the re-rank's recipe
+    for n, result in done.items():
+        assert result["epochs"] == 3 and 0 <= result["val_accuracy"] <= 1
+        assert result["recipe"]["epochs"] == 3 and result["recipe"]["train_subset"] is None
+
+    # the summary and export choose by the re-rank score
+    best = max(done, key=lambda n: (done[n]["value"], -n))
+    assert [t.number for t in best_trials(study, config)] == [best]
+    assert select_trials(study, config)[0].number == best
+    text = summary(study, config)
+    assert "best feasible trial (by re-rank):" in text and "by re-rank score (3 epochs)" in text
+
+    # run again: the study is complete and every result is there, so nothing is trained
+    again = CountingTrainer()
+    run(config, stream=None, progress=False, trainer=again)
+    assert again.epochs == []
+
+    # another re-rank recipe re-ranks again; the old results no longer count
+    path = write_study(space=FIT_SPACE, budget={"max_macs": 20000}, n_trials=7, enqueue_baselines=True,
+                       training={"epochs": 1}, rerank={"top": 1, "epochs": 2})
+    config = load_study_config(path)
+    third = CountingTrainer()
+    study = run(config, stream=None, progress=False, trainer=third)
+    assert third.epochs == [2] * (1 + len(baselines))
+    assert len(rerank.results(study, config)) == 1 + len(baselines)
+
+
+def test_a_dead_workers_rerank_claim_is_taken_over(write_study):
+    path = write_study(space=FIT_SPACE, budget={"max_macs": 40000}, n_trials=3, rerank={"top": 1, "epochs": 2})
+    config = load_study_config(path)
+    run(config, n_trials=3, stream=None, progress=False)
+    study = open_study(config, create=False)
+    (number,) = rerank.results(study, config)
+    # replace the result by a claim of a process that is gone (pid 1's start time never matches this one)
+    key = f"{rerank.PREFIX}{number}"
+    import socket
+    study.set_user_attr(key, {"worker": f"{socket.gethostname()}:999999:1", "recipe": study.user_attrs[key]["recipe"]})
+    assert rerank.results(study, config) == {}
+    trainer = CountingTrainer()
+    run(config, stream=None, progress=False, trainer=trainer)
+    assert trainer.epochs == [2]
+    assert list(rerank.results(open_study(config, create=False), config)) == [number]

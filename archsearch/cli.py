@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -131,20 +132,25 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="archsearch", description="Hardware-aware architecture search for small CNNs.")
+    p.add_argument("--version", action="version", version=f"archsearch {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("space", help="size and cost range of a search space, beside the seed baselines")
+    text = "size and cost range of a search space, beside the seed baselines"
+    s = sub.add_parser("space", help=text, description=text + "; with --budget, how much of it fitted shapes use")
     s.add_argument("space", help="search-space YAML file")
     s.add_argument("--input", type=_input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
-    s.add_argument("--classes", type=int, default=10)
-    s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")
+    s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics (500)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     s.add_argument("--budget", type=_budget, default=None, metavar="macs=N[,params=N]",
                    help="also fit the sampled shapes to this budget and show how much of it they use")
     s.set_defaults(func=cmd_space)
 
-    s = sub.add_parser("search", help="create or resume a study and run it to n_trials finished trials")
+    text = "create or resume a study and run it to n_trials finished trials"
+    s = sub.add_parser("search", help=text, description=text + " (counted across restarts and workers)")
     s.add_argument("config", help="study YAML file")
     s.add_argument("--n-trials", type=int, default=None, help="override the study's n_trials (a study total)")
     s.add_argument("--timeout", type=float, default=None, help="seconds for this call")
@@ -165,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"archsearch: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`archsearch space ... | head`): no traceback; point stdout at devnull so that
+        # Python's flush at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports it
 
 
 if __name__ == "__main__":

@@ -698,6 +698,9 @@ def retrain(
     """
     device = resolve_device(config.device) if device is None else device
     data = data.resized(arch.resolution).to(device)
+    # the initial weights from the recipe's seed, as the search drew them (Objective.build), whatever this
+    # process drew before: with the search's recipe and thread count the trial's accuracy comes back
+    torch.manual_seed(config.training.seed)
     model = build(arch)
     recipe = config.training
     has_test = len(data.y_test) > 0

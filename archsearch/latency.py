@@ -696,7 +696,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Add ``latency build`` and ``latency check`` to the ``archsearch`` command line."""
     from .cli import _input_shape
 
-    p = subparsers.add_parser("latency", help="latency lookup table of a target: build it, check its predictions")
+    text = "latency lookup table of a target: build it, check its predictions"
+    p = subparsers.add_parser("latency", help=text, description=text)
     sub = p.add_subparsers(dest="latency_command", required=True)
     for name, func, samples, seed, text in (
         ("build", cmd_build, 200, 0, "measure the table's entries for the parts of sampled candidates"),
@@ -706,7 +707,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         s.add_argument("target", type=parse_target, metavar="TARGET", help="DEVICE:THREADS:BATCH, e.g. cpu:1:1")
         s.add_argument("--space", default="search_spaces/mixed.yaml", help="search-space YAML file")
         s.add_argument("--input", type=_input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
-        s.add_argument("--classes", type=int, default=10)
+        s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")
         s.add_argument("--samples", type=int, default=samples, help=f"candidates sampled ({samples})")
         s.add_argument("--seed", type=int, default=seed, help=f"sampling seed ({seed})")
         s.add_argument("--dir", default=str(DEFAULT_DIRECTORY), help=f"table directory ({DEFAULT_DIRECTORY})")

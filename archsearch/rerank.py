@@ -30,7 +30,7 @@ from .cost import arch_cost
 from .objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive, worker_id
 from .train import TrainConfig
 
-__all__ = ["PREFIX", "recipe", "results", "candidates", "rerank", "best_reranked"]
+__all__ = ["PREFIX", "recipe", "results", "candidates", "rerank", "best_reranked", "pending"]
 
 PREFIX = "archsearch.rerank."
 
@@ -73,6 +73,15 @@ def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
         seen.add(arch_id)
         searched.append(t)
     return searched + sorted((t for t in done if BASELINE_ATTR in t.user_attrs), key=lambda t: t.number)
+
+
+def pending(study: optuna.Study, config: StudyConfig) -> bool:
+    """Whether a worker still trains a candidate for the config's re-rank (a claim without a result)."""
+    if config.rerank is None:
+        return False
+    want = _recipe_key(config)
+    return any(isinstance(v, dict) and v.get("recipe") == want and "val_accuracy" not in v
+               for k, v in study.user_attrs.items() if k.startswith(PREFIX))
 
 
 def _claimed_elsewhere(value: object, want: dict) -> bool:

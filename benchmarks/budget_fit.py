@@ -69,8 +69,8 @@ def main() -> None:
                   f"{s['at_threshold']} of {len(fits)} | {s['use_min']:.3f} | {s['use_p5']:.3f} | "
                   f"{s['use_median']:.3f} | {1000 * statistics.median(fit_s):.2f} | "
                   f"{1000 * statistics.median(cost_s):.3f} |", flush=True)
-    print(f"\nall rows: {held} of {total} shapes at budget_use >= 0.95; one fit {1000 * statistics.median(fit_ms_all):.2f}"
-          f" ms median (max {1000 * max(fit_ms_all):.1f}), one analytic cost "
+    print(f"\nall rows: {held} of {total} shapes at budget_use >= 0.95; one fit "
+          f"{1000 * statistics.median(fit_ms_all):.2f} ms median (max {1000 * max(fit_ms_all):.1f}), one analytic cost "
           f"{1000 * statistics.median(cost_ms_all):.3f} ms median")
 
 

@@ -1,68 +1,44 @@
-"""Search quality on Fashion-MNIST: archsearch against MobileNet v1, ShuffleNet v1 and EffNet at equal MAC budgets.
+"""Search quality on Fashion-MNIST: archsearch against the scaled seed baselines and random search, at equal budgets.
 
-For each budget level (1, 3 and 10 million MACs at 28x28x1; one study file each, ``studies/fmnist_<level>.yaml``):
+For each budget level (1, 3 and 10 million MACs at 28x28x1; one study file each, ``studies/fmnist_<level>.yaml``:
+``mixed.yaml``, budget-fitted, the study's proxy recipe and re-rank):
 
-1. **Search**: the level's study (``mixed.yaml`` space, the seed baselines as its first trials) runs for a fixed
-   budget of *trial time*: the summed wall time of its finished trials, i.e. one-core seconds. With ``--jobs J``
-   one-thread workers that is ``search_seconds / J`` of wall clock. The study is an SQLite file in ``--out``, so an
-   interrupted search resumes; the time already spent is read back from the trials themselves.
-2. **Baselines**: the seed's three families, each scaled to the widest variant that fits the budget
-   (``archsearch.baselines.fit_to_budget``), trained with the final recipe, ``seeds`` seeds each.
-3. **Searched**: the best searched candidate (best feasible trial that is not a seed baseline) is retrained with
-   the same final recipe, ``seeds`` seeds, and exported (``archsearch.export.save``) to ``<out>/<level>/export``.
-4. **Proxy fidelity** (at ``tau_level``): ``tau_archs`` complete trials (the baselines, the best one, the rest
-   evenly spread over the ranking) trained with the final recipe (seed 0); the Kendall tau between their
-   search-time validation accuracy and their final test (and validation) accuracy is printed.
+1. **Searches**: the level's study with its TPE sampler (**archsearch**) and, beside it, the same study with
+   Optuna's RandomSampler (**random search**: the same space, fitting, proxy and re-rank), each for the same
+   budget of *trial time* (the summed wall time of its finished trials, i.e. one-core seconds; with ``--jobs J``
+   one-thread workers that is ``search_seconds / J`` of wall clock). Then each study's re-rank (``rerank:`` in the
+   YAML) trains its top candidates again, and the search's network is its best searched (non-baseline) candidate
+   by the re-rank score. Each study is an SQLite file in ``--work``, so an interrupted search resumes.
+2. **Rows**, every one trained with one final recipe: the study's optimizer, schedule and augmentation for
+   ``epochs`` (8) epochs on all 60,000 training images (training and validation splits), scored on the 10,000
+   test images, ``seeds`` (3) seeds each: the seed's MobileNet v1, ShuffleNet v1 and EffNet, each scaled to the
+   widest variant that fits the budget (``archsearch.baselines.fit_to_budget``); the archsearch network; the
+   random-search network.
+3. **Long rows** at ``long_level`` (3M): the archsearch network and the best baseline there (by the mean of its
+   rows) at ``long_epochs`` (30) epochs, ``seeds`` seeds each: the 92.5% target.
+4. **Anytime curve** at ``anytime_level`` (3M): each search's best-so-far validation accuracy against its trial
+   time, and the final test accuracy (seed 0) of its best searched candidate by the search score at 1/4 and 1/2
+   of the search time (at the whole time: its network's row).
 
-The final recipe is the study's own training section (optimizer, lr, schedule, augmentation, batch) with
-``epochs`` epochs on a fixed ``train_subset`` of the training split (``archsearch.export.retrain`` on a copy of the
-config): the same for every row. The validation split (6000 images carved from train) scores the search; the
-10000 test images are only measured, after training. Weights are initialised from ``torch.manual_seed(seed)``.
+Every finished row and search goes into one committed results file, ``benchmarks/fashion_mnist_results.jsonl``
+(one JSON object a line, appended under ``flock``), so a later run continues where the last one stopped and
+nothing is trained twice; a process ended halfway loses only the row (or the search trial) it was running.
+Rows are claimed with ``flock`` in ``--work``, so several processes (``--jobs``, or the same command started twice)
+share the work. The file's first line holds the settings; a run with other settings is refused. ``--readme``
+trains nothing: it regenerates the README section (table, targets, plots: ``benchmarks/fashion_mnist.png`` and
+``benchmarks/fashion_mnist_anytime.png``) from the results file.
 
-Every row is cached as one JSON file in ``<out>/<level>/rows/`` (written to a temporary file, then
-``os.replace``); a rerun skips finished rows, and a process ended halfway loses only the row (or the trial) it was
-running. Rows are claimed with ``flock``, so several processes (``--jobs``, or the same command started twice)
-share the work. The settings are stored in ``<out>/settings.json``; a rerun with other settings is refused, since its
-rows would not be comparable. Each run ends with the table of every level found in ``--out``
-(``results.md``), a plot of test accuracy against MACs (``accuracy_vs_macs.png``) and the Kendall tau; ``--readme``
-also writes both into README.md (the plot as ``benchmarks/fashion_mnist.png``) with the command.
+    python benchmarks/fashion_mnist.py --jobs 2 --threads 1 --levels 3m --parts search,rows   # one part
+    python benchmarks/fashion_mnist.py --readme                                              # tables from the file
+    python benchmarks/fashion_mnist.py --quick --threads 1                                   # smoke check
 
-    python benchmarks/fashion_mnist.py --jobs 2 --threads 1                 # everything, about 2 hours on 2 cores
-    python benchmarks/fashion_mnist.py --levels 3m --threads 1              # one level (run in parts, any order)
-    python benchmarks/fashion_mnist.py --quick --threads 1                  # smoke check, under 10 minutes
-
-Sizing (measured on this project's 2-core machine, torch 2.13.0, pinned to one core, one thread): one epoch of
-the final recipe's loop (batch 128, shift augmentation) over 6000 images took, for the baselines fitted to
-
-    level   MobileNet  ShuffleNet  EffNet   mean per 1000 image-epochs
-    1 M       4.5 s       7.8 s     3.3 s     0.87 s
-    3 M       6.1 s      16.2 s     6.3 s     1.59 s
-    10 M     13.0 s      28.8 s    14.7 s     3.14 s
-
-(each time includes scoring 2000 validation images; searched candidates at a level cost about the same or less,
-ShuffleNet v1 with its 16 grouped units is the slowest). Per level the final recipe trains 3 families x 3 seeds
-+ 3 seeds of the searched network = 12 runs, and the fidelity check adds up to 16 runs at 3 M (20 architectures,
-4 of them already among the rows). For ``K`` thousand image-epochs per run that is
-``12 x (0.87 + 1.59 + 3.14) + 16 x 1.59 = 92.6 s x K``. Scoring 6000 validation images per epoch and 10000 test
-images once costs about a third of a training image each: with E=4 epochs, ``(4 x 6000 + 10000) / 3 = 11.3``
-thousand image-equivalents per run. Two one-thread processes on 2 cores give about 1.8 cores' worth of work
-(README: 2 workers did 1.3-1.9x the trials of one), so 2 hours are about 7200 x 1.8 = 12960 one-core seconds:
-
-    search        3 levels x 1200 s of trial time                          3600 s
-    final runs    92.6 s x (18000 images x 4 epochs + 11.3k) / 1000        7715 s
-    overhead      data loading, latency, export, SQLite (~5%)               600 s
-    total                                                                 11915 s  < 12960 s (92% of 2 h at 1.8x)
-
-So FULL below is 1200 s of search per level (10 minutes of wall clock with 2 jobs), and a final recipe of 4 epochs
-on 18000 images. The whole benchmark then needs about 110 minutes with ``--jobs 2``; ``--levels`` runs parts
-(1 M about 25 min, 3 M with the fidelity check about 55 min, 10 M about 60 min of one core each).
-QUICK keeps the pipeline and shrinks every number (30 s of search, a 1-epoch proxy on 2000 images, 1 epoch on
-3000 images, 8 architectures for the tau, and only the first 2000 validation and test images for the rows): it
-took 5 min 58 s on one core with one thread. Its accuracies stay near chance (10-25%): 24 SGD steps train
-nothing, so QUICK checks the pipeline, not the search.
-
-Measured on the full settings (one core): a 3 M search trial takes 20-55 s (the proxy gives the baselines 68-76%
-validation accuracy). At 10 M the budget does not bind: the largest candidate of ``mixed.yaml`` has 9.8 M MACs.
+Parts (``--parts``, default all): ``search`` (both searches of each level), ``rows`` (baselines; the searched
+networks once their search is done), ``long`` (the 30-epoch rows), ``anytime`` (the checkpoint rows). Sizing
+(this project's 2-core machine, one thread per process beside another busy one): a fitted 3M network trains at
+about 25 s per epoch on 10,000 images, so one 8-epoch row on 60,000 images takes about 20 minutes at 3M (less at
+1M, more at 10M) and a 30-epoch row about 75 minutes. See README for the time each part took.
+QUICK keeps the pipeline and shrinks every number; its accuracies stay near chance: it checks the pipeline, not
+the search.
 """
 
 from __future__ import annotations
@@ -75,7 +51,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import statistics
 import sys
 import time
@@ -94,71 +69,68 @@ import optuna  # noqa: E402
 import torch  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from archsearch import baselines  # noqa: E402
+from archsearch import baselines, rerank  # noqa: E402
 from archsearch.arch import Arch  # noqa: E402
-from archsearch.config import load_study_config  # noqa: E402
+from archsearch.build import build  # noqa: E402
+from archsearch.config import RerankConfig, SamplerConfig, StudyConfig, load_study_config  # noqa: E402
 from archsearch.cost import arch_cost  # noqa: E402
 from archsearch.data import DataBundle  # noqa: E402
 from archsearch.errors import ConfigError  # noqa: E402
-from archsearch.export import _positive_int, retrain, save  # noqa: E402  (the CLI's own option type)
+from archsearch.export import _positive_int  # noqa: E402  (the CLI's own option type)
 from archsearch.latency import measure_latency  # noqa: E402
-from archsearch.objective import ARCH_ATTR, BASELINE_ATTR  # noqa: E402
+from archsearch.objective import ARCH_ATTR, BASELINE_ATTR, Objective  # noqa: E402
 from archsearch.study import finished_count, load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
+from archsearch.train import TrainConfig, evaluate, train  # noqa: E402
 
 LEVELS = {"1m": 1_000_000, "3m": 3_000_000, "10m": 10_000_000}  # name -> MAC budget (its study YAML says the same)
+SAMPLERS = {"tpe": "archsearch", "random": "random"}  # search -> the family name of its rows
+PARTS = ("search", "rows", "long", "anytime")
 STUDIES = ROOT / "studies"
-DEFAULT_OUT = ROOT / "benchmarks" / "results"
+RESULTS = ROOT / "benchmarks" / "fashion_mnist_results.jsonl"
+DEFAULT_WORK = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 README_PLOT = ROOT / "benchmarks" / "fashion_mnist.png"
+README_ANYTIME = ROOT / "benchmarks" / "fashion_mnist_anytime.png"
 MARK_START = "<!-- fashion-mnist-benchmark:start -->"
 MARK_END = "<!-- fashion-mnist-benchmark:end -->"
-IMPROVE_TARGET = 0.010  # the issue's target: searched beats the best baseline by 1.0 point at every level
-ACC_TARGET_3M = 0.925  # ... and reaches 92.5% at 3 M MACs
+IMPROVE_TARGET = 0.010  # archsearch beats the best baseline by 1.0 point at every level
+ACC_TARGET_3M = 0.925  # ... and reaches 92.5% at 3 M MACs (the long rows)
 _POLL_S = 2.0  # a worker with nothing to claim waits this long for the others
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything that makes rows comparable; stored in ``<out>/settings.json`` and checked on every rerun."""
+    """Everything that makes rows comparable; stored as the results file's first line and checked on every run."""
 
-    search_seconds: float  # per level: summed wall time of the study's finished trials (one-core seconds)
+    search_seconds: float  # per search: summed wall time of the study's finished trials (one-core seconds)
     search_epochs: int | None  # proxy recipe override (None: the study YAML's)
     search_subset: int | None  # proxy training subset override (None: the study YAML's)
+    val_fraction: float | None  # the validation split's share override (None: the study YAML's)
+    rerank: tuple[int, int, int | None] | None  # re-rank (top, epochs, training images); None: the study YAML's
     epochs: int  # final recipe
-    train_subset: int | None  # final recipe: fixed subset of the 54000 training images (None: all)
-    seeds: int  # seeds per baseline and per searched network
-    tau_archs: int  # architectures in the proxy-fidelity check
-    tau_level: str
-    eval_limit: int | None  # rows score only the first N validation and test images (None: all; QUICK only)
+    train_subset: int | None  # final recipe: the first N of the 60,000 training images (None: all)
+    seeds: int  # seeds per row
+    long_epochs: int  # the long rows' epochs
+    long_level: str
+    anytime_level: str
+    eval_limit: int | None  # rows score only the first N test images (None: all; QUICK only)
 
 
-FULL = Settings(search_seconds=1200.0, search_epochs=None, search_subset=None, epochs=4, train_subset=18000,
-                seeds=3, tau_archs=20, tau_level="3m", eval_limit=None)
-QUICK = Settings(search_seconds=30.0, search_epochs=1, search_subset=2000, epochs=1, train_subset=3000,
-                 seeds=3, tau_archs=8, tau_level="3m", eval_limit=2000)
+FULL = Settings(search_seconds=1200.0, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,
+                epochs=8, train_subset=None, seeds=3, long_epochs=30, long_level="3m", anytime_level="3m",
+                eval_limit=None)
+QUICK = Settings(search_seconds=15.0, search_epochs=1, search_subset=500, val_fraction=0.02, rerank=(1, 1, 500),
+                 epochs=1, train_subset=1000, seeds=2, long_epochs=2, long_level="1m", anytime_level="1m",
+                 eval_limit=1000)
+ANYTIME_FRACTIONS = (0.25, 0.5)  # and 1.0: the search's own row
 
 
 # -------------------------------------------------------------------------------------------------
-# small helpers
+# small helpers: printing, locks, the results file
 
 
 def say(text: str) -> None:
     print(f"[{os.getpid()}] {text}", flush=True)
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a temporary file beside ``path``, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
 
 
 @contextmanager
@@ -177,16 +149,91 @@ def claim(lock: Path) -> Iterator[bool]:
         os.close(fd)  # closing releases the lock
 
 
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a temporary file beside ``path``, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+class Results:
+    """The results file: one JSON object a line, each with a unique ``key``; appended under an exclusive lock.
+
+    A line is written whole with one ``write`` on a file opened for appending, so a killed process leaves
+    either the whole line or none of it; a torn last line (a full disk) is ignored when read.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return out
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out.setdefault(entry["key"], entry)
+        return out
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.read().get(key)
+
+    def add(self, entry: dict[str, Any]) -> bool:
+        """Append ``entry`` unless its key is there already; whether it was appended."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            if entry["key"] in self.read():
+                return False
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+
 # -------------------------------------------------------------------------------------------------
-# one level: its study, its search, its rows
+# training one row: the final recipe
+
+
+def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int, subset: int | None = None,
+                eval_limit: int | None = None) -> dict[str, Any]:
+    """Train ``arch`` from ``seed`` on the training and validation splits (the first ``subset`` images), score
+    the test split (its first ``eval_limit`` images); the measured record."""
+    data = data.resized(arch.resolution)
+    x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
+    x_test, y_test = data.x_test[:eval_limit], data.y_test[:eval_limit]
+    recipe = dataclasses.replace(recipe, train_subset=subset, seconds=None, seed=seed)
+    torch.manual_seed(seed)  # the initial weights: build() draws them before train() seeds itself
+    model = build(arch)
+    # train() scores an eval set after every epoch, which only reports: 1,000 test images are enough for that
+    result = train(model, x, y, x_test[:1000], y_test[:1000], recipe, device=torch.device("cpu"))
+    test = evaluate(model, x_test, y_test, batch_size=recipe.eval_batch_size, device=torch.device("cpu"))
+    return {"test_accuracy": test, "epochs": result.epochs_done, "trained_on": min(len(y), subset or len(y)),
+            "n_test": len(y_test), "train_seconds": result.train_seconds, "model": model}
+
+
+# -------------------------------------------------------------------------------------------------
+# one level: its two searches and its rows
 
 
 class Level:
-    """A budget level: the study config (storage in ``<out>/<name>``), the final recipe and the row files."""
-
-    def __init__(self, name: str, out: Path, settings: Settings):
+    def __init__(self, name: str, work: Path, results: Results, settings: Settings):
         self.name = name
-        self.dir = out / name
+        self.dir = work / name
+        self.results = results
         self.settings = settings
         path = STUDIES / f"fmnist_{name}.yaml"
         config = load_study_config(path)
@@ -198,24 +245,28 @@ class Level:
             proxy = dataclasses.replace(proxy, epochs=settings.search_epochs)
         if settings.search_subset is not None:
             proxy = dataclasses.replace(proxy, train_subset=settings.search_subset)
-        self.config = dataclasses.replace(config, storage=f"sqlite:///{self.dir.resolve() / 'study.db'}",
-                                          training=proxy)
-        # the final recipe: the study's own, longer; the same for every row
-        self.final = dataclasses.replace(config.training, epochs=settings.epochs,
-                                         train_subset=settings.train_subset, seconds=None)
-        self.search_file = self.dir / "search.json"
+        if settings.val_fraction is not None:  # a smaller validation split: every trial scores it each epoch
+            config = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset,
+                                                                             val_fraction=settings.val_fraction))
+        if settings.rerank is not None:
+            top, epochs, images = settings.rerank
+            config = dataclasses.replace(config, rerank=RerankConfig(top=top, epochs=epochs, train_subset=images))
+        self.base = dataclasses.replace(config, training=proxy)
+        self.final = config.training  # the final recipe: the study's own, with the settings' epochs and images
 
-    # -- the search --------------------------------------------------------------------------------
+    def config(self, sampler: str) -> StudyConfig:
+        name = self.base.name if sampler == "tpe" else f"{self.base.name}-{sampler}"
+        cfg = dataclasses.replace(self.base, name=name, storage=f"sqlite:///{(self.dir / f'{sampler}.db').resolve()}")
+        if sampler != "tpe":
+            cfg = dataclasses.replace(cfg, sampler=SamplerConfig(sampler, self.base.sampler.seed))
+        return cfg
 
-    def spent(self, study: optuna.Study) -> float:
+    # -- the searches ------------------------------------------------------------------------------
+
+    @staticmethod
+    def spent(study: optuna.Study) -> float:
         """Trial time spent so far: wall time of complete/pruned trials, and the recorded time of failed ones."""
-        total = 0.0
-        for t in study.get_trials(deepcopy=False):
-            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete and t.datetime_start:
-                total += (t.datetime_complete - t.datetime_start).total_seconds()
-            elif t.state == TrialState.FAIL:
-                total += float(t.user_attrs.get("seconds", 0.0))  # a killed trial's end time is the sweep's: skip it
-        return total
+        return sum(_trial_seconds(t) for t in study.get_trials(deepcopy=False))
 
     @staticmethod
     def searched(study: optuna.Study) -> list[FrozenTrial]:
@@ -223,142 +274,194 @@ class Level:
         return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if BASELINE_ATTR not in t.user_attrs and t.user_attrs.get("feasible", True) and t.values]
 
-    def search(self, jobs: int) -> str:
-        """Join the search until its time is spent; 'done', or 'busy' while other workers finish their trials."""
-        if self.search_file.exists():
+    def search(self, sampler: str, jobs: int) -> str:
+        """Join the search until its time is spent, then re-rank; 'done', or 'busy' while others finish."""
+        key = f"search/{self.name}/{sampler}"
+        if self.results.get(key) is not None:
             return "done"
+        config = self.config(sampler)
+        searching = dataclasses.replace(config, rerank=None)  # re-ranked once, after the search time is spent
         budget = self.settings.search_seconds
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         while True:
             try:
-                study = open_study(self.config, create=False)
+                study = open_study(searching, create=False)
             except ConfigError:  # not created yet: run() creates it and queues the seed baselines first
                 study = None
             if study is not None:
                 spent = self.spent(study)
-                capped = finished_count(study) >= self.config.n_trials
-                if (spent >= budget and self.searched(study)) or capped:
+                if (spent >= budget and self.searched(study)) or finished_count(study) >= config.n_trials:
                     break
             else:
                 spent = 0.0
             left = max(budget - spent, 0.0)
-            say(f"{self.name}: searching, {spent:.0f}/{budget:.0f} s of trial time spent, "
+            say(f"{self.name}/{sampler}: searching, {spent:.0f}/{budget:.0f} s of trial time spent, "
                 f"{0 if study is None else finished_count(study)} trials finished")
             # each worker takes its share; a last trial may run over (timeout stops only new trials)
-            run(self.config, timeout=max(left / jobs, 1.0), progress=False, summarize=False)
+            run(searching, timeout=max(left / jobs, 1.0), progress=False, summarize=False)
         sweep_dead_workers(study)  # a trial left RUNNING by a killed process of this host is failed now
         if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return "busy"
-        with claim(self.dir / "locks" / "search.lock") as mine:
-            if mine and not self.search_file.exists():
-                write_json(self.search_file, self.search_record(study))
-                say(f"{self.name}: search finished, {self.spent(study):.0f} s of trial time")
-        return "done" if self.search_file.exists() else "busy"
+        if config.rerank is not None:  # workers share the re-rank through its claims (archsearch/rerank.py)
+            space, data = load_config_data(config)
+            objective = Objective(config, space, data, device=torch.device("cpu"))
+            rerank.rerank(study, config, objective, say=lambda text: say(f"{self.name}/{sampler}: {text}"))
+            if rerank.pending(study, config):
+                return "busy"  # another worker is still re-ranking
+        with claim(self.dir / "locks" / f"search-{sampler}.lock") as mine:
+            if mine and self.results.get(key) is None:
+                record = self.search_record(study, config, sampler)
+                self.results.add(record)
+                say(f"{self.name}/{sampler}: search finished, {record['spent_seconds']:.0f} s of trial time")
+        return "done" if self.results.get(key) is not None else "busy"
 
-    def search_record(self, study: optuna.Study) -> dict[str, Any]:
-        """The finished search: its best searched trial and the architectures of the fidelity check."""
+    def search_record(self, study: optuna.Study, config: StudyConfig, sampler: str) -> dict[str, Any]:
+        """The finished search: its network, its re-rank, its anytime curve and checkpoints."""
         candidates = self.searched(study)
         if not candidates:
-            raise RuntimeError(f"{self.name}: the search has no complete feasible candidate beyond the baselines")
-        best = max(candidates, key=lambda t: (t.values[0], -t.number))
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("feasible", True) and t.values and "duplicate_of" not in t.user_attrs]
-        tau = []
-        if self.name == self.settings.tau_level:
-            unique = {}
-            for t in sorted(done, key=lambda t: (-t.values[0], t.number)):
-                unique.setdefault(t.user_attrs["arch_id"], t)
-            ranked = list(unique.values())
-            first = [t for t in ranked if BASELINE_ATTR in t.user_attrs or t.number == best.number]
-            rest = [t for t in ranked if t not in first]
-            n_more = max(0, min(self.settings.tau_archs - len(first), len(rest)))
-            # evenly spread over the ranking, best and worst included
-            picks = sorted({round(i * (len(rest) - 1) / max(n_more - 1, 1)) for i in range(n_more)})
-            tau = sorted(first + [rest[i] for i in picks], key=lambda t: t.number)
+            raise RuntimeError(f"{self.name}/{sampler}: the search has no complete feasible candidate beyond "
+                               f"the baselines")
+        reranked = rerank.results(study, config)
+        by_rerank = [t for t in candidates if t.number in reranked]
+        if by_rerank:
+            best = max(by_rerank, key=lambda t: (reranked[t.number]["value"], -t.number))
+        else:
+            best = max(candidates, key=lambda t: (t.values[0], -t.number))
         trials = study.get_trials(deepcopy=False)
+        curve, checkpoints = anytime(trials, self.settings.search_seconds)
         return {
+            "key": f"search/{self.name}/{sampler}",
+            "kind": "search",
             "level": self.name,
-            "storage": self.config.storage,
+            "sampler": sampler,
             "spent_seconds": self.spent(study),
+            "rerank_seconds": sum(v["seconds"] for v in reranked.values()),
             "trials": len(trials),
             "trained": sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True)
                            and "duplicate_of" not in t.user_attrs),
-            "best": trial_record(best),
-            "tau": [trial_record(t) for t in tau],
+            "infeasible": sum(1 for t in trials if t.user_attrs.get("feasible") is False),
+            "best": {**trial_record(best), "rerank": reranked.get(best.number)},
+            "reranked": {str(n): v["val_accuracy"] for n, v in reranked.items()},
+            "curve": curve,
+            "checkpoints": checkpoints,
+            "created": _now(),
         }
 
     # -- the rows ----------------------------------------------------------------------------------
 
-    def rows(self) -> list[dict[str, Any]]:
-        """The rows of this level that are known now (searched and fidelity rows once the search is done)."""
+    def rows(self, parts: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The rows of this level known now (a searched row once its search is done, ...)."""
+        s = self.settings
         out = []
-        for family in baselines.FAMILIES:
-            arch = baselines.fit_to_budget(family, in_chs=1, resolution=28, num_classes=10,
-                                           max_macs=LEVELS[self.name])
-            if arch is None:
-                continue
-            for seed in range(self.settings.seeds):
-                out.append({"row": f"baseline-{family}-s{seed}", "kind": "baseline", "family": family,
-                            "seed": seed, "arch": arch.to_dict(), "trial": None, "search_score": None})
-        search = read_json(self.search_file)
-        if search is None:
-            return out
-        best = search["best"]
-        for seed in range(self.settings.seeds):
-            out.append({"row": f"searched-s{seed}", "kind": "searched", "family": "archsearch", "seed": seed,
-                        "arch": best["arch"], "trial": best["number"], "search_score": best["score"]})
-        for t in search["tau"]:
-            out.append({"row": f"tau-t{t['number']}", "kind": "tau", "family": t["baseline"] or "archsearch",
-                        "seed": 0, "arch": t["arch"], "trial": t["number"], "search_score": t["score"]})
+        if "rows" in parts:
+            for family in baselines.FAMILIES:
+                arch = baselines.fit_to_budget(family, in_chs=1, resolution=28, num_classes=10,
+                                               max_macs=LEVELS[self.name])
+                if arch is not None:
+                    out += [self._row("baseline", family, arch, seed, s.epochs) for seed in range(s.seeds)]
+            for sampler, family in SAMPLERS.items():
+                search = self.results.get(f"search/{self.name}/{sampler}")
+                if search is not None:
+                    out += [self._row("searched", family, Arch.from_dict(search["best"]["arch"]), seed, s.epochs,
+                                      trial=search["best"]["number"]) for seed in range(s.seeds)]
+        if "long" in parts and self.name == s.long_level:
+            search = self.results.get(f"search/{self.name}/tpe")
+            if search is not None:
+                out += [self._row("long", "archsearch", Arch.from_dict(search["best"]["arch"]), seed,
+                                  s.long_epochs, trial=search["best"]["number"]) for seed in range(s.seeds)]
+            top = self.best_baseline()
+            if top is not None:
+                out += [self._row("long", top["family"], Arch.from_dict(top["arch"]), seed, s.long_epochs)
+                        for seed in range(s.seeds)]
+        if "anytime" in parts and self.name == s.anytime_level:
+            for sampler, family in SAMPLERS.items():
+                search = self.results.get(f"search/{self.name}/{sampler}")
+                for point in (search or {}).get("checkpoints", []):
+                    out.append(self._row("anytime", family, Arch.from_dict(point["arch"]), 0, s.epochs,
+                                         trial=point["number"], tag=f"f{point['fraction']:g}"))
         return out
 
-    def row_file(self, row: dict[str, Any]) -> Path:
-        return self.dir / "rows" / f"{row['row']}.json"
-
-    def same_training(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """A non-fidelity row that trains the same architecture with the same seed (a fidelity row reuses it)."""
-        if row["kind"] != "tau":
+    def best_baseline(self) -> dict[str, Any] | None:
+        """The baseline with the best mean test accuracy once all its seeds' rows are done (None before)."""
+        done = self.results.read()
+        means = []
+        for family in baselines.FAMILIES:
+            rows = [done.get(f"row/{self.name}/baseline/{family}/e{self.settings.epochs}/s{seed}")
+                    for seed in range(self.settings.seeds)]
+            if any(r is None for r in rows):
+                if baselines.fit_to_budget(family, in_chs=1, resolution=28, num_classes=10,
+                                           max_macs=LEVELS[self.name]) is not None:
+                    return None  # wait for every baseline's rows
+                continue
+            means.append((statistics.fmean(r["test_accuracy"] for r in rows), family, rows[0]["arch"]))
+        if not means:
             return None
-        arch_id = Arch.from_dict(row["arch"]).id
-        for other in rows:
-            if other["kind"] != "tau" and other["seed"] == row["seed"] and Arch.from_dict(other["arch"]).id == arch_id:
-                return other
-        return None
+        _, family, arch = max(means)
+        return {"family": family, "arch": arch}
 
-    def train_row(self, row: dict[str, Any], data: DataBundle, best_id: str | None) -> dict[str, Any]:
+    def _row(self, kind: str, family: str, arch: Arch, seed: int, epochs: int, *, trial: int | None = None,
+             tag: str = "") -> dict[str, Any]:
+        key = f"row/{self.name}/{kind}/{family}{'-' + tag if tag else ''}/e{epochs}/s{seed}"
+        return {"key": key, "kind": kind, "family": family, "seed": seed, "epochs": epochs,
+                "arch": arch.to_dict(), "trial": trial, "tag": tag}
+
+    def train_row(self, row: dict[str, Any], data: DataBundle) -> dict[str, Any]:
         """Train one row with the final recipe; its measured record."""
         arch = Arch.from_dict(row["arch"])
         cost = arch_cost(arch)
-        config = dataclasses.replace(self.config, training=dataclasses.replace(self.final, seed=row["seed"]))
-        torch.manual_seed(row["seed"])  # the initial weights: build() draws them before train() seeds itself
-        model, measured = retrain(arch, config, data, device=torch.device("cpu"))
+        recipe = dataclasses.replace(self.final, epochs=row["epochs"])
+        measured = final_train(arch, recipe, data, seed=row["seed"], subset=self.settings.train_subset,
+                               eval_limit=self.settings.eval_limit)
+        model = measured.pop("model")
         lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), device="cpu", threads=1, batch=1)
-        record = {
-            **{k: row[k] for k in ("row", "kind", "family", "seed", "trial", "search_score")},
+        return {
+            **row,
             "level": self.name,
             "max_macs": LEVELS[self.name],
             "arch_id": arch.id,
-            "arch": row["arch"],
-            "test_accuracy": measured["test_accuracy"],
-            "val_accuracy": measured["val_accuracy"],
+            **measured,
             "macs": cost.macs,
             "params": cost.params,
             "latency_ms": lat.median_ms,
             "latency": {"device": "cpu", "threads": 1, "batch": 1, "p90_ms": lat.p90_ms},
-            "epochs": measured["epochs"],
-            "trained_on": measured["trained_on"],
-            "n_test": len(data.y_test),
-            "train_seconds": measured["train_seconds"],
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "torch_threads": torch.get_num_threads(),
+            "created": _now(),
         }
-        if arch.id == best_id and row["seed"] == 0:
-            folder = save(model, self.dir / "export", force=True, onnx=False, stream=None,
-                          metrics={"test_accuracy": record["test_accuracy"], "val_accuracy": record["val_accuracy"],
-                                   "latency_ms": lat.median_ms, "epochs": record["epochs"], "retrained": "train",
-                                   "study": self.config.name, "trial": row["trial"],
-                                   "search_val_accuracy": row["search_score"]})
-            record["export"] = str(folder)
-        return record
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _trial_seconds(t: FrozenTrial) -> float:
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete and t.datetime_start:
+        return (t.datetime_complete - t.datetime_start).total_seconds()
+    if t.state == TrialState.FAIL:
+        return float(t.user_attrs.get("seconds", 0.0))  # a killed trial's end time is the sweep's: skip it
+    return 0.0
+
+
+def anytime(trials: list[FrozenTrial], budget: float) -> tuple[list[list[float]], list[dict[str, Any]]]:
+    """The best-so-far search score against cumulative trial time (in trial order), and the best searched
+    candidate by the search score at each of ``ANYTIME_FRACTIONS`` of ``budget``."""
+    curve, checkpoints = [], []
+    spent, best, best_searched = 0.0, None, None
+    fractions = list(ANYTIME_FRACTIONS)
+    for t in sorted(trials, key=lambda t: t.number):
+        spent += _trial_seconds(t)
+        while fractions and spent > fractions[0] * budget:
+            if best_searched is not None:
+                checkpoints.append({"fraction": fractions[0], **trial_record(best_searched)})
+            fractions.pop(0)
+        ok = t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True) and t.values
+        if ok and (best is None or t.values[0] > best):
+            best = t.values[0]
+        better = best_searched is None or (ok and t.values[0] > best_searched.values[0])
+        if ok and BASELINE_ATTR not in t.user_attrs and better:
+            best_searched = t
+        if best is not None:
+            curve.append([round(spent, 2), best])
+    return curve, checkpoints
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:
@@ -366,77 +469,73 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
             "arch": t.user_attrs[ARCH_ATTR], "baseline": t.user_attrs.get(BASELINE_ATTR)}
 
 
-def row_data(level: Level, limit: int | None) -> DataBundle:
-    """The level's data (the study's split); with ``limit`` only the first ``limit`` validation and test images."""
-    _, data = load_config_data(level.config)
-    if limit is None:
-        return data
-    return dataclasses.replace(data, x_val=data.x_val[:limit], y_val=data.y_val[:limit],
-                               x_test=data.x_test[:limit], y_test=data.y_test[:limit])
-
-
 # -------------------------------------------------------------------------------------------------
 # the worker: every process (the main one and --jobs - 1 others) runs this loop over the same tasks
 
 
-def work(out: Path, levels: list[str], settings: Settings, jobs: int, threads: int) -> None:
+def work(work_dir: Path, results_path: Path, levels: list[str], parts: tuple[str, ...], settings: Settings,
+         jobs: int, threads: int) -> None:
     torch.set_num_threads(threads)
-    level_objs = [Level(name, out, settings) for name in levels]
+    results = Results(results_path)
+    level_objs = [Level(name, work_dir, results, settings) for name in levels]
+    data: DataBundle | None = None
     while True:
         ran, waiting = False, False
         for level in level_objs:
-            status = level.search(jobs)
-            rows = level.rows()
-            search = read_json(level.search_file)
-            best_id = None if search is None else search["best"]["arch_id"]
-            for row in rows:
-                path = level.row_file(row)
-                if path.exists():
+            if "search" in parts:
+                for sampler in SAMPLERS:
+                    if level.search(sampler, jobs) != "done":
+                        waiting = True
+            done = results.read()
+            for row in level.rows(parts):
+                if row["key"] in done:
                     continue
-                source = level.same_training(row, rows)
-                if source is not None:
-                    done = read_json(level.row_file(source))
-                    if done is None:
-                        waiting = True  # trained as a table row: wait for it rather than train it twice
-                        continue
-                    write_json(path, {**done, **{k: row[k] for k in ("row", "kind", "trial", "search_score")},
-                                      "reused_from": source["row"]})
-                    ran = True
-                    continue
-                with claim(level.dir / "locks" / f"{row['row']}.lock") as mine:
+                lock = level.dir / "locks" / (row["key"].replace("/", "_") + ".lock")
+                with claim(lock) as mine:
                     if not mine:
                         waiting = True
                         continue
-                    if path.exists():  # finished by another worker after our check
+                    if results.get(row["key"]) is not None:  # finished by another worker after our check
                         continue
-                    say(f"{level.name}: training {row['row']} ({Arch.from_dict(row['arch']).id})")
-                    record = level.train_row(row, row_data(level, settings.eval_limit), best_id)
-                    write_json(path, record)
-                    say(f"{level.name}: {row['row']} test {100 * record['test_accuracy']:.2f}% in "
+                    twin = _same_training(row, results.read())
+                    if twin is not None:  # e.g. an anytime checkpoint that is the search's own network
+                        results.add({**twin, **{k: row[k] for k in ("key", "kind", "family", "trial", "tag")},
+                                     "reused_from": twin["key"]})
+                        ran = True
+                        continue
+                    if data is None:
+                        _, data = load_config_data(level.base)  # the same Fashion-MNIST split at every level
+                    say(f"{level.name}: training {row['key']} ({Arch.from_dict(row['arch']).id})")
+                    record = level.train_row(row, data)
+                    results.add(record)
+                    say(f"{level.name}: {row['key']} test {100 * record['test_accuracy']:.2f}% in "
                         f"{record['train_seconds']:.0f} s")
                     ran = True
-            if status != "done":
-                waiting = True
+            if "long" in parts and level.name == settings.long_level and level.best_baseline() is None \
+                    and "rows" in parts:
+                waiting = True  # the long rows wait for the baselines' rows
         if not ran and not waiting:
             return
         if not ran:
             time.sleep(_POLL_S)
 
 
-def _worker(out: Path, levels: list[str], settings: Settings, jobs: int, threads: int) -> None:
-    work(out, levels, settings, jobs, threads)
+def _same_training(row: dict[str, Any], done: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """A finished row that trained the same architecture with the same seed and epochs."""
+    arch_id = Arch.from_dict(row["arch"]).id
+    for other in done.values():
+        if (other.get("arch_id") == arch_id and other.get("seed") == row["seed"]
+                and other.get("epochs") == row["epochs"] and "test_accuracy" in other):
+            return other
+    return None
+
+
+def _worker(*args: Any) -> None:
+    work(*args)
 
 
 # -------------------------------------------------------------------------------------------------
-# results: the table, the plot, the tau
-
-
-def load_rows(out: Path) -> list[dict[str, Any]]:
-    rows = []
-    for name in LEVELS:
-        for path in sorted((out / name / "rows").glob("*.json")):
-            rows.append(json.loads(path.read_text(encoding="utf-8")))
-    return rows
+# results: the table, the targets, the plots
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -444,74 +543,88 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (level, model): baselines and the searched network, seeds pooled."""
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    """One entry per (level, kind, model, epochs), seeds pooled."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        if r["kind"] in ("baseline", "searched"):
-            groups.setdefault((r["level"], r["kind"], r["family"]), []).append(r)
+        if r["kind"] in ("baseline", "searched", "long"):
+            groups.setdefault((r["level"], r["kind"], r["family"], r["epochs"]), []).append(r)
     out = []
-    for (level, kind, family), rs in groups.items():
+    for (level, kind, family, epochs), rs in groups.items():
         acc, std = mean_std([r["test_accuracy"] for r in rs])
-        out.append({"level": level, "kind": kind, "family": family, "arch_id": rs[0]["arch_id"], "n": len(rs),
-                    "acc": acc, "std": std, "macs": rs[0]["macs"], "params": rs[0]["params"],
-                    "latency_ms": statistics.median(r["latency_ms"] for r in rs), "n_test": rs[0]["n_test"]})
+        out.append({"level": level, "kind": kind, "family": family, "epochs": epochs, "arch_id": rs[0]["arch_id"],
+                    "n": len(rs), "acc": acc, "std": std, "accs": [r["test_accuracy"] for r in rs],
+                    "macs": rs[0]["macs"], "params": rs[0]["params"], "trial": rs[0].get("trial"),
+                    "latency_ms": statistics.median(r["latency_ms"] for r in rs), "n_test": rs[0]["n_test"],
+                    "seconds": statistics.fmean(r["train_seconds"] for r in rs)})
     order = list(LEVELS)
-    return sorted(out, key=lambda e: (order.index(e["level"]), e["kind"] != "baseline", e["family"]))
+    kinds = ["baseline", "searched", "long"]
+    return sorted(out, key=lambda e: (order.index(e["level"]), kinds.index(e["kind"]), e["family"]))
 
 
-def kendall(rows: list[dict[str, Any]], level: str) -> dict[str, Any] | None:
-    """Kendall tau between search-time score and final accuracy over the fidelity rows of ``level``."""
-    from scipy.stats import kendalltau
-
-    tau_rows = [r for r in rows if r["kind"] == "tau" and r["level"] == level]
-    if len(tau_rows) < 2:
-        return None
-    score = [r["search_score"] for r in tau_rows]
-    test = kendalltau(score, [r["test_accuracy"] for r in tau_rows])
-    val = kendalltau(score, [r["val_accuracy"] for r in tau_rows])
-    return {"level": level, "n": len(tau_rows), "tau_test": float(test.statistic), "p_test": float(test.pvalue),
-            "tau_val": float(val.statistic), "p_val": float(val.pvalue)}
+def _gap(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
+    """Difference of two entries' means and its standard error over seeds (independent runs)."""
+    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
+    return a["acc"] - b["acc"], se
 
 
-def markdown(entries: list[dict[str, Any]], tau: dict[str, Any] | None, settings: Settings,
-             searches: dict[str, dict[str, Any]]) -> str:
+def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]], anytime_rows: list[dict],
+             settings: Settings) -> str:
     lines = [
-        "| budget | model | test accuracy (mean ± std) | seeds | MACs | params | CPU latency | architecture |",
-        "|---|---|---|---|---|---|---|---|",
+        "| budget | model | epochs | test accuracy (mean ± std) | seeds | MACs | params | CPU latency "
+        "| architecture |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
-        model = f"**archsearch** (trial {searches[e['level']]['best']['number']})" if e["kind"] == "searched" \
-            else e["family"]
+        model = {"archsearch": f"**archsearch** (trial {e['trial']})",
+                 "random": f"random search (trial {e['trial']})"}.get(e["family"], e["family"])
         lines.append(
-            f"| {e['level'].upper()} | {model} | {100 * e['acc']:.2f} ± {100 * e['std']:.2f} % | {e['n']} | "
-            f"{e['macs'] / 1e6:.2f} M | {e['params'] / 1e3:.1f} K | {e['latency_ms']:.2f} ms | `{e['arch_id']}` |"
+            f"| {e['level'].upper()} | {model} | {e['epochs']} | {100 * e['acc']:.2f} ± {100 * e['std']:.2f} % | "
+            f"{e['n']} | {e['macs'] / 1e6:.2f} M | {e['params'] / 1e3:.1f} K | {e['latency_ms']:.2f} ms | "
+            f"`{e['arch_id']}` |"
         )
     lines.append("")
     for level in LEVELS:
-        base = [e for e in entries if e["level"] == level and e["kind"] == "baseline"]
-        found = [e for e in entries if e["level"] == level and e["kind"] == "searched"]
-        if not base or not found:
-            continue
-        top = max(base, key=lambda e: e["acc"])
-        gap = found[0]["acc"] - top["acc"]
-        verdict = "meets" if gap >= IMPROVE_TARGET else "misses"
-        extra = ""
-        if level == "3m":
-            extra = f"; {100 * found[0]['acc']:.2f}% {'>=' if found[0]['acc'] >= ACC_TARGET_3M else '<'} " \
-                    f"the {100 * ACC_TARGET_3M:.1f}% target"
-        s = searches[level]
-        lines.append(f"- {level.upper()}: archsearch {100 * found[0]['acc']:.2f}% vs best baseline {top['family']} "
-                     f"{100 * top['acc']:.2f}%: {100 * gap:+.2f} points ({verdict} the +1.0 target){extra}. "
-                     f"Search: {s['spent_seconds']:.0f} s of trial time, {s['trials']} trials, {s['trained']} trained.")
-    if tau is not None:
-        lines.append(f"- Proxy fidelity at {tau['level'].upper()}: Kendall tau {tau['tau_test']:.3f} "
-                     f"(p={tau['p_test']:.2g}) between the search-time validation accuracy and the final test accuracy "
-                     f"of {tau['n']} architectures ({tau['tau_val']:.3f} against the final validation accuracy).")
-    recipe = (f"Final recipe for every row: the study's SGD/cosine/shift recipe, {settings.epochs} epoch(s) on "
-              f"{settings.train_subset or 'all'} training images; test accuracy on "
-              f"{entries[0]['n_test'] if entries else '?'} test images; latency: median of batch-1 forward passes, "
-              f"1 thread, CPU.")
-    lines.append(f"- {recipe}")
+        at = [e for e in entries if e["level"] == level and e["epochs"] == settings.epochs and e["kind"] != "long"]
+        base = [e for e in at if e["kind"] == "baseline"]
+        found = [e for e in at if e["family"] == "archsearch"]
+        rand = [e for e in at if e["family"] == "random"]
+        parts = []
+        if base and found:
+            top = max(base, key=lambda e: e["acc"])
+            gap, se = _gap(found[0], top)
+            verdict = "meets" if gap >= IMPROVE_TARGET else "misses"
+            parts.append(f"archsearch {100 * found[0]['acc']:.2f}% vs best baseline {top['family']} "
+                         f"{100 * top['acc']:.2f}%: {100 * gap:+.2f} ± {100 * se:.2f} points ({verdict} the +1.0 "
+                         f"target)")
+        if found and rand:
+            gap, se = _gap(found[0], rand[0])
+            parts.append(f"vs random search {100 * rand[0]['acc']:.2f}%: {100 * gap:+.2f} ± {100 * se:.2f} points "
+                         f"({'beats' if gap > 0 else 'does not beat'} it)")
+        for sampler in SAMPLERS:
+            s = searches.get(f"{level}/{sampler}")
+            if s is not None:
+                parts.append(f"{sampler} search: {s['spent_seconds']:.0f} s of trial time + "
+                             f"{s['rerank_seconds']:.0f} s re-rank, {s['trials']} trials ({s['trained']} trained, "
+                             f"{s['infeasible']} infeasible)")
+        if parts:
+            lines.append(f"- {level.upper()}: " + "; ".join(parts) + ".")
+    long = [e for e in entries if e["kind"] == "long"]
+    for e in long:
+        verdict = "" if e["level"] != "3m" else \
+            f" ({'>=' if e['acc'] >= ACC_TARGET_3M else '<'} the {100 * ACC_TARGET_3M:.1f}% target)"
+        lines.append(f"- {e['level'].upper()}, {e['epochs']} epochs: {e['family']} {100 * e['acc']:.2f} ± "
+                     f"{100 * e['std']:.2f}%{verdict}.")
+    if anytime_rows:
+        lines.append(f"- Anytime at {settings.anytime_level.upper()} (test accuracy, seed 0, of the best searched "
+                     f"candidate by the search score at a share of the search time; at 1: the row above): "
+                     + "; ".join(f"{r['family']} at {r['tag'][1:]}: {100 * r['test_accuracy']:.2f}%"
+                                 for r in sorted(anytime_rows, key=lambda r: (r["family"], r["tag"]))) + ".")
+    n_test = entries[0]["n_test"] if entries else "?"
+    lines.append(f"- Final recipe for every row: the study's SGD/cosine/shift recipe, {settings.epochs} epochs "
+                 f"(long rows: {settings.long_epochs}) on {settings.train_subset or 'all 60,000'} training images "
+                 f"(training and validation splits); test accuracy on {n_test} test images; ± is the std over "
+                 f"seeds, a difference's ± its standard error; latency: median of batch-1 forward passes, 1 "
+                 f"thread, CPU.")
     return "\n".join(lines) + "\n"
 
 
@@ -520,32 +633,64 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    markers = {"mobilenet": "o", "shufflenet": "s", "effnet": "^", "archsearch": "*"}
+    markers = {"mobilenet": "o", "shufflenet": "s", "effnet": "^", "random": "x", "archsearch": "*"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for family, marker in markers.items():
-        es = [e for e in entries if e["family"] == family]
-        if not es:
-            continue
-        kind = "searched" if family == "archsearch" else "baseline"
-        ax.errorbar([e["macs"] / 1e6 for e in es], [100 * e["acc"] for e in es], yerr=[100 * e["std"] for e in es],
-                    fmt=marker, markersize=12 if family == "archsearch" else 7, capsize=3,
-                    label=f"{family} ({kind})")
+        for long in (False, True):
+            es = [e for e in entries if e["family"] == family and (e["kind"] == "long") == long]
+            if not es:
+                continue
+            ax.errorbar([e["macs"] / 1e6 for e in es], [100 * e["acc"] for e in es],
+                        yerr=[100 * e["std"] for e in es], fmt=marker, capsize=3,
+                        markersize=12 if family == "archsearch" else 7, mfc="none" if long else None,
+                        label=f"{family}, {es[0]['epochs']} epochs")
     for level, macs in LEVELS.items():
         if any(e["level"] == level for e in entries):
             ax.axvline(macs / 1e6, color="grey", linestyle=":", linewidth=1)
     ax.set_xscale("log")
-    # plain numbers on the log axis (matplotlib would write 2 x 10^0)
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))  # plain numbers on the log axis
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("MACs per 28x28 image (millions, log scale)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-    ax.set_title("Fashion-MNIST: archsearch vs scaled baselines (dotted: budgets)")
+    ax.set_title("Fashion-MNIST: archsearch, random search, scaled baselines (dotted: budgets)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_anytime(searches: dict[str, dict[str, Any]], anytime_rows: list[dict], level: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for sampler, style in (("tpe", "-"), ("random", "--")):
+        s = searches.get(f"{level}/{sampler}")
+        if not s or not s["curve"]:
+            continue
+        xs, ys = zip(*s["curve"])
+        ax.step(xs, [100 * y for y in ys], style, where="post", label=f"{sampler}: best-so-far validation accuracy")
+    for r in anytime_rows:
+        sampler = "tpe" if r["family"] == "archsearch" else "random"
+        s = searches.get(f"{level}/{sampler}")
+        x = float(r["tag"][1:]) * s["spent_seconds"] if s else None
+        if x is not None:
+            ax.plot([x], [100 * r["test_accuracy"]], "o" if sampler == "tpe" else "s", color="black")
+    ax.set_xlabel("search time (summed trial seconds, one core)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Anytime at {level.upper()}: lines, search score; markers, final test accuracy")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.png")
     fig.savefig(tmp, dpi=120)
@@ -553,35 +698,50 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_readme(block: str) -> None:
-    text = README.read_text(encoding="utf-8")
+def write_readme(readme: Path, block: str) -> None:
+    text = readme.read_text(encoding="utf-8")
     section = f"{MARK_START}\n{block}{MARK_END}"
     if MARK_START in text and MARK_END in text:
         head, rest = text.split(MARK_START, 1)
         text = head + section + rest.split(MARK_END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n## Search quality on Fashion-MNIST\n\n" + section + "\n"
-    tmp = README.with_name(f".{README.name}.tmp")
+    tmp = readme.with_name(f".{readme.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, README)
+    os.replace(tmp, readme)
 
 
-def report(out: Path, settings: Settings, command: str, readme: bool) -> str:
-    rows = load_rows(out)
+def report(results: Results, settings: Settings, out: Path, readme: Path | None = None) -> str:
+    """The table and plots from the results file alone (into ``out``; with ``readme``, into README too)."""
+    done = results.read()
+    rows = [e for e in done.values() if e.get("kind") in ("baseline", "searched", "long")]
+    anytime_rows = [e for e in done.values() if e.get("kind") == "anytime"]
+    searches = {f"{e['level']}/{e['sampler']}": e for e in done.values() if e.get("kind") == "search"}
     entries = summarise(rows)
-    searches = {name: s for name in LEVELS if (s := read_json(out / name / "search.json")) is not None}
-    tau = kendall(rows, settings.tau_level)
-    table = markdown(entries, tau, settings, searches)
-    png = out / "accuracy_vs_macs.png"
+    table = markdown(entries, searches, anytime_rows, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    png, anytime_png = out / "accuracy_vs_macs.png", out / "anytime.png"
     if entries:
         plot(entries, png)
-    elif readme:
-        raise SystemExit(f"error: --readme: no finished rows in {out} to write")
-    block = f"Made by `{command}`:\n\n{table}"
-    (out / "results.md").write_text(block, encoding="utf-8")
-    if readme:
-        shutil.copyfile(png, README_PLOT)
-        write_readme(f"{block}\n![test accuracy against MACs]({README_PLOT.relative_to(ROOT)})\n\n")
+    if any(k.startswith(settings.anytime_level + "/") for k in searches):
+        plot_anytime(searches, anytime_rows, settings.anytime_level, anytime_png)
+    (out / "results.md").write_text(table, encoding="utf-8")
+    if readme is not None:
+        if not entries:
+            raise SystemExit(f"error: --readme: no finished rows in {results.path}")
+        plots = [(png, readme.parent / README_PLOT.relative_to(ROOT), "test accuracy against MACs"),
+                 (anytime_png, readme.parent / README_ANYTIME.relative_to(ROOT), "anytime curve")]
+        links = []
+        for src, dst, alt in plots:
+            if src.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(src.read_bytes())
+                links.append(f"![{alt}]({dst.relative_to(readme.parent)})")
+        rel = os.path.relpath(results.path, readme.parent)
+        block = (f"Made by `python benchmarks/fashion_mnist.py --readme` from `{rel}` "
+                 f"({len(rows) + len(anytime_rows)} rows, {len(searches)} searches):\n\n{table}\n"
+                 + "\n".join(links) + "\n\n")
+        write_readme(readme, block)
     return table
 
 
@@ -599,43 +759,48 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _levels(text: str) -> list[str]:
-    names = [t.strip().lower() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in LEVELS]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(LEVELS)}, got {text!r}")
-    return sorted(set(names), key=list(LEVELS).index)
+def _names(allowed: tuple[str, ...] | dict) -> Any:
+    def parse(text: str) -> list[str]:
+        names = [t.strip().lower() for t in text.split(",") if t.strip()]
+        bad = [n for n in names if n not in allowed]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(allowed)}, got {text!r}")
+        return sorted(set(names), key=list(allowed).index)
+
+    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--levels", type=_levels, default=list(LEVELS), help="budget levels to run (default: 1m,3m,10m)")
+    p.add_argument("--levels", type=_names(LEVELS), default=list(LEVELS), help="budget levels (default: 1m,3m,10m)")
+    p.add_argument("--parts", type=_names(PARTS), default=list(PARTS),
+                   help="search, rows, long, anytime (default: all)")
     p.add_argument("--quick", action="store_true", help="the whole pipeline with tiny numbers (smoke check)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="results folder: studies, row cache, table, plot (default: benchmarks/results/fashion_mnist"
-                        "[_quick])")
+    p.add_argument("--results", type=Path, default=None,
+                   help="the results file (default: benchmarks/fashion_mnist_results.jsonl; with --quick a file in "
+                        "the work folder)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="studies, locks and plots (default: benchmarks/results/fashion_mnist[_quick])")
     p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes sharing the rows (default: 1)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch threads per worker (default: cpu_count // jobs)")
     p.add_argument("--readme", action="store_true",
-                   help="write the table and the plot into README.md (not with --quick)")
-    g = p.add_argument_group("settings (override FULL or QUICK; stored in <out>/settings.json)")
-    g.add_argument("--search-seconds", type=_positive_float, default=None, help="trial time per level's search")
+                   help="train nothing: write the table and plots from the results file into README.md")
+    p.add_argument("--readme-file", type=Path, default=README, help=argparse.SUPPRESS)  # tests: a copy
+    g = p.add_argument_group("settings (override FULL or QUICK; stored in the results file)")
+    g.add_argument("--search-seconds", type=_positive_float, default=None, help="trial time per search")
     g.add_argument("--search-epochs", type=_positive_int, default=None, help="epochs of the search-time recipe")
     g.add_argument("--search-subset", type=_positive_int, default=None, help="training images of a search trial")
     g.add_argument("--epochs", type=_positive_int, default=None, help="epochs of the final recipe")
     g.add_argument("--train-subset", type=_positive_int, default=None, help="training images of the final recipe")
-    g.add_argument("--seeds", type=_positive_int, default=None, help="seeds per baseline and searched network")
-    g.add_argument("--tau-archs", type=_positive_int, default=None, help="architectures in the fidelity check")
-    g.add_argument("--tau-level", choices=list(LEVELS), default=None,
-                   help="budget level of the fidelity check (default: 3m)")
-    g.add_argument("--eval-limit", type=_positive_int, default=None,
-                   help="score rows on the first N validation and test images only")
+    g.add_argument("--seeds", type=_positive_int, default=None, help="seeds per row")
+    g.add_argument("--long-epochs", type=_positive_int, default=None, help="epochs of the long rows")
+    g.add_argument("--long-level", choices=list(LEVELS), default=None, help="level of the long rows (3m)")
+    g.add_argument("--anytime-level", choices=list(LEVELS), default=None, help="level of the anytime curve (3m)")
+    g.add_argument("--eval-limit", type=_positive_int, default=None, help="score rows on the first N test images")
     args = p.parse_args(argv)
     if args.readme and args.quick:
         p.error("--readme writes the benchmark's figures into README.md; --quick figures are only a smoke check")
-    if args.tau_archs is not None and args.tau_archs < 2:
-        p.error(f"--tau-archs: a rank correlation needs at least 2 architectures, got {args.tau_archs}")
     return args
 
 
@@ -646,43 +811,51 @@ def settings_of(args: argparse.Namespace) -> Settings:
     return dataclasses.replace(base, **overrides)
 
 
-def check_settings(out: Path, settings: Settings) -> None:
-    """Store the settings on first use of ``out``; refuse a rerun whose settings differ from them."""
-    path = out / "settings.json"
-    stored = read_json(path)
-    current = dataclasses.asdict(settings)
+def check_settings(results: Results, settings: Settings, *, store: bool = True) -> Settings:
+    """Store the settings on first use of the results file; refuse a run whose settings differ from them."""
+    stored = results.get("settings")
+    current = json.loads(json.dumps(dataclasses.asdict(settings)))  # as stored: tuples become lists
     if stored is None:
-        write_json(path, current)
-        return
+        if store:
+            results.add({"key": "settings", **current})
+        return settings
     changed = {k: (stored.get(k), v) for k, v in current.items() if stored.get(k) != v}
     if changed:
         diff = ", ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in changed.items())
-        raise SystemExit(f"error: {path} holds rows made with other settings ({diff}); use another --out, or the "
-                         f"same options (--quick and the overrides) as the run that made them")
+        raise SystemExit(f"error: {results.path} holds rows made with other settings ({diff}); use another "
+                         f"--results, or the same options (--quick and the overrides) as the run that made them")
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_of(args)
-    out = (args.out or DEFAULT_OUT / ("fashion_mnist_quick" if args.quick else "fashion_mnist")).resolve()
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"error: --out {out} exists and is not a folder")
-    check_settings(out, settings)
+    work_dir = (args.work or DEFAULT_WORK / ("fashion_mnist_quick" if args.quick else "fashion_mnist")).resolve()
+    results = Results((args.results or (work_dir / "results.jsonl" if args.quick else RESULTS)).resolve())
+    if args.readme:
+        stored = results.get("settings")
+        if stored is None:
+            raise SystemExit(f"error: --readme: {results.path} holds no results")
+        settings = Settings(**{k: v for k, v in stored.items() if k != "key"})
+        print(report(results, settings, work_dir, readme=args.readme_file), flush=True)
+        return 0
+    check_settings(results, settings)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-    command = "python benchmarks/fashion_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    say(f"levels {','.join(args.levels)}, {args.jobs} job(s) x {threads} thread(s), out {out}; {settings}")
+    parts = tuple(args.parts)
+    say(f"levels {','.join(args.levels)}, parts {','.join(parts)}, {args.jobs} job(s) x {threads} thread(s), "
+        f"results {results.path}; {settings}")
     t0 = time.perf_counter()
     procs = []
+    worker_args = (work_dir, results.path, args.levels, parts, settings, args.jobs, threads)
     if args.jobs > 1:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")  # no forked torch or SQLite state
-        procs = [ctx.Process(target=_worker, args=(out, args.levels, settings, args.jobs, threads))
-                 for _ in range(args.jobs - 1)]
+        procs = [ctx.Process(target=_worker, args=worker_args) for _ in range(args.jobs - 1)]
         for proc in procs:
             proc.start()
     try:
-        work(out, args.levels, settings, args.jobs, threads)
+        work(*worker_args)
         for proc in procs:
             proc.join()
     except KeyboardInterrupt:
@@ -691,8 +864,14 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if any(proc.exitcode for proc in procs):
         raise SystemExit(f"error: a worker failed (exit codes {[proc.exitcode for proc in procs]})")
-    say(f"done in {time.perf_counter() - t0:.0f} s")
-    print(report(out, settings, command, args.readme), flush=True)
+    elapsed = time.perf_counter() - t0
+    say(f"done in {elapsed:.0f} s ({elapsed / 3600:.2f} h wall: levels {','.join(args.levels)}, parts "
+        f"{','.join(parts)}, {args.jobs} job(s))")
+    # what each part took, kept beside the rows (README reports it)
+    results.add({"key": f"run/{_now()}/{os.getpid()}", "kind": "run", "levels": args.levels, "parts": list(parts),
+                 "jobs": args.jobs, "threads": threads, "seconds": round(elapsed, 1),
+                 "command": "python benchmarks/fashion_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv)})
+    print(report(results, settings, work_dir), flush=True)
     return 0
 
 

@@ -17,10 +17,10 @@ reference's). Asserts nothing.
 Rows are cached, one JSON file each, in ``benchmarks/proxy_fidelity/`` (committed), written atomically; a rerun
 skips them, so it resumes, and a killed process loses only the row it was training. Rows are claimed with
 ``flock``, so two processes (``--jobs 2``, or the same command started twice) share the work. The successive-
-halving schedule is one job, run after the rest: its trials' results are cached as they finish and replayed into the pruner's
-study on resume, so a resumed schedule decides as an uninterrupted one would.
+halving schedule is one job, run after the rest: its trials' results are cached as they finish and replayed
+into the pruner's study on resume, so a resumed schedule decides as an uninterrupted one would.
 
-    python benchmarks/proxy_fidelity.py [--jobs 1] [--threads 1] [--only cheap|reference] [--quick]
+    python benchmarks/proxy_fidelity.py [--jobs 1] [--threads 1] [--only cheap|reference] [--quick] [--table]
 
 Sizing (one core, one thread, beside another busy process): the first fitted network took 25 s per epoch on
 10,000 images, so the reference (8 x 60,000) takes about 20 minutes an architecture, some 8 hours for 24, and the
@@ -56,7 +56,7 @@ from archsearch.study import load_config_data  # noqa: E402
 from archsearch.train import train  # noqa: E402
 from archsearch.build import build  # noqa: E402
 from archsearch.cost import arch_cost  # noqa: E402
-from fashion_mnist import claim, read_json, write_json  # noqa: E402
+from fashion_mnist import claim, final_train, read_json, write_json  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "proxy_fidelity"
 STUDY = ROOT / "studies" / "fmnist_3m.yaml"
@@ -109,17 +109,17 @@ def _data(plan: Plan):
 
 def _train(config, data, arch, epochs: int, images: int | None, *, reference: bool, on_epoch=None) -> dict:
     recipe = dataclasses.replace(config.training, epochs=epochs, train_subset=images, seconds=None)
+    if reference:  # all training images, scored on the test split: the benchmark's final recipe
+        row = final_train(arch, recipe, data, seed=recipe.seed)
+        return {"accuracy": row["test_accuracy"], "epochs": row["epochs"], "seconds": row["train_seconds"],
+                "images": row["trained_on"]}
     data = data.resized(arch.resolution)
-    if reference:  # all training images, scored on the test split
-        x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
-        x_eval, y_eval = data.x_test, data.y_test
-    else:
-        x, y, x_eval, y_eval = data.x_train, data.y_train, data.x_val, data.y_val
     torch.manual_seed(recipe.seed)  # as the objective seeds before it builds
     model = build(arch)
-    result = train(model, x, y, x_eval, y_eval, recipe, device=torch.device("cpu"), on_epoch=on_epoch)
+    result = train(model, data.x_train, data.y_train, data.x_val, data.y_val, recipe, device=torch.device("cpu"),
+                   on_epoch=on_epoch)
     return {"accuracy": result.val_accuracy, "epochs": result.epochs_done, "seconds": result.train_seconds,
-            "images": min(len(y), images or len(y))}
+            "images": min(len(data.y_train), images or len(data.y_train))}
 
 
 def _row_file(out: Path, index: int, recipe: str) -> Path:
@@ -249,12 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("all", "cheap", "reference"), default="all")
     parser.add_argument("--quick", action="store_true", help="pipeline check in a temporary folder")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--table", action="store_true", help="train nothing: the table of the rows so far")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     tmp = tempfile.TemporaryDirectory() if args.quick and args.out is None else None
     out = Path(tmp.name) if tmp else (args.out or OUT)
     out.mkdir(parents=True, exist_ok=True)
     archs = architectures(plan.archs)
+    if args.table:
+        print(table(out, plan, archs))
+        return 0
     t0 = time.perf_counter()
     if args.jobs == 1:
         run_rows(out, plan, archs, args.only, args.threads)

@@ -6,7 +6,10 @@ nothing. ``--checkout DIR`` imports archsearch and reads ``studies/quickstart.ya
 (``git worktree add /tmp/before <commit>``), so two versions can be measured side by side, each in its own
 process (``--threads 1`` each on a 2-core machine).
 
-    python benchmarks/quickstart_seeds.py [--seeds 0 1 2 3 4 5] [--threads 2] [--checkout DIR]
+    python benchmarks/quickstart_seeds.py [--seeds 0 1 2 3 4 5] [--threads 2] [--checkout DIR] [--rerank 5,12]
+
+``--rerank TOP,EPOCHS`` adds a re-rank to the study (its top searched candidates and the baselines trained
+again at EPOCHS) and prints, per seed, the best searched against the best baseline by the re-rank score too.
 """
 
 from __future__ import annotations
@@ -22,12 +25,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def print_rerank(study, cfg, trials) -> None:
+    """The best searched against the best baseline by the re-rank score; where the search's own best ranks."""
+    from archsearch import rerank
+
+    done = rerank.results(study, cfg)
+    by = {t.number: t for t in trials}
+
+    def best(baseline: bool) -> tuple[float, int]:
+        return max((v["value"], n) for n, v in done.items() if ("baseline" in by[n].user_attrs) == baseline)
+
+    (s_val, s_n), (b_val, b_n) = best(False), best(True)
+    top = rerank.candidates(study, 1)[0]  # the search's own best searched candidate
+    print(f"  re-rank ({len(done)} trained again): best searched trial {s_n} {s_val:.4f} vs best baseline trial "
+          f"{b_n} {b_val:.4f}: {s_val - b_val:+.4f}; the search's best searched, trial {top.number}, re-ranked "
+          f"{done[top.number]['value']:.4f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the archsearch checkout to measure")
     parser.add_argument("--config", default="studies/quickstart.yaml", help="relative to the checkout")
+    parser.add_argument("--rerank", default=None, metavar="TOP,EPOCHS", help="add a re-rank to the study")
     args = parser.parse_args()
     sys.path.insert(0, str(args.checkout.resolve()))  # that checkout's archsearch, not an installed one
 
@@ -41,6 +62,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"archsearch from {Path(archsearch.__file__).parent}; {args.config}; {args.threads} torch thread(s)")
     base = load_study_config(args.checkout / args.config)
+    if args.rerank:
+        from archsearch.config import RerankConfig
+
+        top, epochs = (int(v) for v in args.rerank.split(","))
+        base = dataclasses.replace(base, rerank=RerankConfig(top=top, epochs=epochs))
     rows = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
@@ -50,6 +76,8 @@ def main() -> None:
             study = run(cfg, stream=None, progress=False, summarize=False)
             seconds = time.perf_counter() - t0
             trials = study.get_trials(deepcopy=False)
+            if args.rerank:
+                print_rerank(study, cfg, trials)
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         infeasible = sum(t.user_attrs.get("feasible") is False for t in complete)
         feasible = [t for t in complete if t.user_attrs.get("feasible", True) and t.values]

@@ -1,16 +1,18 @@
 """benchmarks/fashion_mnist.py end to end on the real Fashion-MNIST files, at tiny sizes.
 
-One level (1 M MACs), a few seconds of search with a 1-epoch proxy on 2000 images, the final recipe on 300 images
-(1 epoch, 2 seeds) scored on the first 500 validation and test images, 4 architectures in the fidelity check. The
-second invocation must train nothing: the row files keep their bytes and mtimes, the study keeps its trials.
-Skipped only where the Fashion-MNIST IDX files are not installed.
+One level (1 M MACs): a few seconds of each search (TPE and random) with a 1-epoch proxy on 500 images, a
+re-rank of the best candidate and the baselines, the final recipe on 300 images (1 epoch, 2 seeds) scored on
+the first 500 test images, the long rows (2 epochs) and the anytime checkpoints at the same level. The second
+invocation must train nothing; a row lost from the results file is trained again, and only it; ``--readme`` on a
+copy of the results file regenerates a README section without training. Skipped only where the Fashion-MNIST
+IDX files are not installed.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,8 +28,8 @@ pytestmark = pytest.mark.skipif(
     reason=f"Fashion-MNIST IDX files not found in {FASHION} (Debian package dataset-fashion-mnist)",
 )
 
-TINY = ["--quick", "--levels", "1m", "--threads", "1", "--search-seconds", "4", "--train-subset", "300",
-        "--seeds", "2", "--tau-archs", "4", "--tau-level", "1m", "--eval-limit", "500"]
+TINY = ["--quick", "--levels", "1m", "--threads", "1", "--search-seconds", "6", "--train-subset", "300",
+        "--seeds", "2", "--eval-limit", "500"]
 
 
 def _benchmark():
@@ -38,83 +40,96 @@ def _benchmark():
     return module
 
 
-def test_pipeline_caches_rows_and_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _lines(path: Path) -> dict[str, dict]:
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    return {e["key"]: e for e in entries if e.get("kind") != "run"}
+
+
+def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, capsys) -> None:
     bench = _benchmark()
-    out = tmp_path / "out"
-    assert bench.main([*TINY, "--out", str(out)]) == 0
-    first = capsys.readouterr().out
+    results, work = tmp_path / "results.jsonl", tmp_path / "work"
+    argv = [*TINY, "--results", str(results), "--work", str(work)]
+    assert bench.main(argv) == 0
+    capsys.readouterr()
 
-    rows_dir = out / "1m" / "rows"
-    rows = {p.name: json.loads(p.read_text()) for p in rows_dir.glob("*.json")}
-    expected = {f"baseline-{f}-s{s}.json" for f in ("mobilenet", "shufflenet", "effnet") for s in (0, 1)}
-    expected |= {"searched-s0.json", "searched-s1.json"}
+    done = _lines(results)
+    rows = {k: v for k, v in done.items() if k.startswith("row/")}
+    families = ("mobilenet", "shufflenet", "effnet")
+    expected = {f"row/1m/baseline/{f}/e1/s{s}" for f in families for s in (0, 1)}
+    expected |= {f"row/1m/searched/{f}/e1/s{s}" for f in ("archsearch", "random") for s in (0, 1)}
+    expected |= {f"row/1m/long/archsearch/e2/s{s}" for s in (0, 1)}
     assert expected <= set(rows)
-    taus = [r for r in rows.values() if r["kind"] == "tau"]
-    assert len(taus) >= 2  # the 3 baseline trials and the best at least; 4 asked for
-    for name, r in rows.items():
-        assert 0.0 <= r["test_accuracy"] <= 1.0, name
-        assert r["n_test"] == 500
-        assert 0 < r["macs"] <= 1_000_000, name
-        assert r["params"] > 0 and r["latency_ms"] > 0, name
-        assert r["level"] == "1m" and r["seed"] in (0, 1)
-    # a baseline is the widest variant under the budget; the searched rows retrain the study's best searched trial
-    search = json.loads((out / "1m" / "search.json").read_text())
-    assert rows["searched-s0.json"]["arch_id"] == search["best"]["arch_id"]
-    assert rows["searched-s0.json"]["trial"] == search["best"]["number"]
-    assert (out / "1m" / "export" / "arch.json").is_file() and (out / "1m" / "export" / "weights.pt").is_file()
-    storage = f"sqlite:///{out / '1m' / 'study.db'}"
-    study = optuna.load_study(study_name="fmnist_1m", storage=storage)
-    baseline_trials = [t for t in study.trials if "baseline" in t.user_attrs]
-    assert {t.user_attrs["baseline"] for t in baseline_trials} == {"mobilenet", "shufflenet", "effnet"}
-    for r in taus:  # the fidelity rows carry the search-time score of their trial
-        trial = study.trials[r["trial"]]
-        assert math.isclose(r["search_score"], trial.values[0])
-        assert r["arch_id"] == trial.user_attrs["arch_id"]
-
-    results = (out / "results.md").read_text()
-    assert "| 1M | **archsearch**" in results and "Kendall tau" in results
-    png = (out / "accuracy_vs_macs.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Kendall tau" in first
+    assert sum(k.startswith("row/1m/long/") for k in rows) == 4  # archsearch and the best baseline, 2 seeds each
+    for key, r in rows.items():
+        assert 0.0 <= r["test_accuracy"] <= 1.0, key
+        assert r["n_test"] == 500 and r["trained_on"] == 300, key
+        assert 0 < r["macs"] <= 1_000_000, key
+        assert r["params"] > 0 and r["latency_ms"] > 0, key
+    # each search: its network is its best searched candidate by the re-rank, and the rows retrain it
+    for sampler, family in (("tpe", "archsearch"), ("random", "random")):
+        search = done[f"search/1m/{sampler}"]
+        assert search["best"]["baseline"] is None and search["best"]["rerank"] is not None
+        assert rows[f"row/1m/searched/{family}/e1/s0"]["arch_id"] == search["best"]["arch_id"]
+        assert search["curve"] and search["spent_seconds"] >= 6
+        name = "fmnist_1m" if sampler == "tpe" else "fmnist_1m-random"
+        study = optuna.load_study(study_name=name, storage=f"sqlite:///{work / '1m' / f'{sampler}.db'}")
+        assert {t.user_attrs["baseline"] for t in study.trials if "baseline" in t.user_attrs} == set(families)
+        assert all("fit" in t.user_attrs for t in study.trials if "baseline" not in t.user_attrs)
+        assert search["best"]["number"] in {int(n) for n in search["reranked"]}
+    assert done["settings"]["epochs"] == 1
 
     # the second invocation trains nothing and searches no further
-    stamps = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in rows_dir.glob("*.json")}
-    n_trials = len(study.trials)
-    assert bench.main([*TINY, "--out", str(out)]) == 0
+    before = results.read_text()
+    assert bench.main(argv) == 0
     second = capsys.readouterr().out
     assert ": training " not in second and ": searching," not in second
-    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in rows_dir.glob("*.json")} == stamps
-    assert len(optuna.load_study(study_name="fmnist_1m", storage=storage).trials) == n_trials
-    assert (out / "results.md").read_text() == results
+    after = results.read_text()
+    assert after.startswith(before) and all('"kind": "run"' in line for line in after[len(before):].splitlines())
 
     # a process ended during a row loses only that row: the next run trains it, and nothing else
-    (rows_dir / "searched-s1.json").unlink()
-    assert bench.main([*TINY, "--out", str(out)]) == 0
+    lost = "row/1m/baseline/mobilenet/e1/s1"  # no other row trains its network with its seed
+    kept = [line for line in results.read_text().splitlines() if json.loads(line)["key"] != lost]
+    results.write_text("\n".join(kept) + "\n")
+    assert bench.main(argv) == 0
     third = capsys.readouterr().out
-    assert third.count(": training ") == 1 and ": training searched-s1 " in third
-    again = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in rows_dir.glob("*.json")}
-    assert {k: v for k, v in again.items() if k != "searched-s1.json"} == \
-        {k: v for k, v in stamps.items() if k != "searched-s1.json"}
-    # the same seed and recipe train the same network: the row comes back with the same accuracy
-    assert json.loads((rows_dir / "searched-s1.json").read_text())["test_accuracy"] == \
-        json.loads(stamps["searched-s1.json"][1])["test_accuracy"]
+    assert third.count(": training ") == 1 and f": training {lost} " in third
+    again = _lines(results)
+    assert again[lost]["test_accuracy"] == rows[lost]["test_accuracy"]  # same seed and recipe, same network
+
+    # --readme regenerates the section from a copy of the results file alone
+    copy_dir = tmp_path / "copy"
+    (copy_dir / "benchmarks").mkdir(parents=True)
+    shutil.copy(results, copy_dir / "results.jsonl")
+    readme = copy_dir / "README.md"
+    readme.write_text("# x\n\n<!-- fashion-mnist-benchmark:start -->\nold\n<!-- fashion-mnist-benchmark:end -->\nend\n")
+    assert bench.main(["--readme", "--results", str(copy_dir / "results.jsonl"), "--work", str(tmp_path / "w2"),
+                       "--readme-file", str(readme)]) == 0
+    out = capsys.readouterr().out
+    assert ": training " not in out
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- fashion-mnist-benchmark:end -->\nend\n")
+    assert "| 1M | **archsearch** (trial" in text and "random search (trial" in text and "vs random search" in text
+    for png in ("fashion_mnist.png", "fashion_mnist_anytime.png"):
+        assert (copy_dir / "benchmarks" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "w2" / "1m").exists()  # no study was opened
 
 
-def test_other_settings_on_the_same_out_are_refused(tmp_path: Path) -> None:
+def test_other_settings_on_the_same_results_file_are_refused(tmp_path: Path) -> None:
     bench = _benchmark()
-    out = tmp_path / "out"
-    bench.check_settings(out, bench.settings_of(bench.parse_args(["--quick"])))
-    with pytest.raises(SystemExit, match="epochs: 1 there, 4 now"):
-        bench.check_settings(out, bench.settings_of(bench.parse_args([])))
+    results = bench.Results(tmp_path / "r.jsonl")
+    bench.check_settings(results, bench.settings_of(bench.parse_args(["--quick"])))
+    bench.check_settings(results, bench.settings_of(bench.parse_args(["--quick"])))  # the same: accepted
+    with pytest.raises(SystemExit, match="epochs: 1 there, 8 now"):
+        bench.check_settings(results, bench.settings_of(bench.parse_args([])))
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--levels", "2m"], "--levels: expected a comma-separated list of 1m, 3m, 10m, got '2m'"),
+        (["--parts", "search,tau"], "--parts: expected a comma-separated list of search, rows, long, anytime"),
         (["--seeds", "0"], "--seeds: expected a positive integer, got 0"),
         (["--search-seconds", "nan"], "--search-seconds: expected a number of seconds > 0, got 'nan'"),
-        (["--tau-archs", "1"], "--tau-archs: a rank correlation needs at least 2 architectures, got 1"),
         (["--quick", "--readme"], "--quick figures are only a smoke check"),
     ],
 )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from . import baselines, export, latency, report
 from .cost import arch_cost
 from .errors import ConfigError
+from .space import Space
 
 __all__ = ["main"]
 
@@ -54,7 +55,7 @@ def _budget(text: str) -> dict[str, float]:
     return out
 
 
-def _print_fits(space: object, limits: dict[str, float], in_chs: int, res: int, classes: int, samples: int,
+def _print_fits(space: Space, limits: dict[str, float], in_chs: int, res: int, classes: int, samples: int,
                 seed: int) -> None:
     import time
 

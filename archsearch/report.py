@@ -116,7 +116,7 @@ def _state(t: FrozenTrial) -> str:
 
 def _row(t: FrozenTrial) -> list[str]:
     a = t.user_attrs
-    acc, lat = a.get("val_accuracy"), a.get("latency_ms")
+    acc, lat, use = a.get("val_accuracy"), a.get("latency_ms"), a.get("budget_use")
     return [
         str(t.number),
         _state(t),
@@ -124,12 +124,13 @@ def _row(t: FrozenTrial) -> list[str]:
         fmt_count(a.get("macs")),
         fmt_count(a.get("params")),
         "-" if lat is None else f"{lat:.3f}",
+        "-" if use is None else f"{use:.3f}",
         f"* {a[BASELINE_ATTR]}" if BASELINE_ATTR in a else "",
         str(a.get("arch_id", "?")),
     ]
 
 
-_HEADER = ["trial", "state", "val acc", "MACs", "params", "latency ms", "baseline", "architecture id"]
+_HEADER = ["trial", "state", "val acc", "MACs", "params", "latency ms", "budget use", "baseline", "architecture id"]
 
 
 def _table(rows: list[list[str]], header: list[str] = _HEADER) -> str:

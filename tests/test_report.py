@@ -111,8 +111,8 @@ def test_report_text_png_and_html(make_study: Callable[..., Path]) -> None:
     rows = [line for line in top[3:] if line.strip()]
     assert len(rows) == 5
     assert rows[0].split()[0] == str(ranked[0].number) and ranked[0].user_attrs["arch_id"] in rows[0]
-    assert top[1].split() == ["trial", "state", "val", "acc", "MACs", "params", "latency", "ms", "baseline",
-                              "architecture", "id"]
+    assert top[1].split() == ["trial", "state", "val", "acc", "MACs", "params", "latency", "ms", "budget", "use",
+                              "baseline", "architecture", "id"]
 
     # the fronts list exactly the non-dominated feasible trials
     for title, key in (("vs MACs", "macs"), ("vs latency", "latency_ms")):

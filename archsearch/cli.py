@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 
@@ -12,26 +11,9 @@ from . import baselines, export, latency, report
 from .cost import arch_cost
 from .errors import ConfigError
 from .space import Space
+from .text import input_shape, table
 
 __all__ = ["main"]
-
-
-def _input_shape(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)x(\d+)x(\d+)", text)
-    if not m or m.group(2) != m.group(3):
-        raise argparse.ArgumentTypeError(f"expected CxHxW with H == W, e.g. 1x28x28, got {text!r}")
-    c, h = int(m.group(1)), int(m.group(2))
-    if not (1 <= c <= 64 and 1 <= h <= 4096):
-        raise argparse.ArgumentTypeError(f"channels must be in [1, 64] and size in [1, 4096], got {text!r}")
-    return c, h
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*r) for r in rows]
-    return "\n".join(out)
 
 
 _BUDGET_METRICS = ("macs", "params")
@@ -98,7 +80,7 @@ def cmd_space(args: argparse.Namespace) -> int:
                           ("peak activations (bytes)", [c.peak_activation_bytes for c in costs])):
         lo, med, hi = describe(values)
         rows.append([label, f"{lo:,.0f}", f"{med:,.0f}", f"{hi:,.0f}"])
-    print(_table(rows, ["cost", "min", "median", "max"]))
+    print(table(rows, ["cost", "min", "median", "max"]))
     print()
     if args.budget:
         _print_fits(space, args.budget, in_chs, res, args.classes, args.samples, args.seed)
@@ -112,7 +94,7 @@ def cmd_space(args: argparse.Namespace) -> int:
         for name, a in baselines.EFFNET_PAPER.items():
             c = arch_cost(a.replace(num_classes=args.classes))
             rows.append([name, f"{c.macs:,}", f"{c.params:,}", a.id])
-    print(_table(rows, ["baseline", "MACs", "params", "architecture id"]))
+    print(table(rows, ["baseline", "MACs", "params", "architecture id"]))
     return 0
 
 
@@ -142,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     text = "size and cost range of a search space, beside the seed baselines"
     s = sub.add_parser("space", help=text, description=text + "; with --budget, how much of it fitted shapes use")
     s.add_argument("space", help="search-space YAML file")
-    s.add_argument("--input", type=_input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
+    s.add_argument("--input", type=input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
     s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")
     s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics (500)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (0)")

@@ -72,6 +72,8 @@ from torch import nn
 from .arch import Arch
 from .blocks import BlockSpec, DepthwiseSeparable, EffNetBlock, ShuffleUnit, Tally, get_block
 from .config import LATENCY_DEVICES, LatencyTarget
+from .text import input_shape
+from .text import table as format_table
 
 __all__ = [
     "DEFAULT_DIRECTORY",
@@ -651,7 +653,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .build import build
-    from .cli import _table
 
     target = args.target
     if target.device == "cuda" and not torch.cuda.is_available():
@@ -679,7 +680,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     order = sorted(range(len(archs)), key=lambda i: -abs(errors[i]))
     rows = [[archs[i].id, f"{predicted[i]:.3f}", f"{measured[i]:.3f}", f"{100 * errors[i]:+.1f}%"]
             for i in order[: args.worst]]
-    print(_table(rows, ["worst predictions", "predicted ms", "measured ms", "error"]))
+    print(format_table(rows, ["worst predictions", "predicted ms", "measured ms", "error"]))
     within = sum(abs(e) <= 0.10 for e in errors) / len(errors)
     abs_err = sorted(abs(e) for e in errors)
     raw_within = sum(abs(p / m - 1) <= 0.10 for p, m in zip(predicted, timed)) / len(timed)
@@ -694,7 +695,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``latency build`` and ``latency check`` to the ``archsearch`` command line."""
-    from .cli import _input_shape
 
     text = "latency lookup table of a target: build it, check its predictions"
     p = subparsers.add_parser("latency", help=text, description=text)
@@ -706,7 +706,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("target", type=parse_target, metavar="TARGET", help="DEVICE:THREADS:BATCH, e.g. cpu:1:1")
         s.add_argument("--space", default="search_spaces/mixed.yaml", help="search-space YAML file")
-        s.add_argument("--input", type=_input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
+        s.add_argument("--input", type=input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
         s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")
         s.add_argument("--samples", type=int, default=samples, help=f"candidates sampled ({samples})")
         s.add_argument("--seed", type=int, default=seed, help=f"sampling seed ({seed})")

@@ -9,7 +9,10 @@ binding budget: the largest in the space's ``width_mult`` range whose cost is wi
 MACs and parameters are analytic (:func:`~archsearch.cost.arch_cost`); latency is the lookup table's
 prediction, passed in as a function. The record only changes at the multipliers where a rounded width
 steps up (:meth:`Shape.breakpoints`), and every cost grows with the multiplier, so a binary search over
-those points finds the largest fitting one in a few cost evaluations.
+those points finds the largest fitting one in a few cost evaluations. Rounding to ``channel_multiple``
+makes the cost a coarse staircase (one step can be 10-25% of a small budget), so the fitted record's
+widths then gain up to ``TOP_UP`` channel units each, greedily, while the budget allows: with the one
+multiplier alone, a quarter to a half of the shapes stayed below 95% of the budget.
 """
 
 from __future__ import annotations
@@ -106,11 +109,11 @@ def fit_shape(
 def _top_up(
     shape: Shape, alpha: float, best: tuple[Arch, float], use: Callable[[Arch], float]
 ) -> tuple[Arch, float, tuple[int, ...]]:
-    """Add one channel unit to some of the widths at ``alpha`` while the budget allows, greedily.
+    """Add channel units to the widths at ``alpha`` while the budget allows, greedily.
 
     The next breakpoint widens one width by a unit and is over the budget; widening another may not
-    be. Each round adds the unit that spends the most of what is left; each width gains at most one
-    unit, so the stages keep the sampled proportions to within one unit.
+    be. Each round adds the unit that spends the most of what is left; each width gains at most
+    ``TOP_UP`` units, so the stages keep the sampled proportions to within that many units.
     """
     arch, u = best
     extra = [0] * (1 + len(shape.stages))

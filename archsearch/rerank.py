@@ -45,6 +45,11 @@ def _recipe_key(config: StudyConfig) -> dict:
     return dataclasses.asdict(recipe(config))
 
 
+def _finished(value: object, want: dict) -> bool:
+    """Whether a study attribute is a finished result of the re-rank recipe ``want``."""
+    return isinstance(value, dict) and value.get("recipe") == want and "val_accuracy" in value
+
+
 def results(study: optuna.Study, config: StudyConfig) -> dict[int, dict]:
     """The finished re-rank results of the config's recipe, by trial number ({} without ``rerank``)."""
     if config.rerank is None:
@@ -52,8 +57,7 @@ def results(study: optuna.Study, config: StudyConfig) -> dict[int, dict]:
     want = _recipe_key(config)
     out = {}
     for key, value in study.user_attrs.items():
-        if (key.startswith(PREFIX) and isinstance(value, dict) and value.get("recipe") == want
-                and "val_accuracy" in value):
+        if key.startswith(PREFIX) and _finished(value, want):
             out[int(key[len(PREFIX):])] = value
     return out
 
@@ -80,13 +84,13 @@ def pending(study: optuna.Study, config: StudyConfig) -> bool:
     if config.rerank is None:
         return False
     want = _recipe_key(config)
-    return any(isinstance(v, dict) and v.get("recipe") == want and "val_accuracy" not in v
+    return any(isinstance(v, dict) and v.get("recipe") == want and not _finished(v, want)
                for k, v in study.user_attrs.items() if k.startswith(PREFIX))
 
 
 def _claimed_elsewhere(value: object, want: dict) -> bool:
     """Whether ``value`` (a study attribute) is another live worker's claim on the same recipe."""
-    if not isinstance(value, dict) or value.get("recipe") != want or "val_accuracy" in value:
+    if not isinstance(value, dict) or value.get("recipe") != want or _finished(value, want):
         return False
     return worker_alive(value.get("worker", "")) is not False and value.get("worker") != worker_id()
 
@@ -102,7 +106,7 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
     for t in top:
         key = f"{PREFIX}{t.number}"
         current = study.user_attrs.get(key)  # read again: another worker may have finished or claimed it
-        if isinstance(current, dict) and current.get("recipe") == want and "val_accuracy" in current:
+        if _finished(current, want):
             continue
         if _claimed_elsewhere(current, want):
             continue
@@ -112,13 +116,13 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
         t0 = time.perf_counter()
         result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
                                    train_cfg, device=objective.device)
+        seconds = time.perf_counter() - t0
         value = objective.score(result.val_accuracy, arch_cost(arch), t.user_attrs.get("latency_ms"))
         study.set_user_attr(key, {"val_accuracy": result.val_accuracy, "value": value,
-                                  "epochs": result.epochs_done, "seconds": time.perf_counter() - t0,
-                                  "recipe": want})
+                                  "epochs": result.epochs_done, "seconds": seconds, "recipe": want})
         tag = f" [{t.user_attrs[BASELINE_ATTR]}]" if BASELINE_ATTR in t.user_attrs else ""
         say(f"re-rank trial {t.number:>4}  search {t.values[0]:.4f} -> {result.val_accuracy:.4f} after "
-            f"{result.epochs_done} epochs ({time.perf_counter() - t0:.1f}s)  {t.user_attrs.get('arch_id')}{tag}")
+            f"{result.epochs_done} epochs ({seconds:.1f}s)  {t.user_attrs.get('arch_id')}{tag}")
     return results(study, config)
 
 

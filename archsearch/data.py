@@ -42,6 +42,7 @@ DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
 _TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_TEST_SEED = 0  # fixed: the digits test split must not move with the search seed
+_DIGITS_MAX = 16.0  # load_digits().images are counts of set pixels in 4x4 cells, 0 to 16
 _SUBSET_SEED = 0  # fixed: subset(n) prefixes are nested, so a larger budget sees a superset
 _SYNTHETIC_SEED = 20240611
 _SYNTHETIC_DEFAULTS = {"n_train": 512, "n_test": 128, "channels": 1, "resolution": 8, "classes": 4}
@@ -83,8 +84,15 @@ class DataBundle:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # what the images were before ``x / raw_divisor`` and the normalization: what a user of a trained network
+    # feeds it (archsearch.preprocess); ``raw_resolution`` stays the dataset's own through ``resized``
+    raw_divisor: float = 1.0
+    raw_format: str = "float images, used as given"
+    raw_resolution: int = 0  # 0: this bundle's resolution
 
     def __post_init__(self) -> None:
+        if not self.raw_resolution:
+            object.__setattr__(self, "raw_resolution", self.resolution)
         for split in ("train", "val", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.dim() != 4 or y.dim() != 1 or len(x) != len(y):
@@ -187,8 +195,8 @@ def load_data(
     key = (key_name, resolved_root, float(val_fraction), seed, _freeze(options))
     with _CACHE_LOCK:
         if key not in _CACHE:
-            x_train, y_train, x_test, y_test = _load_arrays(key_name, root, download, options)
-            _CACHE[key] = _make_bundle(key_name, x_train, y_train, x_test, y_test, val_fraction, seed)
+            x_train, y_train, x_test, y_test, raw = _load_arrays(key_name, root, download, options)
+            _CACHE[key] = _make_bundle(key_name, x_train, y_train, x_test, y_test, val_fraction, seed, raw)
         return _CACHE[key]
 
 
@@ -204,8 +212,9 @@ def clear_cache() -> None:
 
 def _load_arrays(
     name: str, root: str | os.PathLike | None, download: bool, options: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw (unsplit, unnormalized) float images and int64 labels of the train and test parts."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[float, str]]:
+    """Unsplit, unnormalized float images and int64 labels of the train and test parts, and the raw format
+    (the divisor that brought the stored pixels to these floats, and what the stored pixels are)."""
     if ":" in name:
         return _load_custom(name, root, options)
     if name not in DATASETS:
@@ -214,14 +223,14 @@ def _load_arrays(
             "or 'module:function' naming a function that returns (train, test)"
         )
     if name == "synthetic":
-        return _load_synthetic(options)
+        return (*_load_synthetic(options), (1.0, "float32 images (class prototypes plus noise), used as given"))
     if options:
         raise ConfigError(f"dataset {name!r} takes no options, got {sorted(options)}")
     if name == "digits":
-        return _load_digits()
+        return (*_load_digits(), (_DIGITS_MAX, "sklearn.datasets.load_digits().images: float, 0 to 16, N x 8 x 8"))
     if name == "cifar10":
-        return _load_cifar10(root, download)
-    return _load_idx_dataset(name, root, download)
+        return (*_load_cifar10(root, download), (255.0, "the pickles' uint8 pixels, 0 to 255, N x 3 x 32 x 32"))
+    return (*_load_idx_dataset(name, root, download), (255.0, "the IDX files' uint8 pixels, 0 to 255, N x 28 x 28"))
 
 
 def _make_bundle(
@@ -232,6 +241,7 @@ def _make_bundle(
     y_test: torch.Tensor,
     val_fraction: float,
     seed: int,
+    raw: tuple[float, str],
 ) -> DataBundle:
     """Carve validation from training data, normalize with the training part's statistics."""
     n = len(y_train)
@@ -264,6 +274,8 @@ def _make_bundle(
         num_classes=num_classes,
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
+        raw_divisor=raw[0],
+        raw_format=raw[1],
     )
 
 
@@ -276,7 +288,7 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()  # bundled with scikit-learn: no download
-    x = torch.from_numpy((digits.images / 16.0).astype(np.float32)).unsqueeze(1)  # N x 1 x 8 x 8, in [0, 1]
+    x = torch.from_numpy((digits.images / _DIGITS_MAX).astype(np.float32)).unsqueeze(1)  # N x 1 x 8 x 8, in [0, 1]
     y = torch.from_numpy(digits.target.astype(np.int64))
     train_idx, test_idx = train_test_split(
         np.arange(len(y)), test_size=_DIGITS_TEST_FRACTION, stratify=digits.target, random_state=_DIGITS_TEST_SEED
@@ -483,7 +495,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _load_custom(
     spec: str, root: str | os.PathLike | None, options: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[float, str]]:
     module_name, _, func_name = spec.partition(":")
     module_name, func_name = module_name.strip(), func_name.strip()
     if not module_name or not func_name:
@@ -500,13 +512,19 @@ def _load_custom(
         raise ConfigError(
             f"dataset {spec!r}: expected the function to return (train, test), got {type(result).__name__}"
         )
-    x_train, y_train = _custom_part(spec, "train", result[0])
-    x_test, y_test = _custom_part(spec, "test", result[1])
+    x_train, y_train, dtype = _custom_part(spec, "train", result[0])
+    x_test, y_test, test_dtype = _custom_part(spec, "test", result[1])
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ConfigError(
             f"dataset {spec!r}: train images are {tuple(x_train.shape[1:])} but test images {tuple(x_test.shape[1:])}"
         )
-    return x_train, y_train, x_test, y_test
+    if (dtype == "uint8") != (test_dtype == "uint8"):
+        raise ConfigError(f"dataset {spec!r}: train images are {dtype} but test images {test_dtype}; uint8 is "
+                          f"scaled to [0, 1] and float is not, so both must be one or the other")
+    shape = " x ".join(map(str, x_train.shape[1:]))
+    if dtype == "uint8":
+        return x_train, y_train, x_test, y_test, (255.0, f"what {spec} returns: uint8, 0 to 255, N x {shape}")
+    return x_train, y_train, x_test, y_test, (1.0, f"what {spec} returns: {dtype}, used as given, N x {shape}")
 
 
 def _call_kwargs(
@@ -535,8 +553,9 @@ def _call_kwargs(
     return kwargs
 
 
-def _custom_part(spec: str, which: str, part: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tensors from an ``(x, y)`` pair or from a Dataset of ``(image_tensor, int_label)`` items."""
+def _custom_part(spec: str, which: str, part: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Tensors from an ``(x, y)`` pair or from a Dataset of ``(image_tensor, int_label)`` items, and the
+    images' dtype as given."""
     where = f"dataset {spec!r} ({which})"
     if isinstance(part, Dataset):
         xs, ys = [], []
@@ -562,6 +581,7 @@ def _custom_part(spec: str, which: str, part: Any) -> tuple[torch.Tensor, torch.
         raise ConfigError(
             f"{where}: expected an (x, y) pair of tensors/arrays or a torch Dataset, got {type(part).__name__}"
         )
+    dtype = str(x.dtype).removeprefix("torch.")  # before _images: "uint8" is scaled to [0, 1], a float is not
     x, y = _images(x, where), _labels(y, where)
     if len(x) != len(y):
         raise ConfigError(f"{where}: {len(x)} images but {len(y)} labels")
@@ -569,7 +589,7 @@ def _custom_part(spec: str, which: str, part: Any) -> tuple[torch.Tensor, torch.
         raise ConfigError(f"{where}: images must be square, got {x.shape[2]}x{x.shape[3]}")
     if not torch.isfinite(x).all():
         raise ConfigError(f"{where}: images contain NaN or infinite values")
-    return x, y
+    return x, y, dtype
 
 
 # ---------------------------------------------------------------------------------------------------------

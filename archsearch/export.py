@@ -5,29 +5,31 @@ split as in the search (``retrained: "train"``, validation accuracy reported), o
 scratch on training + validation (``"train+val"``). Test accuracy is measured in both cases. The folder:
 
 - ``arch.json``: the architecture record (``Arch.to_dict()``), the single source of truth;
-- ``weights.pt``: a plain dict of tensors (``torch.load(..., weights_only=True)``);
-- ``model.py``: one standalone file, PyTorch only, generated from the source of the block classes the
-  network uses; ``model.load()`` gives the network in eval mode, ``python model.py`` runs it on zeros;
+- ``weights.pt``: the bare network's weights, a plain dict of tensors (``torch.load(..., weights_only=True)``);
+- ``model.py``: one standalone file, PyTorch only (:mod:`archsearch.codegen`); ``model.load()`` gives the
+  network in eval mode, ``python model.py`` runs it on zeros;
 - ``model.pt2``: ``torch.export`` program (dynamic batch), for ``torch.export.load``;
 - ``model.onnx``: where onnx and onnxscript are installed (the ``onnx`` extra);
-- ``metrics.json`` and ``card.md``: costs, accuracies, budget, study, trial and the command that made it.
+- ``metrics.json`` and ``card.md`` (:mod:`archsearch.card`): costs, accuracies, budget, study, trial, the
+  input preprocessing and the command that made it.
+
+An export of a study records how raw images became the training tensors (:mod:`archsearch.preprocess`), and
+``model.py``'s ``load()``, ``model.pt2``, ``model.onnx`` and :func:`load` apply it: they take raw images in
+the dataset's own range. ``load(..., bare=True)`` is the network alone.
 
 Every exported format is run on one batch against the in-memory network before the folder is moved into
 place; a difference above the tolerance is an error, not a warning.
 
     archsearch export studies/quickstart.yaml --out runs/best [--trial N | --pareto] [--epochs E]
-    net = archsearch.export.load("runs/best")   # build(Arch.from_dict(arch.json)) + weights, eval mode
+    net = archsearch.export.load("runs/best")   # preprocessing + build(Arch.from_dict(arch.json)) + weights
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import builtins
 import dataclasses
 import datetime
 import importlib.util
-import inspect
 import json
 import logging
 import math
@@ -35,7 +37,6 @@ import os
 import shlex
 import shutil
 import sys
-import textwrap
 import uuid
 import warnings
 from pathlib import Path
@@ -43,18 +44,21 @@ from typing import IO, Any
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
 
-from . import blocks
+from . import rerank
 from .arch import Arch
 from .build import Net, build
+from .card import model_card, pct
+from .codegen import MODEL_FILE, ExportError, model_source
 from .config import StudyConfig, redact, load_study_config
 from .cost import arch_cost
 from .data import DataBundle
 from .errors import ConfigError
 from .latency import measure_latency
-from .objective import ARCH_ATTR, BASELINE_ATTR, budget_excess
-from .study import best_trials, fmt_count, load_config_data, open_study
+from .objective import ARCH_ATTR, BASELINE_ATTR
+from .preprocess import Preprocessing, WithPreprocessing
+from .selection import select_trials
+from .study import fmt_count, load_config_data, open_study
 from .train import evaluate, resolve_device, train
 
 __all__ = [
@@ -71,7 +75,6 @@ __all__ = [
 
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "weights.pt"
-MODEL_FILE = "model.py"
 PROGRAM_FILE = "model.pt2"
 ONNX_FILE = "model.onnx"
 METRICS_FILE = "metrics.json"
@@ -80,291 +83,17 @@ TOLERANCE = 1e-4  # max |logits - reference| allowed for every exported format (
 _EXPORT_MARKERS = (ARCH_FILE, METRICS_FILE)  # a folder holding one of these is an earlier export
 
 
-class ExportError(RuntimeError):
-    """An exported format does not reproduce the network (a bug, or a block that cannot be carried)."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# model.py: generated from the source of the block classes
-
-
-_SEARCH_ONLY_METHODS = ("validate", "cost")  # the block protocol's search-time half: not needed to run a net
-_PLAN_NAMES = ("ARCH_ID", "INPUT_SHAPE", "STEM", "STEM_POOL", "STAGES", "HEAD", "FEATURES", "NUM_CLASSES")
-_FIXED_IMPORTS = {  # name -> import line, for what the template around the blocks uses
-    "annotations": "from __future__ import annotations",
-    "Path": "from pathlib import Path",
-    "torch": "import torch",
-    "nn": "from torch import nn",
-}
-
-_NET_TEMPLATE = '''
-class Net(nn.Module):
-    """stem -> (max-pool) -> stages -> head, as ``archsearch.build.Net`` builds it from the record."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = BLOCKS[STEM.block].from_spec(STEM)
-        self.stem_pool = nn.MaxPool2d(STEM_POOL, 2, (STEM_POOL - 1) // 2) if STEM_POOL else nn.Identity()
-        self.stages = nn.Sequential(
-            *(nn.Sequential(*(BLOCKS[spec.block].from_spec(spec) for spec in stage)) for stage in STAGES)
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1) if HEAD == "gap" else nn.Identity()
-        self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(FEATURES, NUM_CLASSES)
-
-{forward}
-
-
-def load(folder: str | Path | None = None) -> Net:
-    """The network with its weights (``weights.pt`` in ``folder``, default: this file's folder), in eval mode."""
-    folder = Path(__file__).resolve().parent if folder is None else Path(folder)
-    net = Net()
-    state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
-    return net.eval()
-
-
-if __name__ == "__main__":
-    net = load()
-    with torch.no_grad():
-        logits = net(torch.zeros(1, *INPUT_SHAPE))
-    print(f"{{ARCH_ID}}: logits shape {{tuple(logits.shape)}}")
-'''
-
-
-class _Names(ast.NodeVisitor):
-    """Names a piece of code reads and binds; annotations are skipped (they stay strings in model.py)."""
-
-    def __init__(self) -> None:
-        self.loads: set[str] = set()
-        self.bound: set[str] = set()
-
-    def visit_Name(self, node: ast.Name) -> None:
-        (self.loads if isinstance(node.ctx, ast.Load) else self.bound).add(node.id)
-
-    def visit_arg(self, node: ast.arg) -> None:
-        self.bound.add(node.arg)
-
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
-        self.bound.add(node.name)
-        for child in (*node.decorator_list, node.args, *node.body):
-            self.visit(child)
-
-    visit_AsyncFunctionDef = visit_FunctionDef
-
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        self.visit(node.target)
-        if node.value is not None:
-            self.visit(node.value)
-
-    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
-        module = node.module if isinstance(node, ast.ImportFrom) else None
-        for alias in node.names:
-            full = module or alias.name
-            if getattr(node, "level", 0) or not _allowed_module(full):
-                raise ExportError(f"a block imports {full!r} (line {node.lineno} of its source); {MODEL_FILE} may "
-                                  f"only import torch and the standard library")
-            self.bound.add((alias.asname or alias.name).split(".")[0])
-
-    visit_ImportFrom = visit_Import
-
-
-def _is_register_decorator(node: ast.expr) -> bool:
-    target = node.func if isinstance(node, ast.Call) else node
-    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
-    return name == "register_block"
-
-
-def _stripped_source(obj: Any) -> str:
-    """``obj``'s source without ``@register_block`` and without the search-time methods of a block class."""
-    try:
-        text = textwrap.dedent(inspect.getsource(obj))
-    except (OSError, TypeError) as e:
-        raise ExportError(
-            f"cannot read the source of {obj.__module__}.{obj.__qualname__} ({e}); blocks to be exported must "
-            f"be defined in a .py file"
-        ) from None
-    tree = ast.parse(text)
-    node = tree.body[0]
-    drop: list[tuple[int, int]] = []  # 1-based inclusive line ranges
-    for dec in getattr(node, "decorator_list", []):
-        if _is_register_decorator(dec):
-            drop.append((dec.lineno, dec.end_lineno))
-    if isinstance(node, ast.ClassDef) and isinstance(obj, type) and issubclass(obj, blocks.Block):
-        for item in node.body:
-            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name in _SEARCH_ONLY_METHODS:
-                start = min([item.lineno] + [d.lineno for d in item.decorator_list])
-                drop.append((start, item.end_lineno))
-    lines = text.splitlines()
-    keep = [line for i, line in enumerate(lines, 1) if not any(a <= i <= b for a, b in drop)]
-    out: list[str] = []
-    for line in keep:  # no runs of blank lines where methods were cut out
-        if not line.strip() and out and not out[-1].strip():
-            continue
-        out.append(line)
-    while out and not out[-1].strip():
-        out.pop()
-    return "\n".join(out) + "\n"
-
-
-def _allowed_module(name: str) -> bool:
-    root = name.split(".")[0]
-    return root == "torch" or root in sys.stdlib_module_names
-
-
-def _import_line(name: str, value: Any) -> str:
-    if inspect.ismodule(value):
-        full = value.__name__
-        if full == name:
-            return f"import {name}"
-        parent, _, leaf = full.rpartition(".")
-        return f"from {parent} import {leaf}" if leaf == name else f"import {full} as {name}"
-    module, qual = value.__module__, value.__qualname__
-    return f"from {module} import {qual}" + ("" if qual == name else f" as {name}")
-
-
-class _Closure:
-    """Collects the definitions (in dependency order) and imports that a set of objects needs."""
-
-    def __init__(self, home_modules: set[str]):
-        self.home = home_modules  # modules whose functions and classes are copied (not imported)
-        self.imports: dict[str, str] = dict(_FIXED_IMPORTS)
-        self.constants: dict[str, str] = {}
-        self.sources: list[str] = []
-        self._done: set[int] = set()
-        self._active: set[int] = set()
-
-    def add(self, obj: Any) -> None:
-        if id(obj) in self._done or id(obj) in self._active:
-            return
-        self._active.add(id(obj))
-        source = _stripped_source(obj)
-        names = _Names()
-        names.visit(ast.parse(source))
-        module_globals = vars(sys.modules[obj.__module__])
-        for name in sorted(names.loads - names.bound - {obj.__name__}):
-            if name not in module_globals:
-                if not hasattr(builtins, name):
-                    raise ExportError(f"{obj.__qualname__} reads {name!r}, which its module does not define")
-                continue
-            self._need(name, module_globals[name], obj)
-        self._active.discard(id(obj))
-        self._done.add(id(obj))
-        self.sources.append(source)
-
-    def _need(self, name: str, value: Any, user: Any) -> None:
-        where = f"{user.__module__}.{user.__qualname__}"
-        if inspect.ismodule(value):
-            if not _allowed_module(value.__name__):
-                raise ExportError(f"{where} uses module {value.__name__}; {MODEL_FILE} may only import torch and the "
-                                  f"standard library")
-            self._import(name, _import_line(name, value))
-        elif inspect.isclass(value) or inspect.isfunction(value) or inspect.isbuiltin(value):
-            module = getattr(value, "__module__", "") or ""
-            if module in self.home and not inspect.isbuiltin(value):
-                self.add(value)
-            elif _allowed_module(module) and hasattr(value, "__qualname__"):
-                self._import(name, _import_line(name, value))
-            else:
-                raise ExportError(f"{where} uses {name} from {module}; {MODEL_FILE} may only depend on torch and "
-                                  f"the standard library (or code defined beside the block)")
-        elif value is None or isinstance(value, (bool, int, float, str)) or (
-            isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value)
-        ):
-            self.constants[name] = f"{name} = {value!r}"
-        else:
-            raise ExportError(f"{where} uses {name} = {type(value).__name__}, which cannot be written into "
-                              f"{MODEL_FILE}")
-
-    def _import(self, name: str, line: str) -> None:
-        if self.imports.get(name, line) != line:
-            raise ExportError(f"{name!r} means two things in the exported code: {self.imports[name]!r} and {line!r}")
-        self.imports[name] = line
-
-
-def model_source(arch: Arch) -> str:
-    """The text of a standalone ``model.py`` for ``arch``: only torch and the standard library.
-
-    The block classes, ``BlockSpec`` and the helpers they call (``channel_shuffle``) are copied from their
-    installed source, less ``@register_block`` and the search-time ``validate``/``cost`` methods; the network
-    is a small ``Net`` over the record's expanded plan whose ``forward`` is ``archsearch.build.Net.forward``.
-    """
-    stem_spec, stages = arch.plan()
-    used = list(dict.fromkeys([stem_spec.block] + [s.block for stage in stages for s in stage]))
-    classes = [blocks.get_block(name) for name in used]
-    home = {blocks.__name__} | {cls.__module__ for cls in classes}
-    closure = _Closure(home)
-    closure.add(blocks.BlockSpec)
-    for cls in classes:
-        closure.add(cls)
-    for name in _PLAN_NAMES + ("Net", "load", "BLOCKS"):
-        if name in closure.constants or name in closure.imports:
-            raise ExportError(f"a block's module defines {name!r}, which {MODEL_FILE} uses for its own")
-
-    forward = textwrap.indent(textwrap.dedent(inspect.getsource(Net.forward)), "    ").rstrip()
-    feat = arch.out_chs if arch.head == "gap" else _flat_features(arch)
-    plan = [
-        f"ARCH_ID = {arch.id!r}",
-        f"INPUT_SHAPE = {(arch.in_chs, arch.resolution, arch.resolution)!r}  # C, H, W",
-        f"STEM = {stem_spec!r}",
-        f"STEM_POOL = {arch.stem.pool!r}  # max-pool kernel after the stem (stride 2); 0: none",
-        "STAGES = (",
-        *(
-            "    (\n" + "".join(f"        {spec!r},\n" for spec in stage) + "    ),"
-            for stage in stages
-        ),
-        ")",
-        f"HEAD = {arch.head!r}",
-        f"FEATURES = {feat!r}  # classifier inputs",
-        f"NUM_CLASSES = {arch.num_classes!r}",
-    ]
-    block_map = "BLOCKS = {\n" + "".join(f"    {n!r}: {blocks.get_block(n).__name__},\n" for n in used) + "}"
-    future = closure.imports.pop("annotations")
-    lines = set(closure.imports.values())
-    stdlib_then_torch = [
-        sorted(group, key=lambda s: (not s.startswith("import "), s))
-        for group in ([s for s in lines if not _is_torch_import(s)], [s for s in lines if _is_torch_import(s)])
-    ]
-    imports = "\n\n".join("\n".join(group) for group in stdlib_then_torch if group)
-    header = f'''"""A standalone image classifier (PyTorch only), exported by archsearch.
-
-Architecture {arch.id}.
-Generated from the source of archsearch's block classes; re-export rather than edit.
-
-    import model                 # with this folder on sys.path
-    net = model.load()           # eval mode, weights from weights.pt beside this file
-    logits = net(torch.zeros(1, *model.INPUT_SHAPE))
-
-    python model.py              # one forward pass on zeros; prints the logits' shape
-"""'''
-    parts = [
-        header,
-        future + "\n\n" + imports,
-        *(["\n".join(closure.constants.values())] if closure.constants else []),
-        *closure.sources,
-        block_map,
-        "# the record's plan (archsearch.arch.Arch.plan): one BlockSpec per block\n" + "\n".join(plan),
-        _NET_TEMPLATE.format(forward=forward).strip() + "\n",
-    ]
-    text = "\n\n\n".join(p.strip("\n") for p in parts[:-1]) + "\n\n\n" + parts[-1]
-    compile(text, MODEL_FILE, "exec")
-    return text
-
-
-def _is_torch_import(line: str) -> bool:
-    return line.split()[1].split(".")[0] == "torch"
-
-
-def _flat_features(arch: Arch) -> int:
-    return arch.walk(blocks.Tally(arch.in_chs, arch.resolution, arch.resolution), head=False).numel
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the folder: save and load
 
 
-def load(folder: str | os.PathLike) -> Net:
-    """The exported network in ``folder``: ``build(Arch.from_dict(arch.json))`` + ``weights.pt``, in eval mode."""
+def load(folder: str | os.PathLike, *, bare: bool = False) -> torch.nn.Module:
+    """The exported network in ``folder``, in eval mode: ``build(Arch.from_dict(arch.json))`` + ``weights.pt``.
+
+    Where the export recorded its input preprocessing (``metrics.json``: ``preprocessing``) the network takes
+    raw images and applies it first (a :class:`~archsearch.preprocess.WithPreprocessing`), as ``model.py``'s
+    ``load()`` does; ``bare=True`` gives the :class:`~archsearch.build.Net` alone.
+    """
     folder = Path(folder)
     for name in (ARCH_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
@@ -372,7 +101,21 @@ def load(folder: str | os.PathLike) -> Net:
     arch = Arch.from_dict(json.loads((folder / ARCH_FILE).read_text(encoding="utf-8")))
     net = build(arch)
     net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    return net.eval()
+    preprocessing = None if bare else _recorded_preprocessing(folder)
+    if preprocessing is None:
+        return net.eval()
+    return WithPreprocessing(preprocessing.module(), net).eval()
+
+
+def _recorded_preprocessing(folder: Path) -> Preprocessing | None:
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")).get("preprocessing")
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"not valid JSON ({e})", path=path) from None
+    return None if record is None else Preprocessing.from_dict(record, where=path)
 
 
 def save(
@@ -380,14 +123,18 @@ def save(
     folder: str | os.PathLike,
     *,
     metrics: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
     onnx: bool = True,
     force: bool = False,
     stream: IO[str] | None = None,
 ) -> Path:
     """Write ``model`` (a built, trained :class:`~archsearch.build.Net`) as an export folder; returns it.
 
-    ``metrics`` adds to (and overrides) what is measured here: the analytic cost, the latency (CPU, one
-    thread, batch 1, when ``metrics`` has no ``latency_ms``) and the output difference of every format.
+    With ``preprocessing`` (how raw images became the training tensors, e.g.
+    ``Preprocessing.of_data(data, arch.resolution)``) ``model.py``'s ``load()``, ``model.pt2`` and
+    ``model.onnx`` take raw images and apply it; without, they take the network's own input. ``metrics``
+    adds to (and overrides) what is measured here: the analytic cost, the latency (of the bare network: CPU,
+    one thread, batch 1, when ``metrics`` has no ``latency_ms``) and the output difference of every format.
     The files are written to a temporary folder beside ``folder`` and moved into place once every format
     reproduces the network; an existing ``folder`` is replaced only with ``force`` (and only if it is
     empty or an earlier export). The model is moved to the CPU, in eval mode.
@@ -406,6 +153,8 @@ def save(
         "peak_activation_bytes": cost.peak_activation_bytes,
     }
     info.update(metrics or {})
+    if preprocessing is not None:
+        info["preprocessing"] = preprocessing.to_dict()
     if info.get("latency_ms") is None:
         lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), device="cpu", threads=1, batch=1)
         info["latency_ms"] = lat.median_ms
@@ -415,12 +164,12 @@ def save(
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()  # beside the target, so that the final rename stays on one file system
     try:
-        files = _write_formats(model, arch, tmp, onnx=onnx, info=info, stream=stream)
+        files = _write_formats(model, preprocessing, tmp, onnx=onnx, info=info, stream=stream)
         info["files"] = files + [METRICS_FILE, CARD_FILE]
         info.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
         info.setdefault("torch_version", torch.__version__)
         (tmp / METRICS_FILE).write_text(json.dumps(_jsonable(info), indent=2) + "\n", encoding="utf-8")
-        (tmp / CARD_FILE).write_text(_card(arch, info), encoding="utf-8")
+        (tmp / CARD_FILE).write_text(model_card(arch, info), encoding="utf-8")
         if folder.exists():  # _check_target allowed it: force, and empty or an earlier export
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -447,31 +196,40 @@ def _check_target(folder: Path, force: bool) -> None:
         )
 
 
-def _write_formats(model: Net, arch: Arch, tmp: Path, *, onnx: bool, info: dict[str, Any],
+def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *, onnx: bool, info: dict[str, Any],
                    stream: IO[str] | None) -> list[str]:
+    arch = model.arch
     (tmp / ARCH_FILE).write_text(json.dumps(arch.to_dict(), indent=2) + "\n", encoding="utf-8")
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # a plain dict
     torch.save(state, tmp / WEIGHTS_FILE)
-    (tmp / MODEL_FILE).write_text(model_source(arch), encoding="utf-8")
+    (tmp / MODEL_FILE).write_text(model_source(arch, preprocessing), encoding="utf-8")
 
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(2, arch.in_chs, arch.resolution, arch.resolution, generator=gen)
+    if preprocessing is None:
+        full, x = model, torch.randn(2, arch.in_chs, arch.resolution, arch.resolution, generator=gen)
+    else:  # what the formats take: raw images, in the raw range
+        full = WithPreprocessing(preprocessing.module(), model).eval()
+        x = torch.rand(2, *preprocessing.input_shape, generator=gen) * preprocessing.divisor
     with torch.no_grad():
-        reference = model(x)
+        reference = full(x)
+        bare_x = x if preprocessing is None else full.preprocess(x)
+        bare_reference = model(bare_x)
     checks: dict[str, float] = {}
 
-    def check(name: str, got: torch.Tensor) -> None:
-        diff = (got.detach().float() - reference).abs().max().item()
+    def check(name: str, got: torch.Tensor, expected: torch.Tensor = reference) -> None:
+        diff = (got.detach().float() - expected).abs().max().item()
         checks[name] = diff
-        limit = TOLERANCE * max(1.0, reference.abs().max().item())
+        limit = TOLERANCE * max(1.0, expected.abs().max().item())
         if not diff <= limit:
             raise ExportError(
                 f"{name} does not reproduce the network: max |logits difference| {diff:.3g} > {limit:.3g}"
             )
 
     check(MODEL_FILE, _run_model_py(tmp, x))
+    if preprocessing is not None:
+        check(f"{MODEL_FILE} (bare)", _run_model_py(tmp, bare_x, bare=True), bare_reference)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.export.export(model, (x,), dynamic_shapes={"x": {0: batch}})
+    program = torch.export.export(full, (x,), dynamic_shapes={"x": {0: batch}})
     torch.export.save(program, tmp / PROGRAM_FILE)
     with torch.no_grad():
         check(PROGRAM_FILE, program.module()(x))
@@ -507,7 +265,7 @@ def _write_onnx(program: torch.export.ExportedProgram, x: torch.Tensor, path: Pa
         logger.setLevel(level)
 
 
-def _run_model_py(folder: Path, x: torch.Tensor) -> torch.Tensor:
+def _run_model_py(folder: Path, x: torch.Tensor, *, bare: bool = False) -> torch.Tensor:
     """Load the generated model.py as a module of its own (not archsearch's classes) and run it on ``x``."""
     name = f"_archsearch_export_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, folder / MODEL_FILE)
@@ -515,7 +273,7 @@ def _run_model_py(folder: Path, x: torch.Tensor) -> torch.Tensor:
     sys.modules[name] = module  # dataclasses look the module up while the file runs
     try:
         spec.loader.exec_module(module)
-        net = module.load(folder)
+        net = module.load(folder, bare=bare)
         with torch.no_grad():
             return net(x)
     finally:
@@ -534,157 +292,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
-
-
-def _card(arch: Arch, m: dict[str, Any]) -> str:
-    lat = m.get("latency") or {}
-    lat_where = f" ({lat.get('source', '?')}: {lat.get('device', '?')}, {lat.get('threads', '?')} thread(s), " \
-                f"batch {lat.get('batch', '?')})" if lat else ""
-    budget = m.get("budget") or {}
-    limits = ", ".join(f"{k} {fmt_count(v)}" for k, v in budget.items() if k.startswith("max_") and v is not None)
-    trained = {
-        "train": "retrained on the training split with the study's recipe (as in the search)",
-        "train+val": "retrained from scratch on training + validation data",
-    }.get(m.get("retrained"), "as given to archsearch.export.save")
-    rows = [
-        ("architecture", f"`{arch.id}`"),
-        ("input", f"{arch.in_chs}x{arch.resolution}x{arch.resolution}, {arch.num_classes} classes"),
-        ("MACs (batch 1)", f"{m['macs']:,}"),
-        ("parameters", f"{m['params']:,}"),
-        ("peak activations", f"{m['peak_activation_bytes']:,} bytes"),
-        ("latency", "-" if m.get("latency_ms") is None else f"{m['latency_ms']:.3f} ms{lat_where}"),
-        ("validation accuracy", _pct(m.get("val_accuracy"))),
-        ("test accuracy", _pct(m.get("test_accuracy"))),
-    ]
-    if "search_val_accuracy" in m:
-        rows.append(("validation accuracy in the search", _pct(m.get("search_val_accuracy"))))
-    if "study" in m:
-        rows += [
-            ("study", f"{m['study']} ({m.get('storage', '?')})"),
-            ("trial", f"{m.get('trial')}" + (f" (seed baseline: {m['baseline']})" if m.get("baseline") else "")),
-            ("budget", limits or "-"),
-        ]
-    if m.get("epochs") is not None:
-        rows.append(("training", f"{trained}, {m['epochs']} epoch(s)"))
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    command = m.get("command")
-    made = f"\nMade by:\n\n```\n{command}\n```\n" if command else ""
-    return f"""# {arch.id}
-
-{trained.capitalize()}.
-
-| | |
-|---|---|
-{table}
-{made}
-## Use
-
-```python
-import archsearch
-net = archsearch.load("path/to/this/folder")        # with archsearch installed
-
-import sys; sys.path.insert(0, "path/to/this/folder")
-import model; net = model.load()                     # PyTorch only
-
-import torch
-net = torch.export.load("model.pt2").module()        # the exported program (dynamic batch)
-```
-
-Files: {', '.join(f'`{f}`' for f in m.get('files', []))}. `weights.pt` loads with
-`torch.load(..., weights_only=True)`; inputs are normalized like the training data
-(`{m.get('dataset', {}).get('name', 'the dataset')}`).
-"""
-
-
 # ---------------------------------------------------------------------------------------------------------
 # from a study: choose trials, retrain, export
-
-
-def _relative_excess(t: FrozenTrial, config: StudyConfig) -> dict[str, float]:
-    """Per budgeted metric, value / limit - 1 (the trial's stored constraints, else from its attributes)."""
-    if t.constraints:
-        return dict(t.constraints)
-    a = t.user_attrs
-    return budget_excess(config, {"macs": a.get("macs"), "params": a.get("params"), "latency": a.get("latency_ms")})
-
-
-def _budget_text(config: StudyConfig) -> str:
-    b = config.budget
-    parts = [f"{key}={getattr(b, key):,g}" for key in ("max_macs", "max_params", "max_latency_ms")
-             if getattr(b, key) is not None]
-    return ", ".join(parts) or "no limits"
-
-
-def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    where = f"study {study.study_name!r} ({redact(config.storage)})"
-    if not complete:
-        return ConfigError(f"{where} has no complete trial yet; run `archsearch search {config.source or ''}` first",
-                           path=config.source)
-    scored = []
-    for t in complete:
-        excess = _relative_excess(t, config)
-        if excess:
-            metric = max(excess, key=excess.get)
-            scored.append((excess[metric], t.number, metric, t))
-    text = f"no feasible trial in {where}: none of its {len(complete)} complete trial(s) fits the budget " \
-           f"({_budget_text(config)})"
-    if scored:
-        worst, number, metric, t = min(scored, key=lambda s: (s[0], s[1]))
-        limit = config.budget.limit(metric)
-        value = t.user_attrs.get({"latency": "latency_ms"}.get(metric, metric))
-        unit = {"macs": "MACs", "params": "params", "latency": "ms"}.get(metric, metric)
-        shown = f"{value:,g} {unit}" if value is not None else metric
-        text += (f"; the nearest is trial {number} ({t.user_attrs.get('arch_id', '?')}) with {shown}, "
-                 f"{100 * worst:.3g}% over the limit of {limit:,g}. Raise the budget or run more trials; "
-                 f"`--trial {number}` exports it anyway")
-    return ConfigError(text, path=config.source, key="budget")
-
-
-def select_trials(
-    study: optuna.Study, config: StudyConfig, *, trial: int | None = None, pareto: bool = False
-) -> list[FrozenTrial]:
-    """The trials to export: ``trial``, the Pareto front (``pareto``) or the best feasible trial.
-
-    The front is the study's own for a two-objective study, else validation accuracy against MACs over the
-    feasible complete trials. A pruned, failed or unfinished ``trial`` is an error (it has no final
-    accuracy); an infeasible one is exported when asked for by number.
-    """
-    if trial is not None and pareto:
-        raise ConfigError("give either a trial number or pareto, not both")
-    if trial is not None:
-        trials = study.get_trials(deepcopy=False)
-        found = [t for t in trials if t.number == trial]
-        if not found:
-            last = max((t.number for t in trials), default=None)
-            span = "it has no trials" if last is None else f"its trials are numbered 0 to {last}"
-            raise ConfigError(f"study {study.study_name!r} has no trial {trial}; {span}", path=config.source)
-        t = found[0]
-        if t.state != TrialState.COMPLETE:
-            why = {
-                TrialState.PRUNED: f"was pruned after {t.user_attrs.get('epochs_done', '?')} epoch(s): the search "
-                                   f"stopped it as unpromising, so it has no final accuracy",
-                TrialState.FAIL: f"failed ({t.user_attrs.get('error', 'no error recorded')})",
-            }.get(t.state, f"is {t.state.name} (not finished)")
-            raise ConfigError(f"trial {trial} {why}; only complete trials can be exported", path=config.source)
-        if ARCH_ATTR not in t.user_attrs:
-            raise ConfigError(f"trial {trial} has no {ARCH_ATTR!r} user attribute: not an archsearch trial",
-                              path=config.source)
-        return [t]
-    front = best_trials(study, config)
-    if not front:
-        raise _no_feasible(study, config)
-    if pareto:
-        if len(study.directions) == 1:
-            from .report import pareto_front
-
-            done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.user_attrs.get("feasible", True) and t.user_attrs.get("val_accuracy") is not None]
-            front = pareto_front(done, "macs")
-        return sorted(front, key=lambda t: t.number)
-    return [max(front, key=lambda t: (t.values[0], -t.number))]
 
 
 def retrain(
@@ -768,6 +377,7 @@ def export(
         _say(stream, f"trial {t.number}: retraining {arch.id} ({how})"
                      + ("" if feasible else " [over budget: infeasible in the search]"))
         model, measured = retrain(arch, config, data, epochs=epochs, device=device)
+        reranked = rerank.results(study, config).get(t.number)
         metrics = {
             "study": config.name,
             "storage": redact(config.storage),
@@ -777,6 +387,7 @@ def export(
             "baseline": t.user_attrs.get(BASELINE_ATTR),
             "feasible": feasible,
             "search_val_accuracy": t.user_attrs.get("val_accuracy"),
+            "rerank": reranked,
             **measured,
             "budget": dataclasses.asdict(config.budget),
             "objective": dataclasses.asdict(config.objective),
@@ -786,10 +397,11 @@ def export(
             lt = config.budget.latency
             metrics["latency_ms"] = t.user_attrs["latency_ms"]
             metrics["latency"] = {"source": "trial", "device": lt.device, "threads": lt.threads, "batch": lt.batch}
-        save(model, folder, metrics=metrics, onnx=onnx, force=force, stream=stream)
+        save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution), onnx=onnx,
+             force=force, stream=stream)
         m = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
-        acc = f"val {_pct(m['val_accuracy'])}, " if m["val_accuracy"] is not None else ""
-        _say(stream, f"  wrote {folder}: {acc}test {_pct(m['test_accuracy'])}, {fmt_count(m['macs'])} MACs, "
+        acc = f"val {pct(m['val_accuracy'])}, " if m["val_accuracy"] is not None else ""
+        _say(stream, f"  wrote {folder}: {acc}test {pct(m['test_accuracy'])}, {fmt_count(m['macs'])} MACs, "
                      f"{m['latency_ms']:.3f} ms ({', '.join(m['files'])})")
         written.append(folder)
     return written

@@ -1,0 +1,246 @@
+"""An export carries its input preprocessing: fed raw test images as a user loads them (scikit-learn's digits as
+floats 0-16, Fashion-MNIST's IDX bytes), ``model.py``, ``model.pt2`` and ``model.onnx`` reach the test accuracy
+that ``metrics.json`` records, in a fresh process that cannot import archsearch. Both studies pick a resolution
+multiplier, so the resize travels too. Real searches in real SQLite files; torch on one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from archsearch import Arch, Stage, Stem, build
+from archsearch.data import load_data
+from archsearch.errors import ConfigError
+from archsearch.export import export, load, save
+from archsearch.preprocess import Preprocess, Preprocessing, WithPreprocessing
+from archsearch.study import run
+
+from conftest import TINY_SPACE, study_dict
+
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": ""}
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+# what a user writes to get the raw test images, in a process without archsearch
+USER = textwrap.dedent(
+    """
+    import gzip, importlib, importlib.abc, json, sys
+    from pathlib import Path
+    import numpy as np
+    import torch
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "archsearch":
+                raise ImportError("archsearch is blocked in this process")
+
+    sys.meta_path.insert(0, Block())
+    torch.set_num_threads(1)
+    folder, dataset = Path(sys.argv[1]), sys.argv[2]
+    if dataset == "digits":  # the 20% stratified test split of archsearch's digits (README)
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+        digits = load_digits()
+        _, test = train_test_split(np.arange(len(digits.target)), test_size=0.2, stratify=digits.target,
+                                   random_state=0)
+        test = np.sort(test)
+        images, labels = digits.images[test][:, None], digits.target[test]  # float64, 0 to 16
+    else:  # the IDX files' bytes, as they are stored
+        def idx(name):
+            path = Path(sys.argv[3]) / name
+            raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+            ndim = raw[3]
+            dims = np.frombuffer(raw, ">u4", ndim, 4)
+            return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+        images, labels = idx(sys.argv[4])[:, None], idx(sys.argv[5])
+    x, y = torch.from_numpy(np.array(images)), torch.from_numpy(np.array(labels, dtype=np.int64))
+
+    sys.path.insert(0, str(folder))
+    import model
+    correct = {}
+    with torch.no_grad():
+        correct["model.py"] = int((model.load()(x).argmax(1) == y).sum())  # any real dtype: uint8 as stored
+        program = torch.export.load(folder / "model.pt2").module()
+        correct["model.pt2"] = int((program(x.float()).argmax(1) == y).sum())
+    try:
+        import onnxruntime
+    except ImportError:
+        onnxruntime = None
+    if onnxruntime is not None and (folder / "model.onnx").exists():
+        session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        logits = torch.from_numpy(session.run(None, {"x": x.float().numpy()})[0])
+        correct["model.onnx"] = int((logits.argmax(1) == y).sum())
+    print(json.dumps({"n": len(y), "correct": correct, "archsearch": "archsearch" in sys.modules}))
+    """
+)
+
+
+def _idx_names() -> list[str] | None:
+    names = []
+    for base in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        found = [n for n in (base, f"{base}.gz") if (FASHION / n).is_file()]
+        if not found:
+            return None
+        names.append(found[0])
+    return names
+
+
+CASES = {
+    # digits 8x8 at resolution_mult 1.5: raw floats 0-16 resized up to 12x12
+    "digits": {"dataset": {"name": "digits", "options": {}}, "resolution_mult": [1.5], "subset": None},
+    # Fashion-MNIST at 0.75: uint8 0-255 resized down to 21x21, trained on 2,000 images
+    "fashion-mnist": {"dataset": {"name": "fashion-mnist", "options": {}}, "resolution_mult": [0.75],
+                      "subset": 2000},
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_raw_test_images_reach_the_recorded_test_accuracy(tmp_path: Path, name: str) -> None:
+    torch.set_num_threads(1)
+    case = CASES[name]
+    idx = _idx_names()
+    if name == "fashion-mnist" and idx is None:
+        pytest.skip(f"Fashion-MNIST IDX files not in {FASHION} (apt-get install dataset-fashion-mnist)")
+    space = {**TINY_SPACE, "resolution_mult": case["resolution_mult"]}
+    study = study_dict(name=name, dataset=case["dataset"], n_trials=2,
+                       training={"epochs": 2, "train_subset": case["subset"]}, budget={"max_macs": 10**7})
+    (tmp_path / "tiny_space.yaml").write_text(yaml.safe_dump(space, sort_keys=False))
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    run(tmp_path / "s.yaml", stream=None, progress=False)
+    out = tmp_path / "export"
+    export(tmp_path / "s.yaml", out, stream=None)
+
+    m = json.loads((out / "metrics.json").read_text())
+    p = m["preprocessing"]
+    source = 8 if name == "digits" else 28
+    assert p["input_shape"] == [1, source, source]
+    assert p["resize"]["from"] == source and p["resize"]["to"] == round(source * case["resolution_mult"][0])
+    assert p["divisor"] == (16.0 if name == "digits" else 255.0)
+    assert len(p["mean"]) == len(p["std"]) == 1 and 0 < p["mean"][0] < 1 and 0 < p["std"][0] < 1
+    card = (out / "card.md").read_text()
+    assert p["formula"] in card and "raw images" in card
+
+    args = [str(out), name] + ([str(FASHION), *idx] if name == "fashion-mnist" else [])
+    (tmp_path / "user.py").write_text(USER)
+    proc = subprocess.run([sys.executable, str(tmp_path / "user.py"), *args], cwd=tmp_path, env=ONE_THREAD_ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["archsearch"] is False
+    assert got["n"] == m["dataset"]["n_test"]
+    recorded = round(m["test_accuracy"] * got["n"])
+    assert recorded > got["n"] / 10  # better than chance: a wrong preprocessing shows
+    formats = {"model.py", "model.pt2"} | ({"model.onnx"} if "model.onnx" in m["files"] else set())
+    assert set(got["correct"]) == formats
+    for fmt, correct in got["correct"].items():
+        assert correct == recorded, (fmt, correct, recorded)
+
+
+def test_load_gives_the_raw_image_network_and_the_bare_one(tmp_path: Path) -> None:
+    data = load_data("digits")
+    arch = Arch(1, 12, 10, Stem("conv", 8), (Stage("dwsep", 16, stride=2),))
+    torch.manual_seed(0)
+    net = build(arch).eval()
+    folder = save(net, tmp_path / "e", preprocessing=Preprocessing.of_data(data, 12), onnx=False)
+    full, bare = load(folder), load(folder, bare=True)
+    assert isinstance(full, WithPreprocessing) and type(bare) is type(net)
+    assert set(torch.load(folder / "weights.pt", weights_only=True)) == set(net.state_dict())  # the bare weights
+    # the raw digits of the first test images, as archsearch's data made the test tensors from them
+    raw = data.x_test[:5] * torch.tensor(data.std).view(1, -1, 1, 1) + torch.tensor(data.mean).view(1, -1, 1, 1)
+    raw = raw * data.raw_divisor
+    with torch.no_grad():
+        expected = net(data.resized(12).x_test[:5])
+        assert (full(raw) - expected).abs().max() < 1e-4
+        assert (bare(data.resized(12).x_test[:5]) - expected).abs().max() == 0
+    sys.path.insert(0, str(folder))
+    try:
+        import model  # noqa: PLC0415  (the generated file, as a user imports it)
+
+        assert model.INPUT_SHAPE == (1, 8, 8) and model.NET_INPUT_SHAPE == (1, 12, 12)
+        assert model.PREPROCESSING == {"divisor": 16.0, "mean": data.mean, "std": data.std, "size": 12}
+        with torch.no_grad():
+            assert torch.equal(model.load()(raw), full(raw))
+            assert torch.equal(model.load(bare=True)(expected.new_zeros(1, 1, 12, 12)),
+                               bare(expected.new_zeros(1, 1, 12, 12)))
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("model", None)
+
+
+def test_a_plain_save_has_no_preprocessing(tmp_path: Path) -> None:
+    arch = Arch(1, 8, 4, Stem("conv", 8), (Stage("dwsep", 16),))
+    folder = save(build(arch).eval(), tmp_path / "e", onnx=False)
+    m = json.loads((folder / "metrics.json").read_text())
+    assert "preprocessing" not in m and "No preprocessing was recorded" in (folder / "card.md").read_text()
+    assert type(load(folder)) is type(load(folder, bare=True))
+
+
+def test_raw_formats_of_each_dataset(tmp_path: Path) -> None:
+    digits = load_data("digits")
+    assert (digits.raw_divisor, digits.raw_resolution) == (16.0, 8) and "0 to 16" in digits.raw_format
+    assert digits.resized(12).raw_resolution == 8  # the dataset's own resolution survives a resize
+    synthetic = load_data("synthetic")
+    assert synthetic.raw_divisor == 1.0
+
+    module = tmp_path / "rawdata.py"
+    module.write_text(textwrap.dedent(
+        """
+        import numpy as np
+
+        def as_bytes():
+            x = np.arange(20 * 16, dtype=np.uint8).reshape(20, 1, 4, 4)
+            return (x, np.arange(20) % 2), (x[:4], np.arange(4) % 2)
+
+        def as_floats():
+            x = np.linspace(-1, 1, 20 * 16).reshape(20, 1, 4, 4)
+            return (x, np.arange(20) % 2), (x[:4], np.arange(4) % 2)
+
+        def mixed():
+            x = np.arange(20 * 16, dtype=np.uint8).reshape(20, 1, 4, 4)
+            return (x, np.arange(20) % 2), (x[:4].astype(np.float32), np.arange(4) % 2)
+        """
+    ))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        as_bytes = load_data("rawdata:as_bytes")
+        assert as_bytes.raw_divisor == 255.0 and "uint8, 0 to 255" in as_bytes.raw_format
+        as_floats = load_data("rawdata:as_floats")
+        assert as_floats.raw_divisor == 1.0 and "float64, used as given" in as_floats.raw_format
+        with pytest.raises(ConfigError, match="train images are uint8 but test images float32"):
+            load_data("rawdata:mixed")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("rawdata", None)
+
+
+def test_preprocess_matches_the_data_pipeline() -> None:
+    data = load_data("digits")
+    pre = Preprocess(data.raw_divisor, data.mean, data.std, size=12)
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    _, test = train_test_split(np.arange(len(digits.target)), test_size=0.2, stratify=digits.target, random_state=0)
+    raw = torch.from_numpy(digits.images[np.sort(test)][:, None])
+    assert (pre(raw) - data.resized(12).x_test).abs().max() < 1e-5
+
+
+def test_a_damaged_preprocessing_record_names_the_file(tmp_path: Path) -> None:
+    arch = Arch(1, 8, 4, Stem("conv", 8), (Stage("dwsep", 16),))
+    folder = save(build(arch).eval(), tmp_path / "e", onnx=False,
+                  preprocessing=Preprocessing("floats", 1.0, (0.0,), (1.0,), 8, 8))
+    m = json.loads((folder / "metrics.json").read_text())
+    del m["preprocessing"]["divisor"]
+    (folder / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(ConfigError, match=r"metrics\.json: preprocessing: bad preprocessing record \(KeyError"):
+        load(folder)
+    assert type(load(folder, bare=True)).__name__ == "Net"

@@ -95,6 +95,8 @@ def cmd_space(args: argparse.Namespace) -> int:
             c = arch_cost(a.replace(num_classes=args.classes))
             rows.append([name, f"{c.macs:,}", f"{c.params:,}", a.id])
     print(table(rows, ["baseline", "MACs", "params", "architecture id"]))
+    print("xW: the family's seed architecture with every width times W (MobileNet's width multiplier alpha), "
+          "unfitted; a search fits the baselines to its budget. Ids: README, 'Architecture ids'")
     return 0
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from . import baselines
 from .config import StudyConfig, redact, load_study_config
 from .errors import ConfigError
 from .objective import ARCH_ATTR, BASELINE_ATTR
@@ -246,6 +247,10 @@ def _plot_panel(ax: Any, g: _Groups, metric: str, config: StudyConfig) -> None:
                    label=f"baseline: {family}")
         labels.append((bx[0], by[0], f"{family} (#{t.number})", colour))
     _place_labels(ax, labels)
+    for family, why in _unplotted_baselines(g, config):  # named in the legend, so that no baseline just vanishes
+        marker, colour = _BASELINE_STYLE.get(family, _OTHER_BASELINE)
+        ax.scatter([], [], s=110, marker=marker, facecolors="none", edgecolors=colour, lw=1.2,
+                   label=f"baseline: {family}, {why}: not plotted")
     # over budget trials were never trained: a faded rug along the bottom at their cost
     over = [t.user_attrs[key] for t in g.infeasible if t.user_attrs.get(key) is not None]
     if over:
@@ -267,7 +272,35 @@ def _plot_panel(ax: Any, g: _Groups, metric: str, config: StudyConfig) -> None:
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", axis="x", alpha=0.1)
-    ax.legend(loc="lower right", fontsize=7.5, framealpha=0.85)
+    # beside the axes, never on the data
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=7.5, frameon=False)
+
+
+def _unplotted_baselines(g: _Groups, config: StudyConfig) -> list[tuple[str, str]]:
+    """(family, why) for each seed baseline without a point: failed, over budget, still running, or missing
+    (the study enqueued none: it does not fit the budget even at its thinnest)."""
+    by_family: dict[str, list[FrozenTrial]] = {}
+    for t in g.baselines:
+        by_family.setdefault(t.user_attrs[BASELINE_ATTR], []).append(t)
+    out = []
+    for family, trials in by_family.items():
+        if any(t.user_attrs.get("val_accuracy") is not None and t.user_attrs.get(_COST_ATTR["macs"]) is not None
+               for t in trials):
+            continue
+        last = max(trials, key=lambda t: t.number)
+        if last.state == TrialState.FAIL:
+            why = "failed"
+        elif last.state == TrialState.COMPLETE and last.user_attrs.get("feasible") is False:
+            why = "over budget"
+        elif last.state in (TrialState.RUNNING, TrialState.WAITING):
+            why = "not finished"
+        else:
+            why = "no accuracy"
+        out.append((family, f"{why} (trial {last.number})"))
+    if config.enqueue_baselines and config.objective.type != "pareto":
+        out += [(family, "missing (does not fit the budget)") for family in baselines.FAMILIES
+                if family not in by_family]
+    return out
 
 
 def _place_labels(ax: Any, labels: list[tuple[float, float, str, str]]) -> None:
@@ -276,7 +309,7 @@ def _place_labels(ax: Any, labels: list[tuple[float, float, str, str]]) -> None:
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
     w_in, h_in = ax.figure.get_size_inches()
     ncols = ax.get_subplotspec().get_gridspec().ncols
-    w_pt, h_pt = 72 * 0.85 * w_in / ncols, 72 * 0.8 * h_in  # the axes' size, about
+    w_pt, h_pt = 72 * 0.62 * w_in / ncols, 72 * 0.8 * h_in  # the axes' size, about (the legend is beside them)
 
     def frac(x: float, y: float) -> tuple[float, float]:
         return math.log(x / x0) / math.log(x1 / x0), (y - y0) / (y1 - y0)
@@ -315,12 +348,17 @@ def _need(module: str, what: str, flag: str) -> None:
 
 
 def _write_png(path: Path, study: optuna.Study, config: StudyConfig, g: _Groups) -> None:
+    _figure(study, config, g).savefig(path)
+
+
+def _figure(study: optuna.Study, config: StudyConfig, g: _Groups) -> Any:
+    """The PNG's matplotlib Figure: one panel per cost (MACs, and latency where measured)."""
     _need("matplotlib", "the PNG plot", "--no-plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     metrics = ["macs"] + (["latency"] if pareto_front(g.feasible, "latency") else [])
-    fig = Figure(figsize=(8.5 * len(metrics), 6.0), dpi=110, layout="constrained")
+    fig = Figure(figsize=(11.5 * len(metrics), 6.0), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)  # the Agg canvas, without pyplot's global state
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, metric in zip(axes, metrics):
@@ -331,7 +369,7 @@ def _write_png(path: Path, study: optuna.Study, config: StudyConfig, g: _Groups)
         f"budget, {len(g.pruned)} pruned, {len(g.failed)} failed)\nbudget {_budget_text(config)}",  # one line is cut
         fontsize=10,
     )
-    fig.savefig(path)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -379,7 +417,8 @@ def _scatter_figure(g: _Groups, metric: str, config: StudyConfig) -> Any:
     return fig
 
 
-def _write_html(path: Path, study: optuna.Study, config: StudyConfig, g: _Groups, text: str) -> None:
+def _write_html(path: Path, study: optuna.Study, config: StudyConfig, g: _Groups, text: str,
+                plotly_js: str = "inline") -> None:
     _need("plotly", "the HTML page", "--no-html")
     import html
 
@@ -394,8 +433,11 @@ def _write_html(path: Path, study: optuna.Study, config: StudyConfig, g: _Groups
         names = ["validation accuracy", config.objective.pareto_metric]
         figs.append(ov.plot_optimization_history(study, target=lambda t: t.values[0], target_name=names[0]))
         figs.append(ov.plot_pareto_front(study, target_names=names))
-    # the first figure carries plotly.js inline (the page works offline), the others share it
-    body = "\n".join(f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs))
+    # inline: the first figure carries plotly.js (about 4.7 MB; the page works offline), the others share it;
+    # cdn: a <script> tag loads it from plotly's CDN when the page is opened (tens of KB, needs the network)
+    first = True if plotly_js == "inline" else "cdn"
+    body = "\n".join(f.to_html(full_html=False, include_plotlyjs=first if i == 0 else False)
+                     for i, f in enumerate(figs))
     title = html.escape(f"archsearch report: {study.study_name}")
     page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title></head>\n<body>\n"
             f"<h2>{title}</h2>\n<pre>{html.escape(text)}</pre>\n{body}\n</body></html>\n")
@@ -413,12 +455,16 @@ def report(
     top: int = 10,
     png: bool = True,
     html: bool = True,
+    plotly_js: str = "inline",
 ) -> Report:
     """Read the study and write ``<name>_report.png`` and ``<name>_report.html`` into ``out``.
 
-    ``out`` defaults to the study YAML's folder. Returns the text (the top ``top`` trials, the Pareto
-    fronts and the baselines) and the paths written.
+    ``out`` defaults to the study YAML's folder. ``plotly_js``: ``"inline"`` (the HTML works offline, about
+    4.8 MB) or ``"cdn"`` (loads plotly.js from its CDN when opened: a small file that needs the network).
+    Returns the text (the top ``top`` trials, the Pareto fronts and the baselines) and the paths written.
     """
+    if plotly_js not in ("inline", "cdn"):
+        raise ConfigError(f"plotly_js must be 'inline' or 'cdn', got {plotly_js!r}")
     if not isinstance(config, StudyConfig):
         config = load_study_config(config)
     if isinstance(top, bool) or not isinstance(top, int) or top < 1:
@@ -443,7 +489,7 @@ def report(
         _write_png(png_path, study, config, g)
     if html:
         html_path = folder / f"{config.name}_report.html"
-        _write_html(html_path, study, config, g, text)
+        _write_html(html_path, study, config, g, text, plotly_js)
     return Report(text, png_path, html_path)
 
 
@@ -552,11 +598,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--top", type=int, default=10, help="trials in the top table (10)")
     s.add_argument("--no-plot", action="store_true", help="do not write the PNG")
     s.add_argument("--no-html", action="store_true", help="do not write the HTML page")
+    s.add_argument("--plotly-js", choices=("inline", "cdn"), default="inline",
+                   help="inline: the HTML carries plotly.js and works offline (about 4.8 MB); cdn: it loads "
+                        "plotly.js from the network when opened (tens of KB)")
     s.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    result = report(args.config, out=args.out, top=args.top, png=not args.no_plot, html=not args.no_html)
+    result = report(args.config, out=args.out, top=args.top, png=not args.no_plot, html=not args.no_html,
+                    plotly_js=args.plotly_js)
     print(result.text)
     written = [str(p) for p in (result.png, result.html) if p is not None]
     if written:

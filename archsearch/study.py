@@ -280,9 +280,11 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
     surplus = sum(1 for t in trials if t.user_attrs.get(SURPLUS_ATTR))
     gave_way = f" ({surplus} gave way to other workers)" if surplus else ""
+    # "trained": built and trained, to the end or until pruned (what `archsearch report` ranks)
     lines = [
         f"study {study.study_name}: {finished_count(study)} finished "
-        f"({by_state['COMPLETE'] - infeasible} trained, {infeasible} infeasible, {by_state['PRUNED']} pruned), "
+        f"({by_state['COMPLETE'] - infeasible + by_state['PRUNED']} trained: {by_state['COMPLETE'] - infeasible} "
+        f"to the end, {by_state['PRUNED']} pruned; {infeasible} infeasible, not trained), "
         f"{by_state['FAIL']} failed{gave_way}, {by_state['RUNNING']} running",
     ]
     best = best_trials(study, config)
@@ -355,6 +357,11 @@ def run(
     # trial failures are reported on our own trial lines; Optuna would add a traceback for each
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study, created = _open_study(config, create=True)
+    done = 0 if created else finished_count(study)
+    if stream is not None and not worker_index:  # workers: run_workers says it once
+        print(start_line(config, created, done, target), file=stream, flush=True)
+    if done >= target and _reranked(study, config):
+        return study  # nothing to do: the line above says so, `archsearch report` shows the results
     _reseed(study, config, worker_index)
     swept = sweep_dead_workers(study)
     if created and config.enqueue_baselines:
@@ -440,6 +447,26 @@ def run(
     return study
 
 
+def start_line(config: StudyConfig, created: bool, done: int, target: int) -> str:
+    """``new study X``, ``resuming study X: N of M trials finished`` or, when nothing is left, ``... finished``."""
+    where = redact(config.storage)
+    if created:
+        return f"new study {config.name} ({where}): {target} trials to run"
+    if done >= target:
+        return (f"study {config.name} ({where}) is finished: {done} of {target} trials; nothing to run (raise "
+                f"n_trials, or pass --n-trials, to run more; `archsearch report {config.source or ''}` shows the "
+                f"results)")
+    return f"resuming study {config.name} ({where}): {done} of {target} trials finished"
+
+
+def _reranked(study: optuna.Study, config: StudyConfig) -> bool:
+    """Every candidate of the config's re-rank has its result (True without a re-rank)."""
+    if config.rerank is None:
+        return True
+    done = rerank.results(study, config)
+    return all(t.number in done for t in rerank.candidates(study, config.rerank.top))
+
+
 def _freeze_long_lived() -> bool:
     """Exempt what exists before the trials (torch and its compiler stack, Optuna, the data) from collection.
 
@@ -481,6 +508,10 @@ def run_workers(
     space, data = load_config_data(config)
     _check_budget_reachable(config, space, data)
     study, created = _open_study(config, create=True)
+    target = config.n_trials if n_trials is None else n_trials
+    if stream is not None:
+        done = 0 if created else finished_count(study)
+        print(start_line(config, created, done, target) + f" ({workers} workers)", file=stream, flush=True)
     if created and config.enqueue_baselines:
         _enqueue_baselines(study, config, data)
     threads = max(1, (os.cpu_count() or 1) // workers)

@@ -186,3 +186,51 @@ def test_report_of_a_missing_study_is_a_config_error(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(study_dict()))
     with pytest.raises(ConfigError, match="no study 'tiny'.*run `archsearch search` first"):
         report(path)
+
+
+def _legend_and_data(study: optuna.Study, config: Any) -> tuple[Any, list[tuple[Any, Any]]]:
+    from archsearch.report import _figure, _Groups
+
+    fig = _figure(study, config, _Groups.of(study.get_trials(deepcopy=False)))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    return fig, [(ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)) for ax in fig.axes]
+
+
+def test_the_legend_sits_beside_the_axes_never_on_the_data(make_study: Callable[..., Path]) -> None:
+    config = load_study_config(make_study(40, latency=True))
+    fig, boxes = _legend_and_data(open_study(config, create=False), config)
+    assert len(boxes) == 2
+    for legend, axes in boxes:
+        assert legend.x0 >= axes.x1  # to the right of the plotting area: no marker or label under it
+        assert legend.x1 <= fig.bbox.x1 + 1  # and inside the figure
+
+
+def test_a_failed_or_missing_baseline_is_named_on_the_plot(make_study: Callable[..., Path]) -> None:
+    config = load_study_config(make_study(12, enqueue_baselines=True))
+    study = open_study(config, create=False)
+    # the effnet baseline failed; drop shufflenet's trial altogether (as when it does not fit the budget)
+    kept = []
+    for t in study.get_trials():
+        family = t.user_attrs.get("baseline")
+        if family == "shufflenet":
+            continue
+        if family == "effnet":
+            t = optuna.trial.create_trial(state=TrialState.FAIL, params=t.params, distributions=t.distributions,
+                                          user_attrs={**t.user_attrs, "val_accuracy": None})
+        kept.append(t)
+    other = optuna.create_study(study_name="copy", storage=config.storage)
+    other.add_trials(kept)
+    fig, _ = _legend_and_data(other, config)
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(t.startswith("baseline: effnet, failed (trial ") and t.endswith("not plotted") for t in texts), texts
+    assert "baseline: shufflenet, missing (does not fit the budget): not plotted" in texts
+    assert "baseline: mobilenet" in texts
+
+
+def test_the_html_can_load_plotly_from_its_cdn(make_study: Callable[..., Path]) -> None:
+    path = make_study(10)
+    inline = report(path, png=False).html.stat().st_size
+    page = report(path, png=False, plotly_js="cdn").html.read_text()
+    assert re.search(r'<script[^>]+src="https://cdn\.plot\.ly/', page)
+    assert len(page) < inline / 20, (len(page), inline)

@@ -234,7 +234,9 @@ def test_short_fashion_mnist_study(write_study, tmp_path):
     at = lines.index("best feasible trial:")
     assert f"trial {best.number:>4}" in lines[at + 1]
     assert best.user_attrs["arch_id"] in lines[at + 1]
-    assert lines[at - 1].startswith("study fashion: 3 finished (3 trained, 0 infeasible, 0 pruned), 0 failed")
+    assert lines[0].startswith("new study fashion (sqlite:///") and lines[0].endswith("): 3 trials to run")
+    assert lines[at - 1].startswith("study fashion: 3 finished (3 trained: 3 to the end, 0 pruned; 0 infeasible, "
+                                    "not trained), 0 failed")
 
 
 # -- 4. n_trials is the study's total ----------------------------------------------------------------------
@@ -245,16 +247,20 @@ def test_n_trials_counts_the_study_total_across_calls(write_study):
     first = CountingTrainer()
     assert finished_count(run(cfg, trainer=first, stream=None, progress=False)) == 3
 
-    second = CountingTrainer()
-    study = run(cfg, n_trials=5, trainer=second, stream=None, progress=False)
+    second, text = CountingTrainer(), io.StringIO()
+    study = run(cfg, n_trials=5, trainer=second, stream=text, progress=False)
     assert finished_count(study) == 5
     assert len(study.trials) == 5  # two more trials, not five
     assert first.calls + second.calls == len(trained(study))
+    assert text.getvalue().splitlines()[0].startswith("resuming study tiny (sqlite:///")
+    assert text.getvalue().splitlines()[0].endswith("): 3 of 5 trials finished")
 
-    third = CountingTrainer()
-    study = run(cfg, n_trials=5, trainer=third, stream=None, progress=False)
+    third, text = CountingTrainer(), io.StringIO()
+    study = run(cfg, n_trials=5, trainer=third, stream=text, progress=False)
     assert third.calls == 0
     assert len(study.trials) == 5
+    said = text.getvalue().splitlines()
+    assert len(said) == 1 and "is finished: 5 of 5 trials; nothing to run" in said[0], said  # no summary again
 
 
 def test_a_resumed_study_proposes_new_candidates(write_study):
@@ -496,8 +502,9 @@ def test_a_trial_reads_the_study_twice(write_study, monkeypatch):
     study = run(load_study_config(path), stream=None, progress=False)
 
     assert len(study.trials) == 24 and any(t.state == TrialState.PRUNED for t in study.trials[12:])
-    # 12 trials, 2 reads each and 1 after each; run() reads the study 12 times more (resume checks, summary)
-    assert counter.reads <= 12 * 3 + 12, counter.reads
+    # 12 trials, 2 reads each and 1 after each; run() reads the study 13 times more (the start line's count,
+    # resume checks, summary)
+    assert counter.reads <= 12 * 3 + 13, counter.reads
 
 
 def test_a_trial_finished_by_another_worker_meanwhile_does_not_end_the_search(write_study):

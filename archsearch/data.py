@@ -518,13 +518,13 @@ def _load_custom(
         raise ConfigError(
             f"dataset {spec!r}: train images are {tuple(x_train.shape[1:])} but test images {tuple(x_test.shape[1:])}"
         )
-    if (dtype == "uint8") != (test_dtype == "uint8"):
-        raise ConfigError(f"dataset {spec!r}: train images are {dtype} but test images {test_dtype}; uint8 is "
-                          f"scaled to [0, 1] and float is not, so both must be one or the other")
     shape = " x ".join(map(str, x_train.shape[1:]))
+    # the training images' format is the one a trained network expects (a float test part in [0, 1] beside
+    # uint8 training images is the same scale, and is said so)
+    also = "" if dtype == test_dtype else f" (its test images: {test_dtype})"
     if dtype == "uint8":
-        return x_train, y_train, x_test, y_test, (255.0, f"what {spec} returns: uint8, 0 to 255, N x {shape}")
-    return x_train, y_train, x_test, y_test, (1.0, f"what {spec} returns: {dtype}, used as given, N x {shape}")
+        return x_train, y_train, x_test, y_test, (255.0, f"what {spec} returns: uint8, 0 to 255, N x {shape}{also}")
+    return x_train, y_train, x_test, y_test, (1.0, f"what {spec} returns: {dtype}, used as given, N x {shape}{also}")
 
 
 def _call_kwargs(

@@ -10,6 +10,11 @@ process (``--threads 1`` each on a 2-core machine).
 
 ``--rerank TOP,EPOCHS`` adds a re-rank to the study (its top searched candidates and the baselines trained
 again at EPOCHS) and prints, per seed, the best searched against the best baseline by the re-rank score too.
+
+``--test EPOCHS`` checks the picks on the test split, which no choice saw: the best searched network and the
+best baseline, each as the search score picks them (and, with ``--rerank``, as the re-rank score picks them),
+are trained again from scratch on the training split for EPOCHS epochs with ``--test-seeds`` initial seeds,
+and their mean test accuracy (360 digits; one image is 0.28 points) is printed beside the validation scores.
 """
 
 from __future__ import annotations
@@ -42,6 +47,41 @@ def print_rerank(study, cfg, trials) -> None:
           f"{done[top.number]['value']:.4f}", flush=True)
 
 
+def test_picks(study, cfg, trials, epochs: int, seeds: int) -> dict[str, float]:
+    """Mean test accuracy of each pick, retrained from scratch ``seeds`` times for ``epochs`` epochs."""
+    import dataclasses as dc
+
+    from archsearch import Arch, rerank
+    from archsearch.export import retrain
+    from archsearch.study import load_config_data
+
+    _, data = load_config_data(cfg)
+    feasible = [t for t in trials if t.values and t.user_attrs.get("feasible", True) and "arch" in t.user_attrs]
+    picks = {
+        "search: searched": max((t for t in feasible if "baseline" not in t.user_attrs), key=lambda t: t.values[0]),
+        "search: baseline": max((t for t in feasible if "baseline" in t.user_attrs), key=lambda t: t.values[0]),
+    }
+    done = rerank.results(study, cfg)
+    if done:
+        by = {t.number: t for t in trials}
+        for name, baseline in (("re-rank: searched", False), ("re-rank: baseline", True)):
+            number = max((v["value"], -n, n) for n, v in done.items()
+                         if ("baseline" in by[n].user_attrs) == baseline)[2]
+            picks[name] = by[number]
+    out, cache = {}, {}
+    for name, t in picks.items():
+        if t.number not in cache:
+            accs = []
+            for seed in range(seeds):
+                c = dc.replace(cfg, training=dc.replace(cfg.training, epochs=epochs, seed=seed))
+                accs.append(retrain(Arch.from_dict(t.user_attrs["arch"]), c, data)[1]["test_accuracy"])
+            cache[t.number] = statistics.mean(accs)
+        out[name] = cache[t.number]
+    print("  test (" + f"{epochs} epochs, mean of {seeds} seeds): "
+          + ", ".join(f"{name} trial {picks[name].number} {100 * acc:.2f}%" for name, acc in out.items()), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
@@ -49,6 +89,9 @@ def main() -> None:
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the archsearch checkout to measure")
     parser.add_argument("--config", default="studies/quickstart.yaml", help="relative to the checkout")
     parser.add_argument("--rerank", default=None, metavar="TOP,EPOCHS", help="add a re-rank to the study")
+    parser.add_argument("--test", type=int, default=None, metavar="EPOCHS",
+                        help="retrain the picks for EPOCHS epochs and score them on the test split")
+    parser.add_argument("--test-seeds", type=int, default=3, help="initial seeds per pick for --test (3)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.checkout.resolve()))  # that checkout's archsearch, not an installed one
 
@@ -67,7 +110,7 @@ def main() -> None:
 
         top, epochs = (int(v) for v in args.rerank.split(","))
         base = dataclasses.replace(base, rerank=RerankConfig(top=top, epochs=epochs))
-    rows = []
+    rows, tests = [], []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = dataclasses.replace(base, storage=f"sqlite:///{tmp}/q.db",
@@ -78,6 +121,8 @@ def main() -> None:
             trials = study.get_trials(deepcopy=False)
             if args.rerank:
                 print_rerank(study, cfg, trials)
+            if args.test:
+                tests.append(test_picks(study, cfg, trials, args.test, args.test_seeds))
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         infeasible = sum(t.user_attrs.get("feasible") is False for t in complete)
         feasible = [t for t in complete if t.user_attrs.get("feasible", True) and t.values]
@@ -99,6 +144,14 @@ def main() -> None:
     ties = sum(1 for _, _, s, b, _, _ in rows if s is not None and b is not None and s == b)
     print(f"best searched above the best baseline with {above} of {len(rows)} seeds ({ties} equal); "
           f"infeasible trials per run: {', '.join(str(r[1]) for r in rows)}")
+    for by in ("search", "re-rank"):
+        pairs = [(t[f"{by}: searched"], t[f"{by}: baseline"]) for t in tests if f"{by}: searched" in t]
+        if pairs:
+            diffs = [100 * (s - b) for s, b in pairs]
+            print(f"on the test split, picked by the {by} score: searched above baseline with "
+                  f"{sum(d > 0 for d in diffs)} of {len(diffs)} seeds ({sum(d == 0 for d in diffs)} equal); "
+                  f"differences {', '.join(f'{d:+.2f}' for d in diffs)} points; searched pick's mean test accuracy "
+                  f"{100 * statistics.mean(s for s, _ in pairs):.2f}%")
 
 
 if __name__ == "__main__":

@@ -305,7 +305,9 @@ def test_optuna_command_line_and_load_study_read_the_study(searched: Path) -> No
     config = load_study_config(searched)
     best = best_trials(open_study(config, create=False))[0]
     proc = subprocess.run(
-        [str(Path(sys.executable).with_name("optuna")), "best-trials",  # the environment's, activated or not "--study-name", config.name, "--storage", config.storage, "-f", "json"],
+        # the environment's own optuna command, whether or not it is activated (on PATH)
+        [str(Path(sys.executable).with_name("optuna")), "best-trials", "--study-name", config.name,
+         "--storage", config.storage, "-f", "json"],
         capture_output=True, text=True, env=ONE_THREAD_ENV, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr

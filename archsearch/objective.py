@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial, TrialState
 
 from .arch import Arch
 from .build import build
@@ -31,6 +32,11 @@ ARCH_ATTR = "arch"
 FIT_ATTR = "fit"  # {"width_mult", "status", "extra"} of a budget-fitted candidate
 BASELINE_ATTR = "baseline"
 SURPLUS_ATTR = "surplus"
+# a trial that ended without a verdict (archsearch/recovery.py): Ctrl-C reached it, or its dead worker's
+# trial was failed by a sweep; a retry names the trial it repeats
+INTERRUPTED_ATTR = "interrupted"
+SWEPT_ATTR = "swept"
+RETRY_ATTR = "retry_of"
 #: what "the study holds n_trials finished trials" counts
 COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -201,6 +207,15 @@ class Objective:
     # -- the trial -------------------------------------------------------------------------------
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            # Optuna records the trial as FAIL; marked, it is no verdict and the next start queues it again
+            # (archsearch/recovery.py)
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
         # the trial's snapshot of the study (read as it started, shared with the sampler) serves both checks
@@ -208,6 +223,11 @@ class Objective:
         if self.target is not None and self.is_surplus(trial, taken):
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
+        if BASELINE_ATTR in trial.user_attrs or RETRY_ATTR in trial.user_attrs:
+            earlier = gives_way(trial)
+            if earlier is not None:  # two starts queued this at once: the earlier trial runs it
+                trial.set_user_attr(SURPLUS_ATTR, True)
+                raise SurplusTrial(f"trial {earlier} runs the same queued candidate")
         arch, fit = self.architecture(trial)
         cost = arch_cost(arch)
         trial.set_user_attr(ARCH_ATTR, arch.to_dict())
@@ -303,3 +323,41 @@ class Objective:
         trial.set_user_attr("compute_seconds", result.compute_seconds)
         return self.score(result.val_accuracy, cost, latency_ms)
 
+
+# ---------------------------------------------------------------------------------------------------------
+# verdicts
+
+
+def has_verdict(t: FrozenTrial) -> bool:
+    """COMPLETE, PRUNED, or FAIL by the trial's own error (not interrupted, swept, or given way)."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    a = t.user_attrs
+    return t.state == TrialState.FAIL and not (a.get(INTERRUPTED_ATTR) or a.get(SWEPT_ATTR) or a.get(SURPLUS_ATTR))
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that another one repeats: ours (``retry_of``) and the heartbeat callback's."""
+    out = set()
+    for t in trials:
+        if RETRY_ATTR in t.user_attrs:
+            out.add(t.user_attrs[RETRY_ATTR])
+        out.update(t.system_attrs.get("retry_history", ()))
+    return out
+
+
+def gives_way(trial: optuna.Trial) -> int | None:
+    """For a queued baseline or retry: an earlier trial that has or will have the verdict this one would
+    repeat (a trial of the same baseline family, or a retry of the same trial, queued, running or finished),
+    or None."""
+    family, repeats_of = trial.user_attrs.get(BASELINE_ATTR), trial.user_attrs.get(RETRY_ATTR)
+    trials = trial.study.get_trials(deepcopy=False)
+    repeated = retried_numbers(trials)  # a retry (ours or the heartbeat's) repeats a trial that has no verdict
+    for t in trials:
+        if t.number >= trial.number or not (t.state in (TrialState.WAITING, TrialState.RUNNING) or has_verdict(t)):
+            continue
+        if repeats_of is not None and t.user_attrs.get(RETRY_ATTR) == repeats_of:
+            return t.number
+        if family is not None and t.user_attrs.get(BASELINE_ATTR) == family and t.number not in repeated:
+            return t.number
+    return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import datetime
 import gc
 import time
 import warnings
@@ -17,13 +16,14 @@ import torch
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import baselines, rerank
+from . import rerank
 from .arch import Arch
 from .config import StudyConfig, load_study_config, make_pruner, make_sampler, make_storage, redact
 from .cost import Cost, arch_cost
 from .data import DataBundle, load_data
 from .errors import ConfigError
-from .objective import ARCH_ATTR, BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, worker_alive
+from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective
+from .recovery import CREATED_ATTR, baseline_status, ensure_baselines, recover, sweep_dead_workers  # noqa: F401
 from .space import Space, load_space, suggest_architecture
 from .train import TrainResult, make_optimizer, resolve_device, train
 
@@ -32,7 +32,6 @@ __all__ = ["run", "open_study", "load_config_data", "smallest_cost", "finished_c
 FINGERPRINT_ATTR = "archsearch.fingerprint"
 COUNTED = COUNTED_STATES
 _WAIT_S = 0.5  # poll interval of a worker waiting for others' last trials
-_UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
 
 
 def _directions(config: StudyConfig) -> list[str]:
@@ -76,6 +75,7 @@ def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, boo
             directions=_directions(config),
         )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        study.set_user_attr(CREATED_ATTR, time.time())  # a start a minute later may enqueue missing baselines
         study.set_user_attr("archsearch.config", {**config.to_dict(), "storage": redact(config.storage)})
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -180,46 +180,6 @@ def _taken(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING)))
 
 
-def _enqueue_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle) -> None:
-    """Enqueue the seed's three families, each scaled to the widest variant that fits (by the study's creator)."""
-    b = config.budget
-    for family in baselines.FAMILIES:
-        arch = baselines.fit_to_budget(
-            family, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes,
-            max_macs=b.max_macs, max_params=b.max_params,
-        )
-        if arch is not None:
-            study.enqueue_trial({}, user_attrs={BASELINE_ATTR: family, ARCH_ATTR: arch.to_dict()})
-
-
-def sweep_dead_workers(study: optuna.Study) -> list[int]:
-    """Fail RUNNING trials whose worker process on this host is gone, and enqueue each again.
-
-    The heartbeat does the same for workers on other hosts, after its grace period; for a worker
-    known dead there is no reason to wait. Returns the numbers of the trials failed.
-    """
-    failed = []
-    now = datetime.datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
-        # a trial names its worker milliseconds after Optuna creates it; one that never did lost its
-        # worker inside study.ask(), and neither the heartbeat nor a PID can tell: fail it after a bound
-        unclaimed = worker is None and t.datetime_start is not None and (
-            (now - t.datetime_start).total_seconds() > _UNCLAIMED_S
-        )
-        if unclaimed or worker_alive(worker or "") is False:
-            try:
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-            except RuntimeError:  # finished meanwhile
-                continue
-            keep = {k: t.user_attrs[k] for k in (BASELINE_ATTR, ARCH_ATTR) if k in t.user_attrs}
-            if BASELINE_ATTR not in keep:
-                keep.pop(ARCH_ATTR, None)
-            study.enqueue_trial(t.params, user_attrs={**keep, "retry_of": t.number}, skip_if_exists=False)
-            failed.append(t.number)
-    return failed
-
-
 def fmt_count(n: float | None) -> str:
     """12345 -> '12.35K' (None -> '-')."""
     if n is None:
@@ -312,6 +272,9 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
                 if any(t.number in reranked for t in searched) and any(t.number in reranked for t in base):
                     epochs = next(iter(reranked.values()))["epochs"]
                     lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs)"))
+    missing = {family: why for family, why in baseline_status(trials).items() if why is not None}
+    if missing:
+        lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in missing.items()))
     if reranked:
         lines.append(f"re-ranked: {len(reranked)} trial(s): "
                      + ", ".join(f"{n} {v['val_accuracy']:.4f}" for n, v in sorted(reranked.items())))
@@ -363,9 +326,9 @@ def run(
     if done >= target and _reranked(study, config):
         return study  # nothing to do: the line above says so, `archsearch report` shows the results
     _reseed(study, config, worker_index)
-    swept = sweep_dead_workers(study)
-    if created and config.enqueue_baselines:
-        _enqueue_baselines(study, config, data)
+    swept, queued = recover(study)
+    # the baselines: enqueued by the creator; by another start where the creator died before it did
+    baselines_due = config.enqueue_baselines and ensure_baselines(study, config, data, created=created) is None
     objective = Objective(config, space, data, device=device, trainer=trainer, target=target)
 
     def say(text: str) -> None:
@@ -379,7 +342,11 @@ def run(
         bar = tqdm(total=target, initial=min(target, finished_count(study)), desc=config.name, unit="trial",
                    file=sys.stderr, dynamic_ncols=True)
     if swept:
-        say(f"failed {len(swept)} trial(s) left RUNNING by a dead worker and queued them again: {swept}")
+        say(f"{prefix}failed {len(swept)} trial(s) left RUNNING by a dead worker: {swept}")
+    for t, why in queued:
+        what = f"{t.user_attrs[BASELINE_ATTR]} baseline" if BASELINE_ATTR in t.user_attrs else t.user_attrs.get(
+            "arch_id", "not yet sampled")
+        say(f"{prefix}queued again: trial {t.number} ({what}), {why}")
 
     def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         if trial.user_attrs.get(SURPLUS_ATTR):
@@ -389,6 +356,9 @@ def run(
             bar.update(1)
 
     def stop_when_taken(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal baselines_due
+        if baselines_due:  # too early at the start to tell whether the creator enqueues them: asked again
+            baselines_due = ensure_baselines(study, config, data, created=False) is None
         # a read between trials (outside any trial's time): other workers' trials started since count too
         if _taken(study) >= target:
             study.stop()
@@ -512,8 +482,8 @@ def run_workers(
     if stream is not None:
         done = 0 if created else finished_count(study)
         print(start_line(config, created, done, target) + f" ({workers} workers)", file=stream, flush=True)
-    if created and config.enqueue_baselines:
-        _enqueue_baselines(study, config, data)
+    if config.enqueue_baselines:  # here, before the workers start
+        ensure_baselines(study, config, data, created=created)
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")  # no forked torch/sqlite state
     procs = [ctx.Process(target=_worker, args=(config, i, threads, n_trials, timeout), daemon=False)

@@ -30,7 +30,7 @@ from archsearch.space import Space, load_space, suggest_architecture
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 SPACE_NAMES = ("mixed", "mobilenet", "shufflenet", "effnet")
 SHAPES = ((1, 28), (3, 32))  # (channels, resolution)
-N_ARCHS = 500
+N_ARCHS = 100  # per space and input shape; benchmarks/cost_accuracy.py checks 500
 
 # thop with our convention: every layer that is not a convolution or a linear layer counts zero
 THOP_ZERO = {

@@ -133,7 +133,8 @@ def test_killed_search_resumes_where_it_stopped(write_study, tmp_path):
     again = subprocess.run(search_cli(path), cwd=tmp_path, env=ONE_THREAD_ENV, capture_output=True, text=True,
                            timeout=DEADLINE_S)
     assert again.returncode == 0, again.stderr
-    assert f"left RUNNING by a dead worker and queued them again: [{killed.number}]" in again.stdout
+    assert f"failed 1 trial(s) left RUNNING by a dead worker: [{killed.number}]" in again.stdout
+    assert f"queued again: trial {killed.number} (" in again.stdout and "), its worker died" in again.stdout
 
     after = {t.number: t for t in load(path).get_trials(deepcopy=False)}
     for number, (state, values, arch_id) in finished_before.items():
@@ -151,6 +152,52 @@ def test_killed_search_resumes_where_it_stopped(write_study, tmp_path):
     if "baseline" in killed.user_attrs:
         assert retry.user_attrs["baseline"] == killed.user_attrs["baseline"]
         assert retry.user_attrs["arch"] == killed.user_attrs["arch"]
+
+
+@pytest.mark.parametrize("where", ["baseline", "searched"])
+def test_ctrl_c_mid_trial_runs_the_trial_again(write_study, tmp_path, where):
+    """SIGINT (Ctrl-C) inside a trial: it is recorded as interrupted, not as failed by its own error, and the
+    next start queues it again; the study ends with n_trials finished and every baseline with a result."""
+    n_trials = 6
+    path = write_study(name=f"ctrl-c-{where}", dataset=DIGITS, training={"epochs": 4, "batch_size": 32},
+                       n_trials=n_trials, enqueue_baselines=True)
+
+    def ready(trials: list[optuna.trial.FrozenTrial]) -> bool:
+        running = [t for t in trials if t.state == TrialState.RUNNING and "arch_id" in t.user_attrs]
+        return bool(running) and (("baseline" in running[0].user_attrs) == (where == "baseline"))
+
+    proc = subprocess.Popen(search_cli(path), cwd=tmp_path, env=ONE_THREAD_ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(path, proc, ready)
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=DEADLINE_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "interrupted: finished trials are stored" in err
+    (stopped,) = [t for t in load(path).get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert stopped.user_attrs["interrupted"] is True and "error" not in stopped.user_attrs
+    assert ("baseline" in stopped.user_attrs) == (where == "baseline")
+
+    again = subprocess.run(search_cli(path), cwd=tmp_path, env=ONE_THREAD_ENV, capture_output=True, text=True,
+                           timeout=DEADLINE_S)
+    assert again.returncode == 0, again.stderr
+    what = f"{stopped.user_attrs['baseline']} baseline" if where == "baseline" else stopped.user_attrs["arch_id"]
+    assert f"queued again: trial {stopped.number} ({what}), interrupted" in again.stdout
+    after = load(path).get_trials(deepcopy=False)
+    (retry,) = [t for t in after if t.user_attrs.get("retry_of") == stopped.number]
+    assert retry.state in COUNTED and stopped.params.items() <= retry.params.items()
+    assert sum(t.state in COUNTED for t in after) == n_trials
+    assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    families = {t.user_attrs["baseline"] for t in after if "baseline" in t.user_attrs}
+    assert families, "the study has no baseline"
+    for family in families:  # each exactly one verdict
+        verdicts = [t for t in after if t.user_attrs.get("baseline") == family and t.state in COUNTED]
+        assert len(verdicts) == 1, (family, [(t.number, t.state) for t in after if "baseline" in t.user_attrs])
+    assert "without a result" not in again.stdout
 
 
 def test_a_killed_worker_not_yet_reaped_is_swept(write_study, tmp_path):

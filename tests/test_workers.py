@@ -202,7 +202,9 @@ def check_finished_trials(study: optuna.Study, n_trials: int, workers: int) -> l
     assert len(done) == n_trials, f"{len(done)} finished trials for a target of {n_trials} ({workers} workers)"
     for t in trials:
         if t.state == TrialState.FAIL and t.user_attrs.get("surplus"):
-            assert "val_accuracy" not in t.user_attrs and "arch" not in t.user_attrs
+            # untrained: gave way before the objective recorded a record of its own (a queued baseline or
+            # retry carries the one it was queued with)
+            assert "val_accuracy" not in t.user_attrs and "arch_id" not in t.user_attrs
     for t in done:
         missing = [k for k in FINISHED_ATTRS if k not in t.user_attrs]
         assert not missing, f"trial {t.number} lacks {missing}: {t.user_attrs}"

@@ -1,0 +1,154 @@
+"""Every trial ends with a verdict: a trial left without one runs once more, and every seed baseline runs.
+
+A verdict is COMPLETE, PRUNED, or FAIL by the trial's own error (an exception, a NaN loss, out of memory).
+A trial that ended without one is queued again, once:
+
+- ``interrupted``: Ctrl-C (SIGINT) reached it; Optuna records it as FAIL;
+- ``swept``: its worker on this host is gone (killed, or it never claimed the trial it asked for).
+
+A retry (``retry_of``: the trial it repeats) that again ends without a verdict stays FAIL: a worker killed
+twice. Trials failed by Optuna's heartbeat (workers on other hosts) are retried by Optuna's own callback.
+
+Each step is idempotent, so that a kill at any moment of a sweep loses nothing: a dead worker's trial is
+marked ``swept`` while still RUNNING, then failed (the state change is the claim: one sweeper makes it), and
+the sweeper queues the retry in one storage write (``enqueue_trial``). Every start queues a retry for each
+trial interrupted, or swept more than 30 s ago (its sweeper died before queuing), that has none yet. The
+study's creator enqueues the seed baselines; a start that finds them missing a minute after the study was
+created enqueues them (the creator died in between). Where racing starts queued one thing twice,
+the later trial gives way when it starts (``surplus``, not counted; ``archsearch.objective.gives_way``): an
+earlier trial of the same baseline family, or an earlier retry of the same trial, has or will have the
+verdict.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from . import baselines
+from .config import StudyConfig
+from .data import DataBundle
+from .objective import (
+    ARCH_ATTR, BASELINE_ATTR, INTERRUPTED_ATTR, RETRY_ATTR, SURPLUS_ATTR, SWEPT_ATTR, has_verdict, retried_numbers,
+    worker_alive,
+)
+
+__all__ = ["BASELINES_ATTR", "CREATED_ATTR", "baseline_status", "ensure_baselines", "recover", "sweep_dead_workers"]
+
+_UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
+CREATED_ATTR = "archsearch.created"  # study attr: time.time() at creation
+BASELINES_ATTR = "archsearch.baselines"  # study attr: the baselines are enqueued
+_CREATOR_GRACE_S = 60.0  # a creator enqueues the baselines within a second or two of creating the study
+
+
+def _why(t: FrozenTrial) -> str | None:
+    if t.state != TrialState.FAIL:
+        return None
+    if t.user_attrs.get(INTERRUPTED_ATTR):
+        return "interrupted"
+    if t.user_attrs.get(SWEPT_ATTR):
+        return "its worker died"
+    return None
+
+
+def recover(study: optuna.Study) -> tuple[list[int], list[tuple[FrozenTrial, str]]]:
+    """Fail the RUNNING trials of dead workers on this host, then queue again every trial without a verdict
+    that has no retry yet. Returns the numbers failed now and the (trial, why) pairs queued again."""
+    trials = study.get_trials(deepcopy=False)  # one read: the sweep and the retries both work from it
+    failed = []
+    now = datetime.datetime.now()
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        worker = t.user_attrs.get("worker")
+        # a trial names its worker milliseconds after Optuna creates it; one that never did lost its
+        # worker inside study.ask(), and neither the heartbeat nor a PID can tell: fail it after a bound
+        unclaimed = worker is None and t.datetime_start is not None and (
+            (now - t.datetime_start).total_seconds() > _UNCLAIMED_S
+        )
+        if unclaimed or worker_alive(worker or "") is False:
+            try:
+                # marked first: a kill between the two writes leaves a RUNNING trial that the next sweep fails
+                study._storage.set_trial_user_attr(t._trial_id, SWEPT_ATTR, True)
+                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            except RuntimeError:  # finished meanwhile
+                continue
+            failed.append(t.number)
+    retried = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+    queued = []
+    for t in trials:
+        why = "its worker died" if t.number in failed else _why(t)
+        if why is None or t.number in retried or RETRY_ATTR in t.user_attrs:  # a retry's retry: killed twice
+            continue
+        if t.number not in failed and why != "interrupted" and not _stale(t, now):
+            continue  # swept by another worker this instant, which queues it itself: not queued twice
+        keep = {k: t.user_attrs[k] for k in (BASELINE_ATTR, ARCH_ATTR) if k in t.user_attrs}
+        if BASELINE_ATTR not in keep:
+            keep.pop(ARCH_ATTR, None)  # a searched trial's record follows from its parameters again
+        study.enqueue_trial(t.params, user_attrs={**keep, RETRY_ATTR: t.number}, skip_if_exists=False)
+        queued.append((t, why))
+    return failed, queued
+
+
+def _stale(t: FrozenTrial, now: datetime.datetime) -> bool:
+    """Failed longer ago than a sweep takes: the worker that swept it died before it queued the retry."""
+    return t.datetime_complete is None or (now - t.datetime_complete).total_seconds() > _UNCLAIMED_S
+
+
+def sweep_dead_workers(study: optuna.Study) -> list[int]:
+    """:func:`recover`, returning the numbers of the trials it failed."""
+    return recover(study)[0]
+
+
+def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle, *,
+                     created: bool) -> list[str] | None:
+    """Enqueue each of the seed's families, scaled to the widest variant that fits, that has no trial yet.
+
+    The study's creator does it (``created``). Another start does it only where the creator has not said it
+    did (study attr ``archsearch.baselines``) more than a minute after the study was created: the creator died
+    in between. Starts that race there may both enqueue a family; the later trial then gives way
+    (:func:`archsearch.objective.gives_way`). Returns the families enqueued; None where it is too early to
+    tell whether the creator will (ask again later).
+    """
+    if not created:
+        attrs = study.user_attrs
+        if attrs.get(BASELINES_ATTR):
+            return []
+        if time.time() - attrs.get(CREATED_ATTR, 0.0) < _CREATOR_GRACE_S:
+            return None
+    present = {t.user_attrs[BASELINE_ATTR] for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs}
+    b = config.budget
+    added = []
+    for family in baselines.FAMILIES:
+        if family in present:
+            continue
+        arch = baselines.fit_to_budget(
+            family, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes,
+            max_macs=b.max_macs, max_params=b.max_params,
+        )
+        if arch is not None:
+            study.enqueue_trial({}, user_attrs={BASELINE_ATTR: family, ARCH_ATTR: arch.to_dict()})
+            added.append(family)
+    study.set_user_attr(BASELINES_ATTR, True)
+    return added
+
+
+def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:
+    """Per baseline family in the study: None where it has a verdict, else what happened to it."""
+    out: dict[str, str | None] = {}
+    repeats = retried_numbers(trials)
+    for t in sorted(trials, key=lambda t: t.number):
+        family = t.user_attrs.get(BASELINE_ATTR)
+        if family is None or out.get(family, "") is None or t.number in repeats and t.state == TrialState.FAIL:
+            continue
+        if has_verdict(t):
+            out[family] = None
+        elif t.state in (TrialState.WAITING, TrialState.RUNNING):
+            out[family] = f"trial {t.number} {t.state.name.lower()}"
+        else:
+            why = _why(t) or ("gave way" if t.user_attrs.get(SURPLUS_ATTR) else "failed")
+            out[family] = f"trial {t.number} {why}"
+    return out

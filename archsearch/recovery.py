@@ -13,8 +13,8 @@ Each step is idempotent, so that a kill at any moment of a sweep loses nothing: 
 marked ``swept`` while still RUNNING, then failed (the state change is the claim: one sweeper makes it), and
 the sweeper queues the retry in one storage write (``enqueue_trial``). Every start queues a retry for each
 trial interrupted, or swept more than 30 s ago (its sweeper died before queuing), that has none yet. The
-study's creator enqueues the seed baselines; a start that finds them missing a minute after the study was
-created enqueues them (the creator died in between). Where racing starts queued one thing twice,
+study's creator enqueues the seed baselines; a start that finds them missing where the creator died (or, on
+another host, a minute after the creation) enqueues them. Where racing starts queued one thing twice,
 the later trial gives way when it starts (``surplus``, not counted; ``archsearch.objective.gives_way``): an
 earlier trial of the same baseline family, or an earlier retry of the same trial, has or will have the
 verdict.
@@ -36,12 +36,14 @@ from .objective import (
     worker_alive,
 )
 
-__all__ = ["BASELINES_ATTR", "CREATED_ATTR", "baseline_status", "ensure_baselines", "recover", "sweep_dead_workers"]
+__all__ = ["BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines", "recover", "sweep_dead_workers"]
 
 _UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
-CREATED_ATTR = "archsearch.created"  # study attr: time.time() at creation
+CREATED_ATTR = "archsearch.created"  # study attrs: time.time() at creation, and the creating worker
+CREATED_BY_ATTR = "archsearch.created_by"
 BASELINES_ATTR = "archsearch.baselines"  # study attr: the baselines are enqueued
-_CREATOR_GRACE_S = 60.0  # a creator enqueues the baselines within a second or two of creating the study
+_CREATOR_RECORD_S = 2.0  # a creator records itself milliseconds after creating the study
+_CREATOR_GRACE_S = 60.0  # a creator on another host enqueues the baselines within seconds of creating it
 
 
 def _why(t: FrozenTrial) -> str | None:
@@ -107,18 +109,27 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
                      created: bool) -> list[str] | None:
     """Enqueue each of the seed's families, scaled to the widest variant that fits, that has no trial yet.
 
-    The study's creator does it (``created``). Another start does it only where the creator has not said it
-    did (study attr ``archsearch.baselines``) more than a minute after the study was created: the creator died
-    in between. Starts that race there may both enqueue a family; the later trial then gives way
-    (:func:`archsearch.objective.gives_way`). Returns the families enqueued; None where it is too early to
-    tell whether the creator will (ask again later).
+    The study's creator does it (``created``), then says so (study attr ``archsearch.baselines``). Another
+    start does it only where the creator did not and cannot any more: its process on this host is gone, it
+    never recorded itself (``archsearch.created_by``, written right after the creation) two seconds on, or,
+    for a creator on another host, a minute has passed since the creation. Starts that race there may both
+    enqueue a family; the later trial then gives way (:func:`archsearch.objective.gives_way`). Returns the
+    families enqueued; None where the creator may still do it (ask again later).
     """
     if not created:
         attrs = study.user_attrs
         if attrs.get(BASELINES_ATTR):
             return []
-        if time.time() - attrs.get(CREATED_ATTR, 0.0) < _CREATOR_GRACE_S:
-            return None
+        if CREATED_BY_ATTR not in attrs:  # the creator writes it milliseconds after creating the study
+            time.sleep(_CREATOR_RECORD_S)
+            attrs = study.user_attrs
+            if attrs.get(BASELINES_ATTR):
+                return []
+        creator = attrs.get(CREATED_BY_ATTR)
+        if creator is not None:
+            alive = worker_alive(creator)
+            if alive or (alive is None and time.time() - attrs.get(CREATED_ATTR, 0.0) < _CREATOR_GRACE_S):
+                return None
     present = {t.user_attrs[BASELINE_ATTR] for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs}
     b = config.budget
     added = []

@@ -22,8 +22,8 @@ from .config import StudyConfig, load_study_config, make_pruner, make_sampler, m
 from .cost import Cost, arch_cost
 from .data import DataBundle, load_data
 from .errors import ConfigError
-from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective
-from .recovery import CREATED_ATTR, baseline_status, ensure_baselines, recover, sweep_dead_workers  # noqa: F401
+from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, worker_id
+from .recovery import CREATED_ATTR, CREATED_BY_ATTR, baseline_status, ensure_baselines, recover, sweep_dead_workers  # noqa: F401
 from .space import Space, load_space, suggest_architecture
 from .train import TrainResult, make_optimizer, resolve_device, train
 
@@ -74,8 +74,10 @@ def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, boo
             pruner=pruner,
             directions=_directions(config),
         )
+        # who created it and when: another start enqueues the baselines where the creator died before it did
+        study.set_user_attr(CREATED_BY_ATTR, worker_id())
+        study.set_user_attr(CREATED_ATTR, time.time())
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr(CREATED_ATTR, time.time())  # a start a minute later may enqueue missing baselines
         study.set_user_attr("archsearch.config", {**config.to_dict(), "storage": redact(config.storage)})
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -1,0 +1,193 @@
+"""Kill at every storage write: a small study killed with SIGKILL at write k, then run again, ends whole.
+
+Each point runs a real ``archsearch search`` in a subprocess whose storage is wrapped (in that process only, by
+this script, not by hooks in archsearch): every write to the storage counts, and write k kills the process
+(SIGKILL) before it happens. Then the same command runs again, unwrapped, to the end. For each k it checks:
+exactly ``n_trials`` finished; none RUNNING or WAITING; every seed baseline with exactly one verdict; no trial
+that was finished when the kill landed changed; SQLite's ``PRAGMA integrity_check`` is ok. The writes cover
+the study's creation, the baselines' enqueueing, each trial from ask to tell, the re-rank's claims and results,
+and the sweep of the killed trial at the next start. The heartbeat thread's writes are not counted (their
+moment depends on the clock), but they run.
+
+    python benchmarks/crash_points.py [--points all|N] [--jobs 2]   # prints "kill at write k: H/N held"
+
+``tests/test_crash_points.py`` runs a fixed sample of the points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+SPACE = {
+    "name": "crash", "channel_multiple": 8, "width_mult": [0.5, 1.0],
+    "stem": {"type": ["conv"], "channels": [8, 16]},
+    "stages": [{"block": ["dwsep", "shuffle"], "channels": [16, 32], "depth": [1, 2], "stride": 2, "groups": [1, 2]}],
+    "head": "gap",
+}
+STUDY = {
+    "name": "crash", "storage": "sqlite:///crash.db", "space": "space.yaml",
+    "dataset": {"name": "synthetic", "options": {"n_train": 128, "n_test": 32, "classes": 4, "resolution": 8}},
+    "training": {"epochs": 2, "batch_size": 64, "lr": 0.1, "seed": 0},
+    "budget": {"max_macs": 100000}, "sampler": {"type": "tpe", "seed": 0}, "pruner": {"type": "median"},
+    "n_trials": 4, "device": "cpu", "enqueue_baselines": True, "rerank": {"top": 1, "epochs": 1},
+}
+
+# run in the subprocess: count the storage's writes, SIGKILL at write KILL_AT (0: never; print the count)
+WRAPPER = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    import optuna
+
+    kill_at, count = int(sys.argv[1]), [0]
+    main_thread = threading.main_thread()
+    WRITES = [name for name in dir(optuna.storages.RDBStorage)
+              if name.startswith(("create_", "set_", "delete_", "record_")) and name != "record_heartbeat"]
+
+    def wrap(name):
+        real = getattr(optuna.storages.RDBStorage, name)
+
+        def counted(self, *args, **kwargs):
+            if threading.current_thread() is main_thread:
+                count[0] += 1
+                if count[0] == kill_at:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return real(self, *args, **kwargs)
+        return counted
+
+    for name in WRITES:
+        setattr(optuna.storages.RDBStorage, name, wrap(name))
+    from archsearch.cli import main
+    code = main(["search", sys.argv[2], "--no-progress"])
+    print(f"WRITES {count[0]}", file=sys.stderr)
+    sys.exit(code)
+    """
+)
+
+
+def make_study(folder: Path) -> Path:
+    (folder / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
+    path = folder / "crash.yaml"
+    path.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    (folder / "wrapper.py").write_text(WRAPPER)
+    return path
+
+
+def _run(folder: Path, kill_at: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(folder / "wrapper.py"), str(kill_at), str(folder / "crash.yaml")],
+                          cwd=folder, env=ENV, capture_output=True, text=True, timeout=600)
+
+
+def count_writes() -> int:
+    """The writes of one whole, unkilled run (the points to kill at are 1 to this)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_study(folder)
+        proc = _run(folder, 0)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-2000:])
+        return int(proc.stderr.strip().splitlines()[-1].split()[1])
+
+
+def _trials(db: Path) -> list[dict]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study = optuna.load_study(study_name=STUDY["name"], storage=f"sqlite:///{db}")
+    except KeyError:
+        return []
+    return [{"number": t.number, "state": t.state.name, "values": t.values, "attrs": t.user_attrs}
+            for t in study.get_trials(deepcopy=False)]
+
+
+def check_point(kill_at: int, *, in_process: bool = False) -> list[str]:
+    """Kill at write ``kill_at``, run again, and return what did not hold (empty: all held).
+
+    ``in_process``: the second run is ``archsearch.cli.main`` in this process (the same command, without a
+    second interpreter start: what the tests do)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        make_study(folder)
+        db = folder / "crash.db"
+        first = _run(folder, kill_at)
+        if first.returncode != -9:
+            return [f"the first run was not killed (rc {first.returncode}): {first.stderr[-500:]}"]
+        before = {t["number"]: t for t in (_trials(db) if db.exists() else [])
+                  if t["state"] in ("COMPLETE", "PRUNED", "FAIL")}
+        command = ["search", str(folder / "crash.yaml"), "--no-progress"]
+        if in_process:
+            from archsearch.cli import main as cli
+
+            code, err = cli(command), ""
+        else:
+            again = subprocess.run([sys.executable, "-m", "archsearch.cli", *command], cwd=folder, env=ENV,
+                                   capture_output=True, text=True, timeout=600)
+            code, err = again.returncode, again.stderr
+        broken = []
+        if code != 0:
+            return [f"the second run failed (rc {code}): {err[-800:]}"]
+        trials = _trials(db)
+        finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
+        if len(finished) != STUDY["n_trials"]:
+            broken.append(f"{len(finished)} finished trials, not {STUDY['n_trials']}")
+        if left := [t["number"] for t in trials if t["state"] in ("RUNNING", "WAITING")]:
+            broken.append(f"trials left RUNNING or WAITING: {left}")
+        families = {t["attrs"]["baseline"] for t in trials if "baseline" in t["attrs"]}
+        if not families:
+            broken.append("no seed baseline")
+        for family in sorted(families):
+            verdicts = [t["number"] for t in trials if t["attrs"].get("baseline") == family and (
+                t["state"] in ("COMPLETE", "PRUNED") or t["state"] == "FAIL" and not (
+                    t["attrs"].get("interrupted") or t["attrs"].get("swept") or t["attrs"].get("surplus")))]
+            if len(verdicts) != 1:
+                broken.append(f"baseline {family}: {len(verdicts)} verdicts (trials {verdicts})")
+        now = {t["number"]: t for t in trials}
+        for number, t in before.items():
+            if (now[number]["state"], now[number]["values"]) != (t["state"], t["values"]):
+                broken.append(f"finished trial {number} changed")
+        with sqlite3.connect(db) as con:
+            (ok,) = con.execute("PRAGMA integrity_check").fetchone()
+        if ok != "ok":
+            broken.append(f"integrity_check: {ok}")
+        return broken
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", default="all", help="'all' or a number of points spread over the run")
+    parser.add_argument("--jobs", type=int, default=1, help="points checked at once")
+    args = parser.parse_args(argv)
+    total = count_writes()
+    if args.points == "all":
+        points = list(range(1, total + 1))
+    else:
+        n = int(args.points)
+        points = sorted({1 + round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
+    print(f"one whole run makes {total} storage writes; killing at {len(points)} of them", flush=True)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        results = dict(zip(points, pool.map(check_point, points)))
+    for k, broken in results.items():
+        if broken:
+            print(f"kill at write {k}: " + "; ".join(broken), flush=True)
+    held = sum(not b for b in results.values())
+    print(json.dumps({"writes": total, "points": len(points), "held": held}))
+    print(f"kill at write k: {held}/{len(points)} held")
+    return 0 if held == len(points) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""A kill at a storage write, then the same command again, ends in a whole study (benchmarks/crash_points.py).
+
+12 of the points, spread over a small study's life (creation, the baselines, trials from ask to tell, the
+re-rank, the next start's sweep); ``python benchmarks/crash_points.py`` runs all of them. Real SQLite, real
+``archsearch search`` processes killed with SIGKILL; the second run is the same command in this process.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import crash_points  # noqa: E402
+
+POINTS = 12
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+@pytest.fixture(scope="module")
+def writes() -> int:
+    return crash_points.count_writes()
+
+
+@pytest.mark.parametrize("i", range(POINTS))
+def test_a_kill_at_a_storage_write_loses_nothing(writes: int, i: int) -> None:
+    assert writes > 40  # the small study's whole life, not a run that ended early
+    kill_at = 1 + round(i * (writes - 1) / (POINTS - 1))
+    torch.set_num_threads(1)
+    assert crash_points.check_point(kill_at, in_process=True) == [], f"kill at write {kill_at} of {writes}"

@@ -166,8 +166,11 @@ def test_ctrl_c_mid_trial_runs_the_trial_again(write_study, tmp_path, where):
         running = [t for t in trials if t.state == TrialState.RUNNING and "arch_id" in t.user_attrs]
         return bool(running) and (("baseline" in running[0].user_attrs) == (where == "baseline"))
 
+    # as from a terminal: SIGINT at its default (a pytest-xdist worker may ignore it, and a child inherits
+    # that, so Python would install no KeyboardInterrupt handler)
     proc = subprocess.Popen(search_cli(path), cwd=tmp_path, env=ONE_THREAD_ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(path, proc, ready)
         os.kill(proc.pid, signal.SIGINT)

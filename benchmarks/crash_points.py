@@ -9,7 +9,8 @@ the study's creation, the baselines' enqueueing, each trial from ask to tell, th
 and the sweep of the killed trial at the next start. The heartbeat thread's writes are not counted (their
 moment depends on the clock), but they run.
 
-    python benchmarks/crash_points.py [--points all|N] [--jobs 2]   # prints "kill at write k: H/N held"
+    python benchmarks/crash_points.py [--points all|N] [--jobs 2] [--storage postgresql+psycopg2://...]
+    # prints "kill at write k: H/N held"
 
 ``tests/test_crash_points.py`` runs a fixed sample of the points.
 """
@@ -78,10 +79,11 @@ WRAPPER = textwrap.dedent(
 )
 
 
-def make_study(folder: Path) -> Path:
+def make_study(folder: Path, storage: str | None = None, name: str = "crash") -> Path:
+    """The small study in ``folder``: SQLite beside it, or ``storage`` (a PostgreSQL URL) under ``name``."""
     (folder / "space.yaml").write_text(yaml.safe_dump(SPACE, sort_keys=False))
     path = folder / "crash.yaml"
-    path.write_text(yaml.safe_dump(STUDY, sort_keys=False))
+    path.write_text(yaml.safe_dump({**STUDY, "name": name, "storage": storage or STUDY["storage"]}, sort_keys=False))
     (folder / "wrapper.py").write_text(WRAPPER)
     return path
 
@@ -102,31 +104,34 @@ def count_writes() -> int:
         return int(proc.stderr.strip().splitlines()[-1].split()[1])
 
 
-def _trials(db: Path) -> list[dict]:
+def _trials(storage: str, name: str) -> list[dict]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        study = optuna.load_study(study_name=STUDY["name"], storage=f"sqlite:///{db}")
-    except KeyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # killed before the study existed
         return []
     return [{"number": t.number, "state": t.state.name, "values": t.values, "attrs": t.user_attrs}
             for t in study.get_trials(deepcopy=False)]
 
 
-def check_point(kill_at: int, *, in_process: bool = False) -> list[str]:
+def check_point(kill_at: int, *, in_process: bool = False, storage: str | None = None) -> list[str]:
     """Kill at write ``kill_at``, run again, and return what did not hold (empty: all held).
 
     ``in_process``: the second run is ``archsearch.cli.main`` in this process (the same command, without a
-    second interpreter start: what the tests do)."""
+    second interpreter start: what the tests do). ``storage``: a PostgreSQL URL instead of a SQLite file (a
+    study of its own per point; no integrity check there)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        make_study(folder)
+        name = "crash" if storage is None else f"crash-{kill_at}-{os.getpid()}-{folder.name}"
+        make_study(folder, storage, name)
         db = folder / "crash.db"
+        url = storage or f"sqlite:///{db}"
         first = _run(folder, kill_at)
         if first.returncode != -9:
             return [f"the first run was not killed (rc {first.returncode}): {first.stderr[-500:]}"]
-        before = {t["number"]: t for t in (_trials(db) if db.exists() else [])
+        before = {t["number"]: t for t in (_trials(url, name) if storage or db.exists() else [])
                   if t["state"] in ("COMPLETE", "PRUNED", "FAIL")}
         command = ["search", str(folder / "crash.yaml"), "--no-progress"]
         if in_process:
@@ -140,7 +145,7 @@ def check_point(kill_at: int, *, in_process: bool = False) -> list[str]:
         broken = []
         if code != 0:
             return [f"the second run failed (rc {code}): {err[-800:]}"]
-        trials = _trials(db)
+        trials = _trials(url, name)
         finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
         if len(finished) != STUDY["n_trials"]:
             broken.append(f"{len(finished)} finished trials, not {STUDY['n_trials']}")
@@ -159,10 +164,11 @@ def check_point(kill_at: int, *, in_process: bool = False) -> list[str]:
         for number, t in before.items():
             if (now[number]["state"], now[number]["values"]) != (t["state"], t["values"]):
                 broken.append(f"finished trial {number} changed")
-        with sqlite3.connect(db) as con:
-            (ok,) = con.execute("PRAGMA integrity_check").fetchone()
-        if ok != "ok":
-            broken.append(f"integrity_check: {ok}")
+        if storage is None:
+            with sqlite3.connect(db) as con:
+                (ok,) = con.execute("PRAGMA integrity_check").fetchone()
+            if ok != "ok":
+                broken.append(f"integrity_check: {ok}")
         return broken
 
 
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", default="all", help="'all' or a number of points spread over the run")
     parser.add_argument("--jobs", type=int, default=1, help="points checked at once")
+    parser.add_argument("--storage", default=None, help="a PostgreSQL URL (default: a SQLite file per point)")
     args = parser.parse_args(argv)
     total = count_writes()
     if args.points == "all":
@@ -179,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         points = sorted({1 + round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
     print(f"one whole run makes {total} storage writes; killing at {len(points)} of them", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip(points, pool.map(check_point, points)))
+        results = dict(zip(points, pool.map(lambda k: check_point(k, storage=args.storage), points)))
     for k, broken in results.items():
         if broken:
             print(f"kill at write {k}: " + "; ".join(broken), flush=True)

@@ -23,17 +23,13 @@ import io
 import json
 import os
 import pickle
-import pwd
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -58,77 +54,6 @@ BUDGET = {"max_macs": 300000}  # the whole tiny space and a variant of every bas
 FINISHED_ATTRS = ("worker", "arch", "arch_id", "macs", "params", "feasible", "seconds")
 
 pytestmark = pytest.mark.slow  # real searches in real processes
-
-
-# -- a real PostgreSQL server ---------------------------------------------------------------------------------
-
-
-def _postgres_bindir() -> Path | None:
-    """The newest Debian PostgreSQL bin folder, else the folder of ``initdb`` on PATH."""
-    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: p.parent.name, reverse=True):
-        if all((folder / name).is_file() for name in ("initdb", "pg_ctl", "createdb")):
-            return folder
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _as_postgres() -> list[str]:
-    """The command prefix that runs a program as the ``postgres`` user (initdb refuses root)."""
-    if pwd.getpwuid(os.geteuid()).pw_name == "postgres":
-        return []
-    if os.geteuid() != 0:
-        pytest.skip("starting a PostgreSQL server needs root (to run initdb as `postgres`) or the `postgres` user")
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.skip("no `postgres` user to run initdb and pg_ctl as")
-    if shutil.which("runuser") is None:
-        pytest.skip("`runuser` is missing: cannot run initdb as `postgres`")
-    return ["runuser", "-u", "postgres", "--"]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _check_call(cmd: list[str], cwd: Path) -> None:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stdout}{proc.stderr}")
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL server on 127.0.0.1 with an empty ``archsearch`` database; stopped and deleted after."""
-    pytest.importorskip("psycopg2", reason="psycopg2 is missing (pip install psycopg2-binary, in the test extra)")
-    bindir = _postgres_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed (Debian: apt-get install "
-                    "postgresql)")
-    prefix = _as_postgres()
-    # not under pytest's tmp_path: its parents are private to root, and the server runs as `postgres`
-    tmp = Path(tempfile.mkdtemp(prefix="archsearch-pg-"))
-    try:
-        if prefix:
-            shutil.chown(tmp, "postgres", "postgres")
-        data, port = tmp / "data", _free_port()
-        _check_call([*prefix, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                     "-E", "UTF8", "--no-sync"], tmp)
-        # fsync off: the server is thrown away; a SIGKILLed *worker* loses what it did not commit either way
-        options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
-        pg_ctl = str(bindir / "pg_ctl")
-        _check_call([*prefix, pg_ctl, "-D", str(data), "-l", str(tmp / "server.log"), "-o", options, "-w",
-                     "-t", "60", "start"], tmp)
-        try:
-            _check_call([*prefix, str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-                         "archsearch"], tmp)
-            yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/archsearch"
-        finally:
-            _check_call([*prefix, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def create_database(server_url: str, name: str) -> str:

@@ -9,7 +9,7 @@ the study's creation, the baselines' enqueueing, each trial from ask to tell, th
 and the sweep of the killed trial at the next start. The heartbeat thread's writes are not counted (their
 moment depends on the clock), but they run.
 
-    python benchmarks/crash_points.py [--points all|N] [--jobs 2] [--storage postgresql+psycopg2://...]
+    python benchmarks/crash_points.py [--points all|N] [--jobs 2] [--storage postgresql+psycopg2://...] [--two-workers]
     # prints "kill at write k: H/N held"
 
 ``tests/test_crash_points.py`` runs a fixed sample of the points.
@@ -116,20 +116,32 @@ def _trials(storage: str, name: str) -> list[dict]:
             for t in study.get_trials(deepcopy=False)]
 
 
-def check_point(kill_at: int, *, in_process: bool = False, storage: str | None = None) -> list[str]:
+def check_point(kill_at: int, *, in_process: bool = False, storage: str | None = None,
+                two_workers: bool = False) -> list[str]:
     """Kill at write ``kill_at``, run again, and return what did not hold (empty: all held).
 
     ``in_process``: the second run is ``archsearch.cli.main`` in this process (the same command, without a
     second interpreter start: what the tests do). ``storage``: a PostgreSQL URL instead of a SQLite file (a
-    study of its own per point; no integrity check there)."""
+    study of its own per point; no integrity check there). ``two_workers``: a second, unwrapped ``archsearch
+    search`` on the same study runs beside the one killed (as another worker would), to its end, before the
+    second run; where it finished the study before write ``kill_at`` came, nothing was killed."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         name = "crash" if storage is None else f"crash-{kill_at}-{os.getpid()}-{folder.name}"
         make_study(folder, storage, name)
         db = folder / "crash.db"
         url = storage or f"sqlite:///{db}"
+        companion = None
+        if two_workers:
+            companion = subprocess.Popen([sys.executable, "-m", "archsearch.cli", "search", str(folder / "crash.yaml"),
+                                          "--no-progress"], cwd=folder, env=ENV, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True)
         first = _run(folder, kill_at)
-        if first.returncode != -9:
+        if companion is not None:
+            _, err = companion.communicate(timeout=600)
+            if companion.returncode != 0:
+                return [f"the other worker failed (rc {companion.returncode}): {err[-800:]}"]
+        if first.returncode != -9 and not (two_workers and first.returncode == 0):
             return [f"the first run was not killed (rc {first.returncode}): {first.stderr[-500:]}"]
         before = {t["number"]: t for t in (_trials(url, name) if storage or db.exists() else [])
                   if t["state"] in ("COMPLETE", "PRUNED", "FAIL")}
@@ -177,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", default="all", help="'all' or a number of points spread over the run")
     parser.add_argument("--jobs", type=int, default=1, help="points checked at once")
     parser.add_argument("--storage", default=None, help="a PostgreSQL URL (default: a SQLite file per point)")
+    parser.add_argument("--two-workers", action="store_true", help="another worker runs beside the killed one")
     args = parser.parse_args(argv)
     total = count_writes()
     if args.points == "all":
@@ -186,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         points = sorted({1 + round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
     print(f"one whole run makes {total} storage writes; killing at {len(points)} of them", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip(points, pool.map(lambda k: check_point(k, storage=args.storage), points)))
+        results = dict(zip(points, pool.map(
+            lambda k: check_point(k, storage=args.storage, two_workers=args.two_workers), points)))
     for k, broken in results.items():
         if broken:
             print(f"kill at write {k}: " + "; ".join(broken), flush=True)

@@ -1,7 +1,8 @@
 """A kill at a storage write, then the same command again, ends in a whole study (benchmarks/crash_points.py).
 
 12 of the points, spread over a small study's life (creation, the baselines, trials from ask to tell, the
-re-rank, the next start's sweep), on SQLite, and 4 of them on PostgreSQL (conftest's throw-away server);
+re-rank, the next start's sweep), on SQLite; 4 of them on PostgreSQL (conftest's throw-away server), and 4
+with a second worker running beside the killed one;
 ``python benchmarks/crash_points.py`` runs all of them. Real ``archsearch search`` processes killed with SIGKILL;
 the second run is the same command in this process.
 """
@@ -20,6 +21,7 @@ import crash_points  # noqa: E402
 
 POINTS = 12
 PG_POINTS = (0, 4, 7, 10)  # of the 12
+TWO_WORKER_POINTS = (1, 3, 5, 8)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
@@ -42,3 +44,10 @@ def test_a_kill_at_a_storage_write_loses_nothing_on_postgres(writes: int, i: int
     torch.set_num_threads(1)
     broken = crash_points.check_point(kill_at, in_process=True, storage=postgres_url)
     assert broken == [], f"kill at write {kill_at} of {writes}"
+
+
+@pytest.mark.parametrize("i", TWO_WORKER_POINTS)
+def test_a_kill_beside_another_worker_loses_nothing(writes: int, i: int) -> None:
+    kill_at = 1 + round(i * (writes - 1) / (POINTS - 1))
+    torch.set_num_threads(1)
+    assert crash_points.check_point(kill_at, in_process=True, two_workers=True) == [], f"kill at write {kill_at}"

@@ -8,7 +8,9 @@ uniformly with seed 0, fitted as a search fits them, the first distinct feasible
   multi-fidelity schedule (Optuna's successive-halving pruner over the same architectures, in a fixed order,
   up to 9 epochs on 10,000 images: what a search with ``pruner: hyperband``-style early stopping would see);
 - the **reference**: 8 epochs on all 60,000 training images (training + validation splits), scored on the
-  10,000 test images, the final recipe of ``benchmarks/fashion_mnist.py``.
+  10,000 test images, the final recipe of ``benchmarks/fashion_mnist.py``; and, last, the reference again
+  from another initial seed for the first 6 architectures (``reference-seed1``): the reference's own noise,
+  which bounds what any proxy's tau can reach.
 
 It prints, per recipe, the Kendall tau of its validation accuracy against the reference's test accuracy (over
 the architectures both have), and the cost per candidate (training seconds on one core, and as a share of the
@@ -40,7 +42,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
@@ -69,6 +70,7 @@ class Plan:
     schedule: tuple[int, int, int, int]  # successive halving: max epochs, images, min resource, reduction factor
     reference: tuple[int, int | None]  # epochs, images (None: all 60,000)
     limit: int | None = None  # first images of every split (quick)
+    noise: int = 6  # the first architectures whose reference is trained again with another seed
 
 
 FULL = Plan(
@@ -78,8 +80,9 @@ FULL = Plan(
     reference=(8, None),
 )
 QUICK = Plan(archs=4, recipes={"e1-n500": (1, 500), "e2-n500": (2, 500)}, schedule=(3, 500, 1, 3),
-             reference=(2, None), limit=1000)
+             reference=(2, None), limit=1000, noise=3)
 SCHEDULE = "sh-e9-n10k"  # the multi-fidelity row's name (its plan's values in the rows)
+NOISE = "reference-seed1"  # the reference trained again from another initial seed: its own noise
 
 
 def architectures(n: int) -> list:
@@ -107,8 +110,10 @@ def _data(plan: Plan):
     return config, data
 
 
-def _train(config, data, arch, epochs: int, images: int | None, *, reference: bool, on_epoch=None) -> dict:
-    recipe = dataclasses.replace(config.training, epochs=epochs, train_subset=images, seconds=None)
+def _train(config, data, arch, epochs: int, images: int | None, *, reference: bool, on_epoch=None,
+           seed_offset: int = 0) -> dict:
+    recipe = dataclasses.replace(config.training, epochs=epochs, train_subset=images, seconds=None,
+                                 seed=config.training.seed + seed_offset)
     if reference:  # all training images, scored on the test split: the benchmark's final recipe
         row = final_train(arch, recipe, data, seed=recipe.seed)
         return {"accuracy": row["test_accuracy"], "epochs": row["epochs"], "seconds": row["train_seconds"],
@@ -140,6 +145,8 @@ def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> No
     _run_jobs(out, archs, config, data, jobs)
     if which in ("all", "cheap"):
         run_schedule(out, plan, archs, config, data)
+    if which in ("all", "reference"):  # last: how far the reference itself moves with its initial seed
+        _run_jobs(out, archs, config, data, [(i, NOISE, plan.reference, True) for i in range(plan.noise)])
 
 
 def _run_jobs(out: Path, archs: list, config, data, jobs: list) -> None:
@@ -150,7 +157,8 @@ def _run_jobs(out: Path, archs: list, config, data, jobs: list) -> None:
         with claim(path.with_suffix(".lock")) as mine:
             if not mine or path.exists():
                 continue
-            row = _train(config, data, archs[i], epochs, images, reference=reference)
+            row = _train(config, data, archs[i], epochs, images, reference=reference,
+                         seed_offset=1 if name == NOISE else 0)
             row |= {"arch": i, "arch_id": archs[i].id, "macs": arch_cost(archs[i]).macs, "recipe": name,
                     "plan": [epochs, images]}
             write_json(path, row)
@@ -239,9 +247,21 @@ def table(out: Path, plan: Plan, archs: list) -> str:
         nominal = "-" if images is None or not ref_images else f"{images / ref_images:.3f}"
         lines.append(f"| {name} | {spec} | {tau} | {len(both)} | "
                      f"{'-' if cost is None else f'{cost:.1f} s'} | {share} | {nominal} |")
+    noise = {i: r for (i, n), r in rows.items() if n == NOISE and i in ref}
+    noise_text = []
+    if len(noise) >= 3:
+        both = sorted(noise)
+        t = kendalltau([noise[i]["accuracy"] for i in both], [ref[i]["accuracy"] for i in both])
+        moved = [100 * abs(noise[i]["accuracy"] - ref[i]["accuracy"]) for i in both]
+        noise_text = [f"| {NOISE} | the reference, initial seed + 1 | {t.statistic:.3f} ({t.pvalue:.2g}) | "
+                      f"{len(both)} | - | 1 | 1 |",
+                      "", f"the reference against itself from another initial seed ({len(both)} architectures): "
+                      f"test accuracy moved {min(moved):.2f} to {max(moved):.2f} points (median "
+                      f"{statistics.median(moved):.2f}), which bounds any proxy's tau over this spread"]
     if ref:
         accs = [r["accuracy"] for r in ref.values()]
         lines.append(f"| reference | {plan.reference[0]} x all | 1 | {len(ref)} | {ref_cost:.1f} s | 1 | 1 |")
+        lines += noise_text
         spread = sorted(r["seconds"] for r in ref.values())
         lines += ["", f"reference seconds per architecture: {spread[0]:.0f} to {spread[-1]:.0f} (one process on one "
                   f"core; slower while other jobs shared the machine)"]

@@ -56,9 +56,10 @@ def _why(t: FrozenTrial) -> str | None:
     return None
 
 
-def recover(study: optuna.Study) -> tuple[list[int], list[tuple[FrozenTrial, str]]]:
-    """Fail the RUNNING trials of dead workers on this host, then queue again every trial without a verdict
-    that has no retry yet. Returns the numbers failed now and the (trial, why) pairs queued again."""
+def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], list[tuple[FrozenTrial, str]]]:
+    """Fail the RUNNING trials of dead workers on this host, then (``requeue``) queue again every trial without
+    a verdict that has no retry yet. Returns the numbers failed now and the (trial, why) pairs queued again.
+    A finished study is swept without ``requeue``: it has its verdicts, and a retry would wait forever."""
     trials = study.get_trials(deepcopy=False)  # one read: the sweep and the retries both work from it
     failed = []
     now = datetime.datetime.now()
@@ -79,6 +80,8 @@ def recover(study: optuna.Study) -> tuple[list[int], list[tuple[FrozenTrial, str
             except RuntimeError:  # finished meanwhile
                 continue
             failed.append(t.number)
+    if not requeue:
+        return failed, []
     retried = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
     queued = []
     for t in trials:

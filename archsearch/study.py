@@ -326,6 +326,7 @@ def run(
     if stream is not None and not worker_index:  # workers: run_workers says it once
         print(start_line(config, created, done, target), file=stream, flush=True)
     if done >= target and _reranked(study, config):
+        recover(study, requeue=False)  # a dead worker's trial beyond the target: failed, not run again
         return study  # nothing to do: the line above says so, `archsearch report` shows the results
     _reseed(study, config, worker_index)
     swept, queued = recover(study)

@@ -436,6 +436,7 @@ def test_shipped_study_content(tmp_path: Path, name: str) -> None:
         assert cfg.dataset.name == "digits" and cfg.dataset.val_fraction == 0.2
         assert (cfg.budget.max_macs, cfg.budget.max_params) == (300000, 20000)
         assert (cfg.sampler, cfg.pruner, cfg.n_trials) == (SamplerConfig("tpe", 0), PrunerConfig("median"), 60)
+        assert (cfg.rerank.top, cfg.rerank.epochs, cfg.rerank.train_subset) == (5, 12, None)
     else:
         assert cfg.dataset.name == "fashion-mnist" and cfg.resolution == 28
         assert cfg.budget.max_macs == 3e6 and cfg.n_trials == 40

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
 from archsearch import rerank
 from archsearch.config import load_study_config
-from archsearch.cost import arch_cost
 from archsearch.export import select_trials
 from archsearch.fit import CAPPED, FITTED
 from archsearch.study import best_trials, open_study, run, summary

@@ -2,8 +2,9 @@
 
 The pipeline, one module per stage: space (YAML -> choices; a sampled shape) -> fit (the shape's widths
 scaled to the budget) -> arch (the record) -> blocks -> build (record -> nn.Module) -> cost (MACs, params,
-activations) -> data -> train -> objective -> study (-> rerank: the top candidates trained again) ->
-export / report -> cli.
+activations) -> data -> train -> objective -> study (recovery: every trial ends with a verdict; rerank:
+the top candidates trained again) -> export (preprocess: the input contract; codegen: model.py; card;
+selection) / report -> cli.
 """
 
 from .arch import Arch, Stage, Stem

@@ -36,7 +36,10 @@ from .objective import (
     worker_alive,
 )
 
-__all__ = ["BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines", "recover", "sweep_dead_workers"]
+__all__ = [
+    "BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines", "recover",
+    "sweep_dead_workers",
+]
 
 _UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
 CREATED_ATTR = "archsearch.created"  # study attrs: time.time() at creation, and the creating worker

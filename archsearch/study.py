@@ -23,7 +23,9 @@ from .cost import Cost, arch_cost
 from .data import DataBundle, load_data
 from .errors import ConfigError
 from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, worker_id
-from .recovery import CREATED_ATTR, CREATED_BY_ATTR, baseline_status, ensure_baselines, recover, sweep_dead_workers  # noqa: F401
+from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
+    CREATED_ATTR, CREATED_BY_ATTR, baseline_status, ensure_baselines, recover, sweep_dead_workers,
+)
 from .space import Space, load_space, suggest_architecture
 from .train import TrainResult, make_optimizer, resolve_device, train
 

@@ -116,7 +116,7 @@ class Settings:
     eval_limit: int | None  # rows score only the first N test images (None: all; QUICK only)
 
 
-FULL = Settings(search_seconds=1200.0, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,
+FULL = Settings(search_seconds=1800.0, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,
                 epochs=8, train_subset=None, seeds=3, long_epochs=30, long_level="3m", anytime_level="3m",
                 eval_limit=None)
 QUICK = Settings(search_seconds=15.0, search_epochs=1, search_subset=500, val_fraction=0.02, rerank=(1, 1, 500),

@@ -448,10 +448,13 @@ def test_workers_killed_at_random_moments_lose_nothing(write_study, tmp_path):
     # instant, the later-numbered one gives way (check_finished_trials: untrained, not counted)
     failed = [t for t in after.values() if t.state == TrialState.FAIL and not t.user_attrs.get("surplus")]
     assert sorted(t.number for t in failed) == sorted(t.number for t in in_trials)
+    killed_numbers = {t.number for t in in_trials}
     for t in in_trials:
-        retries = [r for r in after.values() if r.user_attrs.get("retry_of") == t.number]
-        assert len(retries) == 1, f"trial {t.number} was retried {len(retries)} times"
-        retry = retries[0]
+        retry = t
+        while retry.number in killed_numbers:  # a retry can itself be killed: follow the chain to its end
+            retries = [r for r in after.values() if r.user_attrs.get("retry_of") == retry.number]
+            assert len(retries) == 1, f"trial {retry.number} was retried {len(retries)} times"
+            retry = retries[0]
         # waiting, or surplus: the others reached the target first
         assert retry.state in (*COUNTED, TrialState.WAITING) or retry.user_attrs.get("surplus"), retry
         # the same candidate (as far as it was sampled when the kill came), not a new sample; a waiting (or

@@ -1,10 +1,18 @@
 """archsearch: hardware-aware neural architecture search for small image classifiers (Optuna + PyTorch).
 
-The pipeline, one module per stage: space (YAML -> choices; a sampled shape) -> fit (the shape's widths
-scaled to the budget) -> arch (the record) -> blocks -> build (record -> nn.Module) -> cost (MACs, params,
-activations) -> data -> train -> objective -> study (recovery: every trial ends with a verdict; rerank:
-the top candidates trained again) -> export (preprocess: the input contract; codegen: model.py; card;
-selection) / report -> cli.
+The pipeline, one module per stage:
+
+- the YAML files: config (a study, validated by its declared schema in study_schema) and space (the search
+  space's schema and sampling: YAML -> choices -> a sampled shape); schema holds what both declarations share
+  (pydantic's errors as one located ConfigError, JSON Schema for editors); storage opens where the trials live
+- fit (the shape's widths scaled to the budget) -> arch (the record) -> blocks -> build (record -> nn.Module)
+  -> cost (MACs, params, activations); latency (lookup table; measure: timing a built model)
+- data (splits, normalization, cache; readers: the dataset files) -> train -> objective (one trial)
+- study (create or resume, run, workers; samplers; recovery: every trial ends with a verdict; rerank: the top
+  candidates trained again; summary: the study in words)
+- export (selection: which trials, retrained; preprocess: the input contract; codegen: model.py; card) and
+  report (report_text, report_plots)
+- cli (with latency_cli); text: the small helpers the CLI and its subcommands share
 """
 
 from .arch import Arch, Stage, Stem
@@ -17,7 +25,7 @@ from .data import DATASETS, DataBundle, load_data
 from .errors import ConfigError
 from .export import load
 from .fit import Fit, fit_shape
-from .latency import measure_latency
+from .measure import measure_latency
 from .objective import Objective
 from .space import Shape, Space, load_space, sample_architectures, sample_shapes, suggest_architecture, suggest_shape
 from .study import open_study, run

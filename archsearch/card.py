@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .arch import Arch
-from .study import fmt_count
+from .summary import fmt_count
 
 __all__ = ["model_card", "pct"]
 

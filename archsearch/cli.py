@@ -1,4 +1,4 @@
-"""The ``archsearch`` command line: ``space``, ``search``, ``export``, ``report``, ``latency``."""
+"""The ``archsearch`` command line: ``space``, ``search``, ``export``, ``report``, ``latency``, ``schema``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import baselines, export, latency, report
+from . import baselines, export, latency_cli, report
 from .cost import arch_cost
 from .errors import ConfigError
 from .space import Space
@@ -116,6 +116,41 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schemas() -> dict:
+    from .space import space_schema
+    from .study_schema import study_schema
+
+    return {"study": study_schema, "space": space_schema}
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print a file kind's JSON Schema, or check YAML files against the shipped one as an editor does."""
+    from .errors import load_yaml
+    from .schema import SCHEMA_DIR, schema_text
+
+    if not args.check:
+        sys.stdout.write(schema_text(_schemas()[args.kind]()))
+        return 0
+    import json
+
+    import jsonschema
+
+    shipped = SCHEMA_DIR / f"{args.kind}.schema.json"
+    validator = jsonschema.Draft202012Validator(json.loads(shipped.read_text(encoding="utf-8")))
+    bad = 0
+    for file in args.check:
+        # an error inside a section that may also be null is reported by its deepest cause, as editors do
+        errors = [jsonschema.exceptions.best_match([e]) for e in validator.iter_errors(load_yaml(file))]
+        errors.sort(key=lambda e: [str(p) for p in e.absolute_path])
+        for e in errors:
+            where = ".".join(str(p) for p in e.absolute_path)
+            print(f"{file}: {where + ': ' if where else ''}{e.message}")
+        if not errors:
+            print(f"{file}: valid against {shipped.name}")
+        bad += bool(errors)
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -145,7 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     export.add_parser(sub)
     report.add_parser(sub)
-    latency.add_parser(sub)
+    latency_cli.add_parser(sub)
+
+    text = "the JSON Schema of a study or search-space YAML, for editors (yaml-language-server)"
+    s = sub.add_parser("schema", help=text, description=text + "; with --check, validate files against the "
+                                                              "shipped schema as an editor does")
+    s.add_argument("kind", choices=("study", "space"), help="which file kind")
+    s.add_argument("--check", nargs="+", metavar="YAML", default=None,
+                   help="validate these YAML files against archsearch/schemas/<kind>.schema.json")
+    s.set_defaults(func=cmd_schema)
     return p
 
 

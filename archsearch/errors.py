@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import reprlib
 from typing import Any
 
 import yaml
@@ -24,6 +25,26 @@ class ConfigError(ValueError):
         if key:
             where = f"{where}: {key}" if where else key
         super().__init__(f"{where}: {message}" if where else message)
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+_repr.maxlevel = 3
+
+
+def show(value: Any) -> str:
+    """``str '1e-3'``, ``bool True``, ``float nan``: the type and a bounded repr of a bad value."""
+    if value is None:
+        return "null"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**40:
+        return f"int of {value.bit_length()} bits"  # repr() refuses very long ints
+    return f"{type(value).__name__} {_repr.repr(value)}"
+
+
+def short(value: Any) -> str:
+    """A bounded repr (60 characters) of a key or name for a message."""
+    return _repr.repr(value)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

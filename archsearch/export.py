@@ -50,16 +50,17 @@ from .arch import Arch
 from .build import Net, build
 from .card import model_card, pct
 from .codegen import MODEL_FILE, ExportError, model_source
-from .config import StudyConfig, redact, load_study_config
+from .config import StudyConfig, load_study_config
+from .storage import redact
 from .cost import arch_cost
-from .data import DataBundle
 from .errors import ConfigError
-from .latency import measure_latency
+from .measure import measure_latency
 from .objective import ARCH_ATTR, BASELINE_ATTR
 from .preprocess import Preprocessing, WithPreprocessing
-from .selection import select_trials
-from .study import fmt_count, load_config_data, open_study
-from .train import evaluate, resolve_device, train
+from .selection import retrain, select_trials
+from .study import load_config_data, open_study
+from .summary import fmt_count
+from .train import resolve_device
 
 __all__ = [
     "ExportError",
@@ -67,7 +68,6 @@ __all__ = [
     "save",
     "load",
     "model_source",
-    "retrain",
     "select_trials",
     "add_parser",
     "cmd_export",
@@ -293,52 +293,7 @@ def _jsonable(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# from a study: choose trials, retrain, export
-
-
-def retrain(
-    arch: Arch, config: StudyConfig, data: DataBundle, *, epochs: int | None = None, device: torch.device | None = None
-) -> tuple[Net, dict[str, Any]]:
-    """Train ``arch`` from scratch with the study's recipe; returns the model (eval mode) and what was measured.
-
-    Without ``epochs``: the search's recipe on the training split, scored on the validation split. With
-    ``epochs``: that many epochs on training + validation (the whole training data, no subset, no time cap).
-    The test split is measured in both cases; nothing during training depends on it.
-    """
-    device = resolve_device(config.device) if device is None else device
-    data = data.resized(arch.resolution).to(device)
-    # the initial weights from the recipe's seed, as the search drew them (Objective.build), whatever this
-    # process drew before: with the search's recipe and thread count the trial's accuracy comes back
-    torch.manual_seed(config.training.seed)
-    model = build(arch)
-    recipe = config.training
-    has_test = len(data.y_test) > 0
-    if epochs is None:
-        x, y = data.x_train, data.y_train
-        result = train(model, x, y, data.x_val, data.y_val, recipe, device=device)
-        measured = {"retrained": "train", "val_accuracy": result.val_accuracy}
-    else:
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError(f"epochs must be an int >= 1, got {epochs!r}")
-        recipe = dataclasses.replace(recipe, epochs=epochs, train_subset=None, seconds=None)
-        x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
-        # train() scores an eval set after each epoch: the test split, which only reports (nothing is chosen on it)
-        x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
-        result = train(model, x, y, x_eval, y_eval, recipe, device=device)
-        measured = {"retrained": "train+val", "val_accuracy": None}
-    test = None
-    if has_test:
-        test = evaluate(model, data.x_test, data.y_test, batch_size=recipe.eval_batch_size, device=device)
-    measured.update(
-        test_accuracy=test,
-        trained_on=min(len(y), recipe.train_subset or len(y)),  # images trained on (train() takes a subset)
-        epochs=result.epochs_done,
-        train_seconds=result.train_seconds,
-        training=dataclasses.asdict(recipe),
-        dataset={"name": data.name, "resolution": data.resolution, "in_chs": data.in_chs,
-                 "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
-    )
-    return model.cpu().eval(), measured
+# from a study: the chosen trials (archsearch.selection), retrained, written
 
 
 def export(

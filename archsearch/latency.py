@@ -40,17 +40,13 @@ is -0.5%. ``archsearch latency check`` measures how well the table does for a sp
 The table file's name and its content carry the key (device, threads, batch, torch version and the
 processor or GPU name): a table measured under any other key is never reused.
 
-Command line (wired into ``archsearch`` by cli.py):
-
-    archsearch latency build cpu:1:1 --samples 200     # fill the table for the parts of 200 candidates
-    archsearch latency check cpu:1:1 --samples 100     # predicted against measured on 100 others
+Command line: :mod:`archsearch.latency_cli` (``archsearch latency build|check``); measuring a built model:
+:mod:`archsearch.measure`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import gc
 import hashlib
 import json
 import math
@@ -60,8 +56,7 @@ import re
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,137 +66,17 @@ from torch import nn
 
 from .arch import Arch
 from .blocks import BlockSpec, DepthwiseSeparable, EffNetBlock, ShuffleUnit, Tally, get_block
-from .config import LATENCY_DEVICES, LatencyTarget
-from .text import input_shape
-from .text import table as format_table
+from .config import LatencyTarget
+from .measure import MIN_SECONDS, REPEATS, WARMUP, Latency, measure_latency
+from .study_schema import LATENCY_DEVICES
 
-__all__ = [
-    "DEFAULT_DIRECTORY",
-    "Latency",
-    "LatencyTable",
-    "Part",
-    "TableKey",
-    "add_parser",
-    "cmd_build",
-    "cmd_check",
-    "measure_latency",
-    "parse_target",
-    "parts_of",
-    "table_for",
-    "table_key",
-    "torch_threads",
-]
+__all__ = ["DEFAULT_DIRECTORY", "LatencyTable", "Part", "TableKey", "parts_of", "table_for", "table_key"]
 
 DEFAULT_DIRECTORY = Path("studies") / "latency"
 TABLE_FORMAT = 1
 #: how entries and the constant are measured; a table measured another way is rebuilt, not mixed in
 METHOD = "parts-referenced-v2"
 CALIBRATION_ROUNDS = 3
-#: how a network is measured (a trial's candidate, ``latency check``): warm-up passes, then timed passes
-#: until there are REPEATS of them and they add up to MIN_SECONDS
-WARMUP, REPEATS, MIN_SECONDS = 10, 50, 0.25
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring a built model
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Latency:
-    """One measurement: median and p90 (nearest rank) of the timed passes, and how many there were.
-
-    ``reference_ms``: the median time of the ``between`` pass run before each timed pass, where there
-    was one (the lookup table's reference network).
-    """
-
-    median_ms: float
-    p90_ms: float
-    repeats: int
-    reference_ms: float | None = None
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads, isolated from the training threads around it."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    # a garbage collection inside a timed pass is noise, not the model's latency (timeit does the same)
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-@torch.inference_mode()
-def measure_latency(
-    model: nn.Module,
-    input_shape: tuple[int, int, int],
-    *,
-    device: str = "cpu",
-    threads: int = 1,
-    batch: int = 1,
-    warmup: int = WARMUP,
-    repeats: int = REPEATS,
-    min_seconds: float = MIN_SECONDS,
-    max_repeats: int = 10_000,
-    between: Callable[[], Any] | None = None,
-) -> Latency:
-    """Median and p90 wall time of one forward pass of ``model`` in eval mode, in milliseconds.
-
-    ``warmup`` untimed passes, then timed passes until there are at least ``repeats`` of them and
-    they add up to ``min_seconds`` (at most ``max_repeats``): a fast model gets more passes, so its
-    median is as steady as a slow one's. Runs with ``threads`` intra-op threads (restored after), the
-    garbage collector paused, under ``torch.inference_mode``; CUDA is synchronised after each pass.
-    ``between`` runs before each timed pass (the lookup table's reference network), timed apart: its
-    median is ``reference_ms``. The model's train/eval mode is restored; it is moved to ``device``.
-    """
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    dev = torch.device(device)
-    was_training = model.training
-    model = model.eval().to(dev)
-    x = torch.randn(batch, *input_shape, device=dev)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times: list[float] = []
-    between_times: list[float] = []
-    total = 0.0
-    try:
-        with torch_threads(threads), _no_gc():
-            for _ in range(warmup):
-                if between is not None:
-                    between()
-                model(x)
-            sync()
-            while len(times) < max_repeats and (len(times) < repeats or total < min_seconds):
-                if between is not None:
-                    tb = time.perf_counter()
-                    between()
-                    sync()
-                    between_times.append((time.perf_counter() - tb) * 1000)
-                t0 = time.perf_counter()
-                model(x)
-                sync()
-                dt = time.perf_counter() - t0
-                times.append(dt * 1000)
-                total += dt
-    finally:
-        model.train(was_training)
-    times.sort()
-    # p90: nearest rank
-    reference = statistics.median(between_times) if between_times else None
-    return Latency(statistics.median(times), times[math.ceil(0.9 * len(times)) - 1], len(times), reference)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -604,114 +479,5 @@ def table_for(
     return LatencyTable(target, Path(directory) / key.file_name(), key=key, **options)
 
 
-# ---------------------------------------------------------------------------------------------
-# Command line: archsearch latency build|check TARGET
-# ---------------------------------------------------------------------------------------------
 
 
-def parse_target(text: str) -> LatencyTarget:
-    """``device:threads:batch`` (``cpu:1:1``, ``cuda:1:8``) -> LatencyTarget."""
-    m = re.fullmatch(r"([a-z]+):(\d+):(\d+)", text)
-    if not m or m.group(1) not in LATENCY_DEVICES or int(m.group(2)) < 1 or int(m.group(3)) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected DEVICE:THREADS:BATCH with DEVICE one of {', '.join(LATENCY_DEVICES)} and THREADS, BATCH "
-            f">= 1, e.g. cpu:1:1, got {text!r}"
-        )
-    return LatencyTarget(m.group(1), int(m.group(2)), int(m.group(3)))
-
-
-def _sample(args: argparse.Namespace) -> list[Arch]:
-    from .space import load_space, sample_architectures
-
-    in_chs, res = args.input
-    return sample_architectures(load_space(args.space), args.samples, in_chs=in_chs, resolution=res,
-                                num_classes=args.classes, seed=args.seed)
-
-
-def _load() -> str:
-    with contextlib.suppress(OSError):
-        return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    return "load average unknown"
-
-
-def cmd_build(args: argparse.Namespace) -> int:
-    target = args.target
-    if target.device == "cuda" and not torch.cuda.is_available():
-        print("archsearch: error: target device cuda, but CUDA is not available", file=sys.stderr)
-        return 2
-    archs = _sample(args)
-    t0 = time.perf_counter()
-    table = table_for(target, directory=args.dir)
-    before = len(table)
-    print(f"latency table {table.path}: {before} entries; filling it for {len(archs)} candidates of {args.space} "
-          f"({_load()})", flush=True)
-    new = table.fill(archs)
-    print(f"{len(table)} entries ({new} new) in {time.perf_counter() - t0:.1f} s; the table's speed: reference "
-          f"network {table.reference_ms:.4f} ms; per-network constant {table.overhead_ms:.4f} ms ({_load()})")
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from .build import build
-
-    target = args.target
-    if target.device == "cuda" and not torch.cuda.is_available():
-        print("archsearch: error: target device cuda, but CUDA is not available", file=sys.stderr)
-        return 2
-    archs = _sample(args)
-    table = table_for(target, directory=args.dir)
-    print(f"latency table {table.path}: {len(table)} entries; {len(archs)} candidates of {args.space}, seed "
-          f"{args.seed} ({_load()})", flush=True)
-    t0 = time.perf_counter()
-    predicted = [table.predict(a) for a in archs]
-    print(f"predicted in {time.perf_counter() - t0:.1f} s ({table.measurements} parts measured on demand)",
-          flush=True)
-    load_before = _load()
-    t0 = time.perf_counter()
-    measured, timed = [], []
-    for a in archs:
-        scaled, raw = table.measure(build(a), (a.in_chs, a.resolution, a.resolution))
-        measured.append(scaled.median_ms)
-        timed.append(raw.median_ms)
-    print(f"measured in {time.perf_counter() - t0:.1f} s ({load_before} before, {_load()} after); the "
-          f"reference ran at {min(timed[i] / measured[i] for i in range(len(archs))):.2f}x to "
-          f"{max(timed[i] / measured[i] for i in range(len(archs))):.2f}x the table's time meanwhile")
-    errors = [p / m - 1 for p, m in zip(predicted, measured)]
-    order = sorted(range(len(archs)), key=lambda i: -abs(errors[i]))
-    rows = [[archs[i].id, f"{predicted[i]:.3f}", f"{measured[i]:.3f}", f"{100 * errors[i]:+.1f}%"]
-            for i in order[: args.worst]]
-    print(format_table(rows, ["worst predictions", "predicted ms", "measured ms", "error"]))
-    within = sum(abs(e) <= 0.10 for e in errors) / len(errors)
-    abs_err = sorted(abs(e) for e in errors)
-    raw_within = sum(abs(p / m - 1) <= 0.10 for p, m in zip(predicted, timed)) / len(timed)
-    print(f"against the wall times as timed, unscaled: {100 * raw_within:.0f}% within +-10%")
-    print(f"within +-10%: {100 * within:.0f}% of {len(errors)}; within +-5%: "
-          f"{100 * sum(e <= 0.05 for e in abs_err) / len(errors):.0f}%; |error| median "
-          f"{100 * statistics.median(abs_err):.1f}%, p90 {100 * abs_err[math.ceil(0.9 * len(abs_err)) - 1]:.1f}%, "
-          f"max {100 * abs_err[-1]:.1f}%; mean error {100 * statistics.fmean(errors):+.1f}% "
-          f"(measured {min(measured):.3f} to {max(measured):.3f} ms)")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``latency build`` and ``latency check`` to the ``archsearch`` command line."""
-
-    text = "latency lookup table of a target: build it, check its predictions"
-    p = subparsers.add_parser("latency", help=text, description=text)
-    sub = p.add_subparsers(dest="latency_command", required=True)
-    for name, func, samples, seed, text in (
-        ("build", cmd_build, 200, 0, "measure the table's entries for the parts of sampled candidates"),
-        ("check", cmd_check, 100, 1, "predicted against measured latency of sampled candidates"),
-    ):
-        s = sub.add_parser(name, help=text, description=text)
-        s.add_argument("target", type=parse_target, metavar="TARGET", help="DEVICE:THREADS:BATCH, e.g. cpu:1:1")
-        s.add_argument("--space", default="search_spaces/mixed.yaml", help="search-space YAML file")
-        s.add_argument("--input", type=input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
-        s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")
-        s.add_argument("--samples", type=int, default=samples, help=f"candidates sampled ({samples})")
-        s.add_argument("--seed", type=int, default=seed, help=f"sampling seed ({seed})")
-        s.add_argument("--dir", default=str(DEFAULT_DIRECTORY), help=f"table directory ({DEFAULT_DIRECTORY})")
-        if name == "check":
-            s.add_argument("--worst", type=int, default=10, help="rows of the worst-predictions table")
-        s.set_defaults(func=func)
-    return p

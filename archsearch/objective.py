@@ -14,6 +14,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from . import interrupt
 from .arch import Arch
 from .build import build
 from .config import StudyConfig
@@ -216,6 +217,7 @@ class Objective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        interrupt.check()
         t0 = time.perf_counter()
         trial.set_user_attr("worker", worker_id())
         # the trial's snapshot of the study (read as it started, shared with the sampler) serves both checks

@@ -1,17 +1,26 @@
 """Which trials an export takes: one by number, the best feasible one (by the re-rank where it ran), or the
-Pareto front; and the error that says why there is none."""
+Pareto front, and the error that says why there is none; and :func:`retrain`, which trains a chosen one again."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import StudyConfig, redact
+from .arch import Arch
+from .build import Net, build
+from .config import StudyConfig
+from .data import DataBundle
+from .storage import redact
 from .errors import ConfigError
 from .objective import ARCH_ATTR, budget_excess
-from .study import best_trials
+from .summary import best_trials
+from .train import evaluate, resolve_device, train
 
-__all__ = ["select_trials"]
+__all__ = ["select_trials", "retrain"]
 
 
 def _relative_excess(t: FrozenTrial, config: StudyConfig) -> dict[str, float]:
@@ -97,3 +106,48 @@ def select_trials(
             front = pareto_front(done, "macs")
         return sorted(front, key=lambda t: t.number)
     return [max(front, key=lambda t: (t.values[0], -t.number))]
+
+
+def retrain(
+    arch: Arch, config: StudyConfig, data: DataBundle, *, epochs: int | None = None, device: torch.device | None = None
+) -> tuple[Net, dict[str, Any]]:
+    """Train ``arch`` from scratch with the study's recipe; returns the model (eval mode) and what was measured.
+
+    Without ``epochs``: the search's recipe on the training split, scored on the validation split. With
+    ``epochs``: that many epochs on training + validation (the whole training data, no subset, no time cap).
+    The test split is measured in both cases; nothing during training depends on it.
+    """
+    device = resolve_device(config.device) if device is None else device
+    data = data.resized(arch.resolution).to(device)
+    # the initial weights from the recipe's seed, as the search drew them (Objective.build), whatever this
+    # process drew before: with the search's recipe and thread count the trial's accuracy comes back
+    torch.manual_seed(config.training.seed)
+    model = build(arch)
+    recipe = config.training
+    has_test = len(data.y_test) > 0
+    if epochs is None:
+        x, y = data.x_train, data.y_train
+        result = train(model, x, y, data.x_val, data.y_val, recipe, device=device)
+        measured = {"retrained": "train", "val_accuracy": result.val_accuracy}
+    else:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs must be an int >= 1, got {epochs!r}")
+        recipe = dataclasses.replace(recipe, epochs=epochs, train_subset=None, seconds=None)
+        x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
+        # train() scores an eval set after each epoch: the test split, which only reports (nothing is chosen on it)
+        x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
+        result = train(model, x, y, x_eval, y_eval, recipe, device=device)
+        measured = {"retrained": "train+val", "val_accuracy": None}
+    test = None
+    if has_test:
+        test = evaluate(model, data.x_test, data.y_test, batch_size=recipe.eval_batch_size, device=device)
+    measured.update(
+        test_accuracy=test,
+        trained_on=min(len(y), recipe.train_subset or len(y)),  # images trained on (train() takes a subset)
+        epochs=result.epochs_done,
+        train_seconds=result.train_seconds,
+        training=dataclasses.asdict(recipe),
+        dataset={"name": data.name, "resolution": data.resolution, "in_chs": data.in_chs,
+                 "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
+    )
+    return model.cpu().eval(), measured

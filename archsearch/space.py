@@ -12,22 +12,22 @@ rho (MobileNet's two knobs). Channels are rounded by construction so that every 
 A depth of 0 among a stage's choices makes the stage optional (it is left out when sampled).
 """
 
-from __future__ import annotations
-
 import math
 import os
 import statistics
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import optuna
+from pydantic import AfterValidator, Field, WithJsonSchema
 
 from .arch import HEADS, STEM_POOLS, Arch, Stage, Stem, make_divisible
 from .blocks import BLOCKS, get_block
-from .errors import ConfigError, load_yaml
+from .errors import ConfigError, load_yaml, show
+from .schema import Choices, Expect, Int, Model, Number, OneOf, did_you_mean, fail, json_schema, validate
 
 __all__ = [
-    "Space", "StageSpace", "Shape", "StageShape", "load_space", "space_from_dict", "suggest_shape",
+    "Space", "StageSpace", "Shape", "StageShape", "load_space", "space_from_dict", "space_schema", "suggest_shape",
     "suggest_architecture", "sample_architectures", "sample_shapes",
 ]
 
@@ -79,9 +79,51 @@ class Space:
 
 # -- loading -----------------------------------------------------------------------------------------
 
-_TOP_KEYS = {"name", "description", "channel_multiple", "width_mult", "resolution_mult", "stem", "stages", "head"}
-_STEM_KEYS = {"type", "channels", "stride", "pool"}
-_STAGE_KEYS = {"block", "channels", "depth", "stride", "groups", "kernel"}
+
+def _block_name(value: str) -> str:
+    if value not in BLOCKS:
+        fail(f"unknown block {value!r}; registered blocks: {sorted(BLOCKS)}{did_you_mean(value, BLOCKS)}")
+    return value
+
+
+_BlockName = Annotated[str, Expect("a block name"), AfterValidator(_block_name),
+                       WithJsonSchema({"type": "string", "enum": sorted(BLOCKS)})]
+_Width = Int(1, 4096, integral_floats=False)  # 2.0 == 2, but records take ints
+
+
+class StemSpace(Model):
+    """The stem's family (the first layer) and width choices."""
+
+    type: Choices(_BlockName) = Field(description="conv (a full 3x3 convolution) or a block family, e.g. effnet")
+    channels: Choices(_Width)
+    stride: OneOf(1, 2) = 1
+    pool: OneOf(*STEM_POOLS) = Field(0, description="0: none; else a max-pool of this size after the stem")
+
+
+class StageSpaceModel(Model):
+    """One stage: its block families, widths, depths (0: the stage is optional), fixed stride."""
+
+    block: Choices(_BlockName)
+    channels: Choices(_Width)
+    depth: Choices(Int(0, 32, integral_floats=False)) = (1,)
+    stride: OneOf(1, 2)
+    groups: Choices(Int(1, 64, integral_floats=False)) = Field(
+        (1,), description="group counts of ShuffleNet's pointwise convolutions; each divides channel_multiple")
+    kernel: Choices(OneOf(*_KERNELS)) = Field((3,), description="depthwise kernel sizes (MobileNet blocks)")
+
+
+class SpaceModel(Model):
+    """A search space: per stage a choice of family, width, groups, depth and kernel; the stem; alpha and rho."""
+
+    name: Annotated[str, Field(min_length=1)] | None = Field(None, description="default: the file's name")
+    description: str | None = None
+    channel_multiple: Int(1, 256, integral_floats=False) = Field(
+        8, description="every width is rounded to a multiple of this")
+    width_mult: Choices(Number(0.01, 16.0)) = Field((1.0,), description="MobileNet's width multiplier alpha")
+    resolution_mult: Choices(Number(0.05, 4.0)) = Field((1.0,), description="MobileNet's resolution multiplier rho")
+    stem: StemSpace
+    stages: Annotated[list[StageSpaceModel], Expect("a non-empty list of stages"), Field(min_length=1)]
+    head: OneOf(*HEADS) = "gap"
 
 
 def load_space(path: str | os.PathLike) -> Space:
@@ -90,122 +132,48 @@ def load_space(path: str | os.PathLike) -> Space:
 
 
 def space_from_dict(data: dict[str, Any], *, path: str | os.PathLike | None = None) -> Space:
-    def err(key: str, msg: str) -> ConfigError:
-        return ConfigError(msg, path=path, key=key)
-
-    def keys(where: str, d: Any, allowed: set[str], required: set[str] = frozenset()) -> dict:
-        if not isinstance(d, dict):
-            raise err(where, f"expected a mapping, got {type(d).__name__} {d!r}")
-        for k in d:
-            if k not in allowed:
-                raise err(f"{where}.{k}" if where else str(k), f"unknown key; valid keys: {sorted(allowed)}")
-        for k in sorted(required - set(d)):
-            raise err(f"{where}.{k}" if where else k, "missing required key")
-        return d
-
-    def choices(key: str, value: Any, kind: type, low: float, high: float) -> tuple:
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            raise err(key, "expected a value or a non-empty list of choices, got an empty list")
-        out = []
-        for v in items:
-            ok = isinstance(v, kind) and not isinstance(v, bool)
-            if kind is float:
-                ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-            if not ok:
-                hint = " (YAML reads 1e-3 without a dot as a string: write 1.0e-3)" if isinstance(v, str) else ""
-                raise err(key, f"expected {kind.__name__} choices in [{low}, {high}], got {v!r}{hint}")
-            if not (low <= v <= high) or (kind is float and not math.isfinite(v)):
-                raise err(key, f"expected {kind.__name__} choices in [{low}, {high}], got {v!r}")
-            out.append(kind(v))
-        if len(set(out)) != len(out):
-            raise err(key, f"choices must be distinct, got {items!r}")
-        return tuple(out)
-
-    def names(key: str, value: Any) -> tuple[str, ...]:
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            raise err(key, "expected a block name or a non-empty list of block names, got an empty list")
-        for v in items:
-            if not isinstance(v, str) or v not in BLOCKS:
-                raise err(key, f"unknown block {v!r}; registered blocks: {sorted(BLOCKS)}")
-        if len(set(items)) != len(items):
-            raise err(key, f"choices must be distinct, got {items!r}")
-        return tuple(items)
-
-    def one(key: str, value: Any, allowed: tuple) -> Any:
-        if isinstance(value, (bool, float)) or value not in allowed:  # 2.0 == 2, but records take ints
-            raise err(key, f"expected one of {list(allowed)}, got {value!r}")
-        return value
-
-    d = keys("", data, _TOP_KEYS, {"stem", "stages"})
-    name = d.get("name", os.path.splitext(os.path.basename(str(path)))[0] if path else "space")
-    if not isinstance(name, str) or not name:
-        raise err("name", f"expected a non-empty string, got {name!r}")
-    if "description" in d and not isinstance(d["description"], str):
-        raise err("description", f"expected a string, got {d['description']!r}")
-    multiple = choices("channel_multiple", d.get("channel_multiple", 8), int, 1, 256)
-    if len(multiple) != 1:
-        raise err("channel_multiple", f"expected one int, got a list {d['channel_multiple']!r}")
-    multiple = multiple[0]
-    width_mult = choices("width_mult", d.get("width_mult", 1.0), float, 0.01, 16.0)
-    resolution_mult = choices("resolution_mult", d.get("resolution_mult", 1.0), float, 0.05, 4.0)
-    head = one("head", d.get("head", "gap"), HEADS)
-
-    stem = keys("stem", d["stem"], _STEM_KEYS, {"type", "channels"})
-    stem_types = names("stem.type", stem["type"])
-    stem_channels = choices("stem.channels", stem["channels"], int, 1, 4096)
-    stem_stride = one("stem.stride", stem.get("stride", 1), (1, 2))
-    stem_pool = one("stem.pool", stem.get("pool", 0), STEM_POOLS)
-
-    raw_stages = d["stages"]
-    if not isinstance(raw_stages, list) or not raw_stages:
-        raise err("stages", f"expected a non-empty list of stages, got {raw_stages!r}")
-    stages = []
-    for i, raw in enumerate(raw_stages):
-        at = f"stages[{i}]"
-        s = keys(at, raw, _STAGE_KEYS, {"block", "channels", "stride"})
-        blocks = names(f"{at}.block", s["block"])
-        classes = [get_block(b) for b in blocks]
-        groups = choices(f"{at}.groups", s.get("groups", 1), int, 1, 64)
-        kernel = choices(f"{at}.kernel", s.get("kernel", 3), int, 1, 7)
-        if groups != (1,) and not any(c.uses_groups for c in classes):
-            raise err(f"{at}.groups", f"none of the blocks {list(blocks)} uses groups; remove the key or add 'shuffle'")
-        for g in groups:
-            if multiple % g:
-                raise err(
-                    f"{at}.groups",
-                    f"group count {g} does not divide channel_multiple {multiple}, so it cannot divide every "
-                    f"width; set channel_multiple to a multiple of {math.lcm(multiple, g)} or drop {g}",
-                )
-        if kernel != (3,) and not any(c.uses_kernel for c in classes):
-            raise err(f"{at}.kernel", f"none of the blocks {list(blocks)} takes a kernel size; remove the key")
-        for k in kernel:
-            if k not in _KERNELS:
-                raise err(f"{at}.kernel", f"expected kernel sizes from {list(_KERNELS)}, got {k}")
-        stages.append(
-            StageSpace(
-                blocks=blocks,
-                channels=choices(f"{at}.channels", s["channels"], int, 1, 4096),
-                depth=choices(f"{at}.depth", s.get("depth", 1), int, 0, 32),
-                stride=one(f"{at}.stride", s["stride"], (1, 2)),
-                groups=groups,
-                kernel=kernel,
-            )
-        )
+    """Validate a space given as a dict (the parsed YAML, or built in code); ``path`` is named in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping at the top level, got {show(data)}", path=path)
+    model: SpaceModel = validate(SpaceModel, data, path=path)
+    for i, st in enumerate(model.stages):
+        _check_stage(st, model.channel_multiple, path=path, at=f"stages[{i}]")
     return Space(
-        name=name,
-        stem_types=stem_types,
-        stem_channels=stem_channels,
-        stem_stride=stem_stride,
-        stem_pool=stem_pool,
-        stages=tuple(stages),
-        width_mult=width_mult,
-        resolution_mult=resolution_mult,
-        channel_multiple=multiple,
-        head=head,
+        name=model.name or (os.path.splitext(os.path.basename(str(path)))[0] if path else "space"),
+        stem_types=model.stem.type,
+        stem_channels=model.stem.channels,
+        stem_stride=model.stem.stride,
+        stem_pool=model.stem.pool,
+        stages=tuple(StageSpace(st.block, st.channels, st.depth, st.stride, st.groups, st.kernel)
+                     for st in model.stages),
+        width_mult=tuple(float(a) for a in model.width_mult),
+        resolution_mult=tuple(float(r) for r in model.resolution_mult),
+        channel_multiple=model.channel_multiple,
+        head=model.head,
         source=None if path is None else str(path),
     )
+
+
+def _check_stage(st: StageSpaceModel, multiple: int, *, path: Any, at: str) -> None:
+    """What a stage's keys mean together: groups and kernels only for the families that use them."""
+    classes = [get_block(b) for b in st.block]
+    if st.groups != (1,) and not any(c.uses_groups for c in classes):
+        raise ConfigError(f"none of the blocks {list(st.block)} uses groups; remove the key or add 'shuffle'",
+                          path=path, key=f"{at}.groups")
+    for g in st.groups:
+        if multiple % g:
+            raise ConfigError(f"group count {g} does not divide channel_multiple {multiple}, so it cannot divide "
+                              f"every width; set channel_multiple to a multiple of {math.lcm(multiple, g)} or drop {g}",
+                              path=path, key=f"{at}.groups")
+    if st.kernel != (3,) and not any(c.uses_kernel for c in classes):
+        raise ConfigError(f"none of the blocks {list(st.block)} takes a kernel size; remove the key",
+                          path=path, key=f"{at}.kernel")
+
+
+def space_schema() -> dict[str, Any]:
+    """The space YAML's JSON Schema (shipped as archsearch/schemas/space.schema.json)."""
+    return json_schema(SpaceModel, title="archsearch search space",
+                       description="An archsearch search-space file, named by a study's `space` key.")
 
 
 # -- sampling ----------------------------------------------------------------------------------------

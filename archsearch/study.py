@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
-import gc
 import time
 import warnings
 from collections.abc import Callable
@@ -16,24 +16,28 @@ import torch
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from . import rerank
+from . import interrupt, rerank
 from .arch import Arch
-from .config import StudyConfig, load_study_config, make_pruner, make_sampler, make_storage, redact
+from .config import StudyConfig, fingerprint_matches, load_study_config
+from .samplers import make_pruner, make_sampler
+from .storage import make_storage, redact
 from .cost import Cost, arch_cost
 from .data import DataBundle, load_data
 from .errors import ConfigError
 from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, worker_id
 from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
-    CREATED_ATTR, CREATED_BY_ATTR, baseline_status, ensure_baselines, recover, sweep_dead_workers,
+    CREATED_ATTR, CREATED_BY_ATTR, ensure_baselines, recover, sweep_dead_workers,
 )
 from .space import Space, load_space, suggest_architecture
+from .summary import finished_count, summary, trial_line
 from .train import TrainResult, make_optimizer, resolve_device, train
 
-__all__ = ["run", "open_study", "load_config_data", "smallest_cost", "finished_count", "best_trials", "summary"]
+__all__ = ["run", "run_workers", "open_study", "load_config_data", "smallest_cost"]
 
 FINGERPRINT_ATTR = "archsearch.fingerprint"
 COUNTED = COUNTED_STATES
 _WAIT_S = 0.5  # poll interval of a worker waiting for others' last trials
+_INTERRUPT_GRACE_S = 30.0  # after a Ctrl-C, how long run_workers waits for its workers to stop on their own
 
 
 def _directions(config: StudyConfig) -> list[str]:
@@ -91,6 +95,8 @@ def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, boo
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
     if stored is None:  # created by a worker that has not written it yet
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    elif stored != fingerprint and fingerprint_matches(stored, config):
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)  # an older archsearch's for the same study: today's
     elif stored != fingerprint:
         changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
         raise ConfigError(
@@ -175,122 +181,9 @@ def _check_budget_reachable(config: StudyConfig, space: Space, data: DataBundle)
             )
 
 
-def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=COUNTED))
-
-
 def _taken(study: optuna.Study) -> int:
     """Trials finished or running (in any worker)."""
     return len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING)))
-
-
-def fmt_count(n: float | None) -> str:
-    """12345 -> '12.35K' (None -> '-')."""
-    if n is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
-
-
-def trial_line(t: FrozenTrial) -> str:
-    a = t.user_attrs
-    acc = a.get("val_accuracy")
-    values = "-" if not t.values else "/".join(f"{v:.4g}" for v in t.values)
-    state = t.state.name if a.get("feasible", True) else "INFEASIBLE"
-    tag = f" [{a[BASELINE_ATTR]}]" if BASELINE_ATTR in a else ""
-    err = f" ({a['error']})" if t.state == TrialState.FAIL and "error" in a else ""
-    latency = ""  # where the budget or the objective asks for it
-    if "latency_ms" in a:
-        latency = f"  latency {a['latency_ms']:.2f}ms"
-    elif "latency_pred_ms" in a:  # rejected on the table's prediction, never built
-        latency = f"  latency ~{a['latency_pred_ms']:.2f}ms"
-    return (
-        f"trial {t.number:>4}  {state:<10} macs {fmt_count(a.get('macs')):>7}  params {fmt_count(a.get('params')):>7}"
-        f"{latency}  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {a.get('seconds', 0.0):6.1f}s"
-        f"  {a.get('arch_id', '?')}{tag}{err}"
-    )
-
-
-def best_trials(study: optuna.Study, config: StudyConfig | None = None) -> list[FrozenTrial]:
-    """Best feasible trial (single objective) or the feasible Pareto front (two objectives).
-
-    With ``config`` and its ``rerank`` results, the best single-objective trial is the best re-ranked one.
-    """
-    if config is not None and len(study.directions) == 1 and (top := rerank.best_reranked(study, config)):
-        return [top]
-    done = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("feasible", True) and t.values is not None
-    ]
-    if not done:
-        return []
-    if len(study.directions) == 1:
-        return [max(done, key=lambda t: t.values[0])]
-    front = []
-    for t in done:
-        dominated = any(
-            o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values for o in done
-        )
-        if not dominated:
-            front.append(t)
-    return sorted(front, key=lambda t: t.values[1])
-
-
-def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
-    trials = study.get_trials(deepcopy=False)
-    by_state = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
-    surplus = sum(1 for t in trials if t.user_attrs.get(SURPLUS_ATTR))
-    gave_way = f" ({surplus} gave way to other workers)" if surplus else ""
-    # "trained": built and trained, to the end or until pruned (what `archsearch report` ranks)
-    lines = [
-        f"study {study.study_name}: {finished_count(study)} finished "
-        f"({by_state['COMPLETE'] - infeasible + by_state['PRUNED']} trained: {by_state['COMPLETE'] - infeasible} "
-        f"to the end, {by_state['PRUNED']} pruned; {infeasible} infeasible, not trained), "
-        f"{by_state['FAIL']} failed{gave_way}, {by_state['RUNNING']} running",
-    ]
-    best = best_trials(study, config)
-    reranked = rerank.results(study, config) if config is not None else {}
-    base = [t for t in trials if BASELINE_ATTR in t.user_attrs and t.state == TrialState.COMPLETE
-            and t.user_attrs.get("feasible", True)]
-    if len(study.directions) == 1:
-        lines.append(("best feasible trial (by re-rank):" if reranked else "best feasible trial:") if best
-                     else "no feasible trial yet")
-        lines += [f"  {trial_line(t)}" for t in best]
-    else:
-        lines.append(f"Pareto front ({len(best)} trials: accuracy up, {('cost')} down):")
-        lines += [f"  {trial_line(t)}" for t in best]
-    if base:
-        lines.append("seed baselines at the same budget:")
-        lines += [f"  {trial_line(t)}" for t in sorted(base, key=lambda t: t.number)]
-        searched = [t for t in trials if t.state == TrialState.COMPLETE and BASELINE_ATTR not in t.user_attrs
-                    and t.user_attrs.get("feasible", True) and t.values is not None]
-        if searched and len(study.directions) == 1:
-            lines.append(_versus(searched, base, lambda t: t.values[0], "search score"))
-            if reranked:
-                def value(t: FrozenTrial) -> float:
-                    return reranked[t.number]["value"] if t.number in reranked else float("-inf")
-
-                if any(t.number in reranked for t in searched) and any(t.number in reranked for t in base):
-                    epochs = next(iter(reranked.values()))["epochs"]
-                    lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs)"))
-    missing = {family: why for family, why in baseline_status(trials).items() if why is not None}
-    if missing:
-        lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in missing.items()))
-    if reranked:
-        lines.append(f"re-ranked: {len(reranked)} trial(s): "
-                     + ", ".join(f"{n} {v['val_accuracy']:.4f}" for n, v in sorted(reranked.items())))
-    return "\n".join(lines)
-
-
-def _versus(searched: list[FrozenTrial], base: list[FrozenTrial], value: Callable[[FrozenTrial], float],
-            what: str) -> str:
-    top, found = max(base, key=value), max(searched, key=value)
-    return (f"best searched candidate (trial {found.number}) {value(found):.4f} vs best baseline "
-            f"({top.user_attrs[BASELINE_ATTR]}, trial {top.number}) {value(top):.4f} by {what}: "
-            f"{value(found) - value(top):+.4f}")
 
 
 def run(
@@ -307,8 +200,26 @@ def run(
     """Run the study until it holds ``n_trials`` finished (complete or pruned) trials in total.
 
     Counted across restarts and workers, not per call; a trial that fails (an exception, a killed
-    worker) is recorded as failed and does not count. Returns the study.
+    worker) is recorded as failed and does not count. Returns the study. A Ctrl-C stops the run at the next
+    safe point, never inside a storage write (archsearch/interrupt.py); the interrupted trial runs again on
+    the next start.
     """
+    with interrupt.deferred():
+        return _run(config, n_trials=n_trials, timeout=timeout, stream=stream, progress=progress, trainer=trainer,
+                    summarize=summarize, worker_index=worker_index)
+
+
+def _run(
+    config: StudyConfig | str | os.PathLike,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    stream: IO[str] | None,
+    progress: bool,
+    trainer: Callable[..., TrainResult],
+    summarize: bool,
+    worker_index: int,
+) -> optuna.Study:
     if not isinstance(config, StudyConfig):
         config = load_study_config(config)
     target = config.n_trials if n_trials is None else n_trials
@@ -391,6 +302,7 @@ def run(
             if taken >= target:
                 # the last trials run in other workers: wait for them to finish (or fail, then take over)
                 time.sleep(_WAIT_S)
+                interrupt.check()
                 sweep_dead_workers(study)
                 continue
             try:
@@ -399,7 +311,7 @@ def run(
                     n_trials=target - taken,
                     timeout=left,
                     catch=(Exception,),
-                    callbacks=[on_trial, stop_when_taken],
+                    callbacks=[on_trial, stop_when_taken, interrupt.check],
                     gc_after_trial=False,
                 )
             except ValueError as e:
@@ -499,8 +411,14 @@ def run_workers(
         for p in procs:
             p.join()
     except KeyboardInterrupt:
+        # the workers got the Ctrl-C too (one process group): each stops at its next safe point and records its
+        # trial as interrupted; a SIGTERM now could land inside a storage write. Only a worker that has not
+        # ended within the grace time is terminated (its trial is then swept as a dead worker's).
+        deadline = time.monotonic() + _INTERRUPT_GRACE_S
         for p in procs:
-            p.terminate()
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.terminate()
         raise
     study = open_study(config, create=False)
     if stream is not None:

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import interrupt
+
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "constant", "step", "onecycle")
 AUGMENTATIONS = ("none", "shift", "flip", "shift+flip")
@@ -261,6 +263,7 @@ def train(
             loss_sum = torch.zeros((), device=device)  # stays on the device: no sync per step
             perm = torch.randperm(n, device=device, generator=gen)
             for i in starts:
+                interrupt.check()  # a Ctrl-C during a search stops here, outside any storage write
                 lr = config.lr * lr_factor(step, total_steps, warmup_steps, config.schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr

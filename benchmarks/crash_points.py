@@ -11,6 +11,9 @@ moment depends on the clock), but they run.
 
     python benchmarks/crash_points.py [--points all|N] [--jobs 2] [--storage postgresql+psycopg2://...] [--two-workers]
     # prints "kill at write k: H/N held"
+    python benchmarks/crash_points.py --ctrl-c    # a SIGINT inside write k instead: "Ctrl-C inside write k: H/N held"
+
+With ``--ctrl-c`` the first run must also end as a Ctrl-C does: exit 130, no traceback.
 
 ``tests/test_crash_points.py`` runs a fixed sample of the points.
 """
@@ -47,14 +50,24 @@ STUDY = {
     "n_trials": 4, "device": "cpu", "enqueue_baselines": True, "rerank": {"top": 1, "epochs": 1},
 }
 
-# run in the subprocess: count the storage's writes, SIGKILL at write KILL_AT (0: never; print the count)
+# run in the subprocess: count the storage's writes; at write KILL_AT (0: never; print the count) SIGKILL before
+# it (mode kill), or SIGINT inside it (mode int: from SQLAlchemy's hook before the write's first SQL statement that
+# changes something, so that Python raises in the middle of the write's transaction, the lock held)
 WRAPPER = textwrap.dedent(
     """
     import os, signal, sys, threading
     import optuna
+    import sqlalchemy
 
-    kill_at, count = int(sys.argv[1]), [0]
+    kill_at, count, mode, armed = int(sys.argv[1]), [0], sys.argv[3], [False]
     main_thread = threading.main_thread()
+
+    @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute")
+    def interrupt_inside(conn, cursor, statement, parameters, context, executemany):
+        if armed[0] and threading.current_thread() is main_thread and not statement.lstrip().upper().startswith(
+                ("SELECT", "PRAGMA", "BEGIN")):
+            armed[0] = False
+            os.kill(os.getpid(), signal.SIGINT)
     WRITES = [name for name in dir(optuna.storages.RDBStorage)
               if name.startswith(("create_", "set_", "delete_", "record_")) and name != "record_heartbeat"]
 
@@ -65,7 +78,9 @@ WRAPPER = textwrap.dedent(
             if threading.current_thread() is main_thread:
                 count[0] += 1
                 if count[0] == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
+                    if mode == "kill":
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    armed[0] = True
             return real(self, *args, **kwargs)
         return counted
 
@@ -88,8 +103,8 @@ def make_study(folder: Path, storage: str | None = None, name: str = "crash") ->
     return path
 
 
-def _run(folder: Path, kill_at: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(folder / "wrapper.py"), str(kill_at), str(folder / "crash.yaml")],
+def _run(folder: Path, kill_at: int, mode: str = "kill") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(folder / "wrapper.py"), str(kill_at), str(folder / "crash.yaml"), mode],
                           cwd=folder, env=ENV, capture_output=True, text=True, timeout=600)
 
 
@@ -98,7 +113,7 @@ def count_writes() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         make_study(folder)
-        proc = _run(folder, 0)
+        proc = _run(folder, 0)  # counted unkilled
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr[-2000:])
         return int(proc.stderr.strip().splitlines()[-1].split()[1])
@@ -117,8 +132,11 @@ def _trials(storage: str, name: str) -> list[dict]:
 
 
 def check_point(kill_at: int, *, in_process: bool = False, storage: str | None = None,
-                two_workers: bool = False) -> list[str]:
+                two_workers: bool = False, ctrl_c: bool = False) -> list[str]:
     """Kill at write ``kill_at``, run again, and return what did not hold (empty: all held).
+
+    ``ctrl_c``: a SIGINT inside the write instead of a SIGKILL before it; the first run must then end as a
+    Ctrl-C does (exit 130, the "interrupted" line, no traceback).
 
     ``in_process``: the second run is ``archsearch.cli.main`` in this process (the same command, without a
     second interpreter start: what the tests do). ``storage``: a PostgreSQL URL instead of a SQLite file (a
@@ -136,12 +154,16 @@ def check_point(kill_at: int, *, in_process: bool = False, storage: str | None =
             companion = subprocess.Popen([sys.executable, "-m", "archsearch.cli", "search", str(folder / "crash.yaml"),
                                           "--no-progress"], cwd=folder, env=ENV, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True)
-        first = _run(folder, kill_at)
+        first = _run(folder, kill_at, "int" if ctrl_c else "kill")
         if companion is not None:
             _, err = companion.communicate(timeout=600)
             if companion.returncode != 0:
                 return [f"the other worker failed (rc {companion.returncode}): {err[-800:]}"]
-        if first.returncode != -9 and not (two_workers and first.returncode == 0):
+        if ctrl_c and not (two_workers and first.returncode == 0):
+            if first.returncode != 130 or "Traceback" in first.stderr or "interrupted" not in first.stderr:
+                return [f"the Ctrl-C did not end the first run as a Ctrl-C (rc {first.returncode}): "
+                        f"{first.stderr[-800:]}"]
+        elif first.returncode != -9 and not (two_workers and first.returncode == 0):
             return [f"the first run was not killed (rc {first.returncode}): {first.stderr[-500:]}"]
         before = {t["number"]: t for t in (_trials(url, name) if storage or db.exists() else [])
                   if t["state"] in ("COMPLETE", "PRUNED", "FAIL")}
@@ -190,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="points checked at once")
     parser.add_argument("--storage", default=None, help="a PostgreSQL URL (default: a SQLite file per point)")
     parser.add_argument("--two-workers", action="store_true", help="another worker runs beside the killed one")
+    parser.add_argument("--ctrl-c", action="store_true", help="SIGINT inside the write instead of SIGKILL before it")
     args = parser.parse_args(argv)
     total = count_writes()
     if args.points == "all":
@@ -200,13 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"one whole run makes {total} storage writes; killing at {len(points)} of them", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         results = dict(zip(points, pool.map(
-            lambda k: check_point(k, storage=args.storage, two_workers=args.two_workers), points)))
+            lambda k: check_point(k, storage=args.storage, two_workers=args.two_workers, ctrl_c=args.ctrl_c), points)))
     for k, broken in results.items():
         if broken:
             print(f"kill at write {k}: " + "; ".join(broken), flush=True)
     held = sum(not b for b in results.values())
     print(json.dumps({"writes": total, "points": len(points), "held": held}))
-    print(f"kill at write k: {held}/{len(points)} held")
+    what = "Ctrl-C inside" if args.ctrl_c else "kill at"
+    where = (" on PostgreSQL" if args.storage else "") + (" beside a second worker" if args.two_workers else "")
+    print(f"{what} write k{where}: {held}/{len(points)} held")
     return 0 if held == len(points) else 1
 
 

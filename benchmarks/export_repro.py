@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import torch  # noqa: E402
 
 from archsearch.config import load_study_config  # noqa: E402
-from archsearch.export import retrain  # noqa: E402
+from archsearch.selection import retrain  # noqa: E402
 from archsearch.fit import fit_shape  # noqa: E402
 from archsearch.space import sample_shapes  # noqa: E402
 from archsearch.study import load_config_data  # noqa: E402

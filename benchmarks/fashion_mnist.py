@@ -5,8 +5,10 @@ For each budget level (1, 3 and 10 million MACs at 28x28x1; one study file each,
 
 1. **Searches**: the level's study with its TPE sampler (**archsearch**) and, beside it, the same study with
    Optuna's RandomSampler (**random search**: the same space, fitting, proxy and re-rank), each for the same
-   budget of *trial time* (the summed wall time of its finished trials, i.e. one-core seconds; with ``--jobs J``
-   one-thread workers that is ``search_seconds / J`` of wall clock). Then each study's re-rank (``rerank:`` in the
+   number of finished trials, ``search_trials`` (30, the three seed baselines included). Every candidate is
+   budget-fitted, so each trial costs about the same; a budget of trials, not of wall time, keeps the comparison
+   fair on a shared machine, where the same trial ran 2-3 times slower while other jobs ran, and each search's
+   trial time is reported beside it. Then each study's re-rank (``rerank:`` in the
    YAML) trains its top candidates again, and the search's network is its best searched (non-baseline) candidate
    by the re-rank score. Each study is an SQLite file in ``--work``, so an interrupted search resumes.
 2. **Rows**, every one trained with one final recipe: the study's optimizer, schedule and augmentation for
@@ -17,8 +19,8 @@ For each budget level (1, 3 and 10 million MACs at 28x28x1; one study file each,
 3. **Long rows** at ``long_level`` (3M): the archsearch network and the best baseline there (by the mean of its
    rows) at ``long_epochs`` (30) epochs, ``seeds`` seeds each: the 92.5% target.
 4. **Anytime curve** at ``anytime_level`` (3M): each search's best-so-far validation accuracy against its trial
-   time, and the final test accuracy (seed 0) of its best searched candidate by the search score at 1/4 and 1/2
-   of the search time (at the whole time: its network's row).
+   time, and the final test accuracy (seed 0) of its best searched candidate by the search score after 1/4 and
+   1/2 of its trials (after all of them: its network's row).
 
 Every finished row and search goes into one committed results file, ``benchmarks/fashion_mnist_results.jsonl``
 (one JSON object a line, appended under ``flock``), so a later run continues where the last one stopped and
@@ -77,9 +79,10 @@ from archsearch.cost import arch_cost  # noqa: E402
 from archsearch.data import DataBundle  # noqa: E402
 from archsearch.errors import ConfigError  # noqa: E402
 from archsearch.export import _positive_int  # noqa: E402  (the CLI's own option type)
-from archsearch.latency import measure_latency  # noqa: E402
+from archsearch.measure import measure_latency  # noqa: E402
 from archsearch.objective import ARCH_ATTR, BASELINE_ATTR, Objective  # noqa: E402
-from archsearch.study import finished_count, load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
+from archsearch.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
+from archsearch.summary import finished_count  # noqa: E402
 from archsearch.train import TrainConfig, evaluate, train  # noqa: E402
 
 LEVELS = {"1m": 1_000_000, "3m": 3_000_000, "10m": 10_000_000}  # name -> MAC budget (its study YAML says the same)
@@ -102,7 +105,7 @@ _POLL_S = 2.0  # a worker with nothing to claim waits this long for the others
 class Settings:
     """Everything that makes rows comparable; stored as the results file's first line and checked on every run."""
 
-    search_seconds: float  # per search: summed wall time of the study's finished trials (one-core seconds)
+    search_trials: int  # per search: finished trials, the seed baselines included (their trial time is reported)
     search_epochs: int | None  # proxy recipe override (None: the study YAML's)
     search_subset: int | None  # proxy training subset override (None: the study YAML's)
     val_fraction: float | None  # the validation split's share override (None: the study YAML's)
@@ -116,10 +119,10 @@ class Settings:
     eval_limit: int | None  # rows score only the first N test images (None: all; QUICK only)
 
 
-FULL = Settings(search_seconds=1800.0, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,
+FULL = Settings(search_trials=30, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,
                 epochs=8, train_subset=None, seeds=3, long_epochs=30, long_level="3m", anytime_level="3m",
                 eval_limit=None)
-QUICK = Settings(search_seconds=15.0, search_epochs=1, search_subset=500, val_fraction=0.02, rerank=(1, 1, 500),
+QUICK = Settings(search_trials=5, search_epochs=1, search_subset=500, val_fraction=0.02, rerank=(1, 1, 500),
                  epochs=1, train_subset=1000, seeds=2, long_epochs=2, long_level="1m", anytime_level="1m",
                  eval_limit=1000)
 ANYTIME_FRACTIONS = (0.25, 0.5)  # and 1.0: the search's own row
@@ -275,30 +278,23 @@ class Level:
                 if BASELINE_ATTR not in t.user_attrs and t.user_attrs.get("feasible", True) and t.values]
 
     def search(self, sampler: str, jobs: int) -> str:
-        """Join the search until its time is spent, then re-rank; 'done', or 'busy' while others finish."""
+        """Join the search until it holds its trials, then re-rank; 'done', or 'busy' while others finish."""
         key = f"search/{self.name}/{sampler}"
         if self.results.get(key) is not None:
             return "done"
         config = self.config(sampler)
-        searching = dataclasses.replace(config, rerank=None)  # re-ranked once, after the search time is spent
-        budget = self.settings.search_seconds
+        searching = dataclasses.replace(config, rerank=None)  # re-ranked once, after the search's trials
+        budget = self.settings.search_trials
         optuna.logging.set_verbosity(optuna.logging.ERROR)
-        while True:
-            try:
-                study = open_study(searching, create=False)
-            except ConfigError:  # not created yet: run() creates it and queues the seed baselines first
-                study = None
-            if study is not None:
-                spent = self.spent(study)
-                if (spent >= budget and self.searched(study)) or finished_count(study) >= config.n_trials:
-                    break
-            else:
-                spent = 0.0
-            left = max(budget - spent, 0.0)
-            say(f"{self.name}/{sampler}: searching, {spent:.0f}/{budget:.0f} s of trial time spent, "
-                f"{0 if study is None else finished_count(study)} trials finished")
-            # each worker takes its share; a last trial may run over (timeout stops only new trials)
-            run(searching, timeout=max(left / jobs, 1.0), progress=False, summarize=False)
+        try:
+            study = open_study(searching, create=False)
+        except ConfigError:  # not created yet: run() creates it and queues the seed baselines first
+            study = None
+        done = 0 if study is None else finished_count(study)
+        say(f"{self.name}/{sampler}: searching, {done}/{budget} trials finished"
+            + ("" if study is None else f", {self.spent(study):.0f} s of trial time spent"))
+        # the workers share the study's total: run() returns once it holds `budget` finished trials
+        study = run(searching, n_trials=budget, progress=False, summarize=False)
         sweep_dead_workers(study)  # a trial left RUNNING by a killed process of this host is failed now
         if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return "busy"
@@ -328,7 +324,7 @@ class Level:
         else:
             best = max(candidates, key=lambda t: (t.values[0], -t.number))
         trials = study.get_trials(deepcopy=False)
-        curve, checkpoints = anytime(trials, self.settings.search_seconds)
+        curve, checkpoints = anytime(trials, self.settings.search_trials)
         return {
             "key": f"search/{self.name}/{sampler}",
             "kind": "search",
@@ -441,18 +437,16 @@ def _trial_seconds(t: FrozenTrial) -> float:
     return 0.0
 
 
-def anytime(trials: list[FrozenTrial], budget: float) -> tuple[list[list[float]], list[dict[str, Any]]]:
+def anytime(trials: list[FrozenTrial], budget: int) -> tuple[list[list[float]], list[dict[str, Any]]]:
     """The best-so-far search score against cumulative trial time (in trial order), and the best searched
-    candidate by the search score at each of ``ANYTIME_FRACTIONS`` of ``budget``."""
+    candidate by the search score once ``ANYTIME_FRACTIONS`` of the searched (not baseline) trials among the
+    ``budget`` had finished (with the trial time spent by then)."""
     curve, checkpoints = [], []
-    spent, best, best_searched = 0.0, None, None
+    spent, best, best_searched, finished = 0.0, None, None, 0
+    budget -= sum(1 for t in trials if BASELINE_ATTR in t.user_attrs and t.state in COUNTED)
     fractions = list(ANYTIME_FRACTIONS)
     for t in sorted(trials, key=lambda t: t.number):
         spent += _trial_seconds(t)
-        while fractions and spent > fractions[0] * budget:
-            if best_searched is not None:
-                checkpoints.append({"fraction": fractions[0], **trial_record(best_searched)})
-            fractions.pop(0)
         ok = t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True) and t.values
         if ok and (best is None or t.values[0] > best):
             best = t.values[0]
@@ -461,6 +455,12 @@ def anytime(trials: list[FrozenTrial], budget: float) -> tuple[list[list[float]]
             best_searched = t
         if best is not None:
             curve.append([round(spent, 2), best])
+        finished += t.state in COUNTED and BASELINE_ATTR not in t.user_attrs
+        while fractions and finished >= math.ceil(fractions[0] * budget):
+            if best_searched is not None:
+                checkpoints.append({"fraction": fractions[0], "seconds": round(spent, 2),
+                                    **trial_record(best_searched)})
+            fractions.pop(0)
     return curve, checkpoints
 
 
@@ -616,7 +616,7 @@ def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]],
                      f"{100 * e['std']:.2f}%{verdict}.")
     if anytime_rows:
         lines.append(f"- Anytime at {settings.anytime_level.upper()} (test accuracy, seed 0, of the best searched "
-                     f"candidate by the search score at a share of the search time; at 1: the row above): "
+                     f"candidate by the search score after a share of the search's trials; at 1: the row above): "
                      + "; ".join(f"{r['family']} at {r['tag'][1:]}: {100 * r['test_accuracy']:.2f}%"
                                  for r in sorted(anytime_rows, key=lambda r: (r["family"], r["tag"]))) + ".")
     n_test = entries[0]["n_test"] if entries else "?"
@@ -677,7 +677,8 @@ def plot_anytime(searches: dict[str, dict[str, Any]], anytime_rows: list[dict], 
     for r in anytime_rows:
         sampler = "tpe" if r["family"] == "archsearch" else "random"
         s = searches.get(f"{level}/{sampler}")
-        x = float(r["tag"][1:]) * s["spent_seconds"] if s else None
+        point = next((c for c in (s or {}).get("checkpoints", []) if f"f{c['fraction']:g}" == r["tag"]), None)
+        x = point["seconds"] if point else None
         if x is not None:
             ax.plot([x], [100 * r["test_accuracy"]], "o" if sampler == "tpe" else "s", color="black")
     ax.set_xlabel("search time (summed trial seconds, one core)")
@@ -749,16 +750,6 @@ def report(results: Results, settings: Settings, out: Path, readme: Path | None 
 # command line
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
-
-
 def _names(allowed: tuple[str, ...] | dict) -> Any:
     def parse(text: str) -> list[str]:
         names = [t.strip().lower() for t in text.split(",") if t.strip()]
@@ -788,7 +779,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="train nothing: write the table and plots from the results file into README.md")
     p.add_argument("--readme-file", type=Path, default=README, help=argparse.SUPPRESS)  # tests: a copy
     g = p.add_argument_group("settings (override FULL or QUICK; stored in the results file)")
-    g.add_argument("--search-seconds", type=_positive_float, default=None, help="trial time per search")
+    g.add_argument("--search-trials", type=_positive_int, default=None,
+                   help="finished trials per search, the seed baselines included")
     g.add_argument("--search-epochs", type=_positive_int, default=None, help="epochs of the search-time recipe")
     g.add_argument("--search-subset", type=_positive_int, default=None, help="training images of a search trial")
     g.add_argument("--epochs", type=_positive_int, default=None, help="epochs of the final recipe")

@@ -52,7 +52,7 @@ def test_picks(study, cfg, trials, epochs: int, seeds: int) -> dict[str, float]:
     import dataclasses as dc
 
     from archsearch import Arch, rerank
-    from archsearch.export import retrain
+    from archsearch.selection import retrain
     from archsearch.study import load_config_data
 
     _, data = load_config_data(cfg)

@@ -25,11 +25,10 @@ from archsearch.config import (
     SamplerConfig,
     StudyConfig,
     load_study_config,
-    make_pruner,
-    make_sampler,
-    make_storage,
     study_config_from_dict,
 )
+from archsearch.samplers import make_pruner, make_sampler
+from archsearch.storage import make_storage
 from archsearch.errors import ConfigError
 from archsearch.train import TrainConfig
 
@@ -381,7 +380,7 @@ def test_fingerprint(study_dir: Path) -> None:
     cfg = _full_study(study_dir)
     fp = cfg.fingerprint()
     assert json.loads(json.dumps(fp)) == fp
-    assert fp["space_sha256"] == _sha256(study_dir / "space.yaml")
+    assert fp["schema"] == 2 and len(fp["space"]) == 64
     # what does not change what a trial measured
     for change in (
         {"n_trials": 99},
@@ -406,14 +405,43 @@ def test_fingerprint(study_dir: Path) -> None:
         {"budget": {**base["budget"], "fit": not base["budget"]["fit"]}},
     ):
         assert study_config_from_dict({**base, **change}).fingerprint() != fp, change
-    (study_dir / "space.yaml").write_text("stages: [1]\n")
+    space = study_dir / "space.yaml"
+    space.write_text("# a comment, and another layout\nstages: [ ]\ndescription: not part of it\n")
+    assert cfg.fingerprint() == fp  # the space as parsed: comments, layout and the description do not count
+    space.write_text("stages: [1]\n")
     assert cfg.fingerprint() != fp  # the space file's content, read again
 
 
-def test_every_train_config_field_has_a_checker() -> None:
-    from archsearch import config
+def test_a_fingerprint_of_an_older_archsearch_still_matches(study_dir: Path) -> None:
+    from archsearch.config import fingerprint_matches
 
-    assert set(config._TRAINING_CHECKS) == {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = _full_study(study_dir)
+    space = study_dir / "space.yaml"
+    old = {k: v for k, v in cfg.fingerprint().items() if k != "space"}
+    old.update(schema=1, space_sha256=_sha256(space))  # schema 1: the space file's bytes
+    assert fingerprint_matches(old, cfg)
+    # the shipped spaces gained an editor line in front: the bytes before it still name the same study
+    space.write_text("# yaml-language-server: $schema=../archsearch/schemas/space.schema.json\n" + space.read_text())
+    assert fingerprint_matches(old, cfg)
+    space.write_text(space.read_text() + "# one more comment\n")  # any other byte: schema 1 cannot tell
+    assert not fingerprint_matches(old, cfg)
+    assert not fingerprint_matches({**old, "space_sha256": _sha256(space), "resolution": 99}, cfg)
+    assert not fingerprint_matches({**cfg.fingerprint(), "space": "0" * 64}, cfg)
+
+
+def test_every_train_config_field_is_declared_with_its_default() -> None:
+    from archsearch.study_schema import TrainingModel
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    assert {name: info.default for name, info in TrainingModel.model_fields.items()} == fields
+
+
+def test_rerank_defaults_are_the_dataclass_defaults() -> None:
+    from archsearch.config import RerankConfig
+    from archsearch.study_schema import RerankModel
+
+    assert {name: info.default for name, info in RerankModel.model_fields.items()} == {
+        f.name: f.default for f in dataclasses.fields(RerankConfig)}
 
 
 def _shipped_copy(tmp_path: Path) -> Path:

@@ -1,8 +1,8 @@
 """A kill at a storage write, then the same command again, ends in a whole study (benchmarks/crash_points.py).
 
 12 of the points, spread over a small study's life (creation, the baselines, trials from ask to tell, the
-re-rank, the next start's sweep), on SQLite; 4 of them on PostgreSQL (conftest's throw-away server), and 4
-with a second worker running beside the killed one;
+re-rank, the next start's sweep), on SQLite; 4 of them on PostgreSQL (conftest's throw-away server), 4
+with a second worker running beside the killed one, and 4 with a Ctrl-C (SIGINT) inside the write instead;
 ``python benchmarks/crash_points.py`` runs all of them. Real ``archsearch search`` processes killed with SIGKILL;
 the second run is the same command in this process.
 """
@@ -22,6 +22,7 @@ import crash_points  # noqa: E402
 POINTS = 12
 PG_POINTS = (0, 4, 7, 10)  # of the 12
 TWO_WORKER_POINTS = (1, 3, 5, 8)
+CTRL_C_POINTS = (2, 6, 9, 11)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 
 
@@ -51,3 +52,12 @@ def test_a_kill_beside_another_worker_loses_nothing(writes: int, i: int) -> None
     kill_at = 1 + round(i * (writes - 1) / (POINTS - 1))
     torch.set_num_threads(1)
     assert crash_points.check_point(kill_at, in_process=True, two_workers=True) == [], f"kill at write {kill_at}"
+
+
+@pytest.mark.parametrize("i", CTRL_C_POINTS)
+def test_a_ctrl_c_inside_a_storage_write_ends_as_a_ctrl_c_and_loses_nothing(writes: int, i: int) -> None:
+    # before archsearch/interrupt.py, the KeyboardInterrupt raised inside the write's transaction kept SQLite's
+    # write lock, Optuna could not record the trial's FAIL, and the command ended with a traceback
+    kill_at = 1 + round(i * (writes - 1) / (POINTS - 1))
+    torch.set_num_threads(1)
+    assert crash_points.check_point(kill_at, in_process=True, ctrl_c=True) == [], f"Ctrl-C inside write {kill_at}"

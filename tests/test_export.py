@@ -35,7 +35,8 @@ from archsearch import EFFNET_PAPER, Arch, Stage, Stem, build
 from archsearch.config import load_study_config
 from archsearch.errors import ConfigError
 from archsearch.export import add_parser, export, load, model_source, save, select_trials
-from archsearch.study import best_trials, open_study, run
+from archsearch.study import open_study, run
+from archsearch.summary import best_trials
 
 from conftest import TINY_SPACE, study_dict
 

@@ -1,6 +1,6 @@
 """benchmarks/fashion_mnist.py end to end on the real Fashion-MNIST files, at tiny sizes.
 
-One level (1 M MACs): a few seconds of each search (TPE and random) with a 1-epoch proxy on 500 images, a
+One level (1 M MACs): 5 trials of each search (TPE and random, the 3 baselines among them) with a 1-epoch proxy on 500 images, a
 re-rank of the best candidate and the baselines, the final recipe on 300 images (1 epoch, 2 seeds) scored on
 the first 500 test images, the long rows (2 epochs) and the anytime checkpoints at the same level. The second
 invocation must train nothing; a row lost from the results file is trained again, and only it; ``--readme`` on a
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(
     reason=f"Fashion-MNIST IDX files not found in {FASHION} (Debian package dataset-fashion-mnist)",
 )
 
-TINY = ["--quick", "--levels", "1m", "--threads", "1", "--search-seconds", "6", "--train-subset", "300",
+TINY = ["--quick", "--levels", "1m", "--threads", "1", "--search-trials", "5", "--train-subset", "300",
         "--seeds", "2", "--eval-limit", "500"]
 
 
@@ -70,9 +71,13 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
         search = done[f"search/1m/{sampler}"]
         assert search["best"]["baseline"] is None and search["best"]["rerank"] is not None
         assert rows[f"row/1m/searched/{family}/e1/s0"]["arch_id"] == search["best"]["arch_id"]
-        assert search["curve"] and search["spent_seconds"] >= 6
         name = "fmnist_1m" if sampler == "tpe" else "fmnist_1m-random"
         study = optuna.load_study(study_name=name, storage=f"sqlite:///{work / '1m' / f'{sampler}.db'}")
+        counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+        assert len(counted) == 5 and search["curve"] and search["spent_seconds"] > 0
+        # the checkpoints: after 1/4 and 1/2 of the 2 searched trials (ceil: 1 each), with the time by then
+        assert [c["fraction"] for c in search["checkpoints"]] == [0.25, 0.5]
+        assert 0 < search["checkpoints"][0]["seconds"] <= search["checkpoints"][1]["seconds"] <= search["spent_seconds"]
         assert {t.user_attrs["baseline"] for t in study.trials if "baseline" in t.user_attrs} == set(families)
         assert all("fit" in t.user_attrs for t in study.trials if "baseline" not in t.user_attrs)
         assert search["best"]["number"] in {int(n) for n in search["reranked"]}
@@ -129,7 +134,7 @@ def test_other_settings_on_the_same_results_file_are_refused(tmp_path: Path) -> 
         (["--levels", "2m"], "--levels: expected a comma-separated list of 1m, 3m, 10m, got '2m'"),
         (["--parts", "search,tau"], "--parts: expected a comma-separated list of search, rows, long, anytime"),
         (["--seeds", "0"], "--seeds: expected a positive integer, got 0"),
-        (["--search-seconds", "nan"], "--search-seconds: expected a number of seconds > 0, got 'nan'"),
+        (["--search-trials", "0"], "--search-trials: expected a positive integer, got 0"),
         (["--quick", "--readme"], "--quick figures are only a smoke check"),
     ],
 )

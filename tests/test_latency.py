@@ -18,12 +18,16 @@ import torch
 from optuna.trial import TrialState
 
 from archsearch import latency as lat
+from archsearch import latency_cli
 from archsearch.arch import Arch, Stage, Stem
 from archsearch.build import build
 from archsearch.config import LatencyTarget, load_study_config
-from archsearch.latency import LatencyTable, measure_latency, parse_target, parts_of, table_for, table_key
+from archsearch.latency import LatencyTable, parts_of, table_for, table_key
+from archsearch.latency_cli import parse_target
+from archsearch.measure import measure_latency
 from archsearch.space import load_space, sample_architectures
-from archsearch.study import best_trials, open_study, run
+from archsearch.study import open_study, run
+from archsearch.summary import best_trials
 
 from conftest import TINY_SPACE
 
@@ -438,7 +442,7 @@ def test_latency_build_and_check_commands(tmp_path, capsys):
     space.write_text(yaml.safe_dump(TINY_SPACE))
     make_table(tmp_path).fill([tiny()])  # the constant, measured on a tiny calibration network
     parser = argparse.ArgumentParser()
-    lat.add_parser(parser.add_subparsers(dest="command"))
+    latency_cli.add_parser(parser.add_subparsers(dest="command"))
     common = ["--space", str(space), "--input", "1x8x8", "--classes", "4", "--dir", str(tmp_path)]
 
     args = parser.parse_args(["latency", "build", "cpu:1:1", "--samples", "3", *common])

@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 from archsearch.config import load_study_config
 from archsearch.cost import arch_cost
 from archsearch.arch import Arch
-from archsearch.study import best_trials, run
+from archsearch.study import run
+from archsearch.summary import best_trials
 
 
 def _run(path):

@@ -26,7 +26,7 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 BLOCKS = [(m.group(1), m.group(2), README.read_text()[: m.start()].count("\n") + 1)
           for m in FENCE.finditer(README.read_text())]
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-CHEAP = ("space",)  # archsearch subcommands that run in seconds: run them, not only parse them
+CHEAP = ("space", "schema")  # archsearch subcommands that run in seconds: run them, not only parse them
 
 
 def _blocks(lang: str) -> list[tuple[str, int]]:

@@ -105,6 +105,6 @@ def test_the_summary_names_a_baseline_without_a_result(write_study) -> None:
     trial.set_user_attr("interrupted", True)
     study.tell(trial, state=TrialState.FAIL)
     assert baseline_status(study.get_trials(deepcopy=False))[family] == f"trial {trial.number} interrupted"
-    from archsearch.study import summary
+    from archsearch.summary import summary
 
     assert f"seed baselines without a result yet: {family} (trial {trial.number} interrupted)" in summary(study, config)

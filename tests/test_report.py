@@ -189,9 +189,10 @@ def test_report_of_a_missing_study_is_a_config_error(tmp_path: Path) -> None:
 
 
 def _legend_and_data(study: optuna.Study, config: Any) -> tuple[Any, list[tuple[Any, Any]]]:
-    from archsearch.report import _figure, _Groups
+    from archsearch.report_plots import _figure
+    from archsearch.report_text import Groups
 
-    fig = _figure(study, config, _Groups.of(study.get_trials(deepcopy=False)))
+    fig = _figure(study, config, Groups.of(study.get_trials(deepcopy=False)))
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     return fig, [(ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)) for ax in fig.axes]

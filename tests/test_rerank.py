@@ -9,7 +9,8 @@ from archsearch import rerank
 from archsearch.config import load_study_config
 from archsearch.export import select_trials
 from archsearch.fit import CAPPED, FITTED
-from archsearch.study import best_trials, open_study, run, summary
+from archsearch.study import open_study, run
+from archsearch.summary import best_trials, summary
 from archsearch.train import TrainResult, train
 
 from conftest import TINY_SPACE

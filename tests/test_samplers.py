@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.config import make_storage
+from archsearch.storage import make_storage
 from archsearch.samplers import ArchTPESampler, PerTrialPruner
 from archsearch.space import load_space, suggest_architecture
 

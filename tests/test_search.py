@@ -32,7 +32,8 @@ from archsearch.baselines import FAMILIES, fit_to_budget
 from archsearch.config import load_study_config
 from archsearch.errors import ConfigError
 from archsearch.objective import Objective
-from archsearch.study import COUNTED, finished_count, load_config_data, open_study, run, sweep_dead_workers
+from archsearch.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers
+from archsearch.summary import finished_count
 from archsearch.train import TrainResult, train
 
 from conftest import DIGITS, TINY_SPACE, ReadCounter
@@ -331,14 +332,14 @@ def _change_budget(write_study) -> None:
 
 
 def _change_space(write_study) -> None:
-    write_study(space={**TINY_SPACE, "width_mult": [0.5, 1.0, 1.5]})  # same path, other bytes
+    write_study(space={**TINY_SPACE, "width_mult": [0.5, 1.0, 1.5]})  # same path, other choices
 
 
 def _change_fit(write_study) -> None:
     write_study(budget={"fit": False})  # a study of fitted candidates resumed without fitting
 
 
-@pytest.mark.parametrize("change, field", [(_change_budget, "budget"), (_change_space, "space_sha256"),
+@pytest.mark.parametrize("change, field", [(_change_budget, "budget"), (_change_space, "space"),
                                            (_change_fit, "budget.fit")])
 def test_resuming_with_a_changed_config_is_refused(write_study, change, field):
     path = write_study(n_trials=2)

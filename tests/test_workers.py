@@ -252,7 +252,7 @@ class StorageRace(AssertionError):
 # a worker does), and prints "ok" or the error
 _OPEN_STORAGE_LINE = """
 import sys
-from archsearch.config import make_storage
+from archsearch.storage import make_storage
 from archsearch.errors import ConfigError
 print("ready", flush=True)
 for line in sys.stdin:

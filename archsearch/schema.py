@@ -37,7 +37,7 @@ SCHEMAS = ("study", "space")
 class Model(BaseModel):
     """A section of a YAML file: no unknown keys, no coercion (a quoted number stays a string), immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ def fail(message: str) -> NoReturn:
 # -------------------------------------------------------------------------------------------------
 
 
-def validate(model: type[BaseModel], data: Any, *, path: Any = None, context: Mapping[str, Any] | None = None,
-             prefix: tuple[str | int, ...] = ()) -> Any:
+def validate(model: type[BaseModel], data: Any, *, path: Any = None, context: Mapping[str, Any] | None = None) -> Any:
     """``model`` validated from ``data``; the first error (unknown keys first) as a located ConfigError."""
     try:
         return model.model_validate(data, context=dict(context or {}))
@@ -118,7 +117,7 @@ def validate(model: type[BaseModel], data: Any, *, path: Any = None, context: Ma
         errors = e.errors(include_url=False)
         first = next((x for x in errors if x["type"] in ("invalid_key", "extra_forbidden")), errors[0])
         loc, message = _explain(model, first)
-        raise ConfigError(message, path=path, key=dotted((*prefix, *loc)) or None) from None
+        raise ConfigError(message, path=path, key=dotted(loc) or None) from None
 
 
 def dotted(loc: tuple[str | int, ...]) -> str:

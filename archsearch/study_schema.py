@@ -15,12 +15,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, ValidationInfo, field_validator
 
+from .data import DATASETS
 from .errors import show
 from .schema import Expect, Int, Model, Number, did_you_mean, fail, json_schema
 from .storage import normalize_storage
 from .train import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
 
-DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
 OBJECTIVES = ("constrained", "soft", "pareto")
 SOFT_METRICS = ("macs", "params", "latency")
 PARETO_METRICS = ("macs", "latency")

@@ -164,8 +164,8 @@ def test_ctrl_c_mid_trial_runs_the_trial_again(write_study, tmp_path, where):
                        n_trials=n_trials, enqueue_baselines=True)
 
     def ready(trials: list[optuna.trial.FrozenTrial]) -> bool:
-        # in training: after its first epoch's report, so that the signal lands in a batch, not in a storage
-        # write (Ctrl-C inside a write is a known gap: see README, When a worker dies)
+        # in training: after its first epoch's report, so that the signal lands mid-trial (a Ctrl-C inside a
+        # storage write is tests/test_crash_points.py's)
         running = [t for t in trials if t.state == TrialState.RUNNING and t.intermediate_values]
         return bool(running) and (("baseline" in running[0].user_attrs) == (where == "baseline"))
 

@@ -14,10 +14,11 @@ its layer table lists them, with their flatten + linear heads.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from .arch import Arch, Stage, Stem, make_divisible
 from .cost import arch_cost
+from .fit import budget_use, metric_values
 
 __all__ = ["FAMILIES", "mobilenet_v1", "shufflenet_v1", "effnet", "effnet_paper", "EFFNET_PAPER", "fit_to_budget"]
 
@@ -141,8 +142,17 @@ def fit_to_budget(
     num_classes: int,
     max_macs: float | None = None,
     max_params: float | None = None,
+    limits: Mapping[str, float] | None = None,
+    bytes_per_param: int = 4,
 ) -> Arch | None:
-    """The widest variant of ``family`` whose analytic cost fits the budget (None if even the thinnest does not)."""
+    """The widest variant of ``family`` whose analytic cost fits the budget (None if even the thinnest does not).
+
+    ``limits``: any metrics of ``archsearch.fit.metric_values`` with their limits (latency is not checked here:
+    a baseline's latency is measured when it trains), beside ``max_macs`` and ``max_params``.
+    """
+    limits = {**{m: v for m, v in (limits or {}).items() if m != "latency"},
+              **({"macs": max_macs} if max_macs is not None else {}),
+              **({"params": max_params} if max_params is not None else {})}
     try:
         make = FAMILIES[family]
     except KeyError:
@@ -153,7 +163,7 @@ def fit_to_budget(
         if arch in seen:
             continue
         seen.add(arch)
-        cost = arch_cost(arch)
-        if (max_macs is None or cost.macs <= max_macs) and (max_params is None or cost.params <= max_params):
+        use = budget_use(metric_values(arch_cost(arch), bytes_per_param=bytes_per_param), limits)
+        if use is None or use <= 1.0:
             return arch
     return None

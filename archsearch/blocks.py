@@ -85,7 +85,10 @@ class Tally:
         norm: bool = True,
         bias: bool = False,
         held: int = 0,
+        norm_held: int | None = None,
     ) -> None:
+        """``held``: elements kept alive beside the convolution's input and output; ``norm_held`` beside its BN's
+        (default: ``held``; differs where the held tensor is the convolution's own input)."""
         kh, kw = _pair(kernel)
         sh, sw = _pair(stride)
         ph, pw = _pair(padding)
@@ -96,7 +99,7 @@ class Tally:
         self.params += weights + (out_chs if bias else 0) + (2 * out_chs if norm else 0)
         self._step(out_chs, h, w, held)
         if norm:  # the BN after it is a layer of its own (until folded): its input and output are both alive
-            self.peak = max(self.peak, 2 * self.numel + held)
+            self.peak = max(self.peak, 2 * self.numel + (held if norm_held is None else norm_held))
 
     def pool(
         self,
@@ -367,12 +370,16 @@ class ShuffleUnit(Block):
     def cost(cls, spec: BlockSpec, t: Tally) -> None:
         x_in, c_in, h_in, w_in = t.numel, t.c, t.h, t.w
         branch = spec.out_chs - spec.in_chs if spec.stride == 2 else spec.out_chs
-        t.conv(spec.mid_chs, 1, groups=cls._first_groups(spec), held=x_in)
+        keep = x_in if spec.stride == 2 or branch == c_in else 0  # the input, held for the shortcut or residual
+        # the first 1x1's input is the held tensor itself: nothing more is held beside it, then ``keep`` beside
+        # its BN; the shuffle's copy (input and output alive) is the size of that BN's input and output
+        t.conv(spec.mid_chs, 1, groups=cls._first_groups(spec), norm_held=keep)
         t.conv(spec.mid_chs, spec.kernel, stride=spec.stride, padding=spec.kernel // 2,
-               groups=spec.mid_chs, held=x_in)
-        t.conv(branch, 1, groups=spec.groups, held=x_in)
+               groups=spec.mid_chs, held=keep)
+        t.conv(branch, 1, groups=spec.groups, held=keep)
         if spec.stride == 2:
             short = c_in * t.h * t.w  # the 3x3/2 average pool gives the same map size as the branch
+            t.peak = max(t.peak, x_in + t.numel + short)  # the pool: its input, its output, and the branch
             t.join(spec.out_chs, t.h, t.w, held=short)
         elif branch == c_in:
             t.join(spec.out_chs, h_in, w_in, held=x_in)

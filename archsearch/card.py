@@ -30,7 +30,9 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
         ("network input", f"{arch.in_chs}x{arch.resolution}x{arch.resolution}, {arch.num_classes} classes"),
         ("MACs (batch 1)", f"{m['macs']:,}"),
         ("parameters", f"{m['params']:,}"),
-        ("peak activations", f"{m['peak_activation_bytes']:,} bytes"),
+        ("peak activations", f"{m['peak_activation_bytes']:,} bytes ({m['peak_activation_bytes'] / 1024:,.1f} KiB, "
+                             f"float32, batch 1)"),
+        ("weights", f"{4 * m['params'] / 1024:,.1f} KiB as float32, {m['params'] / 1024:,.1f} KiB as int8"),
         ("latency", "-" if m.get("latency_ms") is None else f"{m['latency_ms']:.3f} ms{lat_where}"),
         ("validation accuracy", pct(m.get("val_accuracy"))),
         ("test accuracy", pct(m.get("test_accuracy"))),

@@ -60,6 +60,9 @@ class Budget:
     max_params: float | None = None
     max_latency_ms: float | None = None
     latency: LatencyTarget = field(default_factory=LatencyTarget)
+    max_peak_activation_kb: float | None = None  # KiB of float32 activations alive at once, batch 1 (cost.py)
+    max_model_kb: float | None = None  # KiB of parameters at ``model_precision``
+    model_precision: str = "float32"  # float32 (4 bytes a parameter) or int8 (1)
     # budget fitting (archsearch/fit.py): the sampler picks the shape, the widths are scaled to the budget.
     # None in the YAML: on for the constrained and soft objectives, off for pareto (a front needs spread)
     fit: bool | None = None
@@ -72,8 +75,15 @@ class Budget:
         """The metrics that have a limit, with it."""
         return {m: self.limit(m) for m in _BUDGET_FIELD if self.limit(m) is not None}
 
+    @property
+    def bytes_per_param(self) -> int:
+        return PRECISION_BYTES[self.model_precision]
 
-_BUDGET_FIELD = {"macs": "max_macs", "params": "max_params", "latency": "max_latency_ms"}
+
+_BUDGET_FIELD = {"macs": "max_macs", "params": "max_params", "latency": "max_latency_ms",
+                 "peak_kb": "max_peak_activation_kb", "model_kb": "max_model_kb"}
+BUDGET_KEYS = tuple(_BUDGET_FIELD.values())  # max_macs, ..., the YAML keys of the limits
+PRECISION_BYTES = {"float32": 4, "int8": 1}
 
 
 @dataclass(frozen=True)
@@ -156,6 +166,12 @@ class StudyConfig:
         """
         budget = _plain(self.budget)
         fit = budget.pop("fit")
+        # the memory budgets came later: present only when set, so that older studies resume unchanged
+        for key in ("max_peak_activation_kb", "max_model_kb"):
+            if budget[key] is None:
+                del budget[key]
+        if "max_model_kb" not in budget:
+            del budget["model_precision"]
         return {
             "schema": _FINGERPRINT_SCHEMA,
             "space": _space_digest(self.space_path),
@@ -302,7 +318,8 @@ def _check_objective_budget(objective: ObjectiveConfig, budget: Budget, pruner: 
 
     if objective.type != "pareto" and all(budget.limit(m) is None for m in _BUDGET_FIELD):
         fail_at("budget", f"objective {objective.type!r} needs at least one of max_macs, max_params, "
-                          "max_latency_ms (candidates are judged against it), got none")
+                          "max_latency_ms, max_peak_activation_kb, max_model_kb (candidates are judged against "
+                          "it), got none")
     if objective.type == "soft" and budget.limit(objective.soft_metric) is None:
         key = _BUDGET_FIELD[objective.soft_metric]
         fail_at(f"budget.{key}", f"objective 'soft' with soft_metric {objective.soft_metric!r} uses "

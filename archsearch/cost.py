@@ -5,7 +5,8 @@ batch 1; FLOPs = 2 x MACs. Bias additions, batch norm, activations, pooling, pad
 shuffle, additions and concatenations are not counted (BN folds into the convolution at inference).
 Parameters are every trainable tensor element (BN's weight and bias included, its running
 statistics not). Peak activation memory is the largest number of float32 activation elements
-alive at once, at batch 1: at each layer its input, its output and any shortcut being held.
+alive at once, at batch 1: at each layer its input, its output and any tensor a later layer still needs
+(archsearch/memory.py measures it on a built network; the two agree exactly).
 """
 
 from __future__ import annotations

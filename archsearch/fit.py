@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .arch import Arch
-from .cost import arch_cost
+from .cost import Cost, arch_cost
 from .space import Shape
 
 __all__ = ["Fit", "fit_shape", "budget_use", "cost_values", "summarize", "FITTED", "CAPPED", "INFEASIBLE"]
@@ -48,10 +48,16 @@ class Fit:
         return self.status != INFEASIBLE
 
 
-def cost_values(arch: Arch, latency_ms: float | None = None) -> dict[str, float | None]:
-    """The costs a budget can limit, by metric name ("macs", "params", "latency")."""
-    cost = arch_cost(arch)
-    return {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
+def metric_values(cost: Cost, latency_ms: float | None = None, *, bytes_per_param: int = 4) -> dict[str, float | None]:
+    """The costs a budget can limit, by metric name: "macs", "params", "latency" (ms), "peak_kb" (KiB of
+    activations alive at once, batch 1) and "model_kb" (KiB of parameters at ``bytes_per_param``)."""
+    return {"macs": cost.macs, "params": cost.params, "latency": latency_ms,
+            "peak_kb": cost.peak_activation_bytes / 1024, "model_kb": cost.params * bytes_per_param / 1024}
+
+
+def cost_values(arch: Arch, latency_ms: float | None = None, *, bytes_per_param: int = 4) -> dict[str, float | None]:
+    """:func:`metric_values` of ``arch``'s analytic cost."""
+    return metric_values(arch_cost(arch), latency_ms, bytes_per_param=bytes_per_param)
 
 
 def budget_use(values: Mapping[str, float | None], limits: Mapping[str, float]) -> float | None:
@@ -67,10 +73,11 @@ def fit_shape(
     low: float,
     high: float,
     latency: Callable[[Arch], float] | None = None,
+    bytes_per_param: int = 4,
 ) -> Fit:
     """``shape`` at the largest multiplier in ``[low, high]`` whose costs are all within ``limits``.
 
-    ``limits`` maps "macs", "params" and "latency" (ms) to their limits; ``latency`` predicts an
+    ``limits`` maps metrics of :func:`metric_values` to their limits; ``latency`` predicts an
     architecture's latency and is needed only when "latency" is limited. Never above a limit: where
     even ``low`` is over, the result is ``low``'s record with status ``INFEASIBLE``.
     """
@@ -83,7 +90,7 @@ def fit_shape(
 
     def use(arch: Arch) -> float:
         ms = latency(arch) if "latency" in limits else None
-        return budget_use(cost_values(arch, ms), limits)
+        return budget_use(cost_values(arch, ms, bytes_per_param=bytes_per_param), limits)
 
     points = shape.breakpoints(low, high)
     first = shape.at(points[0])

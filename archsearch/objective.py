@@ -20,7 +20,7 @@ from .build import build
 from .config import StudyConfig
 from .cost import Cost, arch_cost
 from .data import DataBundle
-from .fit import Fit, budget_use, fit_shape
+from .fit import Fit, budget_use, fit_shape, metric_values
 from .latency import DEFAULT_DIRECTORY, LatencyTable, table_for
 from .samplers import trial_snapshot
 from .space import Space, suggest_architecture, suggest_shape
@@ -79,7 +79,7 @@ def worker_alive(worker: str) -> bool | None:
 def budget_excess(config: StudyConfig, values: dict[str, float | None]) -> dict[str, float]:
     """Relative excess ``value / limit - 1`` per budgeted cost (``<= 0``: within budget), Optuna's convention.
 
-    ``values`` maps "macs", "params" and "latency" to a trial's costs (None: not known).
+    ``values`` maps metrics of ``fit.metric_values`` to a trial's costs (None: not known).
     """
     budget, objective = config.budget, config.objective
     out = {}
@@ -134,7 +134,7 @@ class Objective:
         limits = self.limits()
         predict = self.latency_table().predict if "latency" in limits else None
         fit = fit_shape(shape, limits, low=min(self.space.width_mult), high=max(self.space.width_mult),
-                        latency=predict)
+                        latency=predict, bytes_per_param=self.config.budget.bytes_per_param)
         return fit.arch, fit
 
     def limits(self) -> dict[str, float]:
@@ -142,9 +142,11 @@ class Objective:
         the soft reward's target included."""
         return self.config.budget.limits()
 
+    def values(self, cost: Cost, latency_ms: float | None) -> dict[str, float | None]:
+        return metric_values(cost, latency_ms, bytes_per_param=self.config.budget.bytes_per_param)
+
     def constraints(self, cost: Cost, latency_ms: float | None) -> dict[str, float]:
-        values = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
-        return budget_excess(self.config, values)
+        return budget_excess(self.config, self.values(cost, latency_ms))
 
     def needs_latency(self) -> bool:
         return self.config.budget.max_latency_ms is not None or self.scores_latency()
@@ -263,7 +265,7 @@ class Objective:
         feasible = not any(c > 0 for c in constraints.values())
         for metric, excess in constraints.items():
             trial.set_constraint(metric, excess)
-        use = budget_use({"macs": cost.macs, "params": cost.params, "latency": latency_ms}, self.limits())
+        use = budget_use(self.values(cost, latency_ms), self.limits())
         if use is not None:
             trial.set_user_attr("budget_use", use)
         trial.set_user_attr("feasible", feasible)

@@ -144,7 +144,7 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
             continue
         arch = baselines.fit_to_budget(
             family, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes,
-            max_macs=b.max_macs, max_params=b.max_params,
+            limits=b.limits(), bytes_per_param=b.bytes_per_param,
         )
         if arch is not None:
             study.enqueue_trial({}, user_attrs={BASELINE_ATTR: family, ARCH_ATTR: arch.to_dict()})

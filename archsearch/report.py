@@ -139,7 +139,7 @@ def _add_synthetic_trials(
     archs = []
     for family in baselines.FAMILIES:
         arch = baselines.fit_to_budget(family, in_chs=in_chs, resolution=resolution, num_classes=num_classes,
-                                       max_macs=b.max_macs, max_params=b.max_params)
+                                       limits=b.limits(), bytes_per_param=b.bytes_per_param)
         if arch is not None:
             archs.append((family, arch))
     archs += [(None, a) for a in sample_architectures(space, max(0, n - len(archs)), in_chs=in_chs,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import StudyConfig
+from .config import BUDGET_KEYS, StudyConfig
 from .objective import BASELINE_ATTR
 from .storage import redact
 from .summary import fmt_count
@@ -110,8 +110,9 @@ def _table(rows: list[list[str]], header: list[str] = _HEADER) -> str:
 
 def budget_text(config: StudyConfig) -> str:
     b = config.budget
-    keys = ("max_macs", "max_params", "max_latency_ms")
-    parts = [f"{k}={getattr(b, k):,g}" for k in keys if getattr(b, k) is not None]
+    parts = [f"{k}={getattr(b, k):,g}" for k in BUDGET_KEYS if getattr(b, k) is not None]
+    if b.max_model_kb is not None:
+        parts.append(f"weights at {b.model_precision}")
     if b.max_latency_ms is not None:
         parts.append(f"latency on {b.latency.device}, {b.latency.threads} thread(s), batch {b.latency.batch}")
     return ", ".join(parts) or "none"

@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .arch import Arch
 from .build import Net, build
-from .config import StudyConfig
+from .config import BUDGET_KEYS, StudyConfig
 from .data import DataBundle
 from .storage import redact
 from .errors import ConfigError
@@ -28,13 +28,15 @@ def _relative_excess(t: FrozenTrial, config: StudyConfig) -> dict[str, float]:
     if t.constraints:
         return dict(t.constraints)
     a = t.user_attrs
-    return budget_excess(config, {"macs": a.get("macs"), "params": a.get("params"), "latency": a.get("latency_ms")})
+    values = {"macs": a.get("macs"), "params": a.get("params"), "latency": a.get("latency_ms"),
+              "peak_kb": None if a.get("peak_activation_bytes") is None else a["peak_activation_bytes"] / 1024,
+              "model_kb": None if a.get("params") is None else a["params"] * config.budget.bytes_per_param / 1024}
+    return budget_excess(config, values)
 
 
 def _budget_text(config: StudyConfig) -> str:
     b = config.budget
-    parts = [f"{key}={getattr(b, key):,g}" for key in ("max_macs", "max_params", "max_latency_ms")
-             if getattr(b, key) is not None]
+    parts = [f"{key}={getattr(b, key):,g}" for key in BUDGET_KEYS if getattr(b, key) is not None]
     return ", ".join(parts) or "no limits"
 
 

@@ -135,6 +135,12 @@ class BudgetModel(Model):
     max_latency_ms: Number(0, 1e7, lo_open=True) | None = Field(  # type: ignore[valid-type]
         None, description="milliseconds per batch on `latency`'s target")
     latency: LatencyModel | None = None
+    max_peak_activation_kb: Number(0, 1e9, lo_open=True) | None = Field(  # type: ignore[valid-type]
+        None, description="KiB of float32 activations alive at once at batch 1 (the RAM a forward pass needs)")
+    max_model_kb: Number(0, 1e9, lo_open=True) | None = Field(  # type: ignore[valid-type]
+        None, description="KiB of parameters at model_precision (the flash or disk that holds the weights)")
+    model_precision: Literal["float32", "int8"] = Field(
+        "float32", description="bytes per parameter for max_model_kb: float32 4, int8 1")
     fit: bool | None = Field(None, description="scale every candidate's widths to the budget's edge; "
                                                "null: on, except for objective pareto")
 

@@ -130,6 +130,11 @@ HOSTILE = [
     pytest.param(BASE + "budget: {max_macs: 1.0e+30}\n", "budget.max_macs", r"<= 1e\+15", id="macs-absurd"),
     pytest.param(BASE + "budget: {max_macs: true}\n", "budget.max_macs", "bool True.*boolean", id="macs-bool"),
     pytest.param(BASE, "budget", "at least one of max_macs, max_params, max_latency_ms", id="no-budget"),
+    pytest.param(BASE + "budget: {max_peak_activation_kb: 0}\n", "budget.max_peak_activation_kb", r"> 0.*got int 0",
+                 id="peak-zero"),
+    pytest.param(BASE + "budget: {max_model_kb: 64, model_precision: fp16}\n", "budget.model_precision",
+                 "'float32', 'int8'", id="precision-unknown"),
+    pytest.param(BASE + "budget: {max_model_kb: 6.4e1}\n", "budget.max_model_kb", r"write 6\.4e\+1", id="kb-string"),
     pytest.param(BASE + "budget: {}\n", "budget", "at least one", id="empty-budget"),
     pytest.param(
         BASE + "budget: {max_macs: 1, latency: {threads: 0}}\n", "budget.latency.threads", ">= 1", id="threads-0"

@@ -16,7 +16,7 @@ from .text import input_shape, table
 __all__ = ["main"]
 
 
-_BUDGET_METRICS = ("macs", "params")
+_BUDGET_METRICS = ("macs", "params", "peak_kb", "model_kb")  # model_kb: float32 weights
 
 
 def _budget(text: str) -> dict[str, float]:
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")
     s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics (500)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
-    s.add_argument("--budget", type=_budget, default=None, metavar="macs=N[,params=N]",
+    s.add_argument("--budget", type=_budget, default=None, metavar="macs=N[,params=N,peak_kb=N,model_kb=N]",
                    help="also fit the sampled shapes to this budget and show how much of it they use")
     s.set_defaults(func=cmd_space)
 

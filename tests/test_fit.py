@@ -133,4 +133,4 @@ def test_space_command_shows_budget_use():
         [sys.executable, "-m", "archsearch.cli", "space", str(ROOT / "search_spaces" / "mixed.yaml"),
          "--budget", "flops=3e6"], capture_output=True, text=True,
     )
-    assert bad.returncode == 2 and "METRIC from ['macs', 'params']" in bad.stderr
+    assert bad.returncode == 2 and "METRIC from ['macs', 'params', 'peak_kb', 'model_kb']" in bad.stderr

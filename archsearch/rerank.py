@@ -80,11 +80,16 @@ def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
 
 
 def pending(study: optuna.Study, config: StudyConfig) -> bool:
-    """Whether a worker still trains a candidate for the config's re-rank (a claim without a result)."""
+    """Whether a worker still trains a candidate for the config's re-rank (a live worker's claim without a result).
+
+    The claim of a worker known to be dead (killed while it trained) is not pending: nobody will finish it, and
+    the next re-rank takes the candidate over if it is still among the top.
+    """
     if config.rerank is None:
         return False
     want = _recipe_key(config)
     return any(isinstance(v, dict) and v.get("recipe") == want and not _finished(v, want)
+               and worker_alive(v.get("worker", "")) is not False
                for k, v in study.user_attrs.items() if k.startswith(PREFIX))
 
 

@@ -107,6 +107,14 @@ def test_a_dead_workers_rerank_claim_is_taken_over(write_study):
     import socket
     study.set_user_attr(key, {"worker": f"{socket.gethostname()}:999999:1", "recipe": study.user_attrs[key]["recipe"]})
     assert rerank.results(study, config) == {}
+    assert not rerank.pending(study, config)  # a dead worker's claim: nobody trains it, no one waits for it
+    # a claim left by a dead worker on a trial that is no longer a candidate keeps nothing waiting either
+    study.set_user_attr(f"{rerank.PREFIX}999", {"worker": f"{socket.gethostname()}:999999:1",
+                                                 "recipe": study.user_attrs[key]["recipe"]})
+    assert not rerank.pending(study, config)
+    study.set_user_attr(f"{rerank.PREFIX}998", {"worker": rerank.worker_id(), "recipe": study.user_attrs[key]["recipe"]})
+    assert rerank.pending(study, config)  # this process's own claim: live
+    study.set_user_attr(f"{rerank.PREFIX}998", None)
     trainer = CountingTrainer()
     run(config, stream=None, progress=False, trainer=trainer)
     assert trainer.epochs == [2]

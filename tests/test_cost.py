@@ -138,7 +138,7 @@ def test_baselines_and_paper_networks_agree_too():
 # -- peak activation memory ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,in_chs,res,n", [*((name, 1, 28, 50) for name in SPACE_NAMES), ("mixed", 3, 32, 20),
+@pytest.mark.parametrize("name,in_chs,res,n", [*((name, 1, 28, 30) for name in SPACE_NAMES), ("mixed", 3, 32, 20),
                                                 ("mixed", 1, 8, 20)])
 def test_analytic_peak_equals_the_measured_one(name, in_chs, res, n):
     # the measurement: a torch.fx trace walked in execution order, each tensor alive until its last use

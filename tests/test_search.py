@@ -399,7 +399,7 @@ def test_budget_below_the_smallest_candidate_fails_before_any_trial(write_study,
 
     with pytest.raises(ConfigError, match="budget.max_macs") as info:
         run(load_study_config(path), stream=None, progress=False)
-    assert f"{smallest:,} macs" in str(info.value)
+    assert f"{smallest:,} MACs" in str(info.value)
     db = tmp_path / "tiny.db"
     if db.exists():  # an empty storage is fine; a trial is not
         url = f"sqlite:///{db}"

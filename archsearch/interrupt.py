@@ -40,8 +40,12 @@ def _handler(signum: int, frame: Any) -> None:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Within the block, SIGINT asks :func:`check` to stop; outside it, and off the main thread, nothing changes."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is _handler:
+    """Within the block, SIGINT asks :func:`check` to stop; outside it, and off the main thread, nothing changes.
+
+    A process that ignores SIGINT (started so, e.g. a background job of a script, ``nohup``) goes on ignoring it.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) in (_handler, signal.SIG_IGN)):
         yield  # signals reach the main thread only; nested: the outer block holds the handler
         return
     previous = signal.signal(signal.SIGINT, _handler)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -104,8 +105,11 @@ def make_study(folder: Path, storage: str | None = None, name: str = "crash") ->
 
 
 def _run(folder: Path, kill_at: int, mode: str = "kill") -> subprocess.CompletedProcess:
+    # SIGINT at its default, as from a terminal: a caller that ignores it (a pytest-xdist worker, a background job)
+    # would pass that on, and an archsearch that ignores SIGINT stays so
     return subprocess.run([sys.executable, str(folder / "wrapper.py"), str(kill_at), str(folder / "crash.yaml"), mode],
-                          cwd=folder, env=ENV, capture_output=True, text=True, timeout=600)
+                          cwd=folder, env=ENV, capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def count_writes() -> int:

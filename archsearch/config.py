@@ -231,7 +231,6 @@ def _read_space(path: Path) -> bytes:
 
 def _space_digest(path: Path) -> str:
     """sha256 of the space YAML's data as parsed (canonical JSON, without ``description``)."""
-    _read_space(path)  # the same error as before where the file cannot be read
     data = {k: v for k, v in load_yaml(path).items() if k != "description"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -52,10 +52,17 @@ def _load() -> str:
     return "load average unknown"
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    target = args.target
+def _device_available(target: LatencyTarget) -> bool:
+    """False (and says so) for a cuda target on a machine without CUDA."""
     if target.device == "cuda" and not torch.cuda.is_available():
         print("archsearch: error: target device cuda, but CUDA is not available", file=sys.stderr)
+        return False
+    return True
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    target = args.target
+    if not _device_available(target):
         return 2
     archs = _sample(args)
     t0 = time.perf_counter()
@@ -73,8 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .build import build
 
     target = args.target
-    if target.device == "cuda" and not torch.cuda.is_available():
-        print("archsearch: error: target device cuda, but CUDA is not available", file=sys.stderr)
+    if not _device_available(target):
         return 2
     archs = _sample(args)
     table = table_for(target, directory=args.dir)

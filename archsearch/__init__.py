@@ -6,7 +6,8 @@ The pipeline, one module per stage:
   space's schema and sampling: YAML -> choices -> a sampled shape); schema holds what both declarations share
   (pydantic's errors as one located ConfigError, JSON Schema for editors); storage opens where the trials live
 - fit (the shape's widths scaled to the budget) -> arch (the record) -> blocks -> build (record -> nn.Module)
-  -> cost (MACs, params, activations); latency (lookup table; measure: timing a built model)
+  -> cost (MACs, params, activations); latency (lookup table, of latency_parts under a latency_key; measure:
+  timing a built model in PyTorch or ONNX Runtime)
 - data (splits, normalization, cache; readers: the dataset files) -> train -> objective (one trial)
 - study (create or resume, run, workers; samplers; recovery: every trial ends with a verdict; rerank: the top
   candidates trained again; summary: the study in words)

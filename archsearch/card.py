@@ -14,11 +14,23 @@ def pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def _runtime_rows(by_runtime: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """One row per runtime: the bare network's latency measured at export."""
+    if not by_runtime:
+        return []
+    where = (f"{by_runtime.get('device', '?')}, {by_runtime.get('threads', '?')} thread(s), batch "
+             f"{by_runtime.get('batch', '?')}, measured at export")
+    names = {"torch": "PyTorch eager", "onnxruntime": "ONNX Runtime (model.onnx's network)"}
+    return [(f"latency, {names.get(k, k)}",
+             "- (not installed: pip install 'archsearch[onnx]')" if v is None else f"{v:.3f} ms ({where})")
+            for k, v in by_runtime.items() if k in names]
+
+
 def model_card(arch: Arch, m: dict[str, Any]) -> str:
     """The card's markdown from the architecture and ``metrics.json``'s contents."""
     lat = m.get("latency") or {}
     lat_where = f" ({lat.get('source', '?')}: {lat.get('device', '?')}, {lat.get('threads', '?')} thread(s), " \
-                f"batch {lat.get('batch', '?')}, the bare network)" if lat else ""
+                f"batch {lat.get('batch', '?')}, {lat.get('runtime', 'torch')}, the bare network)" if lat else ""
     budget = m.get("budget") or {}
     limits = ", ".join(f"{k} {fmt_count(v)}" for k, v in budget.items() if k.startswith("max_") and v is not None)
     trained = {
@@ -34,6 +46,7 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
                              f"float32, batch 1)"),
         ("weights", f"{4 * m['params'] / 1024:,.1f} KiB as float32, {m['params'] / 1024:,.1f} KiB as int8"),
         ("latency", "-" if m.get("latency_ms") is None else f"{m['latency_ms']:.3f} ms{lat_where}"),
+        *_runtime_rows(m.get("latency_by_runtime")),
         ("validation accuracy", pct(m.get("val_accuracy"))),
         ("test accuracy", pct(m.get("test_accuracy"))),
     ]

@@ -8,6 +8,7 @@ Schema (``archsearch schema study``) is generated from them. A bad value is a
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 from collections.abc import Mapping
@@ -50,6 +51,12 @@ class LatencyTarget:
     device: str = "cpu"
     threads: int = 1
     batch: int = 1
+    runtime: str = "torch"  # or "onnxruntime"
+
+    def describe(self) -> str:
+        """``cpu, 1 thread(s), batch 1`` (``..., onnxruntime`` for that runtime)."""
+        runtime = "" if self.runtime == "torch" else f", {self.runtime}"
+        return f"{self.device}, {self.threads} thread(s), batch {self.batch}{runtime}"
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,8 @@ class StudyConfig:
                 del budget[key]
         if "max_model_kb" not in budget:
             del budget["model_precision"]
+        if budget["latency"]["runtime"] == "torch":  # the runtime came later too
+            del budget["latency"]["runtime"]
         return {
             "schema": _FINGERPRINT_SCHEMA,
             "space": _space_digest(self.space_path),
@@ -323,6 +332,12 @@ def _check_objective_budget(objective: ObjectiveConfig, budget: Budget, pruner: 
         key = _BUDGET_FIELD[objective.soft_metric]
         fail_at(f"budget.{key}", f"objective 'soft' with soft_metric {objective.soft_metric!r} uses "
                                  f"budget.{key} as its target, but it is not set")
+    if budget.latency.runtime == "onnxruntime" and budget.latency.device != "cpu":
+        fail_at("budget.latency.device", "runtime onnxruntime is timed on the CPU (archsearch runs ONNX Runtime's "
+                                         f"CPU execution provider): set `device: cpu`, got {budget.latency.device!r}")
+    if budget.latency.runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        fail_at("budget.latency.runtime", "runtime onnxruntime needs ONNX Runtime, which is not installed: "
+                                          "pip install 'archsearch[onnx]' (or use runtime torch)")
     if objective.type == "pareto" and budget.fit:
         fail_at("budget.fit", "budget fitting scales every candidate to the budget's edge, but objective 'pareto' "
                               "needs candidates spread over the cost axis: set `fit: false` (or leave it out), "

@@ -54,7 +54,7 @@ from .config import StudyConfig, load_study_config
 from .storage import redact
 from .cost import arch_cost
 from .errors import ConfigError
-from .measure import measure_latency
+from .measure import RUNTIMES, measure_latency
 from .objective import ARCH_ATTR, BASELINE_ATTR
 from .preprocess import Preprocessing, WithPreprocessing
 from .selection import retrain, select_trials
@@ -158,7 +158,8 @@ def save(
     if info.get("latency_ms") is None:
         lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), device="cpu", threads=1, batch=1)
         info["latency_ms"] = lat.median_ms
-        info["latency"] = {"source": "export", "device": "cpu", "threads": 1, "batch": 1}
+        info["latency"] = {"source": "export", "device": "cpu", "threads": 1, "batch": 1, "runtime": "torch"}
+    info["latency_by_runtime"] = _runtime_latencies(model, info["latency"])
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -177,6 +178,23 @@ def save(
         if tmp.exists():
             shutil.rmtree(tmp)
     return folder
+
+
+def _runtime_latencies(model: Net, where: dict[str, Any]) -> dict[str, Any]:
+    """The bare network's latency in each runtime, measured here on the CPU (the trial's threads and batch if
+    it was timed on the CPU, else 1 and 1): PyTorch eager mode, and ONNX Runtime where it is installed."""
+    arch = model.arch
+    cpu = where.get("device") == "cpu"
+    threads, batch = (where.get("threads", 1), where.get("batch", 1)) if cpu else (1, 1)
+    out: dict[str, Any] = {"device": "cpu", "threads": threads, "batch": batch}
+    for runtime in RUNTIMES:
+        if runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+            out[runtime] = None
+            continue
+        lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), runtime=runtime,
+                              device="cpu", threads=threads, batch=batch)
+        out[runtime] = lat.median_ms
+    return out
 
 
 def _check_target(folder: Path, force: bool) -> None:
@@ -351,7 +369,8 @@ def export(
         if t.user_attrs.get("latency_ms") is not None:
             lt = config.budget.latency
             metrics["latency_ms"] = t.user_attrs["latency_ms"]
-            metrics["latency"] = {"source": "trial", "device": lt.device, "threads": lt.threads, "batch": lt.batch}
+            metrics["latency"] = {"source": "trial", "device": lt.device, "threads": lt.threads, "batch": lt.batch,
+                                  "runtime": t.user_attrs.get("latency_runtime", "torch")}
         save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution), onnx=onnx,
              force=force, stream=stream)
         m = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))

@@ -37,8 +37,27 @@ cache run colder (MobileNet v1 x0.5's 512-channel 1x1 convolutions: underpredict
 mixed.yaml (runs of at most 3, at most 288 channels) neither shows: the residual per repeated block
 is -0.5%. ``archsearch latency check`` measures how well the table does for a space.
 
+ONNX Runtime (``runtime: onnxruntime``, :mod:`archsearch.measure` says how a pass is timed) has a table of its
+own, its parts timed by the same method with two differences, each measured on this machine:
+
+- a part timed alone pays one session call (about 6 us, a tenth of a small network's time); a whole network
+  pays it once. The table times an almost empty session (``CALL_KEY``) and takes it off every part; the
+  per-network constant pays it once.
+- the reference's pass after a part ran as cold as the part left the caches (after a part with 1,024
+  channels, 3x slower), which made it a measure of the part, not of the machine: the reference runs twice
+  between timed passes, and only its second, warm pass is timed (:func:`_warm_then_timed`).
+
+Not modelled for ONNX Runtime: it runs convolutions in a blocked layout (NCHWc) and converts a tensor into it
+and out of it at the graph's edges, so a part timed alone converts at both ends where inside a network it
+does not. Taking a measured conversion off each boundary (a 1x1 depthwise convolution timed alone on the
+boundary's shape) did not predict better on this machine (57-60% of 40 networks within +-10%, against 60-68%).
+Nor did keeping the fastest of three measurements of a network (54-56% of 100, against 60-64%). What limits it
+here: a network runs in 0.03-2 ms, and two measurements of the same network, minutes apart, were more than 10%
+apart for 14 of 100 ``mixed.yaml`` networks, so even a perfect table would meet +-10% for about 86%.
+
 The table file's name and its content carry the key (device, threads, batch, torch version and the
-processor or GPU name): a table measured under any other key is never reused.
+processor or GPU name, and for ONNX Runtime the runtime and its version): a table measured under any other key
+is never reused.
 
 Command line: :mod:`archsearch.latency_cli` (``archsearch latency build|check``); measuring a built model:
 :mod:`archsearch.measure`.
@@ -47,153 +66,35 @@ Command line: :mod:`archsearch.latency_cli` (``archsearch latency build|check``)
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .arch import Arch
-from .blocks import BlockSpec, DepthwiseSeparable, EffNetBlock, ShuffleUnit, Tally, get_block
+from .blocks import DepthwiseSeparable, EffNetBlock, ShuffleUnit
 from .config import LatencyTarget
-from .measure import MIN_SECONDS, REPEATS, WARMUP, Latency, measure_latency
-from .study_schema import LATENCY_DEVICES
+from .latency_key import METHOD, ONNXRUNTIME_METHOD, TableKey, table_key
+from .latency_parts import Part, parts_of
+from .measure import MIN_SECONDS, REPEATS, WARMUP, Latency, forward_pass, measure_latency
 
-__all__ = ["DEFAULT_DIRECTORY", "LatencyTable", "Part", "TableKey", "parts_of", "table_for", "table_key"]
+__all__ = ["DEFAULT_DIRECTORY", "METHOD", "ONNXRUNTIME_METHOD", "LatencyTable", "Part", "TableKey", "parts_of",
+           "table_for", "table_key"]
 
 DEFAULT_DIRECTORY = Path("studies") / "latency"
 TABLE_FORMAT = 1
-#: how entries and the constant are measured; a table measured another way is rebuilt, not mixed in
-METHOD = "parts-referenced-v2"
+#: the entry of an (almost) empty ONNX Runtime session: the cost of one ``run`` call. Each part timed
+#: alone pays it, a whole network once, so it is taken off every part (and the constant pays it once)
+CALL_KEY = "call:relu:c1:1x1"
 CALIBRATION_ROUNDS = 3
-
-
-# ---------------------------------------------------------------------------------------------
-# The parts of a network, as the table sees them
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Part:
-    """One table entry's worth of a network: its key, how to build it alone, and its input (C, H, W)."""
-
-    key: str
-    input_shape: tuple[int, int, int]
-    make: Callable[[], nn.Module]
-
-
-def _block_key(spec: BlockSpec, h: int, w: int) -> str:
-    return (
-        f"block:{spec.block}:i{spec.in_chs}:o{spec.out_chs}:s{spec.stride}:k{spec.kernel}:g{spec.groups}"
-        f":m{spec.mid_chs}:{h}x{w}"
-    )
-
-
-def _make_block(spec: BlockSpec) -> Callable[[], nn.Module]:
-    return lambda: get_block(spec.block).from_spec(spec)
-
-
-def _make_stem_pool(k: int) -> Callable[[], nn.Module]:
-    return lambda: nn.MaxPool2d(k, 2, (k - 1) // 2)  # as build.Net makes it
-
-
-def _make_head(head: str, c: int, h: int, w: int, classes: int) -> Callable[[], nn.Module]:
-    # as build.Net's pool -> flatten -> classifier
-    def make() -> nn.Module:
-        pool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.Identity()
-        features = c if head == "gap" else c * h * w
-        return nn.Sequential(pool, nn.Flatten(1), nn.Linear(features, classes))
-
-    return make
-
-
-def parts_of(arch: Arch) -> list[Part]:
-    """The parts of ``arch`` in forward order: stem, stem max-pool (if any), every block, head.
-
-    Follows ``build.Net``: the same modules with the same input sizes (walked on a :class:`Tally`,
-    so nothing is built here). A repeated identical block appears once per repeat.
-    """
-    stem_spec, stages = arch.plan()
-    t = Tally(arch.in_chs, arch.resolution, arch.resolution)
-    parts = [Part(_block_key(stem_spec, t.h, t.w), (t.c, t.h, t.w), _make_block(stem_spec))]
-    get_block(stem_spec.block).cost(stem_spec, t)
-    k = arch.stem.pool
-    if k:
-        parts.append(Part(f"maxpool:c{t.c}:k{k}:s2:{t.h}x{t.w}", (t.c, t.h, t.w), _make_stem_pool(k)))
-        t.pool(k, stride=2, padding=(k - 1) // 2)
-    for spec in (spec for stage in stages for spec in stage):
-        parts.append(Part(_block_key(spec, t.h, t.w), (t.c, t.h, t.w), _make_block(spec)))
-        get_block(spec.block).cost(spec, t)
-    parts.append(
-        Part(
-            f"head:{arch.head}:c{t.c}:{t.h}x{t.w}:n{arch.num_classes}",
-            (t.c, t.h, t.w),
-            _make_head(arch.head, t.c, t.h, t.w, arch.num_classes),
-        )
-    )
-    return parts
-
-
-# ---------------------------------------------------------------------------------------------
-# The table's key and file
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TableKey:
-    """What a table's measurements depend on; a table is only reused under an equal key."""
-
-    device: str
-    threads: int
-    batch: int
-    torch: str
-    hardware: str
-
-    def file_name(self) -> str:
-        """``cpu-t1-b1-torch2.13.0+cpu-amd-epyc-3f2a9c.json``: readable, and distinct for distinct keys."""
-        slug = re.sub(r"[^a-z0-9]+", "-", self.hardware.lower()).strip("-")[:24].strip("-") or "unknown"
-        digest = hashlib.sha256(self.hardware.encode()).hexdigest()[:6]
-        version = re.sub(r"[^A-Za-z0-9.+]+", "_", self.torch)
-        return f"{self.device}-t{self.threads}-b{self.batch}-torch{version}-{slug}-{digest}.json"
-
-
-def _hardware_name(device: str) -> str:
-    """The processor model (``/proc/cpuinfo``'s model name) or the CUDA device's name."""
-    if device == "cuda":
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cuda (unavailable)"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown cpu"
-
-
-def table_key(target: LatencyTarget, *, torch_version: str | None = None, hardware: str | None = None) -> TableKey:
-    """The key of ``target``'s table on this machine; ``torch_version``/``hardware`` default to this process's."""
-    if target.device not in LATENCY_DEVICES:
-        raise ValueError(f"latency device must be one of {list(LATENCY_DEVICES)}, got {target.device!r}")
-    for name in ("threads", "batch"):
-        value = getattr(target, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"latency {name} must be an int >= 1, got {value!r}")
-    return TableKey(
-        device=target.device,
-        threads=target.threads,
-        batch=target.batch,
-        torch=torch.__version__ if torch_version is None else torch_version,
-        hardware=_hardware_name(target.device) if hardware is None else hardware,
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,6 +110,22 @@ def _disturber() -> tuple[nn.Module, tuple[int, int, int]]:
         EffNetBlock(40, 56, stride=2, mid_chs=24),
     )
     return net, (24, 20, 20)
+
+
+def _warm_then_timed(forward: Callable[[], Any]) -> Callable[[], float]:
+    """ONNX Runtime's reference: one pass to disturb (and warm it), then one timed pass; returns its ms.
+
+    A single reference pass after a part runs as cold as the part left the caches (after a big part, 3x
+    slower), so its time would say more about the part than about the machine's speed; the second pass
+    runs warm and keeps only the speed.
+    """
+    def between() -> float:
+        forward()
+        t0 = time.perf_counter()
+        forward()
+        return (time.perf_counter() - t0) * 1000
+
+    return between
 
 
 def _calibration_archs() -> list[Arch]:
@@ -247,7 +164,8 @@ class LatencyTable:
     ``path`` (write to a temporary file, then ``os.replace``; entries another process saved meanwhile
     are kept). ``measurements`` counts the measurements this object made.
 
-    ``warmup``/``repeats``/``min_seconds`` are the per-entry measurement settings; ``calibration``
+    ``warmup``/``repeats``/``min_seconds`` are the per-entry measurement settings (``min_seconds``:
+    0 for torch, 0.05 for ONNX Runtime by default); ``calibration``
     the networks the constant is measured on (default: a few baselines; tests pass tiny ones).
     """
 
@@ -259,13 +177,15 @@ class LatencyTable:
         key: TableKey | None = None,
         warmup: int = 5,
         repeats: int = 50,
-        min_seconds: float = 0.0,
+        min_seconds: float | None = None,
         calibration: Sequence[Arch] | None = None,
         stream: Any = None,
     ):
         self.target = target
         self.key = key if key is not None else table_key(target)
         self.path = Path(path)
+        if min_seconds is None:  # an ONNX Runtime part runs in microseconds: 50 passes are a few ms of noise
+            min_seconds = 0.05 if target.runtime == "onnxruntime" else 0.0
         self.warmup, self.repeats, self.min_seconds = warmup, repeats, min_seconds
         self.calibration = list(calibration) if calibration is not None else None
         self.stream = stream  # where messages go; None: sys.stderr at the time of writing
@@ -291,10 +211,10 @@ class LatencyTable:
             raise _Corrupt(f"not valid JSON ({e.msg} at line {e.lineno})") from None
         if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
             raise _Corrupt(f"not a latency table of format {TABLE_FORMAT}")
-        if data.get("method") != METHOD:
-            raise _Corrupt(f"it was measured by method {data.get('method')!r}, not {METHOD!r}")
-        if data.get("key") != asdict(self.key):
-            raise _Corrupt(f"it was measured under another key {data.get('key')!r}, not {asdict(self.key)!r}")
+        if data.get("method") != self.key.method:
+            raise _Corrupt(f"it was measured by method {data.get('method')!r}, not {self.key.method!r}")
+        if data.get("key") != self.key.to_dict():
+            raise _Corrupt(f"it was measured under another key {data.get('key')!r}, not {self.key.to_dict()!r}")
         entries, overhead, reference = data.get("entries"), data.get("overhead"), data.get("reference_ms")
         calibrated = _is_number(overhead) and _is_positive(reference)
         if not isinstance(entries, dict) or not (calibrated or overhead is reference is None):
@@ -327,8 +247,8 @@ class LatencyTable:
                 self.overhead, self.reference_ms = their_overhead, their_reference
         data = {
             "format": TABLE_FORMAT,
-            "key": asdict(self.key),
-            "method": METHOD,
+            "key": self.key.to_dict(),
+            "method": self.key.method,
             "settings": {"warmup": self.warmup, "repeats": self.repeats, "min_seconds": self.min_seconds},
             "reference_ms": self.reference_ms,
             "overhead": self.overhead,
@@ -353,20 +273,21 @@ class LatencyTable:
     def _timed(self, model: nn.Module, input_shape: tuple[int, int, int], **settings: Any) -> Latency:
         """``model`` timed with a pass of the reference network before each timed pass (timed apart)."""
         t = self.target
-        if self._reference is None:
+        if self._reference is None:  # run inside measure_latency's torch.inference_mode
             net, shape = _disturber()
-            net = net.eval().to(t.device)
-            x = torch.randn(t.batch, *shape, device=t.device)
-
-            @torch.inference_mode()
-            def reference() -> None:
-                net(x)
-
-            self._reference = reference
+            reference = forward_pass(net, shape, runtime=t.runtime, device=t.device, threads=t.threads, batch=t.batch)
+            self._reference = reference if t.runtime == "torch" else _warm_then_timed(reference)
         self.measurements += 1
         settings = {"warmup": self.warmup, "repeats": self.repeats, "min_seconds": self.min_seconds, **settings}
-        return measure_latency(model, input_shape, device=t.device, threads=t.threads, batch=t.batch,
-                               between=self._reference, **settings)
+        return measure_latency(model, input_shape, runtime=t.runtime, device=t.device, threads=t.threads,
+                               batch=t.batch, between=self._reference, **settings)
+
+    def _parts(self, arch: Arch) -> list[Part]:
+        """What ``arch``'s prediction reads: its parts, and for ONNX Runtime the session call's entry."""
+        parts = parts_of(arch)
+        if self.target.runtime == "onnxruntime":
+            parts.append(Part(CALL_KEY, (1, 1, 1), nn.ReLU))
+        return parts
 
     def _measure_parts(self, parts: Iterable[Part]) -> int:
         n = 0
@@ -388,7 +309,7 @@ class LatencyTable:
         archs = self.calibration if self.calibration is not None else _calibration_archs()
         models = [build(a) for a in archs]
         for a in archs:
-            self._measure_parts(parts_of(a))
+            self._measure_parts(self._parts(a))
         # each network measured in CALIBRATION_ROUNDS interleaved rounds, keeping its fastest ratio:
         # other processes only ever add time, and the constant is kept for good once measured
         whole = [math.inf] * len(archs)
@@ -403,8 +324,10 @@ class LatencyTable:
         return True
 
     def _relative(self, arch: Arch) -> list[float]:
-        """The entries of ``arch``'s parts, in units of the reference's time."""
-        return [e["median_ms"] / e["reference_ms"] for e in (self.entries[p.key] for p in parts_of(arch))]
+        """The entries of ``arch``'s parts, in units of the reference's time (less the session call's, if any)."""
+        call = self.entries.get(CALL_KEY) if self.target.runtime == "onnxruntime" else None
+        less = 0.0 if call is None else call["median_ms"] / call["reference_ms"]
+        return [e["median_ms"] / e["reference_ms"] - less for e in (self.entries[p.key] for p in parts_of(arch))]
 
     def _sum(self, arch: Arch) -> float:
         return sum(self._relative(arch))
@@ -413,7 +336,7 @@ class LatencyTable:
         """Measure every missing entry of ``archs`` (and the constant); save; the number of new entries."""
         new = 0
         for a in archs:
-            new += self._measure_parts(parts_of(a))
+            new += self._measure_parts(self._parts(a))
         calibrated = self._ensure_overhead()
         if new or calibrated:
             self.save()
@@ -438,7 +361,7 @@ class LatencyTable:
 
     def predict(self, arch: Arch) -> float:
         """Predicted median latency of ``arch`` in ms; measures (and saves) what the table lacks."""
-        new = self._measure_parts(parts_of(arch))
+        new = self._measure_parts(self._parts(arch))
         if self._ensure_overhead() or new:
             self.save()
         relative = self._relative(arch)

@@ -2,12 +2,15 @@
 
     archsearch latency build cpu:1:1 --samples 200     # fill the table for the parts of 200 candidates
     archsearch latency check cpu:1:1 --samples 100     # predicted against measured on 100 others
+    archsearch latency check cpu:1:1 --runtime onnxruntime   # the same in ONNX Runtime (its own table)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -20,7 +23,7 @@ import torch
 from .arch import Arch
 from .config import LatencyTarget
 from .latency import DEFAULT_DIRECTORY, table_for
-from .study_schema import LATENCY_DEVICES
+from .study_schema import LATENCY_DEVICES, LATENCY_RUNTIMES
 from .text import input_shape
 from .text import table as format_table
 
@@ -52,17 +55,25 @@ def _load() -> str:
     return "load average unknown"
 
 
-def _device_available(target: LatencyTarget) -> bool:
-    """False (and says so) for a cuda target on a machine without CUDA."""
+def _target(args: argparse.Namespace) -> LatencyTarget | None:
+    """The target with its runtime; None (and says why) where it cannot be timed on this machine."""
+    target = dataclasses.replace(args.target, runtime=args.runtime)
+    problem = None
     if target.device == "cuda" and not torch.cuda.is_available():
-        print("archsearch: error: target device cuda, but CUDA is not available", file=sys.stderr)
-        return False
-    return True
+        problem = "target device cuda, but CUDA is not available"
+    elif target.runtime == "onnxruntime" and target.device != "cpu":
+        problem = f"runtime onnxruntime is timed on the CPU, not on {target.device}"
+    elif target.runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        problem = "runtime onnxruntime needs ONNX Runtime: pip install 'archsearch[onnx]'"
+    if problem:
+        print(f"archsearch: error: {problem}", file=sys.stderr)
+        return None
+    return target
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    target = args.target
-    if not _device_available(target):
+    target = _target(args)
+    if target is None:
         return 2
     archs = _sample(args)
     t0 = time.perf_counter()
@@ -79,13 +90,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .build import build
 
-    target = args.target
-    if not _device_available(target):
+    target = _target(args)
+    if target is None:
         return 2
     archs = _sample(args)
     table = table_for(target, directory=args.dir)
-    print(f"latency table {table.path}: {len(table)} entries; {len(archs)} candidates of {args.space}, seed "
-          f"{args.seed} ({_load()})", flush=True)
+    print(f"latency table {table.path} (runtime {target.runtime}): {len(table)} entries; {len(archs)} candidates "
+          f"of {args.space}, seed {args.seed} ({_load()})", flush=True)
     t0 = time.perf_counter()
     predicted = [table.predict(a) for a in archs]
     print(f"predicted in {time.perf_counter() - t0:.1f} s ({table.measurements} parts measured on demand)",
@@ -129,6 +140,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     ):
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("target", type=parse_target, metavar="TARGET", help="DEVICE:THREADS:BATCH, e.g. cpu:1:1")
+        s.add_argument("--runtime", choices=LATENCY_RUNTIMES, default="torch",
+                       help="what runs the timed passes: torch (eager mode) or onnxruntime (CPU; default torch)")
         s.add_argument("--space", default="search_spaces/mixed.yaml", help="search-space YAML file")
         s.add_argument("--input", type=input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
         s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")

@@ -251,6 +251,7 @@ class Objective:
             # the table's prediction first: an over-latency candidate is rejected without being built
             latency_ms = self.latency_table().predict(arch)
             trial.set_user_attr("latency_pred_ms", latency_ms)
+            trial.set_user_attr("latency_runtime", self.config.budget.latency.runtime)
             constraints = self.constraints(cost, latency_ms)
             if not any(c > 0 for c in constraints.values()):
                 # predicted within budget: the built network's measured latency decides, and is scored;

@@ -96,7 +96,7 @@ def _plot_panel(ax: Any, g: Groups, metric: str, config: StudyConfig) -> None:
         ax.set_xlabel("MACs per image (multiply-accumulates, batch 1; log scale)")
     else:
         lt = config.budget.latency
-        ax.set_xlabel(f"latency (ms per batch of {lt.batch}, {lt.device}, {lt.threads} thread(s); log scale)")
+        ax.set_xlabel(f"latency (ms per batch; {lt.describe()}; log scale)")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", axis="x", alpha=0.1)

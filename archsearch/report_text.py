@@ -114,7 +114,7 @@ def budget_text(config: StudyConfig) -> str:
     if b.max_model_kb is not None:
         parts.append(f"weights at {b.model_precision}")
     if b.max_latency_ms is not None:
-        parts.append(f"latency on {b.latency.device}, {b.latency.threads} thread(s), batch {b.latency.batch}")
+        parts.append(f"latency on {b.latency.describe()}")
     return ", ".join(parts) or "none"
 
 

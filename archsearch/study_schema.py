@@ -28,6 +28,7 @@ SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
 DEVICES = ("auto", "cpu", "cuda")
 LATENCY_DEVICES = ("cpu", "cuda")
+LATENCY_RUNTIMES = ("torch", "onnxruntime")  # archsearch.measure.RUNTIMES
 
 
 _TC = TrainConfig()
@@ -122,7 +123,10 @@ class LatencyModel(Model):
     """Where the latency budget is measured."""
 
     device: Literal[LATENCY_DEVICES] = "cpu"  # type: ignore[valid-type]
-    threads: Int(1, 1024) = Field(1, description="torch threads while timing")  # type: ignore[valid-type]
+    runtime: Literal[LATENCY_RUNTIMES] = Field(  # type: ignore[valid-type]
+        "torch", description="what runs the timed passes: PyTorch eager mode, or ONNX Runtime (CPU) on the network "
+                             "exported to ONNX, as model.onnx ships it")
+    threads: Int(1, 1024) = Field(1, description="intra-op threads while timing (torch's or ONNX Runtime's)")  # type: ignore[valid-type]
     batch: _BATCH = 1  # type: ignore[valid-type]
 
 

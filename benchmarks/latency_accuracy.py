@@ -8,6 +8,7 @@ search_spaces/mixed.yaml, CPU, 1 thread, batch 1, 1x28x28, 10 classes.
 
     python benchmarks/latency_accuracy.py                       # cpu:1:1, 200 + 100 candidates, ~4 min
     python benchmarks/latency_accuracy.py --target cpu:2:1 --dir /tmp/latency
+    python benchmarks/latency_accuracy.py --runtime onnxruntime   # the ONNX Runtime table
 
 Only meaningful on a quiet machine: the load average is printed along the way. The table is kept in
 ``--dir`` (default studies/latency), so a second run measures only the whole networks.
@@ -29,6 +30,7 @@ from archsearch import latency, latency_cli  # noqa: E402
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--target", default="cpu:1:1")
+    p.add_argument("--runtime", default="torch", choices=("torch", "onnxruntime"))
     p.add_argument("--space", default=str(ROOT / "search_spaces" / "mixed.yaml"))
     p.add_argument("--input", default="1x28x28")
     p.add_argument("--classes", default="10")
@@ -39,7 +41,8 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(prog="archsearch")
     latency_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    common = ["--space", args.space, "--input", args.input, "--classes", args.classes, "--dir", args.dir]
+    common = ["--space", args.space, "--input", args.input, "--classes", args.classes, "--dir", args.dir,
+              "--runtime", args.runtime]
     for command, samples in (("build", args.build_samples), ("check", args.samples)):
         print(f"$ archsearch latency {command} {args.target} --samples {samples} {' '.join(common)}", flush=True)
         ns = parser.parse_args(["latency", command, args.target, "--samples", samples, *common])

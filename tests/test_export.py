@@ -268,7 +268,8 @@ def test_metrics_and_card_of_a_plain_save(exported: dict[str, Any]) -> None:
     arch = Arch.from_dict(json.loads((folder / "arch.json").read_text()))
     assert arch == ARCHS["conv-stem"]
     assert m["arch_id"] == arch.id and m["macs"] > 0 and m["params"] > 0 and m["peak_activation_bytes"] > 0
-    assert m["latency_ms"] > 0 and m["latency"] == {"source": "export", "device": "cpu", "threads": 1, "batch": 1}
+    assert m["latency_ms"] > 0 and m["latency"] == {"source": "export", "device": "cpu", "threads": 1, "batch": 1,
+                                                "runtime": "torch"}
     formats = {"model.py", "model.pt2"} | ({"model.onnx"} if _has("onnx") and _has("onnxscript") else set())
     assert set(m["checks"]["max_abs_logit_difference"]) == formats | ({"model.onnx"} & formats)
     assert formats <= set(m["files"])

@@ -133,8 +133,10 @@ def save(
     With ``preprocessing`` (how raw images became the training tensors, e.g.
     ``Preprocessing.of_data(data, arch.resolution)``) ``model.py``'s ``load()``, ``model.pt2`` and
     ``model.onnx`` take raw images and apply it; without, they take the network's own input. ``metrics``
-    adds to (and overrides) what is measured here: the analytic cost, the latency (of the bare network: CPU,
-    one thread, batch 1, when ``metrics`` has no ``latency_ms``) and the output difference of every format.
+    adds to (and overrides) what is measured here: the analytic cost, the bare network's latency on the CPU in
+    PyTorch eager mode and in ONNX Runtime where installed (``latency_by_runtime``; at the trial's threads and
+    batch where ``metrics["latency"]`` says it was timed on the CPU, else one thread, batch 1; the eager figure
+    is ``latency_ms`` too when ``metrics`` has none) and the output difference of every format.
     The files are written to a temporary folder beside ``folder`` and moved into place once every format
     reproduces the network; an existing ``folder`` is replaced only with ``force`` (and only if it is
     empty or an earlier export). The model is moved to the CPU, in eval mode.
@@ -155,11 +157,11 @@ def save(
     info.update(metrics or {})
     if preprocessing is not None:
         info["preprocessing"] = preprocessing.to_dict()
-    if info.get("latency_ms") is None:
-        lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), device="cpu", threads=1, batch=1)
-        info["latency_ms"] = lat.median_ms
-        info["latency"] = {"source": "export", "device": "cpu", "threads": 1, "batch": 1, "runtime": "torch"}
-    info["latency_by_runtime"] = _runtime_latencies(model, info["latency"])
+    measured_here = info.get("latency_ms") is None
+    here = {"source": "export", "device": "cpu", "threads": 1, "batch": 1, "runtime": "torch"}
+    info["latency_by_runtime"] = _runtime_latencies(model, here if measured_here else info.get("latency") or {})
+    if measured_here:  # no trial's measurement: the eager one just made, not a second one
+        info["latency_ms"], info["latency"] = info["latency_by_runtime"]["torch"], here
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"

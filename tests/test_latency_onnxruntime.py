@@ -24,8 +24,9 @@ from archsearch.build import build  # noqa: E402
 from archsearch.config import LatencyTarget, load_study_config  # noqa: E402
 from archsearch.errors import ConfigError  # noqa: E402
 from archsearch.latency import METHOD, ONNXRUNTIME_METHOD, parts_of, table_key  # noqa: E402
-from archsearch.measure import forward_pass, measure_latency, onnxruntime_pass  # noqa: E402
+from archsearch.measure import RUNTIMES, forward_pass, measure_latency, onnxruntime_pass  # noqa: E402
 from archsearch.study import run  # noqa: E402
+from archsearch.study_schema import LATENCY_RUNTIMES  # noqa: E402
 
 from conftest import TINY_SPACE  # noqa: E402
 from test_latency import FAST, OTHER, make_table, tiny  # noqa: E402
@@ -48,6 +49,7 @@ def test_measure_latency_on_onnxruntime_restores_the_mode_and_refuses_what_it_ca
     model = build(tiny()).train()
     lat = measure_latency(model, (1, 8, 8), runtime="onnxruntime", **FAST)
     assert 0 < lat.median_ms <= lat.p90_ms and lat.repeats == FAST["repeats"] and model.training
+    assert RUNTIMES == LATENCY_RUNTIMES  # what the schema accepts is what measure can run
     with pytest.raises(ValueError, match="runtime must be one of"):
         forward_pass(model, (1, 8, 8), runtime="tflite")
     with pytest.raises(ValueError, match="on the CPU"):

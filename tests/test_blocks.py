@@ -53,7 +53,7 @@ def predicted(spec: BlockSpec, h: int, w: int) -> Tally:
     return t
 
 
-@pytest.mark.parametrize("spec", block_cases())
+@pytest.mark.parametrize("spec", list(block_cases()))
 def test_block_shapes_params_and_gradients(spec):
     cls = get_block(spec.block)
     cls.validate(spec)

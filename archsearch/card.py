@@ -21,7 +21,7 @@ def _runtime_rows(by_runtime: dict[str, Any] | None) -> list[tuple[str, str]]:
     where = (f"{by_runtime.get('device', '?')}, {by_runtime.get('threads', '?')} thread(s), batch "
              f"{by_runtime.get('batch', '?')}, measured at export")
     names = {"torch": "PyTorch eager", "onnxruntime": "ONNX Runtime (model.onnx's network)"}
-    return [(f"latency, {names.get(k, k)}",
+    return [(f"latency, {names[k]}",
              "- (not installed: pip install 'archsearch[onnx]')" if v is None else f"{v:.3f} ms ({where})")
             for k, v in by_runtime.items() if k in names]
 

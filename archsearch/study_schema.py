@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, 
 
 from .data import DATASETS
 from .errors import show
+from .measure import RUNTIMES
 from .schema import Expect, Int, Model, Number, did_you_mean, fail, json_schema
 from .storage import normalize_storage
 from .train import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
@@ -28,7 +29,7 @@ SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
 DEVICES = ("auto", "cpu", "cuda")
 LATENCY_DEVICES = ("cpu", "cuda")
-LATENCY_RUNTIMES = ("torch", "onnxruntime")  # archsearch.measure.RUNTIMES
+LATENCY_RUNTIMES = RUNTIMES  # what measure_latency can run
 
 
 _TC = TrainConfig()

@@ -18,7 +18,8 @@ The pipeline, one module per stage:
 
 from .arch import Arch, Stage, Stem
 from .baselines import EFFNET_PAPER, effnet, effnet_paper, fit_to_budget, mobilenet_v1, shufflenet_v1
-from .blocks import BLOCKS, Block, BlockSpec, Tally, get_block, register_block
+from .blocks import BLOCKS, Block, BlockSpec, get_block, register_block
+from .tally import Tally
 from .build import build
 from .config import StudyConfig, load_study_config, study_config_from_dict
 from .cost import Cost, arch_cost

@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from .blocks import BlockSpec, Tally, get_block
+from .blocks import BlockSpec, get_block
+from .tally import Tally
 
 __all__ = ["Arch", "Stage", "Stem", "HEADS", "make_divisible"]
 

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from .arch import Arch
-from .blocks import Tally, get_block
+from .blocks import get_block
+from .tally import Tally
 
 __all__ = ["Net", "build"]
 

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import baselines, export, latency_cli, report
+from . import baselines, export_cli, latency_cli, report
 from .cost import arch_cost
 from .errors import ConfigError
 from .space import Space
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_search)
 
-    export.add_parser(sub)
+    export_cli.add_parser(sub)
     report.add_parser(sub)
     latency_cli.add_parser(sub)
 

@@ -20,6 +20,7 @@ from . import blocks
 from .arch import Arch
 from .build import Net
 from .preprocess import Preprocess, Preprocessing, WithPreprocessing
+from .tally import Tally
 
 __all__ = ["ExportError", "MODEL_FILE", "model_source"]
 
@@ -320,6 +321,6 @@ def _is_torch_import(line: str) -> bool:
 
 
 def _flat_features(arch: Arch) -> int:
-    return arch.walk(blocks.Tally(arch.in_chs, arch.resolution, arch.resolution), head=False).numel
+    return arch.walk(Tally(arch.in_chs, arch.resolution, arch.resolution), head=False).numel
 
 

@@ -15,7 +15,7 @@ import functools
 from dataclasses import dataclass
 
 from .arch import Arch
-from .blocks import Tally
+from .tally import Tally
 
 __all__ = ["Cost", "arch_cost"]
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from .arch import Arch
-from .blocks import BlockSpec, Tally, get_block
+from .blocks import BlockSpec, get_block
+from .tally import Tally
 
 __all__ = ["Part", "parts_of"]
 

@@ -4,7 +4,7 @@ The method: trace the network with ``torch.fx``, give every node its shape on on
 and walk the nodes in execution order, as an inference runtime without a memory planner's tricks would run them.
 A tensor is alive from the node that makes it until its last use; the peak is the largest sum of the bytes of the
 tensors alive at any node, that node's output included. The convention, the same as the analytic walk's
-(:class:`archsearch.blocks.Tally`):
+(:class:`archsearch.tally.Tally`):
 
 - float32 activations, batch 1; the input image counts, parameters and BN statistics do not;
 - a view (``view``, ``reshape``, ``transpose``, ``flatten``) and an in-place module (``ReLU(inplace=True)``) share

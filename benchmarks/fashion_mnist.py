@@ -78,7 +78,7 @@ from archsearch.config import RerankConfig, SamplerConfig, StudyConfig, load_stu
 from archsearch.cost import arch_cost  # noqa: E402
 from archsearch.data import DataBundle  # noqa: E402
 from archsearch.errors import ConfigError  # noqa: E402
-from archsearch.export import _positive_int  # noqa: E402  (the CLI's own option type)
+from archsearch.export_cli import positive_int  # noqa: E402  (the CLI's own option type)
 from archsearch.measure import measure_latency  # noqa: E402
 from archsearch.objective import ARCH_ATTR, BASELINE_ATTR, Objective  # noqa: E402
 from archsearch.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
@@ -772,24 +772,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "the work folder)")
     p.add_argument("--work", type=Path, default=None,
                    help="studies, locks and plots (default: benchmarks/results/fashion_mnist[_quick])")
-    p.add_argument("--jobs", type=_positive_int, default=1, help="worker processes sharing the rows (default: 1)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--jobs", type=positive_int, default=1, help="worker processes sharing the rows (default: 1)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads per worker (default: cpu_count // jobs)")
     p.add_argument("--readme", action="store_true",
                    help="train nothing: write the table and plots from the results file into README.md")
     p.add_argument("--readme-file", type=Path, default=README, help=argparse.SUPPRESS)  # tests: a copy
     g = p.add_argument_group("settings (override FULL or QUICK; stored in the results file)")
-    g.add_argument("--search-trials", type=_positive_int, default=None,
+    g.add_argument("--search-trials", type=positive_int, default=None,
                    help="finished trials per search, the seed baselines included")
-    g.add_argument("--search-epochs", type=_positive_int, default=None, help="epochs of the search-time recipe")
-    g.add_argument("--search-subset", type=_positive_int, default=None, help="training images of a search trial")
-    g.add_argument("--epochs", type=_positive_int, default=None, help="epochs of the final recipe")
-    g.add_argument("--train-subset", type=_positive_int, default=None, help="training images of the final recipe")
-    g.add_argument("--seeds", type=_positive_int, default=None, help="seeds per row")
-    g.add_argument("--long-epochs", type=_positive_int, default=None, help="epochs of the long rows")
+    g.add_argument("--search-epochs", type=positive_int, default=None, help="epochs of the search-time recipe")
+    g.add_argument("--search-subset", type=positive_int, default=None, help="training images of a search trial")
+    g.add_argument("--epochs", type=positive_int, default=None, help="epochs of the final recipe")
+    g.add_argument("--train-subset", type=positive_int, default=None, help="training images of the final recipe")
+    g.add_argument("--seeds", type=positive_int, default=None, help="seeds per row")
+    g.add_argument("--long-epochs", type=positive_int, default=None, help="epochs of the long rows")
     g.add_argument("--long-level", choices=list(LEVELS), default=None, help="level of the long rows (3m)")
     g.add_argument("--anytime-level", choices=list(LEVELS), default=None, help="level of the anytime curve (3m)")
-    g.add_argument("--eval-limit", type=_positive_int, default=None, help="score rows on the first N test images")
+    g.add_argument("--eval-limit", type=positive_int, default=None, help="score rows on the first N test images")
     args = p.parse_args(argv)
     if args.readme and args.quick:
         p.error("--readme writes the benchmark's figures into README.md; --quick figures are only a smoke check")

@@ -34,7 +34,8 @@ from torch import nn
 from archsearch import EFFNET_PAPER, Arch, Stage, Stem, build
 from archsearch.config import load_study_config
 from archsearch.errors import ConfigError
-from archsearch.export import add_parser, export, load, model_source, save, select_trials
+from archsearch.export import export, load, model_source, save, select_trials
+from archsearch.export_cli import add_parser
 from archsearch.study import open_study, run
 from archsearch.summary import best_trials
 

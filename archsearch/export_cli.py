@@ -1,0 +1,62 @@
+"""``archsearch export CONFIG --out DIR``: retrain a trial and write its model folder (:mod:`archsearch.export`)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from .config import load_study_config
+from .export import export
+
+__all__ = ["add_parser", "cmd_export", "positive_int"]
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``archsearch export`` to the CLI's subparsers."""
+    s = subparsers.add_parser(
+        "export",
+        help="retrain the best trial (or --trial N, or the --pareto front) and write a self-contained model folder",
+        description="Retrain a trial's architecture and write arch.json, weights.pt, model.py, model.pt2, "
+                    "model.onnx (if onnx is installed), metrics.json and card.md.",
+    )
+    s.add_argument("config", help="study YAML file")
+    s.add_argument("--out", default=None, help="output folder (default: runs/<study name>); with --pareto, "
+                                               "one trial-<N> folder per member inside it")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, default=None, metavar="N", help="export trial N (default: the best)")
+    which.add_argument("--pareto", action="store_true", help="export every member of the Pareto front")
+    s.add_argument("--epochs", type=positive_int, default=None, metavar="E",
+                   help="retrain from scratch on train+val for E epochs (default: the search's recipe on train)")
+    s.add_argument("--force", action="store_true", help="replace an existing export folder")
+    s.add_argument("--no-onnx", action="store_true", help="do not write model.onnx")
+    s.set_defaults(func=cmd_export)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    config = load_study_config(args.config)
+    out = args.out if args.out is not None else Path("runs") / config.name
+    command = ["archsearch", "export", str(args.config), "--out", str(out)]
+    if args.trial is not None:
+        command += ["--trial", str(args.trial)]
+    if args.pareto:
+        command.append("--pareto")
+    if args.epochs is not None:
+        command += ["--epochs", str(args.epochs)]
+    if args.force:
+        command.append("--force")
+    if args.no_onnx:
+        command.append("--no-onnx")
+    export(config, out, trial=args.trial, pareto=args.pareto, epochs=args.epochs, force=args.force,
+           onnx=not args.no_onnx, command=shlex.join(command))
+    return 0

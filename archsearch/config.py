@@ -128,11 +128,15 @@ class RerankConfig:
     """The search's last step: its ``top`` feasible candidates trained again with a longer recipe.
 
     ``epochs`` and ``train_subset`` replace the study's training recipe's (None: all training images).
+    ``folds`` (None: off): score each candidate by k-fold cross-validation over the search's training and
+    validation images together, the mean of ``folds`` trainings, instead of one training scored on the
+    validation split (:mod:`archsearch.rerank`).
     """
 
     top: int = 5
     epochs: int = 8
     train_subset: int | None = None
+    folds: int | None = None
 
 
 @dataclass(frozen=True)

@@ -174,13 +174,13 @@ class Objective:
             return accuracy * (metric_value[o.soft_metric] / target) ** o.soft_weight
         return accuracy
 
-    def build(self, arch: Arch) -> torch.nn.Module:
-        """The candidate's network, its initial weights drawn from the recipe's seed.
+    def build(self, arch: Arch, *, seed: int | None = None) -> torch.nn.Module:
+        """The candidate's network, its initial weights drawn from ``seed`` (None: the recipe's seed).
 
         Seeded here, not only in the trainer, so that a candidate starts from the same weights however
         many trials ran before it in this process (a resumed study, another worker).
         """
-        torch.manual_seed(self.config.training.seed)
+        torch.manual_seed(self.config.training.seed if seed is None else seed)
         return build(arch)
 
     def data_for(self, resolution: int) -> DataBundle:

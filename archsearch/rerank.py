@@ -7,12 +7,23 @@ with the study's recipe at ``E`` epochs (``train_subset`` images, None: all), sc
 validation split, and the summary and ``archsearch export`` pick the best by that score. The seed
 baselines are trained again too, so that searched and hand-designed networks compare at one fidelity.
 
+With ``folds: k`` a candidate is scored by k-fold cross-validation instead: the search's training and
+validation images are pooled and split into k folds, each class spread evenly over them (drawn from the
+recipe's seed); the candidate is trained k times, fold i held out and its initial weights and batches drawn
+from the recipe's seed + i, and scored by the mean of the k held-out accuracies. Every pooled image is then
+scored once, so on a small dataset the choice rests on k times as many validation images as the search's
+own, and on k initial seeds instead of one: what a single small validation split cannot give (the winner's
+curse of choosing among many candidates on a few hundred images). It costs k trainings a candidate, each on
+(k - 1)/k of the pool. The normalization stays the search's (the training split's mean and std).
+
 Optuna freezes a finished trial, so each result is a study user attribute
-``archsearch.rerank.<trial number>``: ``{"val_accuracy", "value", "epochs", "seconds", "recipe"}``. A
-result counts only while its recipe is the config's, so changing ``rerank`` re-ranks again. Before a
-worker trains a candidate it writes a claim (``{"worker", "recipe"}``); other workers skip candidates
-claimed by a live worker, and a claim left by a dead worker on this host is taken over. A claim by a
-worker on another host is left to that host: ``archsearch search`` there completes it.
+``archsearch.rerank.<trial number>``: ``{"val_accuracy", "value", "epochs", "seconds", "recipe"}``, with
+``"folds"`` (the k held-out accuracies) under cross-validation. A result counts only while its recipe is
+the config's, so changing ``rerank`` re-ranks again. Before a worker trains a candidate it writes a claim
+(``{"worker", "recipe"}``), and under cross-validation the claim keeps each fold's result as it finishes
+(``"done"``), so a candidate taken over after a crash trains only its missing folds. Other workers skip
+candidates claimed by a live worker, and a claim left by a dead worker on this host is taken over. A claim
+by a worker on another host is left to that host: ``archsearch search`` there completes it.
 """
 
 from __future__ import annotations
@@ -22,15 +33,16 @@ import time
 from collections.abc import Callable
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from .arch import Arch
-from .config import StudyConfig
+from .config import ConfigError, StudyConfig
 from .cost import arch_cost
 from .objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive, worker_id
 from .train import TrainConfig
 
-__all__ = ["PREFIX", "recipe", "results", "candidates", "rerank", "best_reranked", "pending"]
+__all__ = ["PREFIX", "recipe", "results", "candidates", "rerank", "best_reranked", "pending", "fold_indices"]
 
 PREFIX = "archsearch.rerank."
 
@@ -42,7 +54,25 @@ def recipe(config: StudyConfig) -> TrainConfig:
 
 
 def _recipe_key(config: StudyConfig) -> dict:
-    return dataclasses.asdict(recipe(config))
+    key = dataclasses.asdict(recipe(config))
+    if config.rerank.folds:  # absent without folds: results recorded before folds existed still count
+        key["folds"] = config.rerank.folds
+    return key
+
+
+def fold_indices(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
+    """``k`` disjoint sorted index sets that together cover ``range(len(y))``, stratified: each class's images,
+    in an order drawn from ``seed``, are dealt to the folds in turn, continuing from one class to the next, so
+    fold sizes differ by at most one and each class's counts by at most one."""
+    g = torch.Generator().manual_seed(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    dealt = 0
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        for j, i in enumerate(idx[torch.randperm(len(idx), generator=g)].tolist()):
+            folds[(dealt + j) % k].append(i)
+        dealt += len(idx)
+    return [torch.tensor(sorted(f), dtype=torch.long) for f in folds]
 
 
 def _finished(value: object, want: dict) -> bool:
@@ -115,20 +145,52 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             continue
         if _claimed_elsewhere(current, want):
             continue
-        study.set_user_attr(key, {"worker": worker_id(), "recipe": want})
         arch = Arch.from_dict(t.user_attrs[ARCH_ATTR])
-        data = objective.data_for(arch.resolution)
-        t0 = time.perf_counter()
-        result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
-                                   train_cfg, device=objective.device)
-        seconds = time.perf_counter() - t0
-        value = objective.score(result.val_accuracy, arch_cost(arch), t.user_attrs.get("latency_ms"))
-        study.set_user_attr(key, {"val_accuracy": result.val_accuracy, "value": value,
-                                  "epochs": result.epochs_done, "seconds": seconds, "recipe": want})
+        if config.rerank.folds:
+            # a dead worker's claim on this recipe keeps the folds it finished
+            done = list(current.get("done", [])) if isinstance(current, dict) and current.get("recipe") == want else []
+            accuracy, epochs, seconds, folds = _cross_validate(study, key, want, config, objective, arch, done)
+        else:
+            study.set_user_attr(key, {"worker": worker_id(), "recipe": want})
+            data = objective.data_for(arch.resolution)
+            t0 = time.perf_counter()
+            result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
+                                       train_cfg, device=objective.device)
+            accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
+        value = objective.score(accuracy, arch_cost(arch), t.user_attrs.get("latency_ms"))
+        record = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
+        study.set_user_attr(key, record if folds is None else {**record, "folds": folds})
         tag = f" [{t.user_attrs[BASELINE_ATTR]}]" if BASELINE_ATTR in t.user_attrs else ""
-        say(f"re-rank trial {t.number:>4}  search {t.values[0]:.4f} -> {result.val_accuracy:.4f} after "
-            f"{result.epochs_done} epochs ({seconds:.1f}s)  {t.user_attrs.get('arch_id')}{tag}")
+        how = "" if folds is None else f", mean of {len(folds)} folds ({' '.join(f'{a:.4f}' for a in folds)})"
+        say(f"re-rank trial {t.number:>4}  search {t.values[0]:.4f} -> {accuracy:.4f} after "
+            f"{epochs} epochs{how} ({seconds:.1f}s)  {t.user_attrs.get('arch_id')}{tag}")
     return results(study, config)
+
+
+def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConfig, objective: Objective,
+                    arch: Arch, done: list[dict]) -> tuple[float, int, float, list[float]]:
+    """Train ``arch`` once per fold not in ``done`` (each fold's result kept in the claim as it finishes);
+    the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies."""
+    k, seed = config.rerank.folds, config.training.seed
+    data = objective.data_for(arch.resolution)
+    x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
+    if len(y) < 2 * k:
+        raise ConfigError(f"{k} folds need at least {2 * k} training and validation images, the dataset has "
+                          f"{len(y)}", path=config.source, key="rerank.folds")
+    folds = fold_indices(y, k, seed)
+    study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})
+    for i in range(len(done), k):
+        held = torch.zeros(len(y), dtype=torch.bool)
+        held[folds[i]] = True
+        fold_cfg = dataclasses.replace(recipe(config), seed=seed + i)
+        t0 = time.perf_counter()
+        result = objective.trainer(objective.build(arch, seed=seed + i), x[~held], y[~held], x[held], y[held],
+                                   fold_cfg, device=objective.device)
+        done.append({"val_accuracy": result.val_accuracy, "epochs": result.epochs_done,
+                     "seconds": time.perf_counter() - t0})
+        study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})
+    accuracies = [d["val_accuracy"] for d in done]
+    return (sum(accuracies) / k, min(d["epochs"] for d in done), sum(d["seconds"] for d in done), accuracies)
 
 
 def best_reranked(study: optuna.Study, config: StudyConfig) -> FrozenTrial | None:

@@ -176,6 +176,9 @@ class RerankModel(Model):
     top: Int(1, 1000) = 5  # type: ignore[valid-type]
     epochs: Int(1, 10_000) = 8  # type: ignore[valid-type]
     train_subset: Int(1, 10**9) | None = Field(None, description="null: all training images")  # type: ignore
+    folds: Int(2, 20) | None = Field(  # type: ignore[valid-type]
+        None, description="score by k-fold cross-validation over the training and validation images together "
+        "(the mean of k trainings, fold i from the recipe's seed + i); null: one training, the validation split")
 
 
 class TrainingModel(Model):

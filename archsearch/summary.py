@@ -110,7 +110,8 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
 
                 if any(t.number in reranked for t in searched) and any(t.number in reranked for t in base):
                     epochs = next(iter(reranked.values()))["epochs"]
-                    lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs)"))
+                    folds = f", {config.rerank.folds}-fold" if config.rerank.folds else ""
+                    lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs{folds})"))
     missing = {family: why for family, why in baseline_status(trials).items() if why is not None}
     if missing:
         lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in missing.items()))

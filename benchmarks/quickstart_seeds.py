@@ -8,8 +8,13 @@ process (``--threads 1`` each on a 2-core machine).
 
     python benchmarks/quickstart_seeds.py [--seeds 0 1 2 3 4 5] [--threads 2] [--checkout DIR] [--rerank 5,12]
 
-``--rerank TOP,EPOCHS`` adds a re-rank to the study (its top searched candidates and the baselines trained
-again at EPOCHS) and prints, per seed, the best searched against the best baseline by the re-rank score too.
+``--rerank TOP,EPOCHS[,FOLDS]`` adds a re-rank to the study (its top searched candidates and the baselines
+trained again at EPOCHS, scored by FOLDS-fold cross-validation if given) and prints, per seed, the best
+searched against the best baseline by the re-rank score too.
+
+``--keep DIR`` keeps each seed's study in ``DIR/seed<N>.db`` instead of a temporary file, so that a second
+run with another ``--rerank`` re-ranks the same searches (the search itself is not run again): two re-rank
+recipes compared on the same candidates.
 
 ``--test EPOCHS`` checks the picks on the test split, which no choice saw: the best searched network and the
 best baseline, each as the search score picks them (and, with ``--rerank``, as the re-rank score picks them),
@@ -88,7 +93,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the archsearch checkout to measure")
     parser.add_argument("--config", default="studies/quickstart.yaml", help="relative to the checkout")
-    parser.add_argument("--rerank", default=None, metavar="TOP,EPOCHS", help="add a re-rank to the study")
+    parser.add_argument("--rerank", default=None, metavar="TOP,EPOCHS[,FOLDS]", help="add a re-rank to the study")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep the studies in DIR (a rerun re-ranks the same searches)")
     parser.add_argument("--test", type=int, default=None, metavar="EPOCHS",
                         help="retrain the picks for EPOCHS epochs and score them on the test split")
     parser.add_argument("--test-seeds", type=int, default=3, help="initial seeds per pick for --test (3)")
@@ -108,12 +115,15 @@ def main() -> None:
     if args.rerank:
         from archsearch.config import RerankConfig
 
-        top, epochs = (int(v) for v in args.rerank.split(","))
-        base = dataclasses.replace(base, rerank=RerankConfig(top=top, epochs=epochs))
+        top, epochs, *folds = (int(v) for v in args.rerank.split(","))
+        base = dataclasses.replace(base, rerank=RerankConfig(top=top, epochs=epochs, folds=folds[0] if folds else None))
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     rows, tests = [], []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            cfg = dataclasses.replace(base, storage=f"sqlite:///{tmp}/q.db",
+            folder = args.keep.resolve() if args.keep else Path(tmp)
+            cfg = dataclasses.replace(base, storage=f"sqlite:///{folder}/seed{seed}.db",
                                       sampler=dataclasses.replace(base.sampler, seed=seed))
             t0 = time.perf_counter()
             study = run(cfg, stream=None, progress=False, summarize=False)

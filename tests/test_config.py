@@ -196,6 +196,7 @@ HOSTILE = [
     pytest.param(B + "rerank: {top: 0}\n", "rerank.top", ">= 1", id="rerank-top-0"),
     pytest.param(BASE + "objective: {type: pareto}\nrerank: {top: 3}\n", "rerank", "pareto", id="rerank-pareto"),
     pytest.param(B + "rerank: {epoch: 8}\n", "rerank.epoch", "did you mean 'epochs'", id="rerank-typo"),
+    pytest.param(B + "rerank: {folds: 1}\n", "rerank.folds", ">= 2", id="rerank-one-fold"),
     # storage URLs
     pytest.param(B + "storage: redis://localhost\n", "storage", "sqlite:///.*journal:<file>", id="storage-redis"),
     pytest.param(B + "storage: sqlite://x.db\n", "storage", "sqlite:///<file>", id="storage-two-slashes"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from archsearch import rerank
@@ -119,3 +120,65 @@ def test_a_dead_workers_rerank_claim_is_taken_over(write_study):
     run(config, stream=None, progress=False, trainer=trainer)
     assert trainer.epochs == [2]
     assert list(rerank.results(open_study(config, create=False), config)) == [number]
+
+
+def test_fold_indices_are_a_stratified_partition_drawn_from_the_seed():
+    y = torch.tensor([0] * 10 + [1] * 7 + [2] * 4)
+    folds = rerank.fold_indices(y, 3, seed=0)
+    everything = torch.cat(folds)
+    assert sorted(everything.tolist()) == list(range(len(y)))  # disjoint, and every image in one fold
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    for c in range(3):
+        counts = [int((y[f] == c).sum()) for f in folds]
+        assert max(counts) - min(counts) <= 1, (c, counts)
+    assert all(torch.equal(a, b) for a, b in zip(folds, rerank.fold_indices(y, 3, seed=0)))
+    assert any(not torch.equal(a, b) for a, b in zip(folds, rerank.fold_indices(y, 3, seed=1)))
+
+
+class FoldTrainer(CountingTrainer):
+    """Counts trainings and keeps the sizes of the training and held-out images and each training's seed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[tuple[int, int, int]] = []
+
+    def __call__(self, *args, **kwargs) -> TrainResult:
+        self.sizes.append((len(args[2]), len(args[4]), args[5].seed))
+        return super().__call__(*args, **kwargs)
+
+
+def test_a_cross_validated_rerank_scores_the_mean_of_its_folds_and_resumes_a_candidate_fold_by_fold(write_study):
+    path = write_study(space=FIT_SPACE, budget={"max_macs": 40000}, n_trials=6, enqueue_baselines=True,
+                       training={"epochs": 1, "seed": 7}, rerank={"top": 1, "epochs": 2, "folds": 3})
+    config = load_study_config(path)
+    trainer = FoldTrainer()
+    study = run(config, stream=None, progress=False, trainer=trainer)
+    done = rerank.results(study, config)
+    top = rerank.candidates(study, 1)
+    assert sorted(done) == sorted(t.number for t in top)
+    assert any("baseline" in t.user_attrs for t in top) and "baseline" not in top[0].user_attrs
+    reranked = [s for s, e in zip(trainer.sizes, trainer.epochs) if e == 2]
+    assert len(reranked) == 3 * len(top)
+    pool = reranked[0][0] + reranked[0][1]  # training + held-out images of a fold
+    for i, (n_train, n_held, seed) in enumerate(reranked[:3]):
+        assert n_train + n_held == pool and abs(n_held - pool / 3) <= 1 and seed == 7 + i
+    for result in done.values():
+        assert len(result["folds"]) == 3 and result["recipe"]["folds"] == 3
+        assert result["val_accuracy"] == pytest.approx(sum(result["folds"]) / 3)
+    assert "3-fold" in summary(study, config)
+
+    # a worker killed after two folds of a candidate: the next run trains only the third
+    number = top[0].number
+    key = f"{rerank.PREFIX}{number}"
+    kept = study.user_attrs[key]
+    import socket
+    partial = [{"val_accuracy": a, "epochs": 2, "seconds": 1.0} for a in kept["folds"][:2]]
+    study.set_user_attr(key, {"worker": f"{socket.gethostname()}:999999:1", "recipe": kept["recipe"],
+                              "done": partial})
+    assert number not in rerank.results(study, config)
+    again = FoldTrainer()
+    run(config, stream=None, progress=False, trainer=again)
+    assert again.epochs == [2] and again.sizes[0][2] == 7 + 2  # the third fold, from its own seed
+    result = rerank.results(open_study(config, create=False), config)[number]
+    assert result["folds"][:2] == kept["folds"][:2]
+    assert result["folds"][2] == pytest.approx(kept["folds"][2])  # the same fold, seed and data: the same result

@@ -86,6 +86,15 @@ class Budget:
     def bytes_per_param(self) -> int:
         return PRECISION_BYTES[self.model_precision]
 
+    def describe(self) -> str:
+        """The limits as YAML keys, with the precision and latency target they are counted at; "none"."""
+        parts = [f"{key}={getattr(self, key):,g}" for key in BUDGET_KEYS if getattr(self, key) is not None]
+        if self.max_model_kb is not None:
+            parts.append(f"weights at {self.model_precision}")
+        if self.max_latency_ms is not None:
+            parts.append(f"latency on {self.latency.describe()}")
+        return ", ".join(parts) or "none"
+
 
 _BUDGET_FIELD = {"macs": "max_macs", "params": "max_params", "latency": "max_latency_ms",
                  "peak_kb": "max_peak_activation_kb", "model_kb": "max_model_kb"}

@@ -19,7 +19,7 @@ from . import baselines
 from .config import StudyConfig
 from .errors import ConfigError
 from .objective import BASELINE_ATTR
-from .report_text import COST_ATTR, Groups, budget_text, pareto_front, short, state
+from .report_text import COST_ATTR, Groups, pareto_front, short, state
 from .summary import fmt_count
 
 
@@ -194,7 +194,7 @@ def _figure(study: optuna.Study, config: StudyConfig, g: Groups) -> Any:
         ax.set_title(f"validation accuracy vs {'MACs' if metric == 'macs' else 'latency'}", fontsize=10)
     fig.suptitle(
         f"study {study.study_name}: {len(g.all)} trials ({len(g.feasible)} feasible, {len(g.infeasible)} over "
-        f"budget, {len(g.pruned)} pruned, {len(g.failed)} failed)\nbudget {budget_text(config)}",  # one line is cut
+        f"budget, {len(g.pruned)} pruned, {len(g.failed)} failed)\nbudget {config.budget.describe()}",  # one line is cut
         fontsize=10,
     )
     return fig

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .config import BUDGET_KEYS, StudyConfig
+from .config import StudyConfig
 from .objective import BASELINE_ATTR
 from .storage import redact
 from .summary import fmt_count
@@ -108,16 +108,6 @@ def _table(rows: list[list[str]], header: list[str] = _HEADER) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def budget_text(config: StudyConfig) -> str:
-    b = config.budget
-    parts = [f"{k}={getattr(b, k):,g}" for k in BUDGET_KEYS if getattr(b, k) is not None]
-    if b.max_model_kb is not None:
-        parts.append(f"weights at {b.model_precision}")
-    if b.max_latency_ms is not None:
-        parts.append(f"latency on {b.latency.describe()}")
-    return ", ".join(parts) or "none"
-
-
 def _baseline_line(t: FrozenTrial, front: list[FrozenTrial], metric: str) -> str:
     a = t.user_attrs
     key = COST_ATTR[metric]
@@ -142,7 +132,7 @@ def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) ->
         f"study {study.study_name} ({redact(config.storage)}): {len(g.all)} trials: "
         f"{len(g.feasible) + len(g.infeasible)} complete ({len(g.feasible)} feasible, {len(g.infeasible)} over "
         f"budget), {len(g.pruned)} pruned, {len(g.failed)} failed, {n_running} running or waiting",
-        f"objective {config.objective.type}; budget {budget_text(config)}",
+        f"objective {config.objective.type}; budget {config.budget.describe()}",
         "",
     ]
     ranked = [t for t in g.feasible + g.pruned if "duplicate_of" not in t.user_attrs

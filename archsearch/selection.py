@@ -12,7 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from .arch import Arch
 from .build import Net, build
-from .config import BUDGET_KEYS, StudyConfig
+from .config import StudyConfig
 from .data import DataBundle
 from .storage import redact
 from .errors import ConfigError
@@ -34,12 +34,6 @@ def _relative_excess(t: FrozenTrial, config: StudyConfig) -> dict[str, float]:
     return budget_excess(config, values)
 
 
-def _budget_text(config: StudyConfig) -> str:
-    b = config.budget
-    parts = [f"{key}={getattr(b, key):,g}" for key in BUDGET_KEYS if getattr(b, key) is not None]
-    return ", ".join(parts) or "no limits"
-
-
 def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     where = f"study {study.study_name!r} ({redact(config.storage)})"
@@ -53,7 +47,7 @@ def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
             metric = max(excess, key=excess.get)
             scored.append((excess[metric], t.number, metric, t))
     text = f"no feasible trial in {where}: none of its {len(complete)} complete trial(s) fits the budget " \
-           f"({_budget_text(config)})"
+           f"({config.budget.describe()})"
     if scored:
         worst, number, metric, t = min(scored, key=lambda s: (s[0], s[1]))
         limit = config.budget.limit(metric)

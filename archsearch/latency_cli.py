@@ -103,11 +103,18 @@ def cmd_check(args: argparse.Namespace) -> int:
           flush=True)
     load_before = _load()
     t0 = time.perf_counter()
-    measured, timed = [], []
-    for a in archs:
-        scaled, raw = table.measure(build(a), (a.in_chs, a.resolution, a.resolution))
-        measured.append(scaled.median_ms)
-        timed.append(raw.median_ms)
+    # each network measured in ``--rounds`` passes over all of them; the median of its rounds
+    models = [build(a) for a in archs]
+    rounds: list[list[tuple[float, float]]] = [[] for _ in archs]
+    for _ in range(args.rounds):
+        for a, model, kept in zip(archs, models, rounds):
+            scaled, raw = table.measure(model, (a.in_chs, a.resolution, a.resolution))
+            kept.append((scaled.median_ms, raw.median_ms))
+    measured = [statistics.median(m for m, _ in kept) for kept in rounds]
+    timed = [statistics.median(t for _, t in kept) for kept in rounds]
+    if args.rounds > 1:
+        apart = sum(max(m for m, _ in kept) / min(m for m, _ in kept) > 1.10 for kept in rounds)
+        print(f"{apart} of {len(archs)} networks had rounds more than 10% apart")
     print(f"measured in {time.perf_counter() - t0:.1f} s ({load_before} before, {_load()} after); the "
           f"reference ran at {min(timed[i] / measured[i] for i in range(len(archs))):.2f}x to "
           f"{max(timed[i] / measured[i] for i in range(len(archs))):.2f}x the table's time meanwhile")
@@ -150,5 +157,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         s.add_argument("--dir", default=str(DEFAULT_DIRECTORY), help=f"table directory ({DEFAULT_DIRECTORY})")
         if name == "check":
             s.add_argument("--worst", type=int, default=10, help="rows of the worst-predictions table")
+            s.add_argument("--rounds", type=int, default=1,
+                           help="measure every network this many times, in rounds over all of them, and "
+                                "compare with the median (1)")
         s.set_defaults(func=func)
     return p

@@ -23,8 +23,9 @@ __all__ = ["METHOD", "ONNXRUNTIME_METHOD", "TableKey", "table_key"]
 
 #: how entries and the constant are measured; a table measured another way is rebuilt, not mixed in
 METHOD = "parts-referenced-v2"
-#: ONNX Runtime: the same, less one session call per part (see ``CALL_KEY``)
-ONNXRUNTIME_METHOD = "parts-referenced-v2-call"
+#: ONNX Runtime: the same, less one session call per part (see ``CALL_KEY``), each entry the median of
+#: ``ENTRY_ROUNDS`` rounds over the parts being filled
+ONNXRUNTIME_METHOD = "parts-referenced-v3-call-rounds"
 
 
 @dataclass(frozen=True)

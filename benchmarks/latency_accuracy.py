@@ -9,6 +9,7 @@ search_spaces/mixed.yaml, CPU, 1 thread, batch 1, 1x28x28, 10 classes.
     python benchmarks/latency_accuracy.py                       # cpu:1:1, 200 + 100 candidates, ~4 min
     python benchmarks/latency_accuracy.py --target cpu:2:1 --dir /tmp/latency
     python benchmarks/latency_accuracy.py --runtime onnxruntime   # the ONNX Runtime table
+    python benchmarks/latency_accuracy.py --runtime onnxruntime --rounds 3   # each network measured 3 times, median
 
 Only meaningful on a quiet machine: the load average is printed along the way. The table is kept in
 ``--dir`` (default studies/latency), so a second run measures only the whole networks.
@@ -37,6 +38,7 @@ def main() -> int:
     p.add_argument("--build-samples", default="200")
     p.add_argument("--samples", default="100")
     p.add_argument("--dir", default=str(latency.DEFAULT_DIRECTORY))
+    p.add_argument("--rounds", default="1", help="check: measure every network this many times, compare the median")
     args = p.parse_args()
 
     parser = argparse.ArgumentParser(prog="archsearch")
@@ -44,8 +46,9 @@ def main() -> int:
     common = ["--space", args.space, "--input", args.input, "--classes", args.classes, "--dir", args.dir,
               "--runtime", args.runtime]
     for command, samples in (("build", args.build_samples), ("check", args.samples)):
-        print(f"$ archsearch latency {command} {args.target} --samples {samples} {' '.join(common)}", flush=True)
-        ns = parser.parse_args(["latency", command, args.target, "--samples", samples, *common])
+        argv = [command, args.target, "--samples", samples, *common, *(["--rounds", args.rounds] * (command == "check"))]
+        print(f"$ archsearch latency {' '.join(argv)}", flush=True)
+        ns = parser.parse_args(["latency", *argv])
         if rc := ns.func(ns):
             return rc
     return 0

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 pytest.importorskip("onnxruntime")
 
+from archsearch import latency as lat  # noqa: E402
 from archsearch import latency_cli  # noqa: E402
 from archsearch.build import build  # noqa: E402
 from archsearch.config import LatencyTarget, load_study_config  # noqa: E402
@@ -77,6 +78,9 @@ def test_an_onnxruntime_table_predicts_from_its_own_entries_and_refuses_a_torch_
     # every part, and the session call that each part timed alone paid
     assert {p.key for p in parts_of(tiny())} | {"call:relu:c1:1x1"} == set(saved["entries"])
     assert predicted > 0 and table.overhead is not None
+    # each entry in ENTRY_ROUNDS rounds over the parts, then the constant's calibration rounds
+    assert saved["settings"]["rounds"] == lat.ENTRY_ROUNDS > 1
+    assert table.measurements == lat.ENTRY_ROUNDS * len(saved["entries"]) + lat.CALIBRATION_ROUNDS
     scaled, timed = table.measure(build(OTHER), (1, 8, 8))
     assert scaled.median_ms > 0 and timed.reference_ms > 0
 
@@ -140,10 +144,12 @@ def test_latency_check_on_onnxruntime(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     latency_cli.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["latency", "check", "cpu:1:1", "--runtime", "onnxruntime", "--samples", "2",
-                              "--space", str(space), "--input", "1x8x8", "--classes", "4", "--dir", str(tmp_path)])
+                              "--space", str(space), "--input", "1x8x8", "--classes", "4", "--dir", str(tmp_path),
+                              "--rounds", "2"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "(runtime onnxruntime)" in out and "onnxruntime" in out.splitlines()[0] and "within +-10%" in out
+    assert "of 2 networks had rounds more than 10% apart" in out
     args = parser.parse_args(["latency", "check", "cuda:1:1", "--runtime", "onnxruntime", "--dir", str(tmp_path)])
     assert args.func(args) == 2
     assert ("on the CPU" if torch.cuda.is_available() else "CUDA is not available") in capsys.readouterr().err

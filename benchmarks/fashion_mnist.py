@@ -41,6 +41,9 @@ about 25 s per epoch on 10,000 images, so one 8-epoch row on 60,000 images takes
 1M, more at 10M) and a 30-epoch row about 75 minutes. See README for the time each part took.
 QUICK keeps the pipeline and shrinks every number; its accuracies stay near chance: it checks the pipeline, not
 the search.
+
+This file runs the parts; ``fmnist_store.py`` holds the settings and the results file, ``fmnist_report.py`` makes
+the table and the plots from that file.
 """
 
 from __future__ import annotations
@@ -48,7 +51,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import fcntl
 import json
 import math
 import os
@@ -56,16 +58,13 @@ import shlex
 import statistics
 import sys
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
+sys.path.insert(0, str(ROOT / "benchmarks"))  # its own modules, also when loaded from a file (tests)
 
 import optuna  # noqa: E402
 import torch  # noqa: E402
@@ -84,127 +83,17 @@ from archsearch.objective import ARCH_ATTR, BASELINE_ATTR, Objective  # noqa: E4
 from archsearch.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
 from archsearch.summary import finished_count  # noqa: E402
 from archsearch.train import TrainConfig, evaluate, train  # noqa: E402
+from fmnist_report import report  # noqa: E402
+from fmnist_store import FULL, LEVELS, QUICK, SAMPLERS, Results, Settings, claim, say  # noqa: E402
 
-LEVELS = {"1m": 1_000_000, "3m": 3_000_000, "10m": 10_000_000}  # name -> MAC budget (its study YAML says the same)
-SAMPLERS = {"tpe": "archsearch", "random": "random"}  # search -> the family name of its rows
 PARTS = ("search", "rows", "long", "anytime")
 STUDIES = ROOT / "studies"
 RESULTS = ROOT / "benchmarks" / "fashion_mnist_results.jsonl"
 DEFAULT_WORK = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-README_PLOT = ROOT / "benchmarks" / "fashion_mnist.png"
-README_ANYTIME = ROOT / "benchmarks" / "fashion_mnist_anytime.png"
-MARK_START = "<!-- fashion-mnist-benchmark:start -->"
-MARK_END = "<!-- fashion-mnist-benchmark:end -->"
-IMPROVE_TARGET = 0.010  # archsearch beats the best baseline by 1.0 point at every level
-ACC_TARGET_3M = 0.925  # ... and reaches 92.5% at 3 M MACs (the long rows)
 _POLL_S = 2.0  # a worker with nothing to claim waits this long for the others
 
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything that makes rows comparable; stored as the results file's first line and checked on every run."""
-
-    search_trials: int  # per search: finished trials, the seed baselines included (their trial time is reported)
-    search_epochs: int | None  # proxy recipe override (None: the study YAML's)
-    search_subset: int | None  # proxy training subset override (None: the study YAML's)
-    val_fraction: float | None  # the validation split's share override (None: the study YAML's)
-    rerank: tuple[int, int, int | None] | None  # re-rank (top, epochs, training images); None: the study YAML's
-    epochs: int  # final recipe
-    train_subset: int | None  # final recipe: the first N of the 60,000 training images (None: all)
-    seeds: int  # seeds per row
-    long_epochs: int  # the long rows' epochs
-    long_level: str
-    anytime_level: str
-    eval_limit: int | None  # rows score only the first N test images (None: all; QUICK only)
-
-
-FULL = Settings(search_trials=30, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,
-                epochs=8, train_subset=None, seeds=3, long_epochs=30, long_level="3m", anytime_level="3m",
-                eval_limit=None)
-QUICK = Settings(search_trials=5, search_epochs=1, search_subset=500, val_fraction=0.02, rerank=(1, 1, 500),
-                 epochs=1, train_subset=1000, seeds=2, long_epochs=2, long_level="1m", anytime_level="1m",
-                 eval_limit=1000)
 ANYTIME_FRACTIONS = (0.25, 0.5)  # and 1.0: the search's own row
-
-
-# -------------------------------------------------------------------------------------------------
-# small helpers: printing, locks, the results file
-
-
-def say(text: str) -> None:
-    print(f"[{os.getpid()}] {text}", flush=True)
-
-
-@contextmanager
-def claim(lock: Path) -> Iterator[bool]:
-    """An exclusive, non-blocking ``flock`` on ``lock``: True if this process holds it (released on exit or death)."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a temporary file beside ``path``, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-
-
-class Results:
-    """The results file: one JSON object a line, each with a unique ``key``; appended under an exclusive lock.
-
-    A line is written whole with one ``write`` on a file opened for appending, so a killed process leaves
-    either the whole line or none of it; a torn last line (a full disk) is ignored when read.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def read(self) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return out
-        for line in text.splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            out.setdefault(entry["key"], entry)
-        return out
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.read().get(key)
-
-    def add(self, entry: dict[str, Any]) -> bool:
-        """Append ``entry`` unless its key is there already; whether it was appended."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            if entry["key"] in self.read():
-                return False
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        return True
 
 
 # -------------------------------------------------------------------------------------------------
@@ -532,218 +421,6 @@ def _same_training(row: dict[str, Any], done: dict[str, dict[str, Any]]) -> dict
 
 def _worker(*args: Any) -> None:
     work(*args)
-
-
-# -------------------------------------------------------------------------------------------------
-# results: the table, the targets, the plots
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per (level, kind, model, epochs), seeds pooled."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        if r["kind"] in ("baseline", "searched", "long"):
-            groups.setdefault((r["level"], r["kind"], r["family"], r["epochs"]), []).append(r)
-    out = []
-    for (level, kind, family, epochs), rs in groups.items():
-        acc, std = mean_std([r["test_accuracy"] for r in rs])
-        out.append({"level": level, "kind": kind, "family": family, "epochs": epochs, "arch_id": rs[0]["arch_id"],
-                    "n": len(rs), "acc": acc, "std": std, "accs": [r["test_accuracy"] for r in rs],
-                    "macs": rs[0]["macs"], "params": rs[0]["params"], "trial": rs[0].get("trial"),
-                    "latency_ms": statistics.median(r["latency_ms"] for r in rs), "n_test": rs[0]["n_test"],
-                    "seconds": statistics.fmean(r["train_seconds"] for r in rs)})
-    order = list(LEVELS)
-    kinds = ["baseline", "searched", "long"]
-    return sorted(out, key=lambda e: (order.index(e["level"]), kinds.index(e["kind"]), e["family"]))
-
-
-def _gap(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
-    """Difference of two entries' means and its standard error over seeds (independent runs)."""
-    se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
-    return a["acc"] - b["acc"], se
-
-
-def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]], anytime_rows: list[dict],
-             settings: Settings) -> str:
-    lines = [
-        "| budget | model | epochs | test accuracy (mean ± std) | seeds | MACs | params | CPU latency "
-        "| architecture |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for e in entries:
-        model = {"archsearch": f"**archsearch** (trial {e['trial']})",
-                 "random": f"random search (trial {e['trial']})"}.get(e["family"], e["family"])
-        lines.append(
-            f"| {e['level'].upper()} | {model} | {e['epochs']} | {100 * e['acc']:.2f} ± {100 * e['std']:.2f} % | "
-            f"{e['n']} | {e['macs'] / 1e6:.2f} M | {e['params'] / 1e3:.1f} K | {e['latency_ms']:.2f} ms | "
-            f"`{e['arch_id']}` |"
-        )
-    lines.append("")
-    for level in LEVELS:
-        at = [e for e in entries if e["level"] == level and e["epochs"] == settings.epochs and e["kind"] != "long"]
-        base = [e for e in at if e["kind"] == "baseline"]
-        found = [e for e in at if e["family"] == "archsearch"]
-        rand = [e for e in at if e["family"] == "random"]
-        parts = []
-        if base and found:
-            top = max(base, key=lambda e: e["acc"])
-            gap, se = _gap(found[0], top)
-            verdict = "meets" if gap >= IMPROVE_TARGET else "misses"
-            parts.append(f"archsearch {100 * found[0]['acc']:.2f}% vs best baseline {top['family']} "
-                         f"{100 * top['acc']:.2f}%: {100 * gap:+.2f} ± {100 * se:.2f} points ({verdict} the +1.0 "
-                         f"target)")
-        if found and rand:
-            gap, se = _gap(found[0], rand[0])
-            parts.append(f"vs random search {100 * rand[0]['acc']:.2f}%: {100 * gap:+.2f} ± {100 * se:.2f} points "
-                         f"({'beats' if gap > 0 else 'does not beat'} it)")
-        for sampler in SAMPLERS:
-            s = searches.get(f"{level}/{sampler}")
-            if s is not None:
-                parts.append(f"{sampler} search: {s['spent_seconds']:.0f} s of trial time + "
-                             f"{s['rerank_seconds']:.0f} s re-rank, {s['trials']} trials ({s['trained']} trained, "
-                             f"{s['infeasible']} infeasible)")
-        if parts:
-            lines.append(f"- {level.upper()}: " + "; ".join(parts) + ".")
-    long = [e for e in entries if e["kind"] == "long"]
-    for e in long:
-        verdict = "" if e["level"] != "3m" else \
-            f" ({'>=' if e['acc'] >= ACC_TARGET_3M else '<'} the {100 * ACC_TARGET_3M:.1f}% target)"
-        lines.append(f"- {e['level'].upper()}, {e['epochs']} epochs: {e['family']} {100 * e['acc']:.2f} ± "
-                     f"{100 * e['std']:.2f}%{verdict}.")
-    if anytime_rows:
-        lines.append(f"- Anytime at {settings.anytime_level.upper()} (test accuracy, seed 0, of the best searched "
-                     f"candidate by the search score after a share of the search's trials; at 1: the row above): "
-                     + "; ".join(f"{r['family']} at {r['tag'][1:]}: {100 * r['test_accuracy']:.2f}%"
-                                 for r in sorted(anytime_rows, key=lambda r: (r["family"], r["tag"]))) + ".")
-    n_test = entries[0]["n_test"] if entries else "?"
-    lines.append(f"- Final recipe for every row: the study's SGD/cosine/shift recipe, {settings.epochs} epochs "
-                 f"(long rows: {settings.long_epochs}) on {settings.train_subset or 'all 60,000'} training images "
-                 f"(training and validation splits); test accuracy on {n_test} test images; ± is the std over "
-                 f"seeds, a difference's ± its standard error; latency: median of batch-1 forward passes, 1 "
-                 f"thread, CPU.")
-    return "\n".join(lines) + "\n"
-
-
-def plot(entries: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    markers = {"mobilenet": "o", "shufflenet": "s", "effnet": "^", "random": "x", "archsearch": "*"}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for family, marker in markers.items():
-        for long in (False, True):
-            es = [e for e in entries if e["family"] == family and (e["kind"] == "long") == long]
-            if not es:
-                continue
-            ax.errorbar([e["macs"] / 1e6 for e in es], [100 * e["acc"] for e in es],
-                        yerr=[100 * e["std"] for e in es], fmt=marker, capsize=3,
-                        markersize=12 if family == "archsearch" else 7, mfc="none" if long else None,
-                        label=f"{family}, {es[0]['epochs']} epochs")
-    for level, macs in LEVELS.items():
-        if any(e["level"] == level for e in entries):
-            ax.axvline(macs / 1e6, color="grey", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))  # plain numbers on the log axis
-    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.set_xlabel("MACs per 28x28 image (millions, log scale)")
-    ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-    ax.set_title("Fashion-MNIST: archsearch, random search, scaled baselines (dotted: budgets)")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(fig, path)
-
-
-def plot_anytime(searches: dict[str, dict[str, Any]], anytime_rows: list[dict], level: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for sampler, style in (("tpe", "-"), ("random", "--")):
-        s = searches.get(f"{level}/{sampler}")
-        if not s or not s["curve"]:
-            continue
-        xs, ys = zip(*s["curve"])
-        ax.step(xs, [100 * y for y in ys], style, where="post", label=f"{sampler}: best-so-far validation accuracy")
-    for r in anytime_rows:
-        sampler = "tpe" if r["family"] == "archsearch" else "random"
-        s = searches.get(f"{level}/{sampler}")
-        point = next((c for c in (s or {}).get("checkpoints", []) if f"f{c['fraction']:g}" == r["tag"]), None)
-        x = point["seconds"] if point else None
-        if x is not None:
-            ax.plot([x], [100 * r["test_accuracy"]], "o" if sampler == "tpe" else "s", color="black")
-    ax.set_xlabel("search time (summed trial seconds, one core)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Anytime at {level.upper()}: lines, search score; markers, final test accuracy")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def write_readme(readme: Path, block: str) -> None:
-    text = readme.read_text(encoding="utf-8")
-    section = f"{MARK_START}\n{block}{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## Search quality on Fashion-MNIST\n\n" + section + "\n"
-    tmp = readme.with_name(f".{readme.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, readme)
-
-
-def report(results: Results, settings: Settings, out: Path, readme: Path | None = None) -> str:
-    """The table and plots from the results file alone (into ``out``; with ``readme``, into README too)."""
-    done = results.read()
-    rows = [e for e in done.values() if e.get("kind") in ("baseline", "searched", "long")]
-    anytime_rows = [e for e in done.values() if e.get("kind") == "anytime"]
-    searches = {f"{e['level']}/{e['sampler']}": e for e in done.values() if e.get("kind") == "search"}
-    entries = summarise(rows)
-    table = markdown(entries, searches, anytime_rows, settings)
-    out.mkdir(parents=True, exist_ok=True)
-    png, anytime_png = out / "accuracy_vs_macs.png", out / "anytime.png"
-    if entries:
-        plot(entries, png)
-    if any(k.startswith(settings.anytime_level + "/") for k in searches):
-        plot_anytime(searches, anytime_rows, settings.anytime_level, anytime_png)
-    (out / "results.md").write_text(table, encoding="utf-8")
-    if readme is not None:
-        if not entries:
-            raise SystemExit(f"error: --readme: no finished rows in {results.path}")
-        plots = [(png, readme.parent / README_PLOT.relative_to(ROOT), "test accuracy against MACs"),
-                 (anytime_png, readme.parent / README_ANYTIME.relative_to(ROOT), "anytime curve")]
-        links = []
-        for src, dst, alt in plots:
-            if src.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_bytes(src.read_bytes())
-                links.append(f"![{alt}]({dst.relative_to(readme.parent)})")
-        rel = os.path.relpath(results.path, readme.parent)
-        block = (f"Made by `python benchmarks/fashion_mnist.py --readme` from `{rel}` "
-                 f"({len(rows) + len(anytime_rows)} rows, {len(searches)} searches):\n\n{table}\n"
-                 + "\n".join(links) + "\n\n")
-        write_readme(readme, block)
-    return table
 
 
 # -------------------------------------------------------------------------------------------------

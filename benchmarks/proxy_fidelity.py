@@ -57,7 +57,8 @@ from archsearch.study import load_config_data  # noqa: E402
 from archsearch.train import train  # noqa: E402
 from archsearch.build import build  # noqa: E402
 from archsearch.cost import arch_cost  # noqa: E402
-from fashion_mnist import claim, final_train, read_json, write_json  # noqa: E402
+from fashion_mnist import final_train  # noqa: E402
+from fmnist_store import claim, read_json, write_json  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "proxy_fidelity"
 STUDY = ROOT / "studies" / "fmnist_3m.yaml"

@@ -1,0 +1,124 @@
+"""The Fashion-MNIST benchmark's settings and results file, shared by its runner, its report and
+``proxy_fidelity.py``: the budget levels, :class:`Settings`, ``flock`` claims, atomic JSON files and
+:class:`Results`, the committed one-JSON-object-a-line file that makes every part resumable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LEVELS = {"1m": 1_000_000, "3m": 3_000_000, "10m": 10_000_000}  # name -> MAC budget (its study YAML says the same)
+SAMPLERS = {"tpe": "archsearch", "random": "random"}  # search -> the family name of its rows
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that makes rows comparable; stored as the results file's first line and checked on every run."""
+
+    search_trials: int  # per search: finished trials, the seed baselines included (their trial time is reported)
+    search_epochs: int | None  # proxy recipe override (None: the study YAML's)
+    search_subset: int | None  # proxy training subset override (None: the study YAML's)
+    val_fraction: float | None  # the validation split's share override (None: the study YAML's)
+    rerank: tuple[int, int, int | None] | None  # re-rank (top, epochs, training images); None: the study YAML's
+    epochs: int  # final recipe
+    train_subset: int | None  # final recipe: the first N of the 60,000 training images (None: all)
+    seeds: int  # seeds per row
+    long_epochs: int  # the long rows' epochs
+    long_level: str
+    anytime_level: str
+    eval_limit: int | None  # rows score only the first N test images (None: all; QUICK only)
+
+
+FULL = Settings(search_trials=30, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,
+                epochs=8, train_subset=None, seeds=3, long_epochs=30, long_level="3m", anytime_level="3m",
+                eval_limit=None)
+QUICK = Settings(search_trials=5, search_epochs=1, search_subset=500, val_fraction=0.02, rerank=(1, 1, 500),
+                 epochs=1, train_subset=1000, seeds=2, long_epochs=2, long_level="1m", anytime_level="1m",
+                 eval_limit=1000)
+
+
+# -------------------------------------------------------------------------------------------------
+# small helpers: printing, locks, the results file
+
+
+def say(text: str) -> None:
+    print(f"[{os.getpid()}] {text}", flush=True)
+
+
+@contextmanager
+def claim(lock: Path) -> Iterator[bool]:
+    """An exclusive, non-blocking ``flock`` on ``lock``: True if this process holds it (released on exit or death)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a temporary file beside ``path``, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+class Results:
+    """The results file: one JSON object a line, each with a unique ``key``; appended under an exclusive lock.
+
+    A line is written whole with one ``write`` on a file opened for appending, so a killed process leaves
+    either the whole line or none of it; a torn last line (a full disk) is ignored when read.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return out
+        for line in text.splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out.setdefault(entry["key"], entry)
+        return out
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.read().get(key)
+
+    def add(self, entry: dict[str, Any]) -> bool:
+        """Append ``entry`` unless its key is there already; whether it was appended."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            if entry["key"] in self.read():
+                return False
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return True

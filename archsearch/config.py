@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from .errors import ConfigError, load_yaml, show
 from .schema import Model, validate
+from .space import Space, space_from_dict
 from .storage import SQLITE_PREFIX
 from .study_schema import StudyModel
 from .train import TrainConfig
@@ -155,6 +156,7 @@ class StudyConfig:
     name: str
     storage: str  # an Optuna storage URL, or "journal:<absolute path>"
     space_path: Path  # absolute
+    space_overrides: Mapping[str, Any] | None = None  # top-level space keys replaced for this study
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     resolution: int | None = None  # None: the dataset's own
     training: TrainConfig = field(default_factory=TrainConfig)
@@ -175,11 +177,19 @@ class StudyConfig:
         out["space"] = out.pop("space_path")
         return {key: out[key] for key in _TOP}  # the YAML's key order
 
+    def space_data(self) -> dict[str, Any]:
+        """The search space's YAML data with this study's ``space_overrides`` applied."""
+        return {**load_yaml(self.space_path), **_plain(self.space_overrides or {})}
+
+    def load_space(self) -> Space:
+        """The study's search space: its file, with ``space_overrides`` applied (validated at load)."""
+        return space_from_dict(self.space_data(), path=self.space_path)
+
     def fingerprint(self) -> dict[str, Any]:
         """What makes old trials incomparable when it changes (JSON-able).
 
-        The search space is hashed as parsed (its YAML's data, without ``description``), so comments and layout
-        do not count; n_trials, timeout, device, storage, the sampler,
+        The search space is hashed as parsed (its YAML's data with the study's ``space_overrides``, without
+        ``description``), so comments and layout do not count; n_trials, timeout, device, storage, the sampler,
         enqueue_baselines and rerank are left out because changing them does not change what a trial
         measured (a re-rank result records its own recipe). Budget fitting is its own key, present only
         when on, so that studies made before it existed resume with ``fit: false``.
@@ -196,7 +206,7 @@ class StudyConfig:
             del budget["latency"]["runtime"]
         return {
             "schema": _FINGERPRINT_SCHEMA,
-            "space": _space_digest(self.space_path),
+            "space": _space_digest(self.space_data()),
             "objective": _plain(self.objective),
             "budget": budget,
             **({"budget.fit": FIT_SCHEME} if fit else {}),
@@ -251,9 +261,9 @@ def _read_space(path: Path) -> bytes:
         raise ConfigError(f"cannot read the search-space file: {e.strerror}", path=path, key="space") from None
 
 
-def _space_digest(path: Path) -> str:
+def _space_digest(space: Mapping[str, Any]) -> str:
     """sha256 of the space YAML's data as parsed (canonical JSON, without ``description``)."""
-    data = {k: v for k, v in load_yaml(path).items() if k != "description"}
+    data = {k: v for k, v in space.items() if k != "description"}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -305,10 +315,13 @@ def study_config_from_dict(
     if model.rerank is not None and pareto:
         raise ConfigError("a re-rank picks one best candidate by a longer recipe, but objective 'pareto' has a "
                           "front: remove `rerank` (or set it to null)", path=path, key="rerank")
+    if model.space_overrides:
+        _check_space_overrides(model.space, model.space_overrides, path)
     return StudyConfig(
         name=model.name,
         storage=model.storage or f"{SQLITE_PREFIX}{(base_dir / (model.name + '.db')).resolve()}",
         space_path=model.space,
+        space_overrides=model.space_overrides or None,
         dataset=dataset,
         resolution=model.resolution,
         training=training,
@@ -323,6 +336,20 @@ def study_config_from_dict(
         rerank=None if model.rerank is None else _dataclass(RerankConfig, model.rerank),
         source=path,
     )
+
+
+def _check_space_overrides(space_path: Path, overrides: Mapping[str, Any], path: Path | None) -> None:
+    """The space with the overrides applied must be a valid space. An error that the space file has without them
+    is the file's; any other is the overrides', named by the study file and ``space_overrides[.<key>]``."""
+    try:
+        space_from_dict({**load_yaml(space_path), **overrides}, path=space_path)
+    except ConfigError as e:
+        space_from_dict(load_yaml(space_path), path=space_path)  # the file's own error, if it has one
+        top = (e.key or "").split(".")[0].split("[")[0]
+        key, message = (f"space_overrides.{e.key}", e.message) if top in overrides else \
+            ("space_overrides", f"{e.key}: {e.message}" if e.key else e.message)
+        raise ConfigError(f"{message} (with the overrides applied to {space_path.name})", path=path,
+                          key=key) from None
 
 
 def _dataclass(cls: type, section: Model | None, **override: Any) -> Any:

@@ -19,6 +19,7 @@ class ConfigError(ValueError):
     def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None):
         self.path = None if path is None else str(path)
         self.key = key
+        self.message = message  # without the file and key
         where = ""
         if self.path is not None:
             where = self.path

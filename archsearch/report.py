@@ -128,13 +128,13 @@ def _add_synthetic_trials(
     from .build import build
     from .cost import arch_cost
     from .measure import measure_latency
-    from .space import load_space, sample_architectures
+    from .space import sample_architectures
 
     rng = random.Random(seed)
     quick = {"warmup": 2, "repeats": 5}  # a few passes are enough for made-up trials
     if "min_seconds" in inspect.signature(measure_latency).parameters:
         quick["min_seconds"] = 0.0
-    space = load_space(config.space_path)
+    space = config.load_space()
     b = config.budget
     archs = []
     for family in baselines.FAMILIES:

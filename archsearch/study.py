@@ -28,7 +28,7 @@ from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, w
 from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
     CREATED_ATTR, CREATED_BY_ATTR, ensure_baselines, recover, sweep_dead_workers,
 )
-from .space import Space, load_space, suggest_architecture
+from .space import Space, suggest_architecture
 from .summary import finished_count, summary, trial_line
 from .train import TrainResult, make_optimizer, resolve_device, train
 
@@ -124,7 +124,7 @@ def _reseed(study: optuna.Study, config: StudyConfig, worker_index: int) -> None
 
 
 def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
-    space = load_space(config.space_path)
+    space = config.load_space()
     ds = config.dataset
     data = load_data(ds.name, root=ds.root, val_fraction=ds.val_fraction, seed=config.training.seed,
                      download=ds.download, **ds.options)

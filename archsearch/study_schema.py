@@ -19,6 +19,7 @@ from .data import DATASETS
 from .errors import show
 from .measure import RUNTIMES
 from .schema import Expect, Int, Model, Number, did_you_mean, fail, json_schema
+from .space import SpaceModel
 from .storage import normalize_storage
 from .train import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
 
@@ -212,6 +213,9 @@ class StudyModel(Model):
         None, description="null: sqlite:///<this file's folder>/<name>.db; sqlite:///<file>, postgresql://..., "
                           "mysql://... or journal:<file> (files relative to this file)")
     space: _PathText = Field(description="the search-space YAML (relative to this file)")
+    space_overrides: Annotated[dict[str, Any], Expect("a mapping of search-space keys")] | None = Field(
+        None, description="top-level keys of the space file replaced for this study, e.g. {resolution_mult: [1.0]}; "
+                          "the space file itself is not changed")
     dataset: DatasetModel | None = None
     resolution: Int(4, 1024) | None = Field(  # type: ignore[valid-type]
         None, description="input size the images are resized to; null: the dataset's own")
@@ -232,6 +236,15 @@ class StudyModel(Model):
     @classmethod
     def _space(cls, value: str, info: ValidationInfo) -> Path:
         return _space_file(value, info)
+
+    @field_validator("space_overrides")
+    @classmethod
+    def _space_overrides(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for key in value or {}:
+            if key not in SpaceModel.model_fields:
+                fail(f"expected keys of a search-space file ({', '.join(SpaceModel.model_fields)}), got "
+                     f"{show(key)}{did_you_mean(key, SpaceModel.model_fields)}")
+        return value
 
     @field_validator("storage")
     @classmethod

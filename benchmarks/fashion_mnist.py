@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -169,9 +170,15 @@ class Level:
     def search(self, sampler: str, jobs: int) -> str:
         """Join the search until it holds its trials, then re-rank; 'done', or 'busy' while others finish."""
         key = f"search/{self.name}/{sampler}"
-        if self.results.get(key) is not None:
-            return "done"
         config = self.config(sampler)
+        record = self.results.get(key)
+        if record is not None:
+            if record.get("study") != study_digest(config):
+                raise SystemExit(f"error: {key} in {self.results.path} was searched with another study "
+                                 f"(studies/fmnist_{self.name}.yaml or the settings changed since); its rows would "
+                                 f"not be this study's. Mark it superseded in that file (key and kind) to search "
+                                 f"again")
+            return "done"
         searching = dataclasses.replace(config, rerank=None)  # re-ranked once, after the search's trials
         budget = self.settings.search_trials
         optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -217,6 +224,7 @@ class Level:
         return {
             "key": f"search/{self.name}/{sampler}",
             "kind": "search",
+            "study": study_digest(config),
             "level": self.name,
             "sampler": sampler,
             "spent_seconds": self.spent(study),
@@ -351,6 +359,13 @@ def anytime(trials: list[FrozenTrial], budget: int) -> tuple[list[list[float]], 
                                     **trial_record(best_searched)})
             fractions.pop(0)
     return curve, checkpoints
+
+
+def study_digest(config: StudyConfig) -> str:
+    """What a search's result depends on: the study's fingerprint (space, its overrides, data, proxy recipe,
+    budget, fitting) and its re-rank, which picks the network; hashed."""
+    what = {"fingerprint": config.fingerprint(), "rerank": dataclasses.asdict(config.rerank) if config.rerank else None}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def trial_record(t: FrozenTrial) -> dict[str, Any]:

@@ -89,6 +89,8 @@ NOISE = "reference-seed1"  # the reference trained again from another initial se
 def architectures(n: int) -> list:
     """The first ``n`` distinct feasible fitted records of ``mixed.yaml`` at the study's budget and input."""
     config = load_study_config(STUDY)
+    # the space file as it is, both resolutions, not the study's space_overrides (28x28 only): the table measures
+    # what a proxy can tell apart over the whole space, and by resolution (``by_resolution``)
     space = load_space(config.space_path)
     limits = config.budget.limits()
     out, seen = [], set()
@@ -268,7 +270,34 @@ def table(out: Path, plan: Plan, archs: list) -> str:
                   f"core; slower while other jobs shared the machine)"]
         lines += ["", f"reference test accuracy: {min(accs):.4f} to {max(accs):.4f} "
                   f"(median {statistics.median(accs):.4f})"]
+        lines += ["", *by_resolution(rows, ref, plan, archs)]
     return "\n".join(lines)
+
+
+def by_resolution(rows: dict[tuple[int, str], dict], ref: dict[int, dict], plan: Plan, archs: list) -> list[str]:
+    """Each recipe's tau within each input resolution, and how it scores one resolution against the other."""
+    from scipy.stats import kendalltau
+
+    sizes = sorted({archs[i].resolution for i in ref})
+    if len(sizes) < 2:
+        return []
+    low, high = sizes[0], sizes[-1]
+    lines = [f"By input resolution (the architectures with a reference; the shipped studies search {high}x{high} "
+             f"only):", "", "| recipe | " + " | ".join(f"tau, {s}x{s} only (archs)" for s in sizes)
+             + f" | mean accuracy, {low}x{low} - {high}x{high} (points) |", "|---|" + "---|" * (len(sizes) + 1)]
+    for name in [*plan.recipes, "reference"]:
+        mine = {i: rows[(i, name)]["accuracy"] for i in ref if (i, name) in rows}
+        cells = []
+        for s in sizes:
+            both = [i for i in mine if archs[i].resolution == s]
+            tau = kendalltau([mine[i] for i in both], [ref[i]["accuracy"] for i in both]).statistic \
+                if len(both) >= 3 else None
+            cells.append(f"{'-' if tau is None else f'{tau:.3f}'} ({len(both)})")
+        means = {s: [mine[i] for i in mine if archs[i].resolution == s] for s in (low, high)}
+        gap = (f"{100 * (statistics.fmean(means[low]) - statistics.fmean(means[high])):+.2f}"
+               if means[low] and means[high] else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {gap} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

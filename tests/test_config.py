@@ -28,6 +28,7 @@ from archsearch.config import (
     study_config_from_dict,
 )
 from archsearch.samplers import make_pruner, make_sampler
+from archsearch.space import sample_shapes
 from archsearch.storage import make_storage
 from archsearch.errors import ConfigError
 from archsearch.train import TrainConfig
@@ -197,6 +198,11 @@ HOSTILE = [
     pytest.param(BASE + "objective: {type: pareto}\nrerank: {top: 3}\n", "rerank", "pareto", id="rerank-pareto"),
     pytest.param(B + "rerank: {epoch: 8}\n", "rerank.epoch", "did you mean 'epochs'", id="rerank-typo"),
     pytest.param(B + "rerank: {folds: 1}\n", "rerank.folds", ">= 2", id="rerank-one-fold"),
+    # space_overrides: keys of a space file (the merged space is checked against a real one, below)
+    pytest.param(B + "space_overrides: {resolution: [1.0]}\n", "space_overrides", "did you mean 'resolution_mult'",
+                 id="overrides-typo"),
+    pytest.param(B + "space_overrides: [resolution_mult]\n", "space_overrides", "a mapping of search-space keys",
+                 id="overrides-list"),
     # storage URLs
     pytest.param(B + "storage: redis://localhost\n", "storage", "sqlite:///.*journal:<file>", id="storage-redis"),
     pytest.param(B + "storage: sqlite://x.db\n", "storage", "sqlite:///<file>", id="storage-two-slashes"),
@@ -418,6 +424,34 @@ def test_fingerprint(study_dir: Path) -> None:
     assert cfg.fingerprint() != fp  # the space file's content, read again
 
 
+def test_space_overrides_narrow_the_space_for_one_study(tmp_path: Path) -> None:
+    space = tmp_path / "mixed.yaml"
+    shutil.copy(REPO / "search_spaces" / "mixed.yaml", space)
+    before = space.read_bytes()
+    plain = load_study_config(_write(tmp_path, B.replace("space.yaml", "mixed.yaml")))
+    narrow = load_study_config(_write(tmp_path, B.replace("space.yaml", "mixed.yaml")
+                                      + "space_overrides: {resolution_mult: [1.0], head: gap}\n", "narrow.yaml"))
+    assert plain.load_space().resolution_mult == (0.75, 1.0) and plain.space_overrides is None
+    assert narrow.load_space().resolution_mult == (1.0,)
+    assert narrow.load_space().stages == plain.load_space().stages  # the rest is the file's
+    assert {s.resolution for s in sample_shapes(narrow.load_space(), 50, in_chs=1, resolution=28,
+                                                num_classes=10)} == {28}
+    assert space.read_bytes() == before
+    assert narrow.fingerprint()["space"] != plain.fingerprint()["space"]  # a resumed study cannot mix them
+    assert {k: v for k, v in narrow.fingerprint().items() if k != "space"} == \
+        {k: v for k, v in plain.fingerprint().items() if k != "space"}
+    assert study_config_from_dict(json.loads(json.dumps(narrow.to_dict()))) == narrow
+    # an override that makes the space invalid names the study file and the override's key
+    for text, key, match in (("{resolution_mult: [0.0]}", "space_overrides.resolution_mult[0]", ">= 0.05"),
+                             ("{stages: []}", "space_overrides.stages", "non-empty list of stages"),
+                             ("{channel_multiple: 7}", "space_overrides: stages[0].groups", "does not divide channel_multiple 7")):
+        path = _write(tmp_path, B.replace("space.yaml", "mixed.yaml") + f"space_overrides: {text}\n", "bad.yaml")
+        with pytest.raises(ConfigError, match=match) as info:
+            load_study_config(path)
+        assert str(info.value).startswith(f"{path}: {key}"), str(info.value)
+        assert "with the overrides applied to mixed.yaml" in str(info.value)
+
+
 def test_a_fingerprint_of_an_older_archsearch_still_matches(study_dir: Path) -> None:
     from archsearch.config import fingerprint_matches
 
@@ -451,10 +485,10 @@ def test_rerank_defaults_are_the_dataclass_defaults() -> None:
 
 
 def _shipped_copy(tmp_path: Path) -> Path:
-    """The shipped studies next to a stand-in search_spaces/mixed.yaml, same relative layout."""
+    """The shipped studies next to a copy of search_spaces/mixed.yaml, same relative layout."""
     (tmp_path / "studies").mkdir()
     (tmp_path / "search_spaces").mkdir()
-    (tmp_path / "search_spaces" / "mixed.yaml").write_text("stages: []\n")
+    shutil.copy(REPO / "search_spaces" / "mixed.yaml", tmp_path / "search_spaces")  # space_overrides check it
     for name in SHIPPED:
         shutil.copy(STUDIES / f"{name}.yaml", tmp_path / "studies")
     return tmp_path / "studies"
@@ -473,6 +507,7 @@ def test_shipped_study_content(tmp_path: Path, name: str) -> None:
         assert (cfg.rerank.top, cfg.rerank.epochs, cfg.rerank.train_subset) == (5, 12, None)
     else:
         assert cfg.dataset.name == "fashion-mnist" and cfg.resolution == 28
+        assert cfg.space_overrides == {"resolution_mult": [1.0]}  # 28x28 only (README: Proxy fidelity)
         assert cfg.budget.max_macs == 3e6 and cfg.n_trials == 40
         assert (cfg.training.epochs, cfg.training.train_subset, cfg.training.augment) == (2, 10000, "shift")
     assert study_config_from_dict(cfg.to_dict()) == cfg

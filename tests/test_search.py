@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 import pytest
 import torch
+import yaml
 from optuna.trial import TrialState
 
 import archsearch
@@ -259,6 +260,16 @@ def test_infeasible_candidates_are_not_trained(write_study):
         assert "compute_seconds" in t.user_attrs
 
 
+def test_a_study_searches_its_space_as_narrowed_by_space_overrides(write_study, tmp_path):
+    # the first stage without ShuffleNet units: the only stage of TINY_SPACE that has them
+    stages = [{**TINY_SPACE["stages"][0], "block": ["dwsep"], "groups": [1]}, TINY_SPACE["stages"][1]]
+    study = run(load_study_config(write_study(space_overrides={"stages": stages}, n_trials=6)), stream=None,
+                progress=False)
+    ids = [t.user_attrs["arch_id"] for t in study.trials]
+    assert len(ids) == 6 and all("_shuffle-" not in i and "_dwsep-" in i for i in ids), ids
+    assert yaml.safe_load((tmp_path / "tiny_space.yaml").read_text()) == TINY_SPACE  # the file is unchanged
+
+
 # -- 3. a real Fashion-MNIST study -------------------------------------------------------------------------
 
 
@@ -339,8 +350,12 @@ def _change_fit(write_study) -> None:
     write_study(budget={"fit": False})  # a study of fitted candidates resumed without fitting
 
 
+def _change_space_overrides(write_study) -> None:
+    write_study(space_overrides={"width_mult": [0.5, 1.0, 1.5]})  # the same space file, narrowed by the study
+
+
 @pytest.mark.parametrize("change, field", [(_change_budget, "budget"), (_change_space, "space"),
-                                           (_change_fit, "budget.fit")])
+                                           (_change_fit, "budget.fit"), (_change_space_overrides, "space")])
 def test_resuming_with_a_changed_config_is_refused(write_study, change, field):
     path = write_study(n_trials=2)
     run(load_study_config(path), stream=None, progress=False)

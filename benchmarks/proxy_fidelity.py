@@ -8,8 +8,8 @@ uniformly with seed 0, fitted as a search fits them, the first distinct feasible
   multi-fidelity schedule (Optuna's successive-halving pruner over the same architectures, in a fixed order,
   up to 9 epochs on 10,000 images: what a search with ``pruner: hyperband``-style early stopping would see);
 - the **reference**: 8 epochs on all 60,000 training images (training + validation splits), scored on the
-  10,000 test images, the final recipe of ``benchmarks/fashion_mnist.py``; and, last, the reference again
-  from another initial seed for the first 6 architectures (``reference-seed1``): the reference's own noise,
+  10,000 test images, the final recipe of ``benchmarks/fashion_mnist.py``; and the reference again from
+  another initial seed for the first 6 architectures at 28x28 (``reference-seed1``): the reference's own noise,
   which bounds what any proxy's tau can reach.
 
 It prints, per recipe, the Kendall tau of its validation accuracy against the reference's test accuracy (over
@@ -27,7 +27,8 @@ into the pruner's study on resume, so a resumed schedule decides as an uninterru
 Sizing (one core, one thread, beside another busy process): the first fitted network took 25 s per epoch on
 10,000 images, so the reference (8 x 60,000) takes about 20 minutes an architecture, some 8 hours for 24, and the
 search-time recipes together about 5 minutes an architecture. The rows run architecture by architecture (its
-search-time recipes, then its reference), so a partial run already gives a table over fewer architectures;
+search-time recipes, then its reference), those at 28x28 first (the resolution the shipped studies search), then
+the reference's noise rows and the schedule, then the 21x21 ones, so a partial run already gives a table;
 ``--only cheap`` or ``--only reference`` runs one kind. ``--quick`` checks the pipeline on 4 architectures, tiny
 recipes and 1,000 images, in a temporary folder (about 2 minutes).
 """
@@ -135,21 +136,32 @@ def _row_file(out: Path, index: int, recipe: str) -> Path:
 
 
 def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> None:
-    """Train every missing (architecture, recipe) row this process can claim."""
+    """Train every missing (architecture, recipe) row this process can claim.
+
+    The architectures at the shipped studies' resolution (the largest: they search 28x28 only) come first, then
+    the reference's own noise on the first ``plan.noise`` of them, the schedule, and last the architectures at
+    the other resolution; each architecture's rows together, so that a partial run already gives a table."""
     torch.set_num_threads(threads)
     config, data = _data(plan)
-    # architecture by architecture, so that a partial run already gives a (smaller) table
-    jobs = []
-    for i in range(len(archs)):
-        if which in ("all", "cheap"):
-            jobs += [(i, name, spec, False) for name, spec in plan.recipes.items()]
-        if which in ("all", "reference"):
-            jobs.append((i, "reference", plan.reference, True))
-    _run_jobs(out, archs, config, data, jobs)
+    top = max(a.resolution for a in archs)
+    shipped = [i for i, a in enumerate(archs) if a.resolution == top]
+    other = [i for i, a in enumerate(archs) if a.resolution != top]
+
+    def rows_of(indices: list[int]) -> list:
+        jobs = []
+        for i in indices:
+            if which in ("all", "cheap"):
+                jobs += [(i, name, spec, False) for name, spec in plan.recipes.items()]
+            if which in ("all", "reference"):
+                jobs.append((i, "reference", plan.reference, True))
+        return jobs
+
+    _run_jobs(out, archs, config, data, rows_of(shipped))
+    if which in ("all", "reference"):  # how far the reference itself moves with its initial seed
+        _run_jobs(out, archs, config, data, [(i, NOISE, plan.reference, True) for i in shipped[:plan.noise]])
     if which in ("all", "cheap"):
         run_schedule(out, plan, archs, config, data)
-    if which in ("all", "reference"):  # last: how far the reference itself moves with its initial seed
-        _run_jobs(out, archs, config, data, [(i, NOISE, plan.reference, True) for i in range(plan.noise)])
+    _run_jobs(out, archs, config, data, rows_of(other))
 
 
 def _run_jobs(out: Path, archs: list, config, data, jobs: list) -> None:

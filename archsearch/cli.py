@@ -38,7 +38,7 @@ def _budget(text: str) -> dict[str, float]:
 
 
 def _print_fits(space: Space, limits: dict[str, float], in_chs: int, res: int, classes: int, samples: int,
-                seed: int) -> None:
+                seed: int, bytes_per_param: int = 4) -> None:
     import time
 
     from .fit import fit_shape, summarize
@@ -49,7 +49,7 @@ def _print_fits(space: Space, limits: dict[str, float], in_chs: int, res: int, c
     fits, seconds = [], []
     for shape in shapes:
         t0 = time.perf_counter()
-        fits.append(fit_shape(shape, limits, low=low, high=high))
+        fits.append(fit_shape(shape, limits, low=low, high=high, bytes_per_param=bytes_per_param))
         seconds.append(time.perf_counter() - t0)
     s = summarize(fits)
     text = ", ".join(f"{m} <= {v:,.0f}" for m, v in limits.items())
@@ -65,16 +65,40 @@ def _print_fits(space: Space, limits: dict[str, float], in_chs: int, res: int, c
     print()
 
 
+def _study_space(path: str) -> tuple[Space, tuple[int, int, int], dict[str, float], int] | None:
+    """For a study YAML: its space (``space_overrides`` applied), its data's input and classes, its budget's
+    analytic limits and bytes per weight; None for a space file."""
+    from .errors import load_yaml
+
+    data = load_yaml(path)
+    if "stages" in data or not isinstance(data.get("space"), str):
+        return None
+    from .config import load_study_config
+    from .study import load_config_data
+
+    config = load_study_config(path)
+    space, d = load_config_data(config)
+    limits = {m: v for m, v in config.budget.limits().items() if m != "latency"}  # latency fits need a table
+    return space, (d.in_chs, d.resolution, d.num_classes), limits, config.budget.bytes_per_param
+
+
 def cmd_space(args: argparse.Namespace) -> int:
     from .space import describe, load_space, sample_architectures
 
-    space = load_space(args.space)
-    in_chs, res = args.input
+    study = _study_space(args.space)
+    if study is None:
+        space, (in_chs, res), classes, limits, bytes_per_param = load_space(args.space), (1, 28), 10, {}, 4
+    else:
+        space, (in_chs, res, classes), limits, bytes_per_param = study
+    in_chs, res = args.input or (in_chs, res)
+    classes = args.classes or classes
+    limits = args.budget or limits
     archs = sample_architectures(space, args.samples, in_chs=in_chs, resolution=res,
-                                 num_classes=args.classes, seed=args.seed)
+                                 num_classes=classes, seed=args.seed)
     costs = [arch_cost(a) for a in archs]
-    print(f"space {space.name} ({args.space}): {space.size:,} candidates; input {in_chs}x{res}x{res}, "
-          f"{args.classes} classes; statistics over {len(archs)} sampled candidates")
+    of = "" if study is None else f" as study {args.space} searches it"
+    print(f"space {space.name} ({space.source}{of}): {space.size:,} candidates; input {in_chs}x{res}x{res}, "
+          f"{classes} classes; statistics over {len(archs)} sampled candidates")
     rows = []
     for label, values in (("MACs", [c.macs for c in costs]), ("params", [c.params for c in costs]),
                           ("peak activations (bytes)", [c.peak_activation_bytes for c in costs])):
@@ -82,17 +106,17 @@ def cmd_space(args: argparse.Namespace) -> int:
         rows.append([label, f"{lo:,.0f}", f"{med:,.0f}", f"{hi:,.0f}"])
     print(table(rows, ["cost", "min", "median", "max"]))
     print()
-    if args.budget:
-        _print_fits(space, args.budget, in_chs, res, args.classes, args.samples, args.seed)
+    if limits:
+        _print_fits(space, limits, in_chs, res, classes, args.samples, args.seed, bytes_per_param)
     rows = []
     for family, make in baselines.FAMILIES.items():
         for width in (1.0, 0.5, 0.25):
-            a = make(width, in_chs=in_chs, resolution=res, num_classes=args.classes)
+            a = make(width, in_chs=in_chs, resolution=res, num_classes=classes)
             c = arch_cost(a)
             rows.append([f"{family} x{width:g}", f"{c.macs:,}", f"{c.params:,}", a.id])
     if (in_chs, res) == (3, 32):
         for name, a in baselines.EFFNET_PAPER.items():
-            c = arch_cost(a.replace(num_classes=args.classes))
+            c = arch_cost(a.replace(num_classes=classes))
             rows.append([name, f"{c.macs:,}", f"{c.params:,}", a.id])
     print(table(rows, ["baseline", "MACs", "params", "architecture id"]))
     print("xW: the family's seed architecture with every width times W (MobileNet's width multiplier alpha), "
@@ -159,14 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     text = "size and cost range of a search space, beside the seed baselines"
-    s = sub.add_parser("space", help=text, description=text + "; with --budget, how much of it fitted shapes use")
-    s.add_argument("space", help="search-space YAML file")
-    s.add_argument("--input", type=input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
-    s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")
+    s = sub.add_parser("space", help=text, description=text + "; with a budget, how much of it fitted shapes use. "
+                       "Given a study YAML: its space as it searches it (space_overrides applied), with its "
+                       "dataset's input and classes and its budget, unless the options say otherwise")
+    s.add_argument("space", help="search-space YAML file, or a study YAML")
+    s.add_argument("--input", type=input_shape, default=None, metavar="CxHxW",
+                   help="input shape (1x28x28; a study's: its dataset's)")
+    s.add_argument("--classes", type=export_cli.positive_int, default=None, help="classes of the head (10; a study's: its dataset's)")
     s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics (500)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     s.add_argument("--budget", type=_budget, default=None, metavar="macs=N[,params=N,peak_kb=N,model_kb=N]",
-                   help="also fit the sampled shapes to this budget and show how much of it they use")
+                   help="also fit the sampled shapes to this budget and show how much of it they use (a "
+                        "study: its budget's MACs, params and memory limits)")
     s.set_defaults(func=cmd_space)
 
     text = "create or resume a study and run it to n_trials finished trials"

@@ -134,3 +134,25 @@ def test_space_command_shows_budget_use():
          "--budget", "flops=3e6"], capture_output=True, text=True,
     )
     assert bad.returncode == 2 and "METRIC from ['macs', 'params', 'peak_kb', 'model_kb']" in bad.stderr
+
+
+def _space_command(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "archsearch.cli", "space", *args, "--samples", "40"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def _candidates(out: str) -> int:
+    """The count in ``space NAME (...): N candidates; ...``."""
+    return int(out.split("): ", 1)[1].split(" candidates")[0].replace(",", ""))
+
+
+def test_space_command_on_a_study_shows_its_space_input_and_budget():
+    # the quickstart: digits (1x8x8, 10 classes), macs <= 300,000 and params <= 20,000, mixed.yaml as it is
+    out = _space_command(str(ROOT / "studies" / "quickstart.yaml"))
+    assert "as study" in out and "input 1x8x8, 10 classes" in out
+    assert "budget fitting to macs <= 300,000, params <= 20,000, multiplier 0.25-8x, over 40 sampled shapes" in out
+    whole = _space_command(str(ROOT / "search_spaces" / "mixed.yaml"))
+    # a Fashion-MNIST study searches 28x28 only (space_overrides): half of mixed.yaml's candidates; options win
+    narrowed = _space_command(str(ROOT / "studies" / "fmnist_3m.yaml"), "--budget", "macs=1e6")
+    assert _candidates(narrowed) * 2 == _candidates(whole) == _candidates(out)
+    assert "input 1x28x28, 10 classes" in narrowed and "budget fitting to macs <= 1,000,000," in narrowed

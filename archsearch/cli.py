@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("space", help="search-space YAML file, or a study YAML")
     s.add_argument("--input", type=input_shape, default=None, metavar="CxHxW",
                    help="input shape (1x28x28; a study's: its dataset's)")
-    s.add_argument("--classes", type=export_cli.positive_int, default=None, help="classes of the head (10; a study's: its dataset's)")
+    s.add_argument("--classes", type=export_cli.positive_int, default=None,
+                   help="classes of the head (10; a study's: its dataset's)")
     s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics (500)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     s.add_argument("--budget", type=_budget, default=None, metavar="macs=N[,params=N,peak_kb=N,model_kb=N]",

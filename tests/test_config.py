@@ -444,7 +444,8 @@ def test_space_overrides_narrow_the_space_for_one_study(tmp_path: Path) -> None:
     # an override that makes the space invalid names the study file and the override's key
     for text, key, match in (("{resolution_mult: [0.0]}", "space_overrides.resolution_mult[0]", ">= 0.05"),
                              ("{stages: []}", "space_overrides.stages", "non-empty list of stages"),
-                             ("{channel_multiple: 7}", "space_overrides: stages[0].groups", "does not divide channel_multiple 7")):
+                             ("{channel_multiple: 7}", "space_overrides: stages[0].groups",
+                              "does not divide channel_multiple 7")):
         path = _write(tmp_path, B.replace("space.yaml", "mixed.yaml") + f"space_overrides: {text}\n", "bad.yaml")
         with pytest.raises(ConfigError, match=match) as info:
             load_study_config(path)

@@ -101,6 +101,15 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     again = _lines(results)
     assert again[lost]["test_accuracy"] == rows[lost]["test_accuracy"]  # same seed and recipe, same network
 
+    # a search recorded for another study (here: its digest changed) is refused, not reused for this one's rows
+    lines = results.read_text().splitlines()
+    tampered = [json.dumps({**json.loads(line), "study": "0" * 16}) if json.loads(line)["key"] == "search/1m/tpe"
+                else line for line in lines]
+    results.write_text("\n".join(tampered) + "\n")
+    with pytest.raises(SystemExit, match="search/1m/tpe in .* was searched with another study"):
+        bench.main(argv)
+    results.write_text("\n".join(lines) + "\n")
+
     # --readme regenerates the section from a copy of the results file alone
     copy_dir = tmp_path / "copy"
     (copy_dir / "benchmarks").mkdir(parents=True)

@@ -78,7 +78,10 @@ def _study_space(path: str) -> tuple[Space, tuple[int, int, int], dict[str, floa
 
     config = load_study_config(path)
     space, d = load_config_data(config)
-    limits = {m: v for m, v in config.budget.limits().items() if m != "latency"}  # latency fits need a table
+    limits = {m: v for m, v in config.budget.limits().items() if m != "latency"}
+    if config.budget.max_latency_ms is not None:
+        print(f"note: the study's latency limit ({config.budget.max_latency_ms:g} ms) is left out here: fitting to "
+              f"it needs its latency table (archsearch latency build); the analytic limits are fitted")
     return space, (d.in_chs, d.resolution, d.num_classes), limits, config.budget.bytes_per_param
 
 

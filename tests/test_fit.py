@@ -156,3 +156,12 @@ def test_space_command_on_a_study_shows_its_space_input_and_budget():
     narrowed = _space_command(str(ROOT / "studies" / "fmnist_3m.yaml"), "--budget", "macs=1e6")
     assert _candidates(narrowed) * 2 == _candidates(whole) == _candidates(out)
     assert "input 1x28x28, 10 classes" in narrowed and "budget fitting to macs <= 1,000,000," in narrowed
+
+
+def test_space_command_on_a_study_with_a_latency_limit_fits_the_analytic_limits(tmp_path):
+    study = tmp_path / "lat.yaml"
+    study.write_text(f"name: lat\nspace: {ROOT / 'search_spaces' / 'mixed.yaml'}\ndataset: {{name: digits}}\n"
+                     "budget: {max_macs: 3.0e+5, max_latency_ms: 5}\n")
+    out = _space_command(str(study))
+    assert "note: the study's latency limit (5 ms) is left out here" in out
+    assert "budget fitting to macs <= 300,000, multiplier" in out

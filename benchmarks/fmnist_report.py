@@ -103,7 +103,7 @@ def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]],
                      f"candidate by the search score after a share of the search's trials; at 1: the row above): "
                      + "; ".join(f"{r['family']} at {r['tag'][1:]}: {100 * r['test_accuracy']:.2f}%"
                                  for r in sorted(anytime_rows, key=lambda r: (r["family"], r["tag"]))) + ".")
-    n_test = entries[0]["n_test"] if entries else "?"
+    n_test = f"{entries[0]['n_test']:,}" if entries else "?"
     lines.append(f"- Final recipe for every row: the study's SGD/cosine/shift recipe, {settings.epochs} epochs "
                  f"(long rows: {settings.long_epochs}) on {settings.train_subset or 'all 60,000'} training images "
                  f"(training and validation splits); test accuracy on {n_test} test images; ± is the std over "
@@ -139,7 +139,7 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("MACs per 28x28 image (millions, log scale)")
     ax.set_ylabel("test accuracy (%), mean ± std over seeds")
-    ax.set_title("Fashion-MNIST: archsearch, random search, scaled baselines (dotted: budgets)")
+    ax.set_title("Fashion-MNIST: archsearch, random search, scaled baselines (dotted: budgets)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)

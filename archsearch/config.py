@@ -156,7 +156,7 @@ class StudyConfig:
     name: str
     storage: str  # an Optuna storage URL, or "journal:<absolute path>"
     space_path: Path  # absolute
-    space_overrides: Mapping[str, Any] | None = None  # top-level space keys replaced for this study
+    space_overrides: Mapping[str, Any] | None = None  # space keys replaced for this study (merge_overrides)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     resolution: int | None = None  # None: the dataset's own
     training: TrainConfig = field(default_factory=TrainConfig)
@@ -179,7 +179,7 @@ class StudyConfig:
 
     def space_data(self) -> dict[str, Any]:
         """The search space's YAML data with this study's ``space_overrides`` applied."""
-        return {**load_yaml(self.space_path), **_plain(self.space_overrides or {})}
+        return merge_overrides(load_yaml(self.space_path), _plain(self.space_overrides or {}))
 
     def load_space(self) -> Space:
         """The study's search space: its file, with ``space_overrides`` applied (validated at load)."""
@@ -338,11 +338,21 @@ def study_config_from_dict(
     )
 
 
+def merge_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` with ``overrides``: a mapping in both is merged key by key, anything else (a list, a number)
+    replaced whole."""
+    out = dict(data)
+    for key, value in overrides.items():
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = merge_overrides(out[key], value) if both else value
+    return out
+
+
 def _check_space_overrides(space_path: Path, overrides: Mapping[str, Any], path: Path | None) -> None:
     """The space with the overrides applied must be a valid space. An error that the space file has without them
     is the file's; any other is the overrides', named by the study file and ``space_overrides[.<key>]``."""
     try:
-        space_from_dict({**load_yaml(space_path), **overrides}, path=space_path)
+        space_from_dict(merge_overrides(load_yaml(space_path), overrides), path=space_path)
     except ConfigError as e:
         space_from_dict(load_yaml(space_path), path=space_path)  # the file's own error, if it has one
         top = (e.key or "").split(".")[0].split("[")[0]

@@ -214,8 +214,8 @@ class StudyModel(Model):
                           "mysql://... or journal:<file> (files relative to this file)")
     space: _PathText = Field(description="the search-space YAML (relative to this file)")
     space_overrides: Annotated[dict[str, Any], Expect("a mapping of search-space keys")] | None = Field(
-        None, description="top-level keys of the space file replaced for this study, e.g. {resolution_mult: [1.0]}; "
-                          "the space file itself is not changed")
+        None, description="keys of the space file replaced for this study, e.g. {resolution_mult: [1.0]} (a "
+                          "mapping such as stem merged key by key, a list replaced whole); the file is not changed")
     dataset: DatasetModel | None = None
     resolution: Int(4, 1024) | None = Field(  # type: ignore[valid-type]
         None, description="input size the images are resized to; null: the dataset's own")

@@ -441,9 +441,14 @@ def test_space_overrides_narrow_the_space_for_one_study(tmp_path: Path) -> None:
     assert {k: v for k, v in narrow.fingerprint().items() if k != "space"} == \
         {k: v for k, v in plain.fingerprint().items() if k != "space"}
     assert study_config_from_dict(json.loads(json.dumps(narrow.to_dict()))) == narrow
+    # a mapping is merged key by key: the stem keeps its types, only its widths change
+    stem = load_study_config(_write(tmp_path, B.replace("space.yaml", "mixed.yaml")
+                                    + "space_overrides: {stem: {channels: [24]}}\n", "stem.yaml")).load_space()
+    assert stem.stem_channels == (24,) and stem.stem_types == plain.load_space().stem_types
     # an override that makes the space invalid names the study file and the override's key
     for text, key, match in (("{resolution_mult: [0.0]}", "space_overrides.resolution_mult[0]", ">= 0.05"),
                              ("{stages: []}", "space_overrides.stages", "non-empty list of stages"),
+                             ("{stem: {chanels: [8]}}", "space_overrides.stem.chanels", "did you mean 'channels'"),
                              ("{channel_multiple: 7}", "space_overrides: stages[0].groups",
                               "does not divide channel_multiple 7")):
         path = _write(tmp_path, B.replace("space.yaml", "mixed.yaml") + f"space_overrides: {text}\n", "bad.yaml")

@@ -110,6 +110,14 @@ def test_channel_shuffle_is_a_permutation_undone_by_the_transposed_group_count(g
     assert torch.equal(channel_shuffle(y, 12 // groups), x)
 
 
+@pytest.mark.parametrize("groups", [2, 3, 4])
+def test_channel_shuffle_keeps_channels_last_and_its_values(groups):
+    x = torch.randn(2, 12, 3, 5)
+    y = channel_shuffle(x.contiguous(memory_format=torch.channels_last), groups)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, channel_shuffle(x, groups))
+
+
 # -- registry -----------------------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from archsearch import cli
 from archsearch.arch import make_divisible
 from archsearch.config import load_study_config
 from archsearch.cost import arch_cost
@@ -136,9 +137,11 @@ def test_space_command_shows_budget_use():
     assert bad.returncode == 2 and "METRIC from ['macs', 'params', 'peak_kb', 'model_kb']" in bad.stderr
 
 
-def _space_command(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "archsearch.cli", "space", *args, "--samples", "40"],
-                          capture_output=True, text=True, check=True).stdout
+def _space_command(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """``archsearch space ARGS --samples 40``, in this process; its output."""
+    capsys.readouterr()
+    assert cli.main(["space", *args, "--samples", "40"]) == 0
+    return capsys.readouterr().out
 
 
 def _candidates(out: str) -> int:
@@ -146,22 +149,22 @@ def _candidates(out: str) -> int:
     return int(out.split("): ", 1)[1].split(" candidates")[0].replace(",", ""))
 
 
-def test_space_command_on_a_study_shows_its_space_input_and_budget():
+def test_space_command_on_a_study_shows_its_space_input_and_budget(capsys):
     # the quickstart: digits (1x8x8, 10 classes), macs <= 300,000 and params <= 20,000, mixed.yaml as it is
-    out = _space_command(str(ROOT / "studies" / "quickstart.yaml"))
+    out = _space_command(capsys, str(ROOT / "studies" / "quickstart.yaml"))
     assert "as study" in out and "input 1x8x8, 10 classes" in out
     assert "budget fitting to macs <= 300,000, params <= 20,000, multiplier 0.25-8x, over 40 sampled shapes" in out
-    whole = _space_command(str(ROOT / "search_spaces" / "mixed.yaml"))
+    whole = _space_command(capsys, str(ROOT / "search_spaces" / "mixed.yaml"))
     # a Fashion-MNIST study searches 28x28 only (space_overrides): half of mixed.yaml's candidates; options win
-    narrowed = _space_command(str(ROOT / "studies" / "fmnist_3m.yaml"), "--budget", "macs=1e6")
+    narrowed = _space_command(capsys, str(ROOT / "studies" / "fmnist_3m.yaml"), "--budget", "macs=1e6")
     assert _candidates(narrowed) * 2 == _candidates(whole) == _candidates(out)
     assert "input 1x28x28, 10 classes" in narrowed and "budget fitting to macs <= 1,000,000," in narrowed
 
 
-def test_space_command_on_a_study_with_a_latency_limit_fits_the_analytic_limits(tmp_path):
+def test_space_command_on_a_study_with_a_latency_limit_fits_the_analytic_limits(tmp_path, capsys):
     study = tmp_path / "lat.yaml"
     study.write_text(f"name: lat\nspace: {ROOT / 'search_spaces' / 'mixed.yaml'}\ndataset: {{name: digits}}\n"
                      "budget: {max_macs: 3.0e+5, max_latency_ms: 5}\n")
-    out = _space_command(str(study))
+    out = _space_command(capsys, str(study))
     assert "note: the study's latency limit (5 ms) is left out here" in out
     assert "budget fitting to macs <= 300,000, multiplier" in out

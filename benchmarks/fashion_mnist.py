@@ -10,7 +10,8 @@ For each budget level (1, 3 and 10 million MACs at 28x28x1; one study file each,
    fair on a shared machine, where the same trial ran 2-3 times slower while other jobs ran, and each search's
    trial time is reported beside it. Then each study's re-rank (``rerank:`` in the
    YAML) trains its top candidates again, and the search's network is its best searched (non-baseline) candidate
-   by the re-rank score. Each study is an SQLite file in ``--work``, so an interrupted search resumes.
+   by the re-rank score. Each study is a journal file in ``--studies`` (committed), so an interrupted search
+   resumes, in a later session too.
 2. **Rows**, every one trained with one final recipe: the study's optimizer, schedule and augmentation for
    ``epochs`` (8) epochs on all 60,000 training images (training and validation splits), scored on the 10,000
    test images, ``seeds`` (3) seeds each: the seed's MobileNet v1, ShuffleNet v1 and EffNet, each scaled to the
@@ -91,6 +92,9 @@ PARTS = ("search", "rows", "long", "anytime")
 STUDIES = ROOT / "studies"
 RESULTS = ROOT / "benchmarks" / "fashion_mnist_results.jsonl"
 DEFAULT_WORK = ROOT / "benchmarks" / "results"
+# the searches' Optuna studies, as journal files (text, appended to): committed, so that a search stopped by the end
+# of a session resumes in the next one, on another machine
+STUDIES_DIR = ROOT / "benchmarks" / "fashion_mnist_studies"
 README = ROOT / "README.md"
 _POLL_S = 2.0  # a worker with nothing to claim waits this long for the others
 
@@ -123,9 +127,10 @@ def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int,
 
 
 class Level:
-    def __init__(self, name: str, work: Path, results: Results, settings: Settings):
+    def __init__(self, name: str, work: Path, studies: Path, results: Results, settings: Settings):
         self.name = name
-        self.dir = work / name
+        self.dir = work / name  # locks
+        self.studies = studies / name
         self.results = results
         self.settings = settings
         path = STUDIES / f"fmnist_{name}.yaml"
@@ -149,7 +154,7 @@ class Level:
 
     def config(self, sampler: str) -> StudyConfig:
         name = self.base.name if sampler == "tpe" else f"{self.base.name}-{sampler}"
-        cfg = dataclasses.replace(self.base, name=name, storage=f"sqlite:///{(self.dir / f'{sampler}.db').resolve()}")
+        cfg = dataclasses.replace(self.base, name=name, storage=f"journal:{(self.studies / f'{sampler}.journal').resolve()}")
         if sampler != "tpe":
             cfg = dataclasses.replace(cfg, sampler=SamplerConfig(sampler, self.base.sampler.seed))
         return cfg
@@ -377,11 +382,11 @@ def trial_record(t: FrozenTrial) -> dict[str, Any]:
 # the worker: every process (the main one and --jobs - 1 others) runs this loop over the same tasks
 
 
-def work(work_dir: Path, results_path: Path, levels: list[str], parts: tuple[str, ...], settings: Settings,
-         jobs: int, threads: int) -> None:
+def work(work_dir: Path, studies_dir: Path, results_path: Path, levels: list[str], parts: tuple[str, ...],
+         settings: Settings, jobs: int, threads: int) -> None:
     torch.set_num_threads(threads)
     results = Results(results_path)
-    level_objs = [Level(name, work_dir, results, settings) for name in levels]
+    level_objs = [Level(name, work_dir, studies_dir, results, settings) for name in levels]
     data: DataBundle | None = None
     while True:
         ran, waiting = False, False
@@ -463,7 +468,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the results file (default: benchmarks/fashion_mnist_results.jsonl; with --quick a file in "
                         "the work folder)")
     p.add_argument("--work", type=Path, default=None,
-                   help="studies, locks and plots (default: benchmarks/results/fashion_mnist[_quick])")
+                   help="locks and plots (default: benchmarks/results/fashion_mnist[_quick])")
+    p.add_argument("--studies", type=Path, default=None,
+                   help="the searches' journal files (default: benchmarks/fashion_mnist_studies, committed; "
+                        "--quick: WORK/studies)")
     p.add_argument("--jobs", type=positive_int, default=1, help="worker processes sharing the rows (default: 1)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads per worker (default: cpu_count // jobs)")
@@ -516,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_of(args)
     work_dir = (args.work or DEFAULT_WORK / ("fashion_mnist_quick" if args.quick else "fashion_mnist")).resolve()
     results = Results((args.results or (work_dir / "results.jsonl" if args.quick else RESULTS)).resolve())
+    studies_dir = (args.studies or (work_dir / "studies" if args.quick else STUDIES_DIR)).resolve()
     if args.readme:
         stored = results.get("settings")
         if stored is None:
@@ -530,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         f"results {results.path}; {settings}")
     t0 = time.perf_counter()
     procs = []
-    worker_args = (work_dir, results.path, args.levels, parts, settings, args.jobs, threads)
+    worker_args = (work_dir, studies_dir, results.path, args.levels, parts, settings, args.jobs, threads)
     if args.jobs > 1:
         import multiprocessing as mp
 

@@ -20,6 +20,8 @@ import optuna
 from optuna.trial import TrialState
 import pytest
 
+from archsearch.storage import make_storage
+
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -72,7 +74,8 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
         assert search["best"]["baseline"] is None and search["best"]["rerank"] is not None
         assert rows[f"row/1m/searched/{family}/e1/s0"]["arch_id"] == search["best"]["arch_id"]
         name = "fmnist_1m" if sampler == "tpe" else "fmnist_1m-random"
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{work / '1m' / f'{sampler}.db'}")
+        journal = work / "studies" / "1m" / f"{sampler}.journal"  # --quick: the journal files in the work folder
+        study = optuna.load_study(study_name=name, storage=make_storage(f"journal:{journal}", create=False))
         counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
         assert len(counted) == 5 and search["curve"] and search["spent_seconds"] > 0
         # the checkpoints: after 1/4 and 1/2 of the 2 searched trials (ceil: 1 each), with the time by then
@@ -125,7 +128,7 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     assert "| 1M | **archsearch** (trial" in text and "random search (trial" in text and "vs random search" in text
     for png in ("fashion_mnist.png", "fashion_mnist_anytime.png"):
         assert (copy_dir / "benchmarks" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not (tmp_path / "w2" / "1m").exists()  # no study was opened
+    assert not (tmp_path / "w2" / "studies").exists()  # no study was opened
 
 
 def test_other_settings_on_the_same_results_file_are_refused(tmp_path: Path) -> None:

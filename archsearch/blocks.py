@@ -192,9 +192,8 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     beside other jobs: ``python benchmarks/shuffle_layout.py``).
     """
     n, c, h, w = x.shape
-    # under torch.fx tracing (archsearch.memory) the layout is unknown: the default path, a view and one copy
-    channels_last = not isinstance(x, torch.fx.Proxy) and not x.is_contiguous()
-    if channels_last and x.is_contiguous(memory_format=torch.channels_last):
+    traced = isinstance(x, torch.fx.Proxy)  # torch.fx (archsearch.memory) knows no layout: the default path
+    if not traced and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         x = x.permute(0, 2, 3, 1).reshape(n, h, w, groups, c // groups)  # a view: (N, H, W, g, c/g)
         x = x.transpose(3, 4).reshape(n, h, w, c)  # the copy: (N, H, W, c/g, g)
         return x.permute(0, 3, 1, 2)  # (N, C, H, W), channels_last

@@ -43,18 +43,16 @@ about 25 s per epoch on 10,000 images, so one 8-epoch row on 60,000 images takes
 QUICK keeps the pipeline and shrinks every number; its accuracies stay near chance: it checks the pipeline, not
 the search.
 
-This file runs the parts; ``fmnist_store.py`` holds the settings and the results file, ``fmnist_report.py`` makes
-the table and the plots from that file.
+This file runs the parts; ``fmnist_store.py`` holds the settings and the results file, ``fmnist_search.py``
+what a finished search's record keeps (its network, curve, checkpoints), ``fmnist_report.py`` makes the table and
+the plots from that file.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import hashlib
 import json
-import math
 import os
 import shlex
 import statistics
@@ -70,7 +68,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # its own modules, also when loade
 
 import optuna  # noqa: E402
 import torch  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+from optuna.trial import TrialState  # noqa: E402
 
 from archsearch import baselines, rerank  # noqa: E402
 from archsearch.arch import Arch  # noqa: E402
@@ -81,11 +79,12 @@ from archsearch.data import DataBundle  # noqa: E402
 from archsearch.errors import ConfigError  # noqa: E402
 from archsearch.export_cli import positive_int  # noqa: E402  (the CLI's own option type)
 from archsearch.measure import measure_latency  # noqa: E402
-from archsearch.objective import ARCH_ATTR, BASELINE_ATTR, Objective  # noqa: E402
-from archsearch.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
+from archsearch.objective import Objective  # noqa: E402
+from archsearch.study import load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
 from archsearch.summary import finished_count  # noqa: E402
 from archsearch.train import TrainConfig, evaluate, train  # noqa: E402
 from fmnist_report import report  # noqa: E402
+from fmnist_search import now, search_record, spent, study_digest  # noqa: E402
 from fmnist_store import FULL, LEVELS, QUICK, SAMPLERS, Results, Settings, claim, say  # noqa: E402
 
 PARTS = ("search", "rows", "long", "anytime")
@@ -97,9 +96,6 @@ DEFAULT_WORK = ROOT / "benchmarks" / "results"
 STUDIES_DIR = ROOT / "benchmarks" / "fashion_mnist_studies"
 README = ROOT / "README.md"
 _POLL_S = 2.0  # a worker with nothing to claim waits this long for the others
-
-ANYTIME_FRACTIONS = (0.25, 0.5)  # and 1.0: the search's own row
-
 
 # -------------------------------------------------------------------------------------------------
 # training one row: the final recipe
@@ -161,17 +157,6 @@ class Level:
 
     # -- the searches ------------------------------------------------------------------------------
 
-    @staticmethod
-    def spent(study: optuna.Study) -> float:
-        """Trial time spent so far: wall time of complete/pruned trials, and the recorded time of failed ones."""
-        return sum(_trial_seconds(t) for t in study.get_trials(deepcopy=False))
-
-    @staticmethod
-    def searched(study: optuna.Study) -> list[FrozenTrial]:
-        """Complete, feasible, scored trials that are not seed baselines."""
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if BASELINE_ATTR not in t.user_attrs and t.user_attrs.get("feasible", True) and t.values]
-
     def search(self, sampler: str, jobs: int) -> str:
         """Join the search until it holds its trials, then re-rank; 'done', or 'busy' while others finish."""
         key = f"search/{self.name}/{sampler}"
@@ -193,7 +178,7 @@ class Level:
             study = None
         done = 0 if study is None else finished_count(study)
         say(f"{self.name}/{sampler}: searching, {done}/{budget} trials finished"
-            + ("" if study is None else f", {self.spent(study):.0f} s of trial time spent"))
+            + ("" if study is None else f", {spent(study):.0f} s of trial time spent"))
         # the workers share the study's total: run() returns once it holds `budget` finished trials
         study = run(searching, n_trials=budget, progress=False, summarize=False)
         sweep_dead_workers(study)  # a trial left RUNNING by a killed process of this host is failed now
@@ -207,43 +192,11 @@ class Level:
                 return "busy"  # another worker is still re-ranking
         with claim(self.dir / "locks" / f"search-{sampler}.lock") as mine:
             if mine and self.results.get(key) is None:
-                record = self.search_record(study, config, sampler)
+                record = search_record(study, config, level=self.name, sampler=sampler,
+                                       budget=self.settings.search_trials)
                 self.results.add(record)
                 say(f"{self.name}/{sampler}: search finished, {record['spent_seconds']:.0f} s of trial time")
         return "done" if self.results.get(key) is not None else "busy"
-
-    def search_record(self, study: optuna.Study, config: StudyConfig, sampler: str) -> dict[str, Any]:
-        """The finished search: its network, its re-rank, its anytime curve and checkpoints."""
-        candidates = self.searched(study)
-        if not candidates:
-            raise RuntimeError(f"{self.name}/{sampler}: the search has no complete feasible candidate beyond "
-                               f"the baselines")
-        reranked = rerank.results(study, config)
-        by_rerank = [t for t in candidates if t.number in reranked]
-        if by_rerank:
-            best = max(by_rerank, key=lambda t: (reranked[t.number]["value"], -t.number))
-        else:
-            best = max(candidates, key=lambda t: (t.values[0], -t.number))
-        trials = study.get_trials(deepcopy=False)
-        curve, checkpoints = anytime(trials, self.settings.search_trials)
-        return {
-            "key": f"search/{self.name}/{sampler}",
-            "kind": "search",
-            "study": study_digest(config),
-            "level": self.name,
-            "sampler": sampler,
-            "spent_seconds": self.spent(study),
-            "rerank_seconds": sum(v["seconds"] for v in reranked.values()),
-            "trials": len(trials),
-            "trained": sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True)
-                           and "duplicate_of" not in t.user_attrs),
-            "infeasible": sum(1 for t in trials if t.user_attrs.get("feasible") is False),
-            "best": {**trial_record(best), "rerank": reranked.get(best.number)},
-            "reranked": {str(n): v["val_accuracy"] for n, v in reranked.items()},
-            "curve": curve,
-            "checkpoints": checkpoints,
-            "created": _now(),
-        }
 
     # -- the rows ----------------------------------------------------------------------------------
 
@@ -323,59 +276,8 @@ class Level:
             "latency_ms": lat.median_ms,
             "latency": {"device": "cpu", "threads": 1, "batch": 1, "p90_ms": lat.p90_ms},
             "torch_threads": torch.get_num_threads(),
-            "created": _now(),
+            "created": now(),
         }
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _trial_seconds(t: FrozenTrial) -> float:
-    if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete and t.datetime_start:
-        return (t.datetime_complete - t.datetime_start).total_seconds()
-    if t.state == TrialState.FAIL:
-        return float(t.user_attrs.get("seconds", 0.0))  # a killed trial's end time is the sweep's: skip it
-    return 0.0
-
-
-def anytime(trials: list[FrozenTrial], budget: int) -> tuple[list[list[float]], list[dict[str, Any]]]:
-    """The best-so-far search score against cumulative trial time (in trial order), and the best searched
-    candidate by the search score once ``ANYTIME_FRACTIONS`` of the searched (not baseline) trials among the
-    ``budget`` had finished (with the trial time spent by then)."""
-    curve, checkpoints = [], []
-    spent, best, best_searched, finished = 0.0, None, None, 0
-    budget -= sum(1 for t in trials if BASELINE_ATTR in t.user_attrs and t.state in COUNTED)
-    fractions = list(ANYTIME_FRACTIONS)
-    for t in sorted(trials, key=lambda t: t.number):
-        spent += _trial_seconds(t)
-        ok = t.state == TrialState.COMPLETE and t.user_attrs.get("feasible", True) and t.values
-        if ok and (best is None or t.values[0] > best):
-            best = t.values[0]
-        better = best_searched is None or (ok and t.values[0] > best_searched.values[0])
-        if ok and BASELINE_ATTR not in t.user_attrs and better:
-            best_searched = t
-        if best is not None:
-            curve.append([round(spent, 2), best])
-        finished += t.state in COUNTED and BASELINE_ATTR not in t.user_attrs
-        while fractions and finished >= math.ceil(fractions[0] * budget):
-            if best_searched is not None:
-                checkpoints.append({"fraction": fractions[0], "seconds": round(spent, 2),
-                                    **trial_record(best_searched)})
-            fractions.pop(0)
-    return curve, checkpoints
-
-
-def study_digest(config: StudyConfig) -> str:
-    """What a search's result depends on: the study's fingerprint (space, its overrides, data, proxy recipe,
-    budget, fitting) and its re-rank, which picks the network; hashed."""
-    what = {"fingerprint": config.fingerprint(), "rerank": dataclasses.asdict(config.rerank) if config.rerank else None}
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def trial_record(t: FrozenTrial) -> dict[str, Any]:
-    return {"number": t.number, "score": t.values[0], "arch_id": t.user_attrs["arch_id"],
-            "arch": t.user_attrs[ARCH_ATTR], "baseline": t.user_attrs.get(BASELINE_ATTR)}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -561,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"done in {elapsed:.0f} s ({elapsed / 3600:.2f} h wall: levels {','.join(args.levels)}, parts "
         f"{','.join(parts)}, {args.jobs} job(s))")
     # what each part took, kept beside the rows (README reports it)
-    results.add({"key": f"run/{_now()}/{os.getpid()}", "kind": "run", "levels": args.levels, "parts": list(parts),
+    results.add({"key": f"run/{now()}/{os.getpid()}", "kind": "run", "levels": args.levels, "parts": list(parts),
                  "jobs": args.jobs, "threads": threads, "seconds": round(elapsed, 1),
                  "command": "python benchmarks/fashion_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv)})
     print(report(results, settings, work_dir), flush=True)

@@ -12,6 +12,12 @@ uniformly with seed 0, fitted as a search fits them, the first distinct feasible
   another initial seed for the first 6 architectures at 28x28 (``reference-seed1``): the reference's own noise,
   which bounds what any proxy's tau can reach.
 
+The seed baselines (MobileNet v1, ShuffleNet v1, EffNet, scaled to the budget as the benchmark trains them) get
+the search-time recipes too (``b-<family>-<recipe>.json``); their reference is the benchmark's seed-0 row of the
+same network where the committed results file has one (the same function, recipe and seed), else trained. The
+table adds each recipe's tau over the 28x28 architectures and the baselines together, and the order it gives the
+baselines: a search's re-rank chooses between searched and hand-designed networks.
+
 It prints, per recipe, the Kendall tau of its validation accuracy against the reference's test accuracy (over
 the architectures both have), and the cost per candidate (training seconds on one core, and as a share of the
 reference's). Asserts nothing.
@@ -28,7 +34,7 @@ Sizing (one core, one thread, beside another busy process): the first fitted net
 10,000 images, so the reference (8 x 60,000) takes about 20 minutes an architecture, some 8 hours for 24, and the
 search-time recipes together about 5 minutes an architecture. The rows run architecture by architecture (its
 search-time recipes, then its reference), those at 28x28 first (the resolution the shipped studies search), then
-the reference's noise rows and the schedule, then the 21x21 ones, so a partial run already gives a table;
+the baselines, the reference's noise rows and the schedule, then the 21x21 ones, so a partial run already gives a table;
 ``--only cheap`` or ``--only reference`` runs one kind. ``--quick`` checks the pipeline on 4 architectures, tiny
 recipes and 1,000 images, in a temporary folder (about 2 minutes).
 """
@@ -51,6 +57,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
+from archsearch import baselines  # noqa: E402
+from archsearch.arch import Arch  # noqa: E402
 from archsearch.config import load_study_config  # noqa: E402
 from archsearch.fit import fit_shape  # noqa: E402
 from archsearch.space import load_space, sample_shapes  # noqa: E402
@@ -59,9 +67,11 @@ from archsearch.train import train  # noqa: E402
 from archsearch.build import build  # noqa: E402
 from archsearch.cost import arch_cost  # noqa: E402
 from fashion_mnist import final_train  # noqa: E402
-from fmnist_store import claim, read_json, write_json  # noqa: E402
+from fmnist_store import Results, claim, read_json, write_json  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "proxy_fidelity"
+# the Fashion-MNIST benchmark's rows: its baselines' seed-0 rows are the reference recipe's runs of them
+BENCHMARK_RESULTS = ROOT / "benchmarks" / "fashion_mnist_results.jsonl"
 STUDY = ROOT / "studies" / "fmnist_3m.yaml"
 
 
@@ -105,6 +115,19 @@ def architectures(n: int) -> list:
     return out
 
 
+def baseline_archs() -> dict[str, Arch]:
+    """The seed's MobileNet v1, ShuffleNet v1 and EffNet, each scaled to the widest variant within the study's
+    budget at 28x28, as the benchmark trains them: a search must rank its candidates against these too."""
+    budget = load_study_config(STUDY).budget
+    out = {}
+    for family in baselines.FAMILIES:
+        arch = baselines.fit_to_budget(family, in_chs=1, resolution=28, num_classes=10, max_macs=budget.max_macs,
+                                       max_params=budget.max_params)
+        if arch is not None:
+            out[family] = arch
+    return out
+
+
 def _data(plan: Plan):
     config = load_study_config(STUDY)
     _, data = load_config_data(config)
@@ -139,7 +162,7 @@ def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> No
     """Train every missing (architecture, recipe) row this process can claim.
 
     The architectures at the shipped studies' resolution (the largest: they search 28x28 only) come first, then
-    the reference's own noise on the first ``plan.noise`` of them, the schedule, and last the architectures at
+    the seed baselines, the reference's own noise on the first ``plan.noise`` of them, the schedule, and last the architectures at
     the other resolution; each architecture's rows together, so that a partial run already gives a table."""
     torch.set_num_threads(threads)
     config, data = _data(plan)
@@ -157,6 +180,7 @@ def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> No
         return jobs
 
     _run_jobs(out, archs, config, data, rows_of(shipped))
+    run_baselines(out, plan, config, data, which)
     if which in ("all", "reference"):  # how far the reference itself moves with its initial seed
         _run_jobs(out, archs, config, data, [(i, NOISE, plan.reference, True) for i in shipped[:plan.noise]])
     if which in ("all", "cheap"):
@@ -178,6 +202,66 @@ def _run_jobs(out: Path, archs: list, config, data, jobs: list) -> None:
                     "plan": [epochs, images]}
             write_json(path, row)
             print(f"a{i:02d} {name:>10}: {row['accuracy']:.4f} in {row['seconds']:.0f} s  {archs[i].id}", flush=True)
+
+
+def _baseline_file(out: Path, family: str, recipe: str) -> Path:
+    return out / f"b-{family}-{recipe}.json"
+
+
+def run_baselines(out: Path, plan: Plan, config, data, which: str) -> None:
+    """The seed baselines' rows: the search-time recipes, and the reference, taken from the benchmark's seed-0
+    row of the same network where it has one (the same function, recipe and seed; noted as reused), else trained."""
+    done = Results(BENCHMARK_RESULTS).read() if plan.limit is None else {}
+    for family, arch in baseline_archs().items():
+        jobs = [(name, spec, False) for name, spec in plan.recipes.items()] if which in ("all", "cheap") else []
+        jobs += [("reference", plan.reference, True)] if which in ("all", "reference") else []
+        for name, (epochs, images), reference in jobs:
+            path = _baseline_file(out, family, name)
+            if path.exists():
+                continue
+            with claim(path.with_suffix(".lock")) as mine:
+                if not mine or path.exists():
+                    continue
+                key = f"row/3m/baseline/{family}/e{epochs}/s{config.training.seed}"
+                bench = done.get(key) if reference else None
+                if bench is not None and bench.get("arch_id") == arch.id and bench.get("trained_on") == 60_000:
+                    row = {"accuracy": bench["test_accuracy"], "epochs": bench["epochs"],
+                           "seconds": bench["train_seconds"], "images": bench["trained_on"], "reused_from": key}
+                else:
+                    row = _train(config, data, arch, epochs, images, reference=reference)
+                row |= {"baseline": family, "arch_id": arch.id, "macs": arch_cost(arch).macs, "recipe": name,
+                        "plan": [epochs, images]}
+                write_json(path, row)
+                print(f"{family:>10} {name:>10}: {row['accuracy']:.4f} in {row['seconds']:.0f} s"
+                      + (f" (reused: {key})" if "reused_from" in row else ""), flush=True)
+
+
+def with_baselines(out: Path, plan: Plan, rows: dict[tuple[int, str], dict], ref: dict[int, dict],
+                   archs: list) -> list[str]:
+    """Each recipe's tau over the architectures at the shipped resolution and the seed baselines together, and
+    the order it gives the baselines: the re-rank chooses between searched and hand-designed networks."""
+    from scipy.stats import kendalltau
+
+    found = {}
+    for family in baselines.FAMILIES:
+        mine = {name: read_json(_baseline_file(out, family, name)) for name in [*plan.recipes, "reference"]}
+        if mine["reference"] is not None:
+            found[family] = mine
+    if not found:
+        return []
+    top = max(a.resolution for a in archs)
+    shipped = [i for i in ref if archs[i].resolution == top]
+    lines = [f"With the {len(found)} seed baselines ({', '.join(found)}; scaled to the budget, as the benchmark "
+             f"trains them; their reference is the benchmark's seed-0 row where it has one):", "",
+             f"| recipe | tau, {top}x{top} and baselines (archs) | the baselines' scores, best first |", "|---|---|---|"]
+    for name in [*plan.recipes, "reference"]:
+        pairs = [(rows[(i, name)]["accuracy"], ref[i]["accuracy"]) for i in shipped if (i, name) in rows]
+        scored = {f: m[name]["accuracy"] for f, m in found.items() if m.get(name) is not None}
+        pairs += [(scored[f], found[f]["reference"]["accuracy"]) for f in scored]
+        tau = kendalltau(*zip(*pairs)).statistic if len(pairs) >= 3 else None
+        order = ", ".join(f"{f} {100 * v:.2f}" for f, v in sorted(scored.items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {name} | {'-' if tau is None else f'{tau:.3f}'} ({len(pairs)}) | {order or '-'} |")
+    return lines
 
 
 def run_schedule(out: Path, plan: Plan, archs: list, config, data) -> None:
@@ -283,6 +367,8 @@ def table(out: Path, plan: Plan, archs: list) -> str:
         lines += ["", f"reference test accuracy: {min(accs):.4f} to {max(accs):.4f} "
                   f"(median {statistics.median(accs):.4f})"]
         lines += ["", *by_resolution(rows, ref, plan, archs)]
+        extra = with_baselines(out, plan, rows, ref, archs)
+        lines += ["", *extra] if extra else []
     return "\n".join(lines)
 
 

@@ -162,8 +162,9 @@ def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> No
     """Train every missing (architecture, recipe) row this process can claim.
 
     The architectures at the shipped studies' resolution (the largest: they search 28x28 only) come first, then
-    the seed baselines, the reference's own noise on the first ``plan.noise`` of them, the schedule, and last the architectures at
-    the other resolution; each architecture's rows together, so that a partial run already gives a table."""
+    the seed baselines, the reference's own noise on the first ``plan.noise`` of them, the schedule, and last the
+    architectures at the other resolution; each architecture's rows together, so that a partial run already gives
+    a table."""
     torch.set_num_threads(threads)
     config, data = _data(plan)
     top = max(a.resolution for a in archs)

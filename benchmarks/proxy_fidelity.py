@@ -254,7 +254,8 @@ def with_baselines(out: Path, plan: Plan, rows: dict[tuple[int, str], dict], ref
     shipped = [i for i in ref if archs[i].resolution == top]
     lines = [f"With the {len(found)} seed baselines ({', '.join(found)}; scaled to the budget, as the benchmark "
              f"trains them; their reference is the benchmark's seed-0 row where it has one):", "",
-             f"| recipe | tau, {top}x{top} and baselines (archs) | the baselines' scores, best first |", "|---|---|---|"]
+             f"| recipe | tau, {top}x{top} and baselines (archs) | the baselines' scores, best first |",
+             "|---|---|---|"]
     for name in [*plan.recipes, "reference"]:
         pairs = [(rows[(i, name)]["accuracy"], ref[i]["accuracy"]) for i in shipped if (i, name) in rows]
         scored = {f: m[name]["accuracy"] for f, m in found.items() if m.get(name) is not None}

@@ -37,6 +37,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         acc, std = mean_std([r["test_accuracy"] for r in rs])
         out.append({"level": level, "kind": kind, "family": family, "epochs": epochs, "arch_id": rs[0]["arch_id"],
                     "n": len(rs), "acc": acc, "std": std, "accs": [r["test_accuracy"] for r in rs],
+                    "by_seed": {r["seed"]: r["test_accuracy"] for r in rs},
                     "macs": rs[0]["macs"], "params": rs[0]["params"], "trial": rs[0].get("trial"),
                     "latency_ms": statistics.median(r["latency_ms"] for r in rs), "n_test": rs[0]["n_test"],
                     "seconds": statistics.fmean(r["train_seconds"] for r in rs)})
@@ -49,6 +50,14 @@ def _gap(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float]:
     """Difference of two entries' means and its standard error over seeds (independent runs)."""
     se = math.sqrt(a["std"] ** 2 / a["n"] + b["std"] ** 2 / b["n"])
     return a["acc"] - b["acc"], se
+
+
+def _by_seed(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The difference seed by seed (each side trained from the same seed number), as a range: its spread."""
+    diffs = [a["by_seed"][k] - b["by_seed"][k] for k in sorted(set(a["by_seed"]) & set(b["by_seed"]))]
+    if len(diffs) < 2:
+        return ""
+    return f", seed by seed {100 * min(diffs):+.2f} to {100 * max(diffs):+.2f}"
 
 
 def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]], anytime_rows: list[dict],
@@ -78,12 +87,12 @@ def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]],
             gap, se = _gap(found[0], top)
             verdict = "meets" if gap >= IMPROVE_TARGET else "misses"
             parts.append(f"archsearch {100 * found[0]['acc']:.2f}% vs best baseline {top['family']} "
-                         f"{100 * top['acc']:.2f}%: {100 * gap:+.2f} ± {100 * se:.2f} points ({verdict} the +1.0 "
-                         f"target)")
+                         f"{100 * top['acc']:.2f}%: {100 * gap:+.2f} ± {100 * se:.2f} points{_by_seed(found[0], top)} "
+                         f"({verdict} the +1.0 target)")
         if found and rand:
             gap, se = _gap(found[0], rand[0])
-            parts.append(f"vs random search {100 * rand[0]['acc']:.2f}%: {100 * gap:+.2f} ± {100 * se:.2f} points "
-                         f"({'beats' if gap > 0 else 'does not beat'} it)")
+            parts.append(f"vs random search {100 * rand[0]['acc']:.2f}%: {100 * gap:+.2f} ± {100 * se:.2f} points"
+                         f"{_by_seed(found[0], rand[0])} ({'beats' if gap > 0 else 'does not beat'} it)")
         for sampler in SAMPLERS:
             s = searches.get(f"{level}/{sampler}")
             if s is not None:
@@ -107,8 +116,8 @@ def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]],
     lines.append(f"- Final recipe for every row: the study's SGD/cosine/shift recipe, {settings.epochs} epochs "
                  f"(long rows: {settings.long_epochs}) on {settings.train_subset or 'all 60,000'} training images "
                  f"(training and validation splits); test accuracy on {n_test} test images; ± is the std over "
-                 f"seeds, a difference's ± its standard error; latency: median of batch-1 forward passes, 1 "
-                 f"thread, CPU.")
+                 f"seeds, a difference's ± its standard error (and its range seed by seed); latency: median of "
+                 f"batch-1 forward passes, 1 thread, CPU.")
     return "\n".join(lines) + "\n"
 
 

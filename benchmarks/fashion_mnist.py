@@ -51,6 +51,7 @@ the plots from that file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -99,6 +100,16 @@ _POLL_S = 2.0  # a worker with nothing to claim waits this long for the others
 
 # -------------------------------------------------------------------------------------------------
 # training one row: the final recipe
+
+
+def machine() -> dict[str, str]:
+    """What the arithmetic of a row depends on beyond its seed: the same row trained on another processor (the
+    kernels torch picks for its instruction set) or torch ends at another accuracy (seen: 0.4-2.5 points after 2
+    epochs), so rows record it."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return {"cpu": cpu, "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
 
 
 def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int, subset: int | None = None,
@@ -276,6 +287,7 @@ class Level:
             "latency_ms": lat.median_ms,
             "latency": {"device": "cpu", "threads": 1, "batch": 1, "p90_ms": lat.p90_ms},
             "torch_threads": torch.get_num_threads(),
+            "machine": machine(),
             "created": now(),
         }
 

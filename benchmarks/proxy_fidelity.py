@@ -65,7 +65,7 @@ from archsearch.study import load_config_data  # noqa: E402
 from archsearch.train import train  # noqa: E402
 from archsearch.build import build  # noqa: E402
 from archsearch.cost import arch_cost  # noqa: E402
-from fashion_mnist import final_train  # noqa: E402
+from fashion_mnist import final_train, machine  # noqa: E402
 from fmnist_store import Results, claim, read_json, write_json  # noqa: E402
 from proxy_table import FULL, NOISE, QUICK, SCHEDULE, Plan, baseline_file, row_file, table  # noqa: E402
 
@@ -174,7 +174,7 @@ def _run_jobs(out: Path, archs: list, config, data, jobs: list) -> None:
             row = _train(config, data, archs[i], epochs, images, reference=reference,
                          seed_offset=1 if name == NOISE else 0)
             row |= {"arch": i, "arch_id": archs[i].id, "macs": arch_cost(archs[i]).macs, "recipe": name,
-                    "plan": [epochs, images]}
+                    "plan": [epochs, images], "machine": machine()}
             write_json(path, row)
             print(f"a{i:02d} {name:>10}: {row['accuracy']:.4f} in {row['seconds']:.0f} s  {archs[i].id}", flush=True)
 
@@ -201,7 +201,7 @@ def run_baselines(out: Path, plan: Plan, config, data, which: str) -> None:
                 else:
                     row = _train(config, data, arch, epochs, images, reference=reference)
                 row |= {"baseline": family, "arch_id": arch.id, "macs": arch_cost(arch).macs, "recipe": name,
-                        "plan": [epochs, images]}
+                        "plan": [epochs, images], **({} if "reused_from" in row else {"machine": machine()})}
                 write_json(path, row)
                 print(f"{family:>10} {name:>10}: {row['accuracy']:.4f} in {row['seconds']:.0f} s"
                       + (f" (reused: {key})" if "reused_from" in row else ""), flush=True)
@@ -237,7 +237,7 @@ def run_schedule(out: Path, plan: Plan, archs: list, config, data) -> None:
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 row = {"arch": i, "arch_id": arch.id, "macs": arch_cost(arch).macs, "recipe": SCHEDULE,
                        "curve": curve, "accuracy": curve[-1], "epochs": len(curve), "images": images,
-                       "seconds": time.perf_counter() - t0, "plan": list(plan.schedule)}
+                       "seconds": time.perf_counter() - t0, "plan": list(plan.schedule), "machine": machine()}
                 write_json(path, row)
                 print(f"a{i:02d} {SCHEDULE}: {row['accuracy']:.4f} after {len(curve)} epochs in "
                       f"{row['seconds']:.0f} s", flush=True)

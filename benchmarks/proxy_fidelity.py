@@ -10,7 +10,8 @@ uniformly with seed 0, fitted as a search fits them, the first distinct feasible
 - the **reference**: 8 epochs on all 60,000 training images (training + validation splits), scored on the
   10,000 test images, the final recipe of ``benchmarks/fashion_mnist.py``; and the reference again from
   another initial seed for the first 6 architectures at 28x28 (``reference-seed1``): the reference's own noise,
-  which bounds what any proxy's tau can reach.
+  which bounds what any proxy's tau can reach; and the search's own recipe (the first) again from another
+  initial seed on every 28x28 architecture (``e2-n10k-seed1``): the proxy's own noise.
 
 The seed baselines (MobileNet v1, ShuffleNet v1, EffNet, scaled to the budget as the benchmark trains them) get
 the search-time recipes too (``b-<family>-<recipe>.json``); their reference is the benchmark's seed-0 row of the
@@ -34,9 +35,9 @@ Sizing (one core, one thread, beside another busy process): the first fitted net
 10,000 images, so the reference (8 x 60,000) takes about 20 minutes an architecture, some 8 hours for 24, and the
 search-time recipes together about 5 minutes an architecture. The rows run architecture by architecture (its
 search-time recipes, then its reference), those at 28x28 first (the resolution the shipped studies search), then
-the baselines, the reference's noise rows and the schedule, then the 21x21 ones, so a partial run already gives a table;
-``--only cheap`` or ``--only reference`` runs one kind. ``--quick`` checks the pipeline on 4 architectures, tiny
-recipes and 1,000 images, in a temporary folder (about 2 minutes).
+the baselines, the proxy's and the reference's noise rows and the schedule, then the 21x21 ones, so a partial run
+already gives a table; ``--only cheap`` or ``--only reference`` runs one kind. ``--quick`` checks the pipeline on 4
+architectures, tiny recipes and 1,000 images, in a temporary folder (about 3 minutes).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from archsearch.build import build  # noqa: E402
 from archsearch.cost import arch_cost  # noqa: E402
 from fashion_mnist import final_train, machine  # noqa: E402
 from fmnist_store import Results, claim, read_json, write_json  # noqa: E402
-from proxy_table import FULL, NOISE, QUICK, SCHEDULE, Plan, baseline_file, row_file, table  # noqa: E402
+from proxy_table import FULL, NOISE, QUICK, SCHEDULE, Plan, baseline_file, proxy_noise, row_file, table  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "proxy_fidelity"
 # the Fashion-MNIST benchmark's rows: its baselines' seed-0 rows are the reference recipe's runs of them
@@ -136,9 +137,9 @@ def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> No
     """Train every missing (architecture, recipe) row this process can claim.
 
     The architectures at the shipped studies' resolution (the largest: they search 28x28 only) come first, then
-    the seed baselines, the reference's own noise on the first ``plan.noise`` of them, the schedule, and last the
-    architectures at the other resolution; each architecture's rows together, so that a partial run already gives
-    a table."""
+    the seed baselines, the proxy's own noise on them, the reference's on the first ``plan.noise``, the schedule,
+    and last the architectures at the other resolution; each architecture's rows together, so that a partial run
+    already gives a table."""
     torch.set_num_threads(threads)
     config, data = _data(plan)
     top = max(a.resolution for a in archs)
@@ -156,6 +157,9 @@ def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> No
 
     _run_jobs(out, archs, config, data, rows_of(shipped))
     run_baselines(out, plan, config, data, which)
+    if which in ("all", "cheap"):  # how far the search's own recipe moves with its initial seed
+        first = next(iter(plan.recipes))
+        _run_jobs(out, archs, config, data, [(i, proxy_noise(plan), plan.recipes[first], False) for i in shipped])
     if which in ("all", "reference"):  # how far the reference itself moves with its initial seed
         _run_jobs(out, archs, config, data, [(i, NOISE, plan.reference, True) for i in shipped[:plan.noise]])
     if which in ("all", "cheap"):
@@ -172,7 +176,7 @@ def _run_jobs(out: Path, archs: list, config, data, jobs: list) -> None:
             if not mine or path.exists():
                 continue
             row = _train(config, data, archs[i], epochs, images, reference=reference,
-                         seed_offset=1 if name == NOISE else 0)
+                         seed_offset=1 if name.endswith("-seed1") else 0)  # NOISE, proxy_noise()
             row |= {"arch": i, "arch_id": archs[i].id, "macs": arch_cost(archs[i]).macs, "recipe": name,
                     "plan": [epochs, images], "machine": machine()}
             write_json(path, row)

@@ -35,6 +35,11 @@ SCHEDULE = "sh-e9-n10k"  # the multi-fidelity row's name (its plan's values in t
 NOISE = "reference-seed1"  # the reference trained again from another initial seed: its own noise
 
 
+def proxy_noise(plan: Plan) -> str:
+    """The search's own recipe (the plan's first) again from another initial seed: the proxy's own noise."""
+    return f"{next(iter(plan.recipes))}-seed1"
+
+
 def row_file(out: Path, index: int, recipe: str) -> Path:
     return out / f"a{index:02d}-{recipe}.json"
 
@@ -58,7 +63,7 @@ def with_baselines(out: Path, plan: Plan, rows: dict[tuple[int, str], dict], ref
         return []
     top = max(a.resolution for a in archs)
     shipped = [i for i in ref if archs[i].resolution == top]
-    lines = [f"With the {len(found)} seed baselines ({', '.join(found)}; scaled to the budget, as the benchmark "
+    lines = [f"With the seed baselines ({', '.join(found)}; scaled to the budget, as the benchmark "
              f"trains them; their reference is the benchmark's seed-0 row where it has one):", "",
              f"| recipe | tau, {top}x{top} and baselines (archs) | the baselines' scores, best first |",
              "|---|---|---|"]
@@ -123,6 +128,20 @@ def table(out: Path, plan: Plan, archs: list) -> str:
                       "", f"the reference against itself from another initial seed ({len(both)} architectures): "
                       f"test accuracy moved {min(moved):.2f} to {max(moved):.2f} points (median "
                       f"{statistics.median(moved):.2f}), which bounds any proxy's tau over this spread"]
+    first = next(iter(plan.recipes))
+    again = {i: r for (i, n), r in rows.items() if n == proxy_noise(plan) and (i, first) in rows}
+    if len(again) >= 3:
+        both = sorted(again)
+        self_tau = kendalltau([again[i]["accuracy"] for i in both], [rows[(i, first)]["accuracy"] for i in both])
+        moved = [100 * abs(again[i]["accuracy"] - rows[(i, first)]["accuracy"]) for i in both]
+        with_ref = [i for i in both if i in ref]
+        t = kendalltau([again[i]["accuracy"] for i in with_ref], [ref[i]["accuracy"] for i in with_ref]) \
+            if len(with_ref) >= 3 else None
+        lines.append(f"| {proxy_noise(plan)} | {first}, initial seed + 1 | "
+                     f"{'-' if t is None else f'{t.statistic:.3f} ({t.pvalue:.2g})'} | {len(with_ref)} | - | - | - |")
+        noise_text += ["", f"{first} against itself from another initial seed ({len(both)} architectures): Kendall "
+                       f"tau {self_tau.statistic:.3f}; validation accuracy moved {min(moved):.2f} to "
+                       f"{max(moved):.2f} points (median {statistics.median(moved):.2f})"]
     if ref:
         accs = [r["accuracy"] for r in ref.values()]
         lines.append(f"| reference | {plan.reference[0]} x all | 1 | {len(ref)} | {ref_cost:.1f} s | 1 | 1 |")

@@ -43,11 +43,13 @@ architectures, tiny recipes and 1,000 images, in a temporary folder (about 3 min
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import multiprocessing as mp
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,13 +169,21 @@ def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> No
     _run_jobs(out, archs, config, data, rows_of(other))
 
 
+@contextlib.contextmanager
+def _to_train(path: Path) -> Iterator[bool]:
+    """Whether this process trains the row at ``path``: True while it is missing and this process holds its lock."""
+    if path.exists():
+        yield False
+        return
+    with claim(path.with_suffix(".lock")) as mine:
+        yield mine and not path.exists()
+
+
 def _run_jobs(out: Path, archs: list, config, data, jobs: list) -> None:
     for i, name, (epochs, images), reference in jobs:
         path = row_file(out, i, name)
-        if path.exists():
-            continue
-        with claim(path.with_suffix(".lock")) as mine:
-            if not mine or path.exists():
+        with _to_train(path) as mine:
+            if not mine:
                 continue
             row = _train(config, data, archs[i], epochs, images, reference=reference,
                          seed_offset=1 if name.endswith("-seed1") else 0)  # NOISE, proxy_noise()
@@ -192,10 +202,8 @@ def run_baselines(out: Path, plan: Plan, config, data, which: str) -> None:
         jobs += [("reference", plan.reference, True)] if which in ("all", "reference") else []
         for name, (epochs, images), reference in jobs:
             path = baseline_file(out, family, name)
-            if path.exists():
-                continue
-            with claim(path.with_suffix(".lock")) as mine:
-                if not mine or path.exists():
+            with _to_train(path) as mine:
+                if not mine:
                     continue
                 key = f"row/3m/baseline/{family}/e{epochs}/s{config.training.seed}"
                 bench = done.get(key) if reference else None

@@ -19,7 +19,7 @@ from .config import LatencyTarget
 from .measure import RUNTIMES
 from .study_schema import LATENCY_DEVICES
 
-__all__ = ["METHOD", "ONNXRUNTIME_METHOD", "TableKey", "table_key"]
+__all__ = ["METHOD", "ONNXRUNTIME_METHOD", "TableKey", "hardware_name", "table_key"]
 
 #: how entries and the constant are measured; a table measured another way is rebuilt, not mixed in
 METHOD = "parts-referenced-v2"
@@ -63,7 +63,7 @@ class TableKey:
         return METHOD if self.runtime == "torch" else ONNXRUNTIME_METHOD
 
 
-def _hardware_name(device: str) -> str:
+def hardware_name(device: str) -> str:
     """The processor model (``/proc/cpuinfo``'s model name) or the CUDA device's name."""
     if device == "cuda":
         return torch.cuda.get_device_name() if torch.cuda.is_available() else "cuda (unavailable)"
@@ -91,7 +91,7 @@ def table_key(target: LatencyTarget, *, torch_version: str | None = None, hardwa
         threads=target.threads,
         batch=target.batch,
         torch=torch.__version__ if torch_version is None else torch_version,
-        hardware=_hardware_name(target.device) if hardware is None else hardware,
+        hardware=hardware_name(target.device) if hardware is None else hardware,
         runtime=target.runtime,
         onnxruntime=_onnxruntime_version() if target.runtime == "onnxruntime" else None,
     )

@@ -51,7 +51,6 @@ the plots from that file.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -79,6 +78,7 @@ from archsearch.cost import arch_cost  # noqa: E402
 from archsearch.data import DataBundle  # noqa: E402
 from archsearch.errors import ConfigError  # noqa: E402
 from archsearch.export_cli import positive_int  # noqa: E402  (the CLI's own option type)
+from archsearch.latency_key import hardware_name  # noqa: E402
 from archsearch.measure import measure_latency  # noqa: E402
 from archsearch.objective import Objective  # noqa: E402
 from archsearch.study import load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
@@ -106,10 +106,8 @@ def machine() -> dict[str, str]:
     """What the arithmetic of a row depends on beyond its seed: the same row trained on another processor (the
     kernels torch picks for its instruction set) or torch ends at another accuracy (seen: 0.4-2.5 points after 2
     epochs), so rows record it."""
-    cpu = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return {"cpu": cpu, "capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__}
+    return {"cpu": hardware_name("cpu"), "capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__}
 
 
 def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int, subset: int | None = None,

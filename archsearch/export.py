@@ -349,7 +349,11 @@ def export(
         how = "train split, the search's recipe" if epochs is None else f"train+val, {epochs} epoch(s)"
         _say(stream, f"trial {t.number}: retraining {arch.id} ({how})"
                      + ("" if feasible else " [over budget: infeasible in the search]"))
-        model, measured = retrain(arch, config, data, epochs=epochs, device=device)
+        # the retrain's state after each epoch, beside the folder: a killed export resumes it when run again
+        ckpt = folder.parent / f".{folder.name}.trial-{t.number}.train.pt"
+        if ckpt.exists():
+            _say(stream, f"  resuming the retrain from {ckpt}")
+        model, measured = retrain(arch, config, data, epochs=epochs, device=device, checkpoint=ckpt)
         reranked = rerank.results(study, config).get(t.number)
         metrics = {
             "study": config.name,
@@ -373,6 +377,7 @@ def export(
                                   "runtime": t.user_attrs.get("latency_runtime", "torch")}
         save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution), onnx=onnx,
              force=force, stream=stream)
+        ckpt.unlink(missing_ok=True)  # the folder holds the result now
         m = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
         acc = f"val {pct(m['val_accuracy'])}, " if m["val_accuracy"] is not None else ""
         _say(stream, f"  wrote {folder}: {acc}test {pct(m['test_accuracy'])}, {fmt_count(m['macs'])} MACs, "

@@ -4,6 +4,7 @@ Pareto front, and the error that says why there is none; and :func:`retrain`, wh
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -105,13 +106,15 @@ def select_trials(
 
 
 def retrain(
-    arch: Arch, config: StudyConfig, data: DataBundle, *, epochs: int | None = None, device: torch.device | None = None
+    arch: Arch, config: StudyConfig, data: DataBundle, *, epochs: int | None = None, device: torch.device | None = None,
+    checkpoint: Path | None = None,
 ) -> tuple[Net, dict[str, Any]]:
     """Train ``arch`` from scratch with the study's recipe; returns the model (eval mode) and what was measured.
 
     Without ``epochs``: the search's recipe on the training split, scored on the validation split. With
     ``epochs``: that many epochs on training + validation (the whole training data, no subset, no time cap).
-    The test split is measured in both cases; nothing during training depends on it.
+    The test split is measured in both cases; nothing during training depends on it. With ``checkpoint``,
+    the training saves its state there after each epoch and resumes from it (:func:`archsearch.train.train`).
     """
     device = resolve_device(config.device) if device is None else device
     data = data.resized(arch.resolution).to(device)
@@ -123,7 +126,7 @@ def retrain(
     has_test = len(data.y_test) > 0
     if epochs is None:
         x, y = data.x_train, data.y_train
-        result = train(model, x, y, data.x_val, data.y_val, recipe, device=device)
+        result = train(model, x, y, data.x_val, data.y_val, recipe, device=device, checkpoint=checkpoint)
         measured = {"retrained": "train", "val_accuracy": result.val_accuracy}
     else:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -132,7 +135,7 @@ def retrain(
         x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
         # train() scores an eval set after each epoch: the test split, which only reports (nothing is chosen on it)
         x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
-        result = train(model, x, y, x_eval, y_eval, recipe, device=device)
+        result = train(model, x, y, x_eval, y_eval, recipe, device=device, checkpoint=checkpoint)
         measured = {"retrained": "train+val", "val_accuracy": None}
     test = None
     if has_test:
@@ -142,6 +145,7 @@ def retrain(
         trained_on=min(len(y), recipe.train_subset or len(y)),  # images trained on (train() takes a subset)
         epochs=result.epochs_done,
         train_seconds=result.train_seconds,
+        resumed_epochs=result.resumed_epochs,
         training=dataclasses.asdict(recipe),
         dataset={"name": data.name, "resolution": data.resolution, "in_chs": data.in_chs,
                  "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import interrupt
+from .errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "constant", "step", "onecycle")
@@ -84,6 +88,7 @@ class TrainResult:
     epochs_done: int
     train_seconds: float  # wall time of the whole call
     compute_seconds: float  # time in training steps and evaluations (the rest is setup and bookkeeping)
+    resumed_epochs: int = 0  # epochs taken from a checkpoint instead of trained by this call
 
 
 def resolve_device(name: str) -> torch.device:
@@ -211,12 +216,20 @@ def train(
     *,
     device: torch.device,
     on_epoch: Callable[[int, float], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on normalized (N, C, H, W) float tensors with int64 labels.
 
     Evaluates on the validation tensors after every epoch and calls ``on_epoch(epoch_index, val_acc)``;
     an exception raised there (e.g. ``optuna.TrialPruned``) propagates unchanged. Raises
     :class:`TrainingDiverged` when the loss stops being finite. The model ends in eval mode on ``device``.
+
+    ``checkpoint``: a file that holds the whole state of the loop after each epoch (weights, optimizer and
+    scaler state, the batch generator, the step, the history, the time spent). When it exists, training
+    continues from it, and ends with what an uninterrupted run would have on the same machine; a killed
+    training loses at most the epoch in progress. A checkpoint written by another recipe, for other training
+    data or for another network is refused with a :class:`~archsearch.errors.ConfigError` that names it.
+    The caller deletes the file once the result is safe.
     """
     t0 = time.perf_counter()
     if len(x_train) != len(y_train) or len(x_train) == 0:
@@ -254,10 +267,25 @@ def train(
     warmup_steps = round(config.warmup_epochs * len(starts))
 
     history: list[float] = []
-    compute_seconds = 0.0
+    compute_seconds, spent_before, finished = 0.0, 0.0, False
     step = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    data_key = _data_key(x_train, y_train) if path is not None else None
+    if path is not None and path.exists():
+        state = _load_state(path, config, data_key)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:  # other layers or shapes: the checkpoint of another network
+            raise ConfigError(f"checkpoint of another network ({e}); delete it to start over", path=path) from None
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, step, finished = list(state["history"]), state["step"], state["finished"]
+        compute_seconds, spent_before = state["compute_seconds"], state["train_seconds"]
+    resumed = len(history)
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(resumed, config.epochs if not finished else resumed):
             t_epoch = time.perf_counter()
             model.train()
             loss_sum = torch.zeros((), device=device)  # stays on the device: no sync per step
@@ -287,9 +315,18 @@ def train(
             val_acc = evaluate(model, x_val, y_val, batch_size=config.eval_batch_size, device=device)
             compute_seconds += time.perf_counter() - t_epoch
             history.append(val_acc)
+            out_of_time = config.seconds is not None and spent_before + time.perf_counter() - t0 >= config.seconds
+            if path is not None:
+                _save_state(path, {
+                    "config": dataclasses.asdict(config), "data": data_key, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": history, "step": step,
+                    "finished": out_of_time or epoch + 1 == config.epochs, "compute_seconds": compute_seconds,
+                    "train_seconds": spent_before + time.perf_counter() - t0,
+                })
             if on_epoch is not None:
                 on_epoch(epoch, val_acc)
-            if config.seconds is not None and time.perf_counter() - t0 >= config.seconds:
+            if out_of_time:
                 break
     finally:
         model.eval()
@@ -297,9 +334,45 @@ def train(
         val_accuracy=history[-1],
         history=history,
         epochs_done=len(history),
-        train_seconds=time.perf_counter() - t0,
+        train_seconds=spent_before + time.perf_counter() - t0,
         compute_seconds=compute_seconds,
+        resumed_epochs=resumed,
     )
+
+
+def _save_state(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: a reader sees the previous epoch's file or this one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _data_key(x: torch.Tensor, y: torch.Tensor) -> list:
+    """What tells one training set from another, cheaply: its size, the sum of its pixels, its class counts."""
+    return [len(y), round(x.sum(dtype=torch.float64).item(), 3), y.bincount().tolist()]
+
+
+def _load_state(path: Path, config: TrainConfig, data_key: list) -> dict:
+    """The state saved in ``path``, after checking that it belongs to this recipe and training set."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a checkpoint: say which file, never train over it silently
+        raise ConfigError(f"not a readable training checkpoint ({e}); delete it to start over", path=path) from e
+    saved = state.get("config") if isinstance(state, dict) else None
+    now = dataclasses.asdict(config)
+    if not isinstance(saved, dict):
+        raise ConfigError("not a training checkpoint of archsearch (no recipe in it); delete it to start over",
+                          path=path)
+    diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
+    saved_data = state.get("data") or [None, None, None]
+    if saved_data[0] != data_key[0]:
+        diff.append(f"training images: saved {saved_data[0]}, now {data_key[0]}")
+    elif saved_data != data_key:
+        diff.append("the same number of training images, but other images or labels")
+    if diff:
+        raise ConfigError(f"checkpoint of another training ({'; '.join(diff)}); delete it to start over", path=path)
+    return state
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, config: TrainConfig, step: int, lr: float) -> None:

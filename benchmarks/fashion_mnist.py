@@ -86,7 +86,9 @@ from archsearch.summary import finished_count  # noqa: E402
 from archsearch.train import TrainConfig, evaluate, train  # noqa: E402
 from fmnist_report import report  # noqa: E402
 from fmnist_search import now, search_record, spent, study_digest  # noqa: E402
-from fmnist_store import FULL, LEVELS, QUICK, SAMPLERS, Results, Settings, claim, say  # noqa: E402
+from fmnist_store import (  # noqa: E402
+    FULL, LEVELS, QUICK, SAMPLERS, Results, Settings, claim, read_json, say, write_json,
+)
 
 PARTS = ("search", "rows", "long", "anytime")
 STUDIES = ROOT / "studies"
@@ -111,9 +113,10 @@ def machine() -> dict[str, str]:
 
 
 def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int, subset: int | None = None,
-                eval_limit: int | None = None) -> dict[str, Any]:
+                eval_limit: int | None = None, checkpoint: Path | None = None) -> dict[str, Any]:
     """Train ``arch`` from ``seed`` on the training and validation splits (the first ``subset`` images), score
-    the test split (its first ``eval_limit`` images); the measured record."""
+    the test split (its first ``eval_limit`` images); the measured record. With ``checkpoint``, the training
+    resumes from that file when it exists and saves itself there after each epoch."""
     data = data.resized(arch.resolution)
     x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
     x_test, y_test = data.x_test[:eval_limit], data.y_test[:eval_limit]
@@ -121,10 +124,12 @@ def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int,
     torch.manual_seed(seed)  # the initial weights: build() draws them before train() seeds itself
     model = build(arch)
     # train() scores an eval set after every epoch, which only reports: 1,000 test images are enough for that
-    result = train(model, x, y, x_test[:1000], y_test[:1000], recipe, device=torch.device("cpu"))
+    result = train(model, x, y, x_test[:1000], y_test[:1000], recipe, device=torch.device("cpu"),
+                   checkpoint=checkpoint)
     test = evaluate(model, x_test, y_test, batch_size=recipe.eval_batch_size, device=torch.device("cpu"))
     return {"test_accuracy": test, "epochs": result.epochs_done, "trained_on": min(len(y), subset or len(y)),
-            "n_test": len(y_test), "train_seconds": result.train_seconds, "model": model}
+            "n_test": len(y_test), "train_seconds": result.train_seconds, "resumed_epochs": result.resumed_epochs,
+            "model": model}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -265,13 +270,25 @@ class Level:
         return {"key": key, "kind": kind, "family": family, "seed": seed, "epochs": epochs,
                 "arch": arch.to_dict(), "trial": trial, "tag": tag}
 
+    def checkpoint(self, row: dict[str, Any]) -> Path:
+        """Where a row in training keeps its state after each epoch: beside the journals, so that a session's
+        end, which kills the row in progress, costs at most an epoch once the file is committed."""
+        return self.studies / "rows-in-training" / (row["key"].replace("/", "_") + ".pt")
+
     def train_row(self, row: dict[str, Any], data: DataBundle) -> dict[str, Any]:
-        """Train one row with the final recipe; its measured record."""
+        """Train one row with the final recipe (resuming its checkpoint, if any); its measured record."""
         arch = Arch.from_dict(row["arch"])
         cost = arch_cost(arch)
         recipe = dataclasses.replace(self.final, epochs=row["epochs"])
+        ckpt = self.checkpoint(row)
+        # the machines a row trained on, in order: a resumed row can span sessions, and rows are not
+        # bit-reproducible across processors
+        segments_file = ckpt.with_suffix(".json")
+        segments = (read_json(segments_file) or {}).get("segments", []) if ckpt.exists() else []
+        segments.append({"machine": machine(), "started": now()})
+        write_json(segments_file, {"key": row["key"], "segments": segments})
         measured = final_train(arch, recipe, data, seed=row["seed"], subset=self.settings.train_subset,
-                               eval_limit=self.settings.eval_limit)
+                               eval_limit=self.settings.eval_limit, checkpoint=ckpt)
         model = measured.pop("model")
         lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), device="cpu", threads=1, batch=1)
         return {
@@ -286,6 +303,7 @@ class Level:
             "latency": {"device": "cpu", "threads": 1, "batch": 1, "p90_ms": lat.p90_ms},
             "torch_threads": torch.get_num_threads(),
             "machine": machine(),
+            **({"segments": segments} if measured["resumed_epochs"] else {}),
             "created": now(),
         }
 
@@ -329,6 +347,8 @@ def work(work_dir: Path, studies_dir: Path, results_path: Path, levels: list[str
                     say(f"{level.name}: training {row['key']} ({Arch.from_dict(row['arch']).id})")
                     record = level.train_row(row, data)
                     results.add(record)
+                    for done_with in (level.checkpoint(row), level.checkpoint(row).with_suffix(".json")):
+                        done_with.unlink(missing_ok=True)  # the row is in the results file
                     say(f"{level.name}: {row['key']} test {100 * record['test_accuracy']:.2f}% in "
                         f"{record['train_seconds']:.0f} s")
                     ran = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import io
 import json
 import os
 import pickletools
@@ -376,6 +377,43 @@ def test_export_with_epochs_retrains_on_train_and_val(searched: Path, tmp_path: 
     assert m["trained_on"] == m["dataset"]["n_train"] + m["dataset"]["n_val"]
     assert m["val_accuracy"] is None and 0.0 <= m["test_accuracy"] <= 1.0
     assert m["training"]["epochs"] == 2
+
+
+class Killed(Exception):
+    """Stands in for the end of the process: raised after the retrain's first epoch, its checkpoint written."""
+
+
+def test_a_killed_export_resumes_its_retrain(searched: Path, tmp_path: Path, monkeypatch) -> None:
+    import archsearch.selection as selection
+
+    config = load_study_config(searched)
+    export(config, tmp_path / "whole", epochs=3, onnx=False, stream=None)
+    real_train = selection.train
+
+    def killed_after_first_epoch(*args, **kwargs):
+        def stop(epoch: int, acc: float) -> None:
+            raise Killed
+
+        return real_train(*args, on_epoch=stop, **kwargs)
+
+    monkeypatch.setattr(selection, "train", killed_after_first_epoch)
+    with pytest.raises(Killed):
+        export(config, tmp_path / "final", epochs=3, onnx=False, stream=None)
+    monkeypatch.undo()
+    best = best_trials(open_study(config, create=False))[0]
+    ckpt = tmp_path / f".final.trial-{best.number}.train.pt"
+    assert ckpt.exists() and not (tmp_path / "final").exists()
+    said = io.StringIO()
+    export(config, tmp_path / "final", epochs=3, onnx=False, stream=said)
+    assert f"resuming the retrain from {ckpt}" in said.getvalue()
+    assert not ckpt.exists()
+    m = json.loads((tmp_path / "final" / "metrics.json").read_text())
+    assert m["resumed_epochs"] == 1 and m["epochs"] == 3
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert whole["resumed_epochs"] == 0 and m["test_accuracy"] == whole["test_accuracy"]
+    a = torch.load(tmp_path / "whole" / "weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "final" / "weights.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # as if never killed
 
 
 def test_force_never_deletes_a_folder_that_is_not_an_export(searched: Path, tmp_path: Path) -> None:

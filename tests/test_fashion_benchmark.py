@@ -48,7 +48,11 @@ def _lines(path: Path) -> dict[str, dict]:
     return {e["key"]: e for e in entries if e.get("kind") != "run"}
 
 
-def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, capsys) -> None:
+class Killed(Exception):
+    """Stands in for the end of a session: raised after a row's first epoch, once its checkpoint is written."""
+
+
+def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, capsys, monkeypatch) -> None:
     bench = _benchmark()
     results, work = tmp_path / "results.jsonl", tmp_path / "work"
     argv = [*TINY, "--results", str(results), "--work", str(work)]
@@ -103,6 +107,34 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     assert third.count(": training ") == 1 and f": training {lost} " in third
     again = _lines(results)
     assert again[lost]["test_accuracy"] == rows[lost]["test_accuracy"]  # same seed and recipe, same network
+
+    # a process killed after a row's first epoch: the next run resumes that row from its checkpoint (saved beside
+    # the journals), and ends with the network the uninterrupted run made
+    lost = "row/1m/long/archsearch/e2/s1"
+    kept = [line for line in results.read_text().splitlines() if json.loads(line)["key"] != lost]
+    results.write_text("\n".join(kept) + "\n")
+    real_train = bench.train
+
+    def killed_after_first_epoch(*args, **kwargs):
+        def stop(epoch: int, acc: float) -> None:
+            raise Killed
+
+        return real_train(*args, on_epoch=stop, **kwargs)
+
+    monkeypatch.setattr(bench, "train", killed_after_first_epoch)
+    with pytest.raises(Killed):
+        bench.main(argv)
+    monkeypatch.undo()
+    capsys.readouterr()
+    ckpt = work / "studies" / "1m" / "rows-in-training" / (lost.replace("/", "_") + ".pt")
+    assert ckpt.exists() and ckpt.with_suffix(".json").exists() and lost not in _lines(results)
+    assert bench.main(argv) == 0
+    fourth = capsys.readouterr().out
+    assert fourth.count(": training ") == 1 and f": training {lost} " in fourth
+    resumed = _lines(results)[lost]
+    assert resumed["resumed_epochs"] == 1 and resumed["epochs"] == 2 and len(resumed["segments"]) == 2
+    assert resumed["test_accuracy"] == rows[lost]["test_accuracy"]
+    assert not ckpt.exists() and not ckpt.with_suffix(".json").exists()
 
     # a search recorded for another study (here: its digest changed) is refused, not reused for this one's rows
     lines = results.read_text().splitlines()

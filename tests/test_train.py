@@ -149,6 +149,75 @@ def test_bad_inputs_are_rejected(digits: Digits) -> None:
         train(fresh_model(), x, y[:-1], xv, yv, TrainConfig(epochs=1), device=CPU)
 
 
+# --- checkpoints: a killed training resumes where it stopped -------------------------------------
+
+
+class Killed(Exception):
+    """Stands in for the end of a process: raised from on_epoch after the epoch's checkpoint is written."""
+
+
+def kill_after(epochs: int):
+    def on_epoch(epoch: int, acc: float) -> None:
+        if epoch + 1 == epochs:
+            raise Killed
+
+    return on_epoch
+
+
+RESUME = dict(epochs=3, lr=0.2, batch_size=32, augment="shift+flip", train_subset=700, seed=3)
+
+
+def test_resumed_training_ends_where_an_uninterrupted_one_does(digits: Digits, tmp_path) -> None:
+    whole_model = fresh_model(head_bn=True)
+    whole = run(digits, whole_model, **RESUME)
+    ckpt = tmp_path / "state.pt"
+    for killed_at in (1, 2):  # killed after epoch 1, resumed, killed after epoch 2, resumed again
+        with pytest.raises(Killed):
+            train(fresh_model(head_bn=True), *digits, TrainConfig(**RESUME), device=CPU,
+                  on_epoch=kill_after(killed_at), checkpoint=ckpt)
+    assert ckpt.exists() and not list(tmp_path.glob("*.tmp"))
+    torch.manual_seed(99)  # another initialisation: the weights must come from the checkpoint
+    model = SmallCNN(head_bn=True)
+    resumed = train(model, *digits, TrainConfig(**RESUME), device=CPU, checkpoint=ckpt)
+    assert resumed.resumed_epochs == 2 and resumed.epochs_done == 3
+    assert resumed.history == whole.history
+    for name, a in whole_model.state_dict().items():  # weights, BN statistics: bit for bit
+        assert torch.equal(a, model.state_dict()[name]), name
+
+
+def test_finished_checkpoint_gives_the_final_weights_without_training(digits: Digits, tmp_path) -> None:
+    ckpt = tmp_path / "state.pt"
+    first_model = fresh_model()
+    first = train(first_model, *digits, TrainConfig(**RESUME), device=CPU, checkpoint=ckpt)
+    again_model = SmallCNN()
+    again = train(again_model, *digits, TrainConfig(**RESUME), device=CPU, checkpoint=ckpt)
+    assert again.resumed_epochs == 3 and again.history == first.history
+    assert again.train_seconds >= first.train_seconds  # the time spent before counts
+    for a, b in zip(first_model.state_dict().values(), again_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert not again_model.training
+
+
+def test_checkpoint_of_another_training_is_refused(digits: Digits, tmp_path) -> None:
+    ckpt = tmp_path / "state.pt"
+    with pytest.raises(Killed):
+        train(fresh_model(), *digits, TrainConfig(**RESUME), device=CPU, on_epoch=kill_after(1), checkpoint=ckpt)
+    other = {**RESUME, "lr": 0.1}
+    with pytest.raises(ValueError, match=r"state\.pt: checkpoint of another training \(lr: saved 0\.2, now 0\.1\)"):
+        train(fresh_model(), *digits, TrainConfig(**other), device=CPU, checkpoint=ckpt)
+    x, y, xv, yv = digits
+    with pytest.raises(ValueError, match="training images: saved 700, now 600"):
+        train(fresh_model(), x, y, xv, yv, TrainConfig(**{**RESUME, "train_subset": 600}), device=CPU,
+              checkpoint=ckpt)
+    with pytest.raises(ValueError, match="the same number of training images, but other images or labels"):
+        train(fresh_model(), x.flip(0), y.flip(0), xv, yv, TrainConfig(**RESUME), device=CPU, checkpoint=ckpt)
+    with pytest.raises(ValueError, match=r"checkpoint of another network"):
+        train(fresh_model(head_bn=True), *digits, TrainConfig(**RESUME), device=CPU, checkpoint=ckpt)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"state\.pt: not a readable training checkpoint"):
+        train(fresh_model(), *digits, TrainConfig(**RESUME), device=CPU, checkpoint=ckpt)
+
+
 # --- every recipe option runs ---------------------------------------------------------------------
 
 

@@ -70,7 +70,9 @@ from archsearch.build import build  # noqa: E402
 from archsearch.cost import arch_cost  # noqa: E402
 from fashion_mnist import final_train, machine  # noqa: E402
 from fmnist_store import Results, claim, read_json, write_json  # noqa: E402
-from proxy_table import FULL, NOISE, QUICK, SCHEDULE, Plan, baseline_file, proxy_noise, row_file, table  # noqa: E402
+from proxy_table import (  # noqa: E402
+    FULL, NOISE, QUICK, SCHEDULE, Plan, baseline_file, check_rows, proxy_noise, row_file, table,
+)
 
 OUT = ROOT / "benchmarks" / "proxy_fidelity"
 # the Fashion-MNIST benchmark's rows: its baselines' seed-0 rows are the reference recipe's runs of them
@@ -275,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(tmp.name) if tmp else (args.out or OUT)
     out.mkdir(parents=True, exist_ok=True)
     archs = architectures(plan.archs)
+    check_rows(out, archs)
     if args.table:
         print(table(out, plan, archs))
         return 0

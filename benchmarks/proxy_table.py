@@ -48,6 +48,18 @@ def baseline_file(out: Path, family: str, recipe: str) -> Path:
     return out / f"b-{family}-{recipe}.json"
 
 
+def check_rows(out: Path, archs: list) -> None:
+    """Refuse rows of another architecture list: a row names its architecture by index, so a change to the
+    sampling or the fitting would otherwise pair old rows with new networks (or skip training them)."""
+    for path in sorted(out.glob("a*.json")):
+        row = read_json(path)
+        i = row.get("arch") if row else None
+        if not isinstance(i, int) or i >= len(archs) or row.get("arch_id") != archs[i].id:
+            now = archs[i].id if isinstance(i, int) and i < len(archs) else "not in the list"
+            raise SystemExit(f"error: {path}: a row of {row.get('arch_id') if row else None!r}, but architecture "
+                             f"{i} is now {now}; the sampling or the fitting changed: move the rows elsewhere")
+
+
 def with_baselines(out: Path, plan: Plan, rows: dict[tuple[int, str], dict], ref: dict[int, dict],
                    archs: list) -> list[str]:
     """Each recipe's tau over the architectures at the shipped resolution and the seed baselines together, and

@@ -1,0 +1,67 @@
+"""benchmarks/proxy_fidelity.py: its committed rows belong to the architectures the code draws today, and the
+table is made from them alone (``--table`` trains nothing); a row of another architecture is refused, naming
+the file. Training itself is ``archsearch.train`` and the benchmark's final recipe, tested elsewhere; the
+script's ``--quick`` run (about 3 minutes) is left out of the suite for time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = ROOT / "benchmarks" / "proxy_fidelity"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def proxy():
+    return _load("proxy_fidelity")
+
+
+def test_committed_rows_are_of_todays_architectures(proxy) -> None:
+    archs = proxy.architectures(proxy.FULL.archs)
+    assert len(archs) == proxy.FULL.archs == len({a.id for a in archs})
+    rows = [json.loads(p.read_text()) for p in sorted(ROWS.glob("a*.json"))]
+    assert rows, f"no rows in {ROWS}"
+    for row in rows:
+        assert row["arch_id"] == archs[row["arch"]].id, row
+    for arch in archs:  # fitted as a search fits them: within the study's budget
+        assert proxy.arch_cost(arch).macs <= 3_000_000
+
+
+def test_table_from_the_committed_rows_alone(proxy, capsys) -> None:
+    before = sorted(p.name for p in ROWS.iterdir())
+    assert proxy.main(["--table"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.name for p in ROWS.iterdir()) == before  # nothing trained, nothing written
+    done = int(re.search(r"\((\d+) of 24 done\)", out).group(1))
+    assert done == sum(1 for p in ROWS.glob("a*-reference.json"))
+    for recipe in (*proxy.FULL.recipes, proxy.SCHEDULE):
+        line = next(line for line in out.splitlines() if line.startswith(f"| {recipe} |"))
+        tau = float(re.search(r"\| (-?[01]\.\d{3}) \(", line).group(1))
+        assert -1.0 <= tau <= 1.0, line
+    assert "| reference | 8 x all | 1 |" in out
+
+
+def test_a_row_of_another_architecture_is_refused(proxy, tmp_path: Path) -> None:
+    row = json.loads((ROWS / "a00-e2-n10k.json").read_text())
+    shutil.copy(ROWS / "a01-e2-n10k.json", tmp_path / "a01-e2-n10k.json")
+    (tmp_path / "a00-e2-n10k.json").write_text(json.dumps({**row, "arch_id": "i1x28-n10_stem-conv-c8_gap"}))
+    with pytest.raises(SystemExit, match=r"a00-e2-n10k\.json: a row of 'i1x28-n10_stem-conv-c8_gap', but "
+                                         r"architecture 0 is now i1x28"):
+        proxy.main(["--table", "--out", str(tmp_path)])

@@ -328,6 +328,7 @@ def work(work_dir: Path, studies_dir: Path, results_path: Path, levels: list[str
             done = results.read()
             for row in level.rows(parts):
                 if row["key"] in done:
+                    _check_same_network(row, done[row["key"]], results.path)
                     continue
                 lock = level.dir / "locks" / (row["key"].replace("/", "_") + ".lock")
                 with claim(lock) as mine:
@@ -359,6 +360,15 @@ def work(work_dir: Path, studies_dir: Path, results_path: Path, levels: list[str
             return
         if not ran:
             time.sleep(_POLL_S)
+
+
+def _check_same_network(row: dict[str, Any], done: dict[str, Any], path: Path) -> None:
+    """A finished row must be of the network its key names now: a change to the baselines' scaling (or a
+    search recorded again) would otherwise keep an old network's figures under the row."""
+    planned = Arch.from_dict(row["arch"]).id
+    if done.get("arch_id") != planned:
+        raise SystemExit(f"error: {path}: {row['key']} trained {done.get('arch_id')}, but that row is now "
+                         f"{planned}; use another --results, or take the row out of this one to train it again")
 
 
 def _same_training(row: dict[str, Any], done: dict[str, dict[str, Any]]) -> dict[str, Any] | None:

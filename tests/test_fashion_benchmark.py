@@ -143,6 +143,13 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     results.write_text("\n".join(tampered) + "\n")
     with pytest.raises(SystemExit, match="search/1m/tpe in .* was searched with another study"):
         bench.main(argv)
+    # a row of another network than the one its key names now (e.g. the baselines' scaling changed): refused
+    tampered = [json.dumps({**json.loads(line), "arch_id": "i1x28-n10_stem-conv-c8_gap"})
+                if json.loads(line)["key"] == "row/1m/baseline/effnet/e1/s0" else line for line in lines]
+    results.write_text("\n".join(tampered) + "\n")
+    with pytest.raises(SystemExit, match="row/1m/baseline/effnet/e1/s0 trained i1x28-n10_stem-conv-c8_gap, but "
+                                         "that row is now i1x28-n10_stem-effnet"):
+        bench.main(argv)
     results.write_text("\n".join(lines) + "\n")
 
     # --readme regenerates the section from a copy of the results file alone

@@ -94,6 +94,27 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+class Killed(Exception):
+    """Stands in for the end of a process: raised from ``on_epoch`` once that epoch's checkpoint is written."""
+
+
+def stop_after(epochs: int) -> Callable[[int, float], None]:
+    """An ``on_epoch`` that raises :class:`Killed` after ``epochs`` epochs."""
+    def on_epoch(epoch: int, acc: float) -> None:
+        if epoch + 1 == epochs:
+            raise Killed
+
+    return on_epoch
+
+
+def killed_after_first_epoch(train: Callable[..., Any]) -> Callable[..., Any]:
+    """``archsearch.train.train`` as a process ended after the first epoch of every training sees it."""
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return train(*args, on_epoch=stop_after(1), **kwargs)
+
+    return wrapper
+
+
 class ReadCounter:
     """Counts the SQL rounds that read a study's trials from a real SQLite storage."""
 

@@ -40,7 +40,7 @@ from archsearch.export_cli import add_parser
 from archsearch.study import open_study, run
 from archsearch.summary import best_trials
 
-from conftest import TINY_SPACE, study_dict
+from conftest import TINY_SPACE, Killed, killed_after_first_epoch, study_dict
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -379,24 +379,12 @@ def test_export_with_epochs_retrains_on_train_and_val(searched: Path, tmp_path: 
     assert m["training"]["epochs"] == 2
 
 
-class Killed(Exception):
-    """Stands in for the end of the process: raised after the retrain's first epoch, its checkpoint written."""
-
-
 def test_a_killed_export_resumes_its_retrain(searched: Path, tmp_path: Path, monkeypatch) -> None:
     import archsearch.selection as selection
 
     config = load_study_config(searched)
     export(config, tmp_path / "whole", epochs=3, onnx=False, stream=None)
-    real_train = selection.train
-
-    def killed_after_first_epoch(*args, **kwargs):
-        def stop(epoch: int, acc: float) -> None:
-            raise Killed
-
-        return real_train(*args, on_epoch=stop, **kwargs)
-
-    monkeypatch.setattr(selection, "train", killed_after_first_epoch)
+    monkeypatch.setattr(selection, "train", killed_after_first_epoch(selection.train))
     with pytest.raises(Killed):
         export(config, tmp_path / "final", epochs=3, onnx=False, stream=None)
     monkeypatch.undo()

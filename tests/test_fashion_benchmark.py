@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 import pytest
 
 from archsearch.storage import make_storage
+from conftest import Killed, killed_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -46,10 +47,6 @@ def _benchmark():
 def _lines(path: Path) -> dict[str, dict]:
     entries = [json.loads(line) for line in path.read_text().splitlines()]
     return {e["key"]: e for e in entries if e.get("kind") != "run"}
-
-
-class Killed(Exception):
-    """Stands in for the end of a session: raised after a row's first epoch, once its checkpoint is written."""
 
 
 def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -113,15 +110,7 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     lost = "row/1m/long/archsearch/e2/s1"
     kept = [line for line in results.read_text().splitlines() if json.loads(line)["key"] != lost]
     results.write_text("\n".join(kept) + "\n")
-    real_train = bench.train
-
-    def killed_after_first_epoch(*args, **kwargs):
-        def stop(epoch: int, acc: float) -> None:
-            raise Killed
-
-        return real_train(*args, on_epoch=stop, **kwargs)
-
-    monkeypatch.setattr(bench, "train", killed_after_first_epoch)
+    monkeypatch.setattr(bench, "train", killed_after_first_epoch(bench.train))
     with pytest.raises(Killed):
         bench.main(argv)
     monkeypatch.undo()

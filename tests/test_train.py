@@ -23,6 +23,7 @@ from archsearch.train import (
     resolve_device,
     train,
 )
+from conftest import Killed, stop_after
 
 CPU = torch.device("cpu")
 FAST = dict(epochs=5, lr=0.2, batch_size=32)  # reaches ~0.97-0.98 val accuracy on digits for seeds 0-5
@@ -152,18 +153,6 @@ def test_bad_inputs_are_rejected(digits: Digits) -> None:
 # --- checkpoints: a killed training resumes where it stopped -------------------------------------
 
 
-class Killed(Exception):
-    """Stands in for the end of a process: raised from on_epoch after the epoch's checkpoint is written."""
-
-
-def kill_after(epochs: int):
-    def on_epoch(epoch: int, acc: float) -> None:
-        if epoch + 1 == epochs:
-            raise Killed
-
-    return on_epoch
-
-
 RESUME = dict(epochs=3, lr=0.2, batch_size=32, augment="shift+flip", train_subset=700, seed=3)
 
 
@@ -174,7 +163,7 @@ def test_resumed_training_ends_where_an_uninterrupted_one_does(digits: Digits, t
     for killed_at in (1, 2):  # killed after epoch 1, resumed, killed after epoch 2, resumed again
         with pytest.raises(Killed):
             train(fresh_model(head_bn=True), *digits, TrainConfig(**RESUME), device=CPU,
-                  on_epoch=kill_after(killed_at), checkpoint=ckpt)
+                  on_epoch=stop_after(killed_at), checkpoint=ckpt)
     assert ckpt.exists() and not list(tmp_path.glob("*.tmp"))
     torch.manual_seed(99)  # another initialisation: the weights must come from the checkpoint
     model = SmallCNN(head_bn=True)
@@ -201,7 +190,7 @@ def test_finished_checkpoint_gives_the_final_weights_without_training(digits: Di
 def test_checkpoint_of_another_training_is_refused(digits: Digits, tmp_path) -> None:
     ckpt = tmp_path / "state.pt"
     with pytest.raises(Killed):
-        train(fresh_model(), *digits, TrainConfig(**RESUME), device=CPU, on_epoch=kill_after(1), checkpoint=ckpt)
+        train(fresh_model(), *digits, TrainConfig(**RESUME), device=CPU, on_epoch=stop_after(1), checkpoint=ckpt)
     other = {**RESUME, "lr": 0.1}
     with pytest.raises(ValueError, match=r"state\.pt: checkpoint of another training \(lr: saved 0\.2, now 0\.1\)"):
         train(fresh_model(), *digits, TrainConfig(**other), device=CPU, checkpoint=ckpt)

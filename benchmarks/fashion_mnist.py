@@ -83,7 +83,7 @@ from archsearch.measure import measure_latency  # noqa: E402
 from archsearch.objective import Objective  # noqa: E402
 from archsearch.study import load_config_data, open_study, run, sweep_dead_workers  # noqa: E402
 from archsearch.summary import finished_count  # noqa: E402
-from archsearch.train import TrainConfig, evaluate, train  # noqa: E402
+from archsearch.train import TrainConfig, evaluate, resolve_device, train  # noqa: E402
 from fmnist_report import report  # noqa: E402
 from fmnist_search import now, search_record, spent, study_digest  # noqa: E402
 from fmnist_store import (  # noqa: E402
@@ -104,32 +104,36 @@ _POLL_S = 2.0  # a worker with nothing to claim waits this long for the others
 # training one row: the final recipe
 
 
-def machine() -> dict[str, str]:
+def machine(device: torch.device | None = None) -> dict[str, str]:
     """What the arithmetic of a row depends on beyond its seed: the same row trained on another processor (the
     kernels torch picks for its instruction set) or torch ends at another accuracy (seen: 0.4-2.5 points after 2
     epochs), so rows record it."""
-    return {"cpu": hardware_name("cpu"), "capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__}
+    found = {"cpu": hardware_name("cpu"), "capability": torch.backends.cpu.get_cpu_capability(),
+             "torch": torch.__version__}
+    if device is not None and device.type == "cuda":  # the rows' arithmetic ran there (bf16/fp16 autocast)
+        found["cuda"] = torch.cuda.get_device_name(device)
+    return found
 
 
 def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int, subset: int | None = None,
-                eval_limit: int | None = None, checkpoint: Path | None = None) -> dict[str, Any]:
+                eval_limit: int | None = None, checkpoint: Path | None = None,
+                device: torch.device = torch.device("cpu")) -> dict[str, Any]:
     """Train ``arch`` from ``seed`` on the training and validation splits (the first ``subset`` images), score
     the test split (its first ``eval_limit`` images); the measured record. With ``checkpoint``, the training
-    resumes from that file when it exists and saves itself there after each epoch."""
-    data = data.resized(arch.resolution)
+    resumes from that file when it exists and saves itself there after each epoch. On a CUDA ``device`` the
+    recipe trains in mixed precision (``archsearch.train``); the model comes back on the CPU either way."""
+    data = data.resized(arch.resolution).to(device)
     x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
     x_test, y_test = data.x_test[:eval_limit], data.y_test[:eval_limit]
     recipe = dataclasses.replace(recipe, train_subset=subset, seconds=None, seed=seed)
     torch.manual_seed(seed)  # the initial weights: build() draws them before train() seeds itself
     model = build(arch)
     # train() scores an eval set after every epoch, which only reports: 1,000 test images are enough for that
-    result = train(model, x, y, x_test[:1000], y_test[:1000], recipe, device=torch.device("cpu"),
-                   checkpoint=checkpoint)
-    test = evaluate(model, x_test, y_test, batch_size=recipe.eval_batch_size, device=torch.device("cpu"))
+    result = train(model, x, y, x_test[:1000], y_test[:1000], recipe, device=device, checkpoint=checkpoint)
+    test = evaluate(model, x_test, y_test, batch_size=recipe.eval_batch_size, device=device)
     return {"test_accuracy": test, "epochs": result.epochs_done, "trained_on": min(len(y), subset or len(y)),
             "n_test": len(y_test), "train_seconds": result.train_seconds, "resumed_epochs": result.resumed_epochs,
-            "model": model}
+            "model": model.cpu()}
 
 
 # -------------------------------------------------------------------------------------------------
@@ -143,6 +147,7 @@ class Level:
         self.studies = studies / name
         self.results = results
         self.settings = settings
+        self.device = torch.device("cpu")  # where the rows train (work() sets --device)
         path = STUDIES / f"fmnist_{name}.yaml"
         config = load_study_config(path)
         if config.budget.max_macs != LEVELS[name]:
@@ -285,10 +290,10 @@ class Level:
         # bit-reproducible across processors
         segments_file = ckpt.with_suffix(".json")
         segments = (read_json(segments_file) or {}).get("segments", []) if ckpt.exists() else []
-        segments.append({"machine": machine(), "started": now()})
+        segments.append({"machine": machine(self.device), "started": now()})
         write_json(segments_file, {"key": row["key"], "segments": segments})
         measured = final_train(arch, recipe, data, seed=row["seed"], subset=self.settings.train_subset,
-                               eval_limit=self.settings.eval_limit, checkpoint=ckpt)
+                               eval_limit=self.settings.eval_limit, checkpoint=ckpt, device=self.device)
         model = measured.pop("model")
         lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), device="cpu", threads=1, batch=1)
         return {
@@ -302,7 +307,8 @@ class Level:
             "latency_ms": lat.median_ms,
             "latency": {"device": "cpu", "threads": 1, "batch": 1, "p90_ms": lat.p90_ms},
             "torch_threads": torch.get_num_threads(),
-            "machine": machine(),
+            "device": self.device.type,
+            "machine": machine(self.device),
             **({"segments": segments} if measured["resumed_epochs"] else {}),
             "created": now(),
         }
@@ -313,10 +319,12 @@ class Level:
 
 
 def work(work_dir: Path, studies_dir: Path, results_path: Path, levels: list[str], parts: tuple[str, ...],
-         settings: Settings, jobs: int, threads: int) -> None:
+         settings: Settings, jobs: int, threads: int, device: str = "cpu") -> None:
     torch.set_num_threads(threads)
     results = Results(results_path)
     level_objs = [Level(name, work_dir, studies_dir, results, settings) for name in levels]
+    for level in level_objs:
+        level.device = resolve_device(device)
     data: DataBundle | None = None
     while True:
         ran, waiting = False, False
@@ -415,6 +423,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the searches' journal files (default: benchmarks/fashion_mnist_studies, committed; "
                         "--quick: WORK/studies)")
     p.add_argument("--jobs", type=positive_int, default=1, help="worker processes sharing the rows (default: 1)")
+    p.add_argument("--device", default="cpu",
+                   help="where the rows train: cpu (default), cuda or cuda:N (mixed precision; each row records its "
+                        "device and GPU); the searches run on their study's device")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads per worker (default: cpu_count // jobs)")
     p.add_argument("--readme", action="store_true",
@@ -463,6 +474,10 @@ def check_settings(results: Results, settings: Settings, *, store: bool = True) 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        resolve_device(args.device)  # before anything runs: a CUDA device that is not here is named now
+    except ValueError as e:
+        raise SystemExit(f"error: --device: {e}") from None
     settings = settings_of(args)
     work_dir = (args.work or DEFAULT_WORK / ("fashion_mnist_quick" if args.quick else "fashion_mnist")).resolve()
     results = Results((args.results or (work_dir / "results.jsonl" if args.quick else RESULTS)).resolve())
@@ -481,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         f"results {results.path}; {settings}")
     t0 = time.perf_counter()
     procs = []
-    worker_args = (work_dir, studies_dir, results.path, args.levels, parts, settings, args.jobs, threads)
+    worker_args = (work_dir, studies_dir, results.path, args.levels, parts, settings, args.jobs, threads, args.device)
     if args.jobs > 1:
         import multiprocessing as mp
 

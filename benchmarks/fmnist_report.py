@@ -40,7 +40,10 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "by_seed": {r["seed"]: r["test_accuracy"] for r in rs},
                     "macs": rs[0]["macs"], "params": rs[0]["params"], "trial": rs[0].get("trial"),
                     "latency_ms": statistics.median(r["latency_ms"] for r in rs), "n_test": rs[0]["n_test"],
-                    "seconds": statistics.fmean(r["train_seconds"] for r in rs)})
+                    "seconds": statistics.fmean(r["train_seconds"] for r in rs),
+                    # rows trained on a GPU (mixed precision; --device cuda): the table says which
+                    "gpu": sorted({r.get("machine", {}).get("cuda", "a GPU") for r in rs if r.get("device") == "cuda"}),
+                    "gpu_rows": sum(r.get("device") == "cuda" for r in rs)})
     order = list(LEVELS)
     kinds = ["baseline", "searched", "long"]
     return sorted(out, key=lambda e: (order.index(e["level"]), kinds.index(e["kind"]), e["family"]))
@@ -118,6 +121,16 @@ def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]],
                  f"(training and validation splits); test accuracy on {n_test} test images; ± is the std over "
                  f"seeds, a difference's ± its standard error (and its range seed by seed); latency: median of "
                  f"batch-1 forward passes, 1 thread, CPU.")
+    # where the rows trained: a GPU row ran in mixed precision, so the table says which did
+    on_gpu = [e for e in entries if e["gpu_rows"]]
+    n_rows = sum(e["n"] for e in entries)
+    if on_gpu:
+        gpus = ", ".join(sorted({g for e in on_gpu for g in e["gpu"]}))
+        lines.append(f"- Trained on {gpus} in mixed precision: {sum(e['gpu_rows'] for e in on_gpu)} of {n_rows} rows ("
+                     + ", ".join(f"{e['level'].upper()} {e['family']} {e['epochs']} epochs: {e['gpu_rows']} of "
+                                 f"{e['n']}" for e in on_gpu) + "); the others on one CPU core each.")
+    else:
+        lines.append(f"- Every row trained on the CPU, one thread each ({n_rows} rows).")
     return "\n".join(lines) + "\n"
 
 

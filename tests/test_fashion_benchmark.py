@@ -19,6 +19,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 import pytest
+import torch
 
 from archsearch.storage import make_storage
 from conftest import Killed, killed_after_first_epoch
@@ -182,3 +183,13 @@ def test_bad_options_are_named(argv: list[str], message: str, capsys: pytest.Cap
     with pytest.raises(SystemExit):
         _benchmark().parse_args(argv)
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:7"])
+def test_a_device_that_is_not_here_is_named_before_anything_runs(device: str, tmp_path: Path) -> None:
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    with pytest.raises(SystemExit, match=f"--device: device (must be|{device!r})"):
+        _benchmark().main(["--quick", "--device", device, "--results", str(tmp_path / "r.jsonl"),
+                           "--work", str(tmp_path / "w")])
+    assert not (tmp_path / "r.jsonl").exists()

@@ -272,7 +272,7 @@ def train(
     path = Path(checkpoint) if checkpoint is not None else None
     data_key = _data_key(x_train, y_train) if path is not None else None
     if path is not None and path.exists():
-        state = _load_state(path, config, data_key)
+        state = _load_state(path, config, data_key, device)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:  # other layers or shapes: the checkpoint of another network
@@ -318,7 +318,8 @@ def train(
             out_of_time = config.seconds is not None and spent_before + time.perf_counter() - t0 >= config.seconds
             if path is not None:
                 _save_state(path, {
-                    "config": dataclasses.asdict(config), "data": data_key, "model": model.state_dict(),
+                    "config": dataclasses.asdict(config), "data": data_key, "device": device.type,
+                    "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "history": history, "step": step,
                     "finished": out_of_time or epoch + 1 == config.epochs, "compute_seconds": compute_seconds,
@@ -353,7 +354,7 @@ def _data_key(x: torch.Tensor, y: torch.Tensor) -> list:
     return [len(y), round(x.sum(dtype=torch.float64).item(), 3), y.bincount().tolist()]
 
 
-def _load_state(path: Path, config: TrainConfig, data_key: list) -> dict:
+def _load_state(path: Path, config: TrainConfig, data_key: list, device: torch.device) -> dict:
     """The state saved in ``path``, after checking that it belongs to this recipe and training set."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -370,6 +371,8 @@ def _load_state(path: Path, config: TrainConfig, data_key: list) -> dict:
         diff.append(f"training images: saved {saved_data[0]}, now {data_key[0]}")
     elif saved_data != data_key:
         diff.append("the same number of training images, but other images or labels")
+    if state.get("device") != device.type:  # the batch generator's state is the device's own kind
+        diff.append(f"device: saved {state.get('device')}, now {device.type}")
     if diff:
         raise ConfigError(f"checkpoint of another training ({'; '.join(diff)}); delete it to start over", path=path)
     return state

@@ -112,6 +112,12 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
                     epochs = next(iter(reranked.values()))["epochs"]
                     folds = f", {config.rerank.folds}-fold" if config.rerank.folds else ""
                     lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs{folds})"))
+            # a short recipe favours shallow networks that converge fast (README: Proxy fidelity), so the honest
+            # comparison is each network trained at the final recipe and scored on the test split
+            if best:
+                lines.append(f"to compare at a final recipe on the test split: archsearch export STUDY --trial N "
+                             f"--epochs E --out DIR for the pick (trial {best[0].number}) and each baseline (trials "
+                             + ", ".join(str(t.number) for t in sorted(base, key=lambda t: t.number)) + ")")
     missing = {family: why for family, why in baseline_status(trials).items() if why is not None}
     if missing:
         lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in missing.items()))

@@ -81,6 +81,9 @@ def test_rerank_trains_the_top_candidates_and_the_baselines_again_once(write_stu
     assert select_trials(study, config)[0].number == best
     text = summary(study, config)
     assert "best feasible trial (by re-rank):" in text and "by re-rank score (3 epochs)" in text
+    numbers = ", ".join(str(t.number) for t in sorted(baselines, key=lambda t: t.number))
+    assert (f"archsearch export STUDY --trial N --epochs E --out DIR for the pick (trial {best}) and each baseline "
+            f"(trials {numbers})") in text  # the comparison that a short recipe cannot make
 
     # run again: the study is complete and every result is there, so nothing is trained
     again = CountingTrainer()

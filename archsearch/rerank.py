@@ -43,7 +43,9 @@ from .cost import arch_cost
 from .objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive, worker_id
 from .train import TrainConfig
 
-__all__ = ["PREFIX", "recipe", "results", "candidates", "rerank", "best_reranked", "pending", "fold_indices"]
+__all__ = [
+    "PREFIX", "recipe", "recipe_key", "results", "candidates", "rerank", "best_reranked", "pending", "fold_indices",
+]
 
 PREFIX = "archsearch.rerank."
 
@@ -54,7 +56,8 @@ def recipe(config: StudyConfig) -> TrainConfig:
     return dataclasses.replace(config.training, epochs=r.epochs, train_subset=r.train_subset, seconds=None)
 
 
-def _recipe_key(config: StudyConfig) -> dict:
+def recipe_key(config: StudyConfig) -> dict:
+    """What a result records as its recipe: a result counts for a study only while this equals the study's."""
     key = dataclasses.asdict(recipe(config))
     if config.rerank.folds:  # absent without folds: results recorded before folds existed still count
         key["folds"] = config.rerank.folds
@@ -85,7 +88,7 @@ def results(study: optuna.Study, config: StudyConfig) -> dict[int, dict]:
     """The finished re-rank results of the config's recipe, by trial number ({} without ``rerank``)."""
     if config.rerank is None:
         return {}
-    want = _recipe_key(config)
+    want = recipe_key(config)
     out = {}
     for key, value in study.user_attrs.items():
         if key.startswith(PREFIX) and _finished(value, want):
@@ -118,7 +121,7 @@ def pending(study: optuna.Study, config: StudyConfig) -> bool:
     """
     if config.rerank is None:
         return False
-    want = _recipe_key(config)
+    want = recipe_key(config)
     return any(isinstance(v, dict) and v.get("recipe") == want and not _finished(v, want)
                and worker_alive(v.get("worker", "")) is not False
                for k, v in study.user_attrs.items() if k.startswith(PREFIX))
@@ -136,7 +139,7 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
     """Train the top candidates that have no result yet with the re-rank recipe; returns every result."""
     if config.rerank is None or config.objective.multi_objective:
         return {}
-    want = _recipe_key(config)
+    want = recipe_key(config)
     train_cfg = recipe(config)
     top = candidates(study, config.rerank.top)
     for t in top:

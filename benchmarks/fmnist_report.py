@@ -167,26 +167,37 @@ def plot(entries: list[dict[str, Any]], path: Path) -> None:
     _save(fig, path)
 
 
-def plot_anytime(searches: dict[str, dict[str, Any]], anytime_rows: list[dict], level: str, path: Path) -> None:
+def plot_anytime(searches: dict[str, dict[str, Any]], anytime_rows: list[dict], final_rows: list[dict],
+                 level: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    colors = {"tpe": "C0", "random": "C1"}
     for sampler, style in (("tpe", "-"), ("random", "--")):
         s = searches.get(f"{level}/{sampler}")
         if not s or not s["curve"]:
             continue
         xs, ys = zip(*s["curve"])
-        ax.step(xs, [100 * y for y in ys], style, where="post", label=f"{sampler}: best-so-far validation accuracy")
-    for r in anytime_rows:
-        sampler = "tpe" if r["family"] == "archsearch" else "random"
+        ax.step(xs, [100 * y for y in ys], style, where="post", color=colors[sampler],
+                label=f"{sampler}: best-so-far validation accuracy")
+    # the final test accuracy (seed 0) of each search's pick so far: its checkpoints, then its network's row
+    for sampler, family, marker in (("tpe", "archsearch", "o"), ("random", "random", "s")):
         s = searches.get(f"{level}/{sampler}")
-        point = next((c for c in (s or {}).get("checkpoints", []) if f"f{c['fraction']:g}" == r["tag"]), None)
-        x = point["seconds"] if point else None
-        if x is not None:
-            ax.plot([x], [100 * r["test_accuracy"]], "o" if sampler == "tpe" else "s", color="black")
+        points = []
+        for r in anytime_rows:
+            point = next((c for c in (s or {}).get("checkpoints", []) if f"f{c['fraction']:g}" == r["tag"]), None)
+            if r["family"] == family and point is not None:
+                points.append((point["seconds"], 100 * r["test_accuracy"]))
+        final = next((r for r in final_rows if r["family"] == family and r["seed"] == 0), None)
+        if s and final is not None:
+            points.append((s["spent_seconds"], 100 * final["test_accuracy"]))
+        if points:
+            xs, ys = zip(*sorted(points))
+            ax.plot(xs, ys, marker, color=colors[sampler], linestyle=":",
+                    label=f"{sampler}: final test accuracy of its pick so far (seed 0)")
     ax.set_xlabel("search time (summed trial seconds, one core)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Anytime at {level.upper()}: lines, search score; markers, final test accuracy")
@@ -231,7 +242,9 @@ def report(results: Results, settings: Settings, out: Path, readme: Path | None 
     if entries:
         plot(entries, png)
     if any(k.startswith(settings.anytime_level + "/") for k in searches):
-        plot_anytime(searches, anytime_rows, settings.anytime_level, anytime_png)
+        final_rows = [e for e in rows if e["kind"] == "searched" and e["level"] == settings.anytime_level
+                      and e["epochs"] == settings.epochs]
+        plot_anytime(searches, anytime_rows, final_rows, settings.anytime_level, anytime_png)
     (out / "results.md").write_text(table, encoding="utf-8")
     if readme is not None:
         if not entries:

@@ -25,7 +25,9 @@ For each budget level (1, 3 and 10 million MACs at 28x28x1; one study file each,
 
 Every finished row and search goes into one committed results file, ``benchmarks/fashion_mnist_results.jsonl``
 (one JSON object a line, appended under ``flock``), so a later run continues where the last one stopped and
-nothing is trained twice; a process ended halfway loses only the row (or the search trial) it was running.
+nothing is trained twice; a process ended halfway loses at most the epoch of the row in training (its state after
+each epoch is a file beside the journals, ``<level>/rows-in-training/``, resumed by the next run) or the search
+trial it was running.
 Rows are claimed with ``flock`` in ``--work``, so several processes (``--jobs``, or the same command started twice)
 share the work. The file's first line holds the settings; a run with other settings is refused. ``--readme``
 trains nothing: it regenerates the README section (table, targets, plots: ``benchmarks/fashion_mnist.png`` and

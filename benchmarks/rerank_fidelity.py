@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", action="store_true", help="train the new pick's final rows, seeds 0-2")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--results", type=Path, default=RESULTS, help="the benchmark's results file (default: committed)")
+    p.add_argument("--studies", type=Path, default=STUDIES_DIR, help="its journal files (default: committed)")
     args = p.parse_args(argv)
     args.images = None if args.images == "all" else int(args.images)
     return args
@@ -63,14 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    results = Results(RESULTS)
+    results = Results(args.results)
     stored = results.get("settings")
     settings = dataclasses.replace(FULL, **{k: v for k, v in (stored or {}).items() if k != "key"})
-    level = Level(args.level, ROOT / "benchmarks" / "results" / "rerank_fidelity", STUDIES_DIR, results, settings)
+    level = Level(args.level, ROOT / "benchmarks" / "results" / "rerank_fidelity", args.studies, results, settings)
     shipped = level.config(args.sampler)
     search = results.get(f"search/{args.level}/{args.sampler}")
     if search is None:
-        raise SystemExit(f"error: {RESULTS} has no search/{args.level}/{args.sampler}: run that search first")
+        raise SystemExit(f"error: {args.results} has no search/{args.level}/{args.sampler}: run that search first")
     out = args.out / f"{args.level}-{args.sampler}-e{args.epochs}-n{args.images or 'all'}.json"
     record = read_json(out) or {"level": args.level, "sampler": args.sampler, "epochs": args.epochs,
                                 "images": args.images, "reranked": {}, "rows": {}}

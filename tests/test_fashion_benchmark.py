@@ -10,10 +10,8 @@ IDX files are not installed.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import optuna
@@ -22,7 +20,7 @@ import pytest
 import torch
 
 from archsearch.storage import make_storage
-from conftest import Killed, killed_after_first_epoch
+from conftest import Killed, killed_after_first_epoch, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -38,11 +36,7 @@ TINY = ["--quick", "--levels", "1m", "--threads", "1", "--search-trials", "5", "
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("fashion_mnist_benchmark", ROOT / "benchmarks" / "fashion_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("fashion_mnist", as_name="fashion_mnist_benchmark")
 
 
 def _lines(path: Path) -> dict[str, dict]:
@@ -87,6 +81,22 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
         assert all("fit" in t.user_attrs for t in study.trials if "baseline" not in t.user_attrs)
         assert search["best"]["number"] in {int(n) for n in search["reranked"]}
     assert done["settings"]["epochs"] == 1
+
+    # benchmarks/rerank_fidelity.py re-ranks the finished TPE search again with another recipe, on a copy of its
+    # journal (never written), side by side with its own re-rank; a rerun resumes and trains nothing
+    rf = load_benchmark("rerank_fidelity")
+    journal = work / "studies" / "1m" / "tpe.journal"
+    before_journal = journal.read_bytes()
+    rf_argv = ["--level", "1m", "--epochs", "1", "--images", "200", "--results", str(results),
+               "--studies", str(work / "studies"), "--out", str(tmp_path / "rf")]
+    assert rf.main(rf_argv) == 0
+    first_rf = capsys.readouterr().out
+    record = json.loads((tmp_path / "rf" / "1m-tpe-e1-n200.json").read_text())
+    assert set(record["reranked"]) == set(done["search/1m/tpe"]["reranked"])  # the same candidates
+    assert record["shipped_pick"] == done["search/1m/tpe"]["best"]["number"]
+    assert first_rf.count("re-rank trial") == len(record["reranked"]) and journal.read_bytes() == before_journal
+    assert rf.main(rf_argv) == 0
+    assert "re-rank trial" not in capsys.readouterr().out
 
     # the second invocation trains nothing and searches no further
     before = results.read_text()

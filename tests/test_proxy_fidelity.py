@@ -6,31 +6,22 @@ script's ``--quick`` run (about 3 minutes) is left out of the suite for time.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "benchmarks" / "proxy_fidelity"
 
 
-def _load(name: str):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def proxy():
-    return _load("proxy_fidelity")
+    return load_benchmark("proxy_fidelity")
 
 
 def test_committed_rows_are_of_todays_architectures(proxy) -> None:

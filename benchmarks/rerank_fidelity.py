@@ -14,6 +14,7 @@ Results go to ``benchmarks/rerank_fidelity/<level>-<sampler>-e<epochs>-n<images>
 after every training, so a rerun resumes; the committed journal is never written.
 
     python benchmarks/rerank_fidelity.py --level 1m [--sampler tpe] [--epochs 8] [--images all] [--rows]
+        [--results FILE --studies DIR]   # another copy of the benchmark (tests: the --quick one)
 """
 
 from __future__ import annotations

@@ -115,6 +115,20 @@ def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]],
                      f"candidate by the search score after a share of the search's trials; at 1: the row above): "
                      + "; ".join(f"{r['family']} at {r['tag'][1:]}: {100 * r['test_accuracy']:.2f}%"
                                  for r in sorted(anytime_rows, key=lambda r: (r["family"], r["tag"]))) + ".")
+    # the time each part took: one core per process, summed over what is in the file (runs cut short by a
+    # session's end record no wall time of their own, so the sums of their trainings are the measure)
+    spent = []
+    for level in LEVELS:
+        search_s = sum(v.get("spent_seconds", 0) + v.get("rerank_seconds", 0) for k, v in searches.items()
+                       if k.startswith(f"{level}/"))
+        rows_s = sum(e["seconds"] * e["n"] for e in entries if e["level"] == level)
+        rows_s += sum(r["train_seconds"] for r in anytime_rows if r["level"] == level and not r.get("reused_from"))
+        if search_s or rows_s:
+            spent.append(f"{level.upper()} {search_s / 3600:.1f} h searching and re-ranking + {rows_s / 3600:.1f} h "
+                         f"of rows")
+    if spent:
+        lines.append("- Compute so far, core-hours of training (one thread a process, beside another job): "
+                     + "; ".join(spent) + ".")
     n_test = f"{entries[0]['n_test']:,}" if entries else "?"
     lines.append(f"- Final recipe for every row: the study's SGD/cosine/shift recipe, {settings.epochs} epochs "
                  f"(long rows: {settings.long_epochs}) on {settings.train_subset or 'all 60,000'} training images "

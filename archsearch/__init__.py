@@ -8,7 +8,8 @@ The pipeline, one module per stage:
 - fit (the shape's widths scaled to the budget) -> arch (the record) -> blocks -> build (record -> nn.Module)
   -> cost (MACs, params, activations); latency (lookup table, of latency_parts under a latency_key; measure:
   timing a built model in PyTorch or ONNX Runtime)
-- data (splits, normalization, cache; readers: the dataset files) -> train -> objective (one trial)
+- data (splits, normalization, cache; readers: the dataset files; custom_reader: a `module:function`
+  dataset) -> train -> objective (one trial)
 - study (create or resume, run, workers; samplers; recovery: every trial ends with a verdict; rerank: the top
   candidates trained again; summary: the study in words)
 - export (selection: which trials, retrained; preprocess: the input contract; codegen: model.py; card) and

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .custom_reader import read_custom
 from .errors import ConfigError
-from .readers import DIGITS_MAX, check_int, read_cifar10, read_custom, read_digits, read_idx_dataset, read_synthetic
+from .readers import DIGITS_MAX, check_int, read_cifar10, read_digits, read_idx_dataset, read_synthetic
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
 

@@ -4,7 +4,8 @@
 - ``fashion-mnist`` / ``mnist``: the four IDX files (gzipped or raw), parsed with numpy.
 - ``cifar10``: the ``cifar-10-batches-py`` pickles, read with a numpy-only unpickler.
 - ``synthetic``: a deterministic, learnable toy dataset (class prototypes plus noise) for tests.
-- ``module:function``: any importable function returning ``(train, test)``.
+- ``module:function``: any importable function returning ``(train, test)``, read by
+  :mod:`archsearch.custom_reader`.
 
 :mod:`archsearch.data` splits off validation, normalizes and caches what these return.
 """
@@ -13,18 +14,14 @@ from __future__ import annotations
 
 import codecs
 import gzip
-import importlib
-import inspect
 import os
 import pickle
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from .errors import ConfigError
 
@@ -163,10 +160,10 @@ def read_idx_dataset(
         if len(x) != len(y):
             raise ConfigError(f"{len(x)} images but {len(y)} labels in {files[y_key]}", path=files[x_key])
     return (
-        _images(x_train, name),
-        _labels(y_train, name),
-        _images(x_test, name),
-        _labels(y_test, name),
+        to_images(x_train, name),
+        to_labels(y_train, name),
+        to_images(x_test, name),
+        to_labels(y_test, name),
     )
 
 
@@ -247,7 +244,7 @@ def read_cifar10(
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
     where = "cifar10"
-    return _images(x_train, where), _labels(y_train, where), _images(x_test, where), _labels(y_test, where)
+    return to_images(x_train, where), to_labels(y_train, where), to_images(x_test, where), to_labels(y_test, where)
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -272,106 +269,7 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def read_custom(
-    spec: str, root: str | os.PathLike | None, options: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[float, str]]:
-    module_name, _, func_name = spec.partition(":")
-    module_name, func_name = module_name.strip(), func_name.strip()
-    if not module_name or not func_name:
-        raise ConfigError(f"dataset {spec!r}: expected 'module:function', e.g. 'mypkg.datasets:load'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # ImportError, or whatever the module raised while importing
-        raise ConfigError(f"dataset {spec!r}: cannot import module {module_name!r} ({type(e).__name__}: {e})") from e
-    func = getattr(module, func_name, None)
-    if not callable(func):
-        raise ConfigError(f"dataset {spec!r}: module {module_name!r} has no function {func_name!r}")
-    result = func(**_call_kwargs(spec, func, root, options))
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise ConfigError(
-            f"dataset {spec!r}: expected the function to return (train, test), got {type(result).__name__}"
-        )
-    x_train, y_train, dtype = _custom_part(spec, "train", result[0])
-    x_test, y_test, test_dtype = _custom_part(spec, "test", result[1])
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise ConfigError(
-            f"dataset {spec!r}: train images are {tuple(x_train.shape[1:])} but test images {tuple(x_test.shape[1:])}"
-        )
-    shape = " x ".join(map(str, x_train.shape[1:]))
-    # the training images' format is the one a trained network expects (a float test part in [0, 1] beside
-    # uint8 training images is the same scale, and is said so)
-    also = "" if dtype == test_dtype else f" (its test images: {test_dtype})"
-    if dtype == "uint8":
-        return x_train, y_train, x_test, y_test, (255.0, f"what {spec} returns: uint8, 0 to 255, N x {shape}{also}")
-    return x_train, y_train, x_test, y_test, (1.0, f"what {spec} returns: {dtype}, used as given, N x {shape}{also}")
-
-
-def _call_kwargs(
-    spec: str, func: Callable, root: str | os.PathLike | None, options: dict[str, Any]
-) -> dict[str, Any]:
-    """``root`` if ``func`` takes it, plus ``options``; an option it does not take is an error."""
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):  # some builtins have no signature: call them bare
-        params = None
-    if params is None:
-        if options:
-            raise ConfigError(f"dataset {spec!r}: cannot tell whether the function takes options {sorted(options)}")
-        return {}
-    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    kwargs = {"root": root} if var_kw or "root" in named else {}
-    unknown = sorted(k for k in options if not var_kw and k not in named)
-    if unknown:
-        raise ConfigError(f"dataset {spec!r}: the function takes no option(s) {unknown}; its parameters are {named}")
-    kwargs.update(options)
-    try:
-        inspect.signature(func).bind(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"dataset {spec!r}: cannot call the function with {sorted(kwargs)} ({e})") from None
-    return kwargs
-
-
-def _custom_part(spec: str, which: str, part: Any) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Tensors from an ``(x, y)`` pair or from a Dataset of ``(image_tensor, int_label)`` items, and the
-    images' dtype as given."""
-    where = f"dataset {spec!r} ({which})"
-    if isinstance(part, Dataset):
-        xs, ys = [], []
-        try:
-            # collate once here so that training later indexes tensors, never the Dataset
-            for batch in DataLoader(part, batch_size=_COLLATE_BATCH, shuffle=False):
-                if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-                    raise ConfigError(f"{where}: expected items (image_tensor, int_label), got {type(batch).__name__}")
-                xs.append(batch[0])
-                ys.append(batch[1])
-        except (TypeError, RuntimeError) as e:
-            raise ConfigError(f"{where}: expected items (image_tensor, int_label) ({e})") from e
-        if not xs:
-            raise ConfigError(f"{where}: the Dataset is empty")
-        x, y = torch.cat(xs), torch.cat(ys)
-    elif (
-        isinstance(part, (tuple, list))
-        and len(part) == 2
-        and all(isinstance(a, (np.ndarray, torch.Tensor)) for a in part)
-    ):
-        x, y = part
-    else:
-        raise ConfigError(
-            f"{where}: expected an (x, y) pair of tensors/arrays or a torch Dataset, got {type(part).__name__}"
-        )
-    dtype = str(x.dtype).removeprefix("torch.")  # before _images: "uint8" is scaled to [0, 1], a float is not
-    x, y = _images(x, where), _labels(y, where)
-    if len(x) != len(y):
-        raise ConfigError(f"{where}: {len(x)} images but {len(y)} labels")
-    if x.shape[2] != x.shape[3]:
-        raise ConfigError(f"{where}: images must be square, got {x.shape[2]}x{x.shape[3]}")
-    if not torch.isfinite(x).all():
-        raise ConfigError(f"{where}: images contain NaN or infinite values")
-    return x, y, dtype
-
-
-def _images(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
+def to_images(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     """Float32 N x C x H x W (a fresh tensor); uint8 is scaled to [0, 1], float kept as is."""
     t = torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x  # np.array: writable copy
     if t.dim() == 3:
@@ -385,7 +283,7 @@ def _images(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     raise ConfigError(f"{where}: images must be uint8 or float, got {t.dtype}")
 
 
-def _labels(y: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
+def to_labels(y: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     t = torch.from_numpy(np.array(y)) if isinstance(y, np.ndarray) else y
     if t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ConfigError(f"{where}: labels must be a 1-D integer array, got {t.dtype} of shape {tuple(t.shape)}")
@@ -425,5 +323,3 @@ def check_int(value: Any, what: str, *, minimum: int) -> None:
     if value < minimum:
         raise ValueError(f"{what} must be >= {minimum}, got {value}")
 
-
-_COLLATE_BATCH = 1024

@@ -9,7 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import torch
@@ -17,22 +17,21 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import interrupt, rerank
-from .arch import Arch
 from .config import StudyConfig, fingerprint_matches, load_study_config
 from .samplers import make_pruner, make_sampler
 from .storage import make_storage, redact
-from .cost import Cost, arch_cost
 from .data import DataBundle, load_data
 from .errors import ConfigError
 from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, worker_id
 from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
     CREATED_ATTR, CREATED_BY_ATTR, ensure_baselines, recover, sweep_dead_workers,
 )
-from .space import Space, suggest_architecture
+from .reachable import check_budget_reachable
+from .space import Space
 from .summary import finished_count, summary, trial_line
 from .train import TrainResult, make_optimizer, resolve_device, train
 
-__all__ = ["run", "run_workers", "open_study", "load_config_data", "smallest_cost"]
+__all__ = ["run", "run_workers", "open_study", "load_config_data"]
 
 FINGERPRINT_ATTR = "archsearch.fingerprint"
 COUNTED = COUNTED_STATES
@@ -133,57 +132,6 @@ def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
     return space, data
 
 
-def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: int) -> Cost:
-    """The cost of the cheapest candidate: smallest numbers everywhere, cheapest family per stage.
-
-    Coordinate descent over the categorical choices (stem, family, groups, kernel) from the
-    smallest-numbers corner; MACs, params and peak activations are minimised separately and reported together.
-    """
-    def arch_of(params: dict[str, Any]) -> Arch:
-        return suggest_architecture(optuna.trial.FixedTrial(params), space, in_chs=in_chs,
-                                    resolution=resolution, num_classes=num_classes)
-
-    base: dict[str, Any] = {}
-    categorical: dict[str, tuple] = {}
-    for name, options in (("width_mult", space.width_mult), ("resolution_mult", space.resolution_mult),
-                          ("stem_channels", space.stem_channels)):
-        base[name] = min(options)
-    categorical["stem"] = space.stem_types
-    for i, st in enumerate(space.stages):
-        base[f"s{i}_depth"] = min(st.depth)
-        base[f"s{i}_channels"] = min(st.channels)
-        categorical[f"s{i}_block"] = st.blocks
-        categorical[f"s{i}_groups"] = st.groups
-        categorical[f"s{i}_kernel"] = st.kernel
-    best = {}
-    for metric in ("macs", "params", "peak_activation_bytes"):
-        params = {**base, **{k: v[0] for k, v in categorical.items()}}
-        for _ in range(2):
-            for name, options in categorical.items():
-                params[name] = min(options, key=lambda v: getattr(arch_cost(arch_of({**params, name: v})), metric))
-        best[metric] = arch_cost(arch_of(params))
-    return Cost(best["macs"].macs, best["params"].params, best["peak_activation_bytes"].peak_activation_bytes)
-
-
-def _check_budget_reachable(config: StudyConfig, space: Space, data: DataBundle) -> None:
-    b = config.budget
-    low = smallest_cost(space, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes)
-    soft = config.objective.type == "soft"
-    for metric, key, value, unit in (
-        ("macs", "max_macs", low.macs, "MACs"), ("params", "max_params", low.params, "parameters"),
-        ("peak_kb", "max_peak_activation_kb", low.peak_activation_bytes / 1024, "KiB of peak activations"),
-        ("model_kb", "max_model_kb", low.params * b.bytes_per_param / 1024, f"KiB of {b.model_precision} weights"),
-    ):
-        limit = b.limit(metric)
-        if limit is not None and value > limit and not (soft and config.objective.soft_metric == metric):
-            raise ConfigError(
-                f"{limit:g} is below the smallest candidate of the space {space.source or space.name}, which "
-                f"has {value:,.0f} {unit} at {data.in_chs}x{data.resolution}x{data.resolution}; raise the "
-                f"budget or make the space smaller (width_mult, channels, depth)",
-                path=config.source, key=f"budget.{key}",
-            )
-
-
 def _taken(study: optuna.Study) -> int:
     """Trials finished or running (in any worker)."""
     return len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING)))
@@ -228,7 +176,7 @@ def _run(
     target = config.n_trials if n_trials is None else n_trials
     timeout = config.timeout if timeout is None else timeout
     space, data = load_config_data(config)
-    _check_budget_reachable(config, space, data)
+    check_budget_reachable(config, space, data)
     device = resolve_device(config.device)
     data = data.to(device)
     # the first optimizer of a process imports torch's compiler stack (seconds): pay it before the trials
@@ -396,7 +344,7 @@ def run_workers(
         config = load_study_config(config)
     # fail fast, once, on what every worker would refuse (bad data, unreachable budget, changed config)
     space, data = load_config_data(config)
-    _check_budget_reachable(config, space, data)
+    check_budget_reachable(config, space, data)
     study, created = _open_study(config, create=True)
     target = config.n_trials if n_trials is None else n_trials
     if stream is not None:

@@ -115,7 +115,7 @@ def instrument(timers: Timers) -> None:
     timers.wrap(archsearch.objective, "suggest_shape", "suggest_shape")
     timers.wrap(archsearch.objective, "fit_shape", "budget fitting")
     timers.wrap(archsearch.study, "load_config_data", "startup: data loading")
-    timers.wrap(archsearch.study, "_check_budget_reachable", "startup: budget check")
+    timers.wrap(archsearch.study, "check_budget_reachable", "startup: budget check")
     timers.wrap(archsearch.study, "summary", "summary")
 
 

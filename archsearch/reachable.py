@@ -1,0 +1,68 @@
+"""Whether a budget can be met at all: the cheapest candidate of a space, and the check a study makes before its
+first trial (a budget below it would fail every trial)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from .arch import Arch
+from .config import StudyConfig
+from .cost import Cost, arch_cost
+from .data import DataBundle
+from .errors import ConfigError
+from .space import Space, suggest_architecture
+
+__all__ = ["smallest_cost", "check_budget_reachable"]
+
+
+def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: int) -> Cost:
+    """The cost of the cheapest candidate: smallest numbers everywhere, cheapest family per stage.
+
+    Coordinate descent over the categorical choices (stem, family, groups, kernel) from the
+    smallest-numbers corner; MACs, params and peak activations are minimised separately and reported together.
+    """
+    def arch_of(params: dict[str, Any]) -> Arch:
+        return suggest_architecture(optuna.trial.FixedTrial(params), space, in_chs=in_chs,
+                                    resolution=resolution, num_classes=num_classes)
+
+    base: dict[str, Any] = {}
+    categorical: dict[str, tuple] = {}
+    for name, options in (("width_mult", space.width_mult), ("resolution_mult", space.resolution_mult),
+                          ("stem_channels", space.stem_channels)):
+        base[name] = min(options)
+    categorical["stem"] = space.stem_types
+    for i, st in enumerate(space.stages):
+        base[f"s{i}_depth"] = min(st.depth)
+        base[f"s{i}_channels"] = min(st.channels)
+        categorical[f"s{i}_block"] = st.blocks
+        categorical[f"s{i}_groups"] = st.groups
+        categorical[f"s{i}_kernel"] = st.kernel
+    best = {}
+    for metric in ("macs", "params", "peak_activation_bytes"):
+        params = {**base, **{k: v[0] for k, v in categorical.items()}}
+        for _ in range(2):
+            for name, options in categorical.items():
+                params[name] = min(options, key=lambda v: getattr(arch_cost(arch_of({**params, name: v})), metric))
+        best[metric] = arch_cost(arch_of(params))
+    return Cost(best["macs"].macs, best["params"].params, best["peak_activation_bytes"].peak_activation_bytes)
+
+
+def check_budget_reachable(config: StudyConfig, space: Space, data: DataBundle) -> None:
+    b = config.budget
+    low = smallest_cost(space, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes)
+    soft = config.objective.type == "soft"
+    for metric, key, value, unit in (
+        ("macs", "max_macs", low.macs, "MACs"), ("params", "max_params", low.params, "parameters"),
+        ("peak_kb", "max_peak_activation_kb", low.peak_activation_bytes / 1024, "KiB of peak activations"),
+        ("model_kb", "max_model_kb", low.params * b.bytes_per_param / 1024, f"KiB of {b.model_precision} weights"),
+    ):
+        limit = b.limit(metric)
+        if limit is not None and value > limit and not (soft and config.objective.soft_metric == metric):
+            raise ConfigError(
+                f"{limit:g} is below the smallest candidate of the space {space.source or space.name}, which "
+                f"has {value:,.0f} {unit} at {data.in_chs}x{data.resolution}x{data.resolution}; raise the "
+                f"budget or make the space smaller (width_mult, channels, depth)",
+                path=config.source, key=f"budget.{key}",
+            )

@@ -106,6 +106,9 @@ class Arch:
     stem: Stem = field(default_factory=Stem)
     stages: tuple[Stage, ...] = ()
     head: str = "gap"
+    #: units of a hidden fully connected layer (+ ReLU) between the pooled features and the classifier, as
+    #: MobileNetV3's head has (arXiv 1905.02244); 0: none, the features go straight to the classifier
+    hidden: int = 0
 
     def __post_init__(self) -> None:
         _check_int("arch", "in_chs", self.in_chs, 1, 64)
@@ -119,6 +122,7 @@ class Arch:
             raise TypeError("arch.stages must be a tuple of Stage")
         if self.head not in HEADS:
             raise ValueError(f"arch.head must be one of {list(HEADS)}, got {self.head!r}")
+        _check_int("arch", "hidden", self.hidden, 0, 65_536)
         stem_spec, stages = self.plan()
         located = [("stem", stem_spec)] + [
             (f"stages[{i}].block[{j}]", spec) for i, stage in enumerate(stages) for j, spec in enumerate(stage)
@@ -183,6 +187,8 @@ class Arch:
             return t
         if self.head == "gap":
             t.pool((t.h, t.w), stride=1)
+        if self.hidden:
+            t.linear(self.hidden)  # its ReLU runs in place: no MACs, no new tensor
         t.linear(self.num_classes)
         return t
 
@@ -203,6 +209,8 @@ class Arch:
             "stem": dataclasses.asdict(self.stem),
             "stages": [dataclasses.asdict(s) for s in self.stages],
             "head": self.head,
+            # only when there is one: records written before the key existed keep their exact form
+            **({"hidden": self.hidden} if self.hidden else {}),
         }
 
     @classmethod
@@ -268,7 +276,7 @@ class Arch:
             if s.ratio is not None:
                 tok.append(f"e{_ratio_str(s.ratio)}")
             parts.append("-".join(tok))
-        parts.append(self.head)
+        parts.append(f"{self.head}-h{self.hidden}" if self.hidden else self.head)
         return "_".join(parts)
 
     @classmethod
@@ -286,9 +294,11 @@ class Arch:
             for tok in stage_toks:
                 name, kw = _parse_tok(tok, keys)
                 stages.append(Stage(block=name, **kw))
+            head, hidden = re.fullmatch(r"([a-z]+)(?:-h([1-9][0-9]*))?", head).groups()
+            hidden = int(hidden or 0)
         except (AttributeError, ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"not an architecture id: {text!r} ({e})") from None
-        return cls(in_chs, resolution, num_classes, stem, tuple(stages), head)
+        return cls(in_chs, resolution, num_classes, stem, tuple(stages), head, hidden)
 
 
 def _mid_chs(default_ratio: float | None, ratio: float | None, out_chs: int, groups: int) -> int:

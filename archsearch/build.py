@@ -29,7 +29,11 @@ class Net(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1) if arch.head == "gap" else nn.Identity()
         self.flatten = nn.Flatten(1)
         feat = arch.out_chs if arch.head == "gap" else _flat_features(arch)
-        self.classifier = nn.Linear(feat, arch.num_classes)
+        if arch.hidden:  # pooled features -> FC -> ReLU -> classifier (MobileNetV3's head)
+            self.classifier = nn.Sequential(nn.Linear(feat, arch.hidden), nn.ReLU(inplace=True),
+                                            nn.Linear(arch.hidden, arch.num_classes))
+        else:
+            self.classifier = nn.Linear(feat, arch.num_classes)
         _init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -33,7 +33,7 @@ class ExportError(RuntimeError):
 
 _SEARCH_ONLY_METHODS = ("validate", "cost")  # the block protocol's search-time half: not needed to run a net
 _PLAN_NAMES = ("ARCH_ID", "INPUT_SHAPE", "NET_INPUT_SHAPE", "PREPROCESSING", "STEM", "STEM_POOL", "STAGES", "HEAD",
-               "FEATURES", "NUM_CLASSES")
+               "FEATURES", "HIDDEN", "NUM_CLASSES")
 _FIXED_IMPORTS = {  # name -> import line, for what the template around the blocks uses
     "annotations": "from __future__ import annotations",
     "Path": "from pathlib import Path",
@@ -54,7 +54,11 @@ class Net(nn.Module):
         )
         self.pool = nn.AdaptiveAvgPool2d(1) if HEAD == "gap" else nn.Identity()
         self.flatten = nn.Flatten(1)
-        self.classifier = nn.Linear(FEATURES, NUM_CLASSES)
+        if HIDDEN:  # pooled features -> FC -> ReLU -> classifier
+            self.classifier = nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(inplace=True),
+                                            nn.Linear(HIDDEN, NUM_CLASSES))
+        else:
+            self.classifier = nn.Linear(FEATURES, NUM_CLASSES)
 
 {forward}
 
@@ -280,6 +284,7 @@ def model_source(arch: Arch, preprocessing: Preprocessing | None = None) -> str:
         ")",
         f"HEAD = {arch.head!r}",
         f"FEATURES = {feat!r}  # classifier inputs",
+        f"HIDDEN = {arch.hidden!r}  # units of the FC layer (+ ReLU) before the classifier; 0: none",
         f"NUM_CLASSES = {arch.num_classes!r}",
     ]
     block_map = "BLOCKS = {\n" + "".join(f"    {n!r}: {blocks.get_block(n).__name__},\n" for n in used) + "}"

@@ -42,12 +42,15 @@ def _make_stem_pool(k: int) -> Callable[[], nn.Module]:
     return lambda: nn.MaxPool2d(k, 2, (k - 1) // 2)  # as build.Net makes it
 
 
-def _make_head(head: str, c: int, h: int, w: int, classes: int) -> Callable[[], nn.Module]:
-    # as build.Net's pool -> flatten -> classifier
+def _make_head(head: str, c: int, h: int, w: int, classes: int, hidden: int) -> Callable[[], nn.Module]:
+    # as build.Net's pool -> flatten -> classifier (with its hidden layer, if any)
     def make() -> nn.Module:
         pool = nn.AdaptiveAvgPool2d(1) if head == "gap" else nn.Identity()
         features = c if head == "gap" else c * h * w
-        return nn.Sequential(pool, nn.Flatten(1), nn.Linear(features, classes))
+        if not hidden:
+            return nn.Sequential(pool, nn.Flatten(1), nn.Linear(features, classes))
+        return nn.Sequential(pool, nn.Flatten(1), nn.Linear(features, hidden), nn.ReLU(inplace=True),
+                             nn.Linear(hidden, classes))
 
     return make
 
@@ -71,9 +74,9 @@ def parts_of(arch: Arch) -> list[Part]:
         get_block(spec.block).cost(spec, t)
     parts.append(
         Part(
-            f"head:{arch.head}:c{t.c}:{t.h}x{t.w}:n{arch.num_classes}",
+            f"head:{arch.head}:c{t.c}:{t.h}x{t.w}:n{arch.num_classes}" + (f":h{arch.hidden}" if arch.hidden else ""),
             (t.c, t.h, t.w),
-            _make_head(arch.head, t.c, t.h, t.w, arch.num_classes),
+            _make_head(arch.head, t.c, t.h, t.w, arch.num_classes, arch.hidden),
         )
     )
     return parts

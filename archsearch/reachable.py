@@ -32,6 +32,7 @@ def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: in
     for name, options in (("width_mult", space.width_mult), ("resolution_mult", space.resolution_mult),
                           ("stem_channels", space.stem_channels)):
         base[name] = min(options)
+    base["head_hidden"] = min(space.head_hidden)  # fewer hidden units cost less in every metric
     categorical["stem"] = space.stem_types
     for i, st in enumerate(space.stages):
         base[f"s{i}_depth"] = min(st.depth)

@@ -9,7 +9,9 @@ rho (MobileNet's two knobs). Channels are rounded by construction so that every 
 - a stride-2 ShuffleNet unit concatenates its input, so it is widened to at least
   ``in_chs + channel_multiple`` where the sampled width is not larger than its input.
 
-A depth of 0 among a stage's choices makes the stage optional (it is left out when sampled).
+A depth of 0 among a stage's choices makes the stage optional (it is left out when sampled). ``head_hidden``
+offers a hidden fully connected layer between the pooled features and the classifier (0: none), as
+MobileNetV3's head has; its width is not scaled by alpha.
 """
 
 import math
@@ -56,12 +58,14 @@ class Space:
     resolution_mult: tuple[float, ...] = (1.0,)
     channel_multiple: int = 8
     head: str = "gap"
+    head_hidden: tuple[int, ...] = (0,)
     source: str | None = None
 
     @property
     def size(self) -> int:
         """Number of distinct points (parameter combinations) in the space."""
-        n = len(self.width_mult) * len(self.resolution_mult) * len(self.stem_types) * len(self.stem_channels)
+        n = (len(self.width_mult) * len(self.resolution_mult) * len(self.stem_types) * len(self.stem_channels)
+             * len(self.head_hidden))
         for st in self.stages:
             per_stage = 1 if 0 in st.depth else 0  # the stage left out
             depths = len([d for d in st.depth if d > 0])
@@ -124,6 +128,8 @@ class SpaceModel(Model):
     stem: StemSpace
     stages: Annotated[list[StageSpaceModel], Expect("a non-empty list of stages"), Field(min_length=1)]
     head: OneOf(*HEADS) = "gap"
+    head_hidden: Choices(Int(0, 65_536, integral_floats=False)) = Field(
+        (0,), description="units of a hidden FC layer (+ ReLU) after pooling, before the classifier; 0: none")
 
 
 def load_space(path: str | os.PathLike) -> Space:
@@ -150,6 +156,7 @@ def space_from_dict(data: dict[str, Any], *, path: str | os.PathLike | None = No
         resolution_mult=tuple(float(r) for r in model.resolution_mult),
         channel_multiple=model.channel_multiple,
         head=model.head,
+        head_hidden=model.head_hidden,
         source=None if path is None else str(path),
     )
 
@@ -214,6 +221,7 @@ class Shape:
     stages: tuple[StageShape, ...]
     head: str = "gap"
     channel_multiple: int = 8
+    hidden: int = 0  # the head's hidden units (not scaled by alpha, as MobileNetV3 keeps its head's 1280)
 
     def at(self, alpha: float, extra: tuple[int, ...] = ()) -> Arch:
         """The record at width multiplier ``alpha``.
@@ -238,6 +246,7 @@ class Shape:
             stem=Stem(self.stem_type, stem_chs, stride=self.stem_stride, pool=self.stem_pool),
             stages=tuple(stages),
             head=self.head,
+            hidden=self.hidden,
         )
 
     def breakpoints(self, low: float, high: float) -> list[float]:
@@ -274,6 +283,7 @@ def suggest_shape(trial: optuna.Trial, space: Space, *, in_chs: int, resolution:
         groups = _pick(trial, f"s{i}_groups", st.groups) if cls.uses_groups else 1
         kernel = _pick(trial, f"s{i}_kernel", st.kernel) if cls.uses_kernel else 3
         stages.append(StageShape(block, channels, depth, st.stride, groups, kernel))
+    hidden = _pick(trial, "head_hidden", space.head_hidden)
     return Shape(
         in_chs=in_chs,
         resolution=max(1, round(resolution * rho)),
@@ -285,6 +295,7 @@ def suggest_shape(trial: optuna.Trial, space: Space, *, in_chs: int, resolution:
         stages=tuple(stages),
         head=space.head,
         channel_multiple=space.channel_multiple,
+        hidden=hidden,
     )
 
 
@@ -294,7 +305,7 @@ def suggest_architecture(
     """Sample an architecture record: its shape, then the width multiplier alpha from the space's choices.
 
     Parameter names are stable (``width_mult``, ``resolution_mult``, ``stem``, ``stem_channels``,
-    ``s{i}_block``, ``s{i}_channels``, ``s{i}_depth``, ``s{i}_groups``, ``s{i}_kernel``), so a
+    ``s{i}_block``, ``s{i}_channels``, ``s{i}_depth``, ``s{i}_groups``, ``s{i}_kernel``, ``head_hidden``), so a
     study stays resumable across versions. ``groups`` and ``kernel`` are only sampled for families
     that use them. With budget fitting ``width_mult`` is not sampled (:func:`suggest_shape`).
     """

@@ -79,6 +79,22 @@ def test_round_trip_keeps_ratio_and_stem_options():
     assert Stage("dwsep", 8, ratio=1).ratio == 1.0 and isinstance(Stage("dwsep", 8, ratio=1).ratio, float)
 
 
+def test_a_hidden_head_layer_round_trips_and_leaves_older_records_as_they_were():
+    plain = Arch(1, 28, 10, Stem("conv", 16), (Stage("dwsep", 32, stride=2),))
+    with_hidden = plain.replace(hidden=128)
+    assert with_hidden.id == "i1x28-n10_stem-conv-c16_dwsep-c32-s2_gap-h128"
+    assert_round_trips(with_hidden)
+    assert_round_trips(with_hidden.replace(head="flatten"))
+    # a record without the layer is written as before the key existed (stored trials and results compare equal)
+    assert "hidden" not in plain.to_dict() and plain.id.endswith("_gap")
+    assert Arch.from_dict({**plain.to_dict(), "hidden": 0}) == plain
+    # its cost: one more linear layer, in_features x hidden MACs and (in_features + 1) x hidden parameters
+    base, more = arch_cost(plain), arch_cost(with_hidden)
+    assert more.macs - base.macs == 32 * 128 + 128 * 10 - 32 * 10
+    assert more.params - base.params == (32 * 128 + 128) + (128 * 10 + 10) - (32 * 10 + 10)
+    assert sum(p.numel() for p in build(with_hidden).parameters()) == more.params
+
+
 # -- invalid records ----------------------------------------------------------------------------------
 
 
@@ -109,6 +125,9 @@ INVALID = [
     (lambda: Stage("dwsep", 32, ratio=float("nan")), ValueError, r"stage\.ratio must be in \(0, 4\], got nan"),
     (lambda: Stage("dwsep", 32, ratio="0.5"), TypeError, r"stage\.ratio must be a number or None"),
     (lambda: Arch(1, 28, 10, head="avg"), ValueError, r"arch\.head must be one of \['gap', 'flatten'\], got 'avg'"),
+    (lambda: Arch(1, 28, 10, hidden=-1), ValueError, r"arch\.hidden must be in \[0, 65536\], got -1"),
+    (lambda: Arch(1, 28, 10, hidden=1.5), TypeError, r"arch\.hidden must be an int, got float 1\.5"),
+    (lambda: Arch(1, 28, 10, hidden=True), TypeError, r"arch\.hidden must be an int, got bool True"),
     (lambda: Arch(1, 28, 10, stem="conv"), TypeError, r"arch\.stem must be a Stem, got str"),
     (lambda: Arch(1, 28, 10, stages=({"block": "dwsep"},)), TypeError, r"arch\.stages must be a tuple of Stage"),
     # groups do not divide the shuffle branch (stride 1: out_chs) or the bottleneck
@@ -165,7 +184,7 @@ def _final_map(a: Arch) -> tuple[int, int, int]:
 
 BAD_DICTS = [
     ({"in_chs": 1, "resolution": 28, "num_classes": 10, "depth": 3}, r"arch: unknown keys \['depth'\]; valid keys: "
-     r"\['head', 'in_chs', 'num_classes', 'resolution', 'stages', 'stem'\]"),
+     r"\['head', 'hidden', 'in_chs', 'num_classes', 'resolution', 'stages', 'stem'\]"),
     ({"in_chs": 1, "resolution": 28, "num_classes": 10, "stem": {"type": "conv", "channels": 8}},
      r"stem: unknown keys \['channels'\]; valid keys: \['out_chs', 'pool', 'stride', 'type'\]"),
     ({"in_chs": 1, "resolution": 28, "num_classes": 10, "stages": [{"block": "dwsep", "out_chs": 8},
@@ -221,6 +240,10 @@ GOOD_ID = "i1x28-n10_stem-conv-c16_dwsep-c32-s2_gap"
         "i1x28-n10_stem-conv-c16_dwsep-s2_gap",  # no width
         "i1x28-n10_stem-conv-c16_dwsep-c32-s3_gap",  # invalid stride
         "i1x28-n10_stem-conv-c16_dwsep-c32_avg",  # unknown head
+        "i1x28-n10_stem-conv-c16_dwsep-c32_gap-h",  # hidden units missing
+        "i1x28-n10_stem-conv-c16_dwsep-c32_gap-h0",  # 0 is written as no token
+        "i1x28-n10_stem-conv-c16_dwsep-c32_gap-hx",
+        "i1x28-n10_stem-conv-c16_dwsep-c32_gap-h99999999",  # above the limit
         GOOD_ID + "_gap",
     ],
 )

@@ -48,8 +48,8 @@ ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ARCHS: dict[str, Arch] = {
     "conv-stem": Arch(1, 8, 5, Stem("conv", 16, pool=3),
                       (Stage("dwsep", 24, kernel=5), Stage("shuffle", 48, repeats=2, stride=2, groups=4))),
-    "dwsep-stem": Arch(3, 12, 4, Stem("dwsep", 16),
-                       (Stage("shuffle", 32, stride=2, groups=2), Stage("effnet", 48, stride=1))),
+    "dwsep-stem": Arch(3, 12, 4, Stem("dwsep", 16),  # and a hidden layer in its head
+                       (Stage("shuffle", 32, stride=2, groups=2), Stage("effnet", 48, stride=1)), hidden=24),
     "effnet-stem": Arch(1, 14, 10, Stem("effnet", 16, stride=2),
                         (Stage("effnet", 32, stride=2), Stage("dwsep", 64, repeats=2, stride=2),
                          Stage("shuffle", 96, groups=8, ratio=0.5))),
@@ -73,8 +73,10 @@ def randomized(arch: Arch, seed: int) -> nn.Module:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.2)
-        net.classifier.weight.normal_(0, 0.5)
-        net.classifier.bias.normal_(0, 0.1)
+        for m in net.classifier.modules():  # one linear layer, or two around the head's hidden one
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0, 0.5)
+                m.bias.normal_(0, 0.1)
     return net.eval()
 
 

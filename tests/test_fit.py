@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from archsearch import cli
 from archsearch.arch import make_divisible
 from archsearch.config import load_study_config
 from archsearch.cost import arch_cost
 from archsearch.fit import CAPPED, FITTED, INFEASIBLE, budget_use, cost_values, fit_shape, summarize
-from archsearch.space import Shape, StageShape, load_space, sample_shapes
+from archsearch.space import Shape, StageShape, load_space, sample_shapes, space_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ("mixed", "mobilenet", "shufflenet", "effnet")
@@ -168,3 +169,18 @@ def test_space_command_on_a_study_with_a_latency_limit_fits_the_analytic_limits(
     out = _space_command(capsys, str(study))
     assert "note: the study's latency limit (5 ms) is left out here" in out
     assert "budget fitting to macs <= 300,000, multiplier" in out
+
+
+def test_a_head_with_a_hidden_layer_is_fitted_with_the_rest():
+    # the hidden layer is not scaled by alpha: the multiplier spends what the head leaves of the budget
+    mixed = ROOT / "search_spaces" / "mixed.yaml"
+    space = space_from_dict({**yaml.safe_load(mixed.read_text()), "head_hidden": [0, 256]}, path=mixed)
+    limits = {"macs": 1e6}
+    shapes = sample_shapes(space, 40, in_chs=1, resolution=28, num_classes=10, seed=2)
+    assert {s.hidden for s in shapes} == {0, 256}
+    fits = [fit_shape(s, limits, low=min(space.width_mult), high=max(space.width_mult)) for s in shapes]
+    for shape, f in zip(shapes, fits):
+        assert f.arch.hidden == shape.hidden
+        if f.feasible:
+            assert arch_cost(f.arch).macs <= 1e6, f.arch.id
+    assert summarize(fits)["at_threshold"] >= 0.9 * len(fits)

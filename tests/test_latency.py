@@ -60,7 +60,8 @@ def _sampled(n: int) -> list[Arch]:
 
 
 @pytest.mark.parametrize(
-    "arch", [tiny(), tiny(stem_pool=3), tiny(stem_pool=2, head="flatten"), OTHER, *_sampled(6)], ids=lambda a: a.id
+    "arch", [tiny(), tiny(stem_pool=3), tiny(stem_pool=2, head="flatten"), tiny().replace(hidden=32), OTHER,
+             *_sampled(6)], ids=lambda a: a.id
 )
 def test_parts_chain_like_the_built_network(arch):
     parts = parts_of(arch)
@@ -85,7 +86,7 @@ def test_part_keys_tell_apart_what_changes_the_latency():
     keys = {p.key for p in parts_of(a)}
     for other in (a.replace(resolution=16), a.replace(num_classes=5), a.replace(stem=Stem("conv", 16)),
                   a.replace(stages=(Stage("dwsep", 16, stride=2, kernel=5), a.stages[1])),
-                  a.replace(stages=(a.stages[0], Stage("shuffle", 32, stride=2, groups=4)))):
+                  a.replace(stages=(a.stages[0], Stage("shuffle", 32, stride=2, groups=4))), a.replace(hidden=32)):
         assert {p.key for p in parts_of(other)} != keys
 
 

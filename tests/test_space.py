@@ -64,7 +64,7 @@ BAD_FILES = [
      "unknown block 'resnet'; registered blocks: ['conv', 'dwsep', 'effnet', 'shuffle'] (did you mean 'effnet'?)"),
     ("unknown-top-level-key", GOOD + "epochs: 3\n", "epochs",
      "unknown key 'epochs'; valid keys here: name, description, channel_multiple, width_mult, "
-     "resolution_mult, stem, stages, head"),
+     "resolution_mult, stem, stages, head, head_hidden"),
     ("unknown-stage-key", edit("    stride: 2\nhead", "    stride: 2\n    width: 3\nhead"), "stages[1].width",
      "unknown key 'width' (did you mean 'depth'?); valid keys here: block, channels, depth, stride, groups, kernel"),
     ("unknown-stem-key", edit("  stride: 1\n", "  stride: 1\n  act: relu\n"), "stem.act",
@@ -117,6 +117,10 @@ BAD_FILES = [
      "expected one of 0, 2, 3, got int 4"),
     ("unknown-head", edit("head: gap", "head: avg"), "head",
      "expected one of 'gap', 'flatten', got str 'avg'"),
+    ("head-hidden-negative", GOOD + "head_hidden: [0, -64]\n", "head_hidden[1]",
+     "expected an integer >= 0 and <= 65536, got int -64"),
+    ("head-hidden-float", GOOD + "head_hidden: 128.0\n", "head_hidden[0]",
+     "expected an integer >= 0 and <= 65536, got float 128.0"),
     ("python-object-tag", "!!python/object/apply:os.system ['echo hacked']\n", None,
      "not valid YAML: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
     ("python-tag-inside", edit("name: tiny", "name: !!python/name:os.system"), None,
@@ -232,8 +236,8 @@ SMALL = {
 
 def brute_force_size(sp: Space) -> int:
     """Distinct sets of parameters the sampler asks for, over every combination of every choice."""
-    names = ["width_mult", "resolution_mult", "stem", "stem_channels"]
-    options = [sp.width_mult, sp.resolution_mult, sp.stem_types, sp.stem_channels]
+    names = ["width_mult", "resolution_mult", "stem", "stem_channels", "head_hidden"]
+    options = [sp.width_mult, sp.resolution_mult, sp.stem_types, sp.stem_channels, sp.head_hidden]
     for i, st in enumerate(sp.stages):
         names += [f"s{i}_depth", f"s{i}_block", f"s{i}_channels", f"s{i}_groups", f"s{i}_kernel"]
         options += [st.depth, st.blocks, st.channels, st.groups, st.kernel]
@@ -252,6 +256,21 @@ def test_size_equals_a_brute_force_count():
     assert brute_force_size(sp) == sp.size
 
 
+def test_a_hidden_head_layer_is_one_more_choice():
+    assert space_from_dict({**SMALL, "head_hidden": [0, 64, 256]}).size == 3 * 1728
+    sp = space_from_dict({"stem": {"type": "conv", "channels": 8}, "head_hidden": [0, 64, 256],
+                          "stages": [{"block": "dwsep", "channels": 16, "stride": 2}]})
+    assert sp.size == brute_force_size(sp) == 3
+    for hidden in sp.head_hidden:
+        trial = optuna.trial.FixedTrial({**params(), "head_hidden": hidden})
+        arch = suggest_architecture(trial, space_from_dict({**ROUNDING_DICT, "head_hidden": [0, 64, 256]}),
+                                    in_chs=1, resolution=28, num_classes=10)
+        assert arch.hidden == hidden and trial.params["head_hidden"] == hidden
+    # a space without the key offers none and asks nothing: studies from before it existed resume unchanged
+    _, asked = suggest(params())
+    assert "head_hidden" not in asked and suggest(params())[0].hidden == 0
+
+
 def test_size_of_a_one_point_space():
     sp = space_from_dict({"stem": {"type": "conv", "channels": 8}, "stages": [{"block": "dwsep", "channels": 16,
                                                                               "stride": 2}]})
@@ -260,7 +279,7 @@ def test_size_of_a_one_point_space():
 
 # -- suggest_architecture -----------------------------------------------------------------------------
 
-ROUNDING = space_from_dict({
+ROUNDING_DICT = {
     "channel_multiple": 8,
     "width_mult": [0.5, 0.75, 1.0, 1.3],
     "resolution_mult": [0.75, 1.0],
@@ -272,7 +291,8 @@ ROUNDING = space_from_dict({
          "groups": [1, 2, 4, 8], "kernel": [3, 5]},
         {"block": "dwsep", "channels": [64], "depth": [0, 1], "stride": 1},
     ],
-})
+}
+ROUNDING = space_from_dict(ROUNDING_DICT)
 
 
 def params(**overrides) -> dict:
@@ -352,7 +372,8 @@ def test_parameter_names_are_the_documented_stable_names():
 def test_sampled_parameter_names_follow_the_pattern():
     sp = load_space(SPACES_DIR / "mixed.yaml")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
-    pattern = re.compile(r"width_mult|resolution_mult|stem|stem_channels|s[0-9]+_(block|channels|depth|groups|kernel)")
+    pattern = re.compile(r"width_mult|resolution_mult|stem|stem_channels|head_hidden|"
+                         r"s[0-9]+_(block|channels|depth|groups|kernel)")
     for _ in range(20):
         trial = study.ask()
         suggest_architecture(trial, sp, in_chs=1, resolution=28, num_classes=10)

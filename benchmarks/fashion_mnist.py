@@ -44,6 +44,9 @@ about 25 s per epoch on 10,000 images, so one 8-epoch row on 60,000 images takes
 1M, more at 10M) and a 30-epoch row about 75 minutes. See README for the time each part took.
 QUICK keeps the pipeline and shrinks every number; its accuracies stay near chance: it checks the pipeline, not
 the search.
+``--head-hidden 0,64,128`` adds the space key ``head_hidden`` (a hidden FC layer in the head, 0: none) to both
+searches: an experiment beside the main file, with its own ``--results`` and ``--studies`` (the setting is stored
+with the others).
 
 This file runs the parts; ``fmnist_store.py`` holds the settings and the results file, ``fmnist_search.py``
 what a finished search's record keeps (its network, curve, checkpoints), ``fmnist_report.py`` makes the table and
@@ -163,6 +166,10 @@ class Level:
         if settings.val_fraction is not None:  # a smaller validation split: every trial scores it each epoch
             config = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset,
                                                                              val_fraction=settings.val_fraction))
+        if settings.head_hidden is not None:  # the head's hidden layer on offer, beside the study's overrides
+            overrides = {**(config.space_overrides or {}), "head_hidden": list(settings.head_hidden)}
+            config = dataclasses.replace(config, space_overrides=overrides)
+            config.load_space()  # a bad width is named now, before anything runs
         if settings.rerank is not None:
             top, epochs, images = settings.rerank
             config = dataclasses.replace(config, rerank=RerankConfig(top=top, epochs=epochs, train_subset=images))
@@ -410,6 +417,16 @@ def _names(allowed: tuple[str, ...] | dict) -> Any:
     return parse
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,64,128, got {text!r}") from None
+    if any(w < 0 for w in widths) or len(set(widths)) != len(widths):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0, got {text!r}")
+    return widths
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", type=_names(LEVELS), default=list(LEVELS), help="budget levels (default: 1m,3m,10m)")
@@ -445,6 +462,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--long-level", choices=list(LEVELS), default=None, help="level of the long rows (3m)")
     g.add_argument("--anytime-level", choices=list(LEVELS), default=None, help="level of the anytime curve (3m)")
     g.add_argument("--eval-limit", type=positive_int, default=None, help="score rows on the first N test images")
+    g.add_argument("--head-hidden", type=_widths, default=None,
+                   help="widths of a hidden FC layer in the head to search over, e.g. 0,64,128 (0: none; default: "
+                        "the space's own, none in mixed.yaml)")
     args = p.parse_args(argv)
     if args.readme and args.quick:
         p.error("--readme writes the benchmark's figures into README.md; --quick figures are only a smoke check")

@@ -35,6 +35,9 @@ class Settings:
     long_level: str
     anytime_level: str
     eval_limit: int | None  # rows score only the first N test images (None: all; QUICK only)
+    # the widths a hidden FC layer in the head may take (the space key head_hidden, 0: none), added to the
+    # space for this results file's searches; None: the space's own (mixed.yaml offers none)
+    head_hidden: tuple[int, ...] | None = None
 
 
 FULL = Settings(search_trials=30, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,

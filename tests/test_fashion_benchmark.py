@@ -179,6 +179,25 @@ def test_other_settings_on_the_same_results_file_are_refused(tmp_path: Path) -> 
         bench.check_settings(results, bench.settings_of(bench.parse_args([])))
 
 
+def test_head_hidden_widths_join_the_searched_space_and_the_settings(tmp_path: Path) -> None:
+    bench = _benchmark()
+    settings = bench.settings_of(bench.parse_args(["--head-hidden", "0,64,128"]))
+    assert settings.head_hidden == (0, 64, 128)
+    level = bench.Level("1m", tmp_path / "w", tmp_path / "s", bench.Results(tmp_path / "r.jsonl"), settings)
+    for sampler in ("tpe", "random"):
+        space = level.config(sampler).load_space()
+        assert space.head_hidden == (0, 64, 128) and space.resolution_mult == (1.0,)  # the study's own override kept
+    plain = bench.Level("1m", tmp_path / "w", tmp_path / "s", bench.Results(tmp_path / "r.jsonl"), bench.FULL)
+    assert plain.config("tpe").load_space().head_hidden == (0,)
+    # a results file made before the setting existed has no such key: it still matches the default
+    results = bench.Results(tmp_path / "old.jsonl")
+    stored = {k: v for k, v in json.loads(json.dumps(bench.dataclasses.asdict(bench.FULL))).items() if k != "head_hidden"}
+    results.add({"key": "settings", **stored})
+    bench.check_settings(results, bench.FULL)
+    with pytest.raises(SystemExit, match=r"head_hidden: None there, \[0, 64, 128\] now"):
+        bench.check_settings(results, settings)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -187,6 +206,8 @@ def test_other_settings_on_the_same_results_file_are_refused(tmp_path: Path) -> 
         (["--seeds", "0"], "--seeds: expected a positive integer, got 0"),
         (["--search-trials", "0"], "--search-trials: expected a positive integer, got 0"),
         (["--quick", "--readme"], "--quick figures are only a smoke check"),
+        (["--head-hidden", "0,64,x"], "--head-hidden: expected comma-separated integers such as 0,64,128"),
+        (["--head-hidden", "0,-64"], "--head-hidden: expected distinct integers >= 0, got '0,-64'"),
     ],
 )
 def test_bad_options_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

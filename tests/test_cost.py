@@ -111,8 +111,9 @@ def counted(arch: Arch) -> tuple[int, float, float, dict]:
 @pytest.mark.parametrize("name,in_chs,resolution", [*((n, c, r) for n in SPACE_NAMES for c, r in SHAPES),
                                                     (HIDDEN_HEAD, 1, 28)])
 def test_analytic_cost_equals_thop_and_flop_counter(name, in_chs, resolution):
-    archs = random_archs(space(name), N_ARCHS, in_chs=in_chs, resolution=resolution, seed=1234)
-    assert len({a.id for a in archs}) > N_ARCHS // 2  # really a spread of architectures
+    n = 40 if name == HIDDEN_HEAD else N_ARCHS  # the head alone differs from mixed.yaml's
+    archs = random_archs(space(name), n, in_chs=in_chs, resolution=resolution, seed=1234)
+    assert len({a.id for a in archs}) > n // 2  # really a spread of architectures
     wrong = []
     for arch in archs:
         cost = arch_cost(arch)

@@ -35,6 +35,11 @@ class Net(nn.Module):
         else:
             self.classifier = nn.Linear(feat, arch.num_classes)
         _init_weights(self)
+        if arch.hidden:
+            # the hidden layer feeds a ReLU: He's init, fan_in. At the classifier's std 0.01 the two small layers
+            # in a row starve the start of training: a 1M network scored 50-56% after the 2-epoch proxy recipe,
+            # 78% with this init and 80-81% without the layer (seeds 0-1)
+            nn.init.kaiming_normal_(self.classifier[0].weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_pool(self.stem(x))

@@ -93,6 +93,11 @@ def test_a_hidden_head_layer_round_trips_and_leaves_older_records_as_they_were()
     assert more.macs - base.macs == 32 * 128 + 128 * 10 - 32 * 10
     assert more.params - base.params == (32 * 128 + 128) + (128 * 10 + 10) - (32 * 10 + 10)
     assert sum(p.numel() for p in build(with_hidden).parameters()) == more.params
+    # He's init for the hidden layer (it feeds a ReLU), the classifier's std 0.01 for the last one
+    torch.manual_seed(0)
+    hidden, last = build(with_hidden.replace(hidden=4096)).classifier[0], build(with_hidden).classifier[2]
+    assert hidden.weight.std().item() == pytest.approx((2 / 32) ** 0.5, rel=0.05)
+    assert last.weight.std().item() == pytest.approx(0.01, rel=0.1)
 
 
 # -- invalid records ----------------------------------------------------------------------------------

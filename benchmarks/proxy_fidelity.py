@@ -68,7 +68,7 @@ from archsearch.study import load_config_data  # noqa: E402
 from archsearch.train import train  # noqa: E402
 from archsearch.build import build  # noqa: E402
 from archsearch.cost import arch_cost  # noqa: E402
-from fashion_mnist import final_train, machine  # noqa: E402
+from fmnist_level import final_train, machine  # noqa: E402
 from fmnist_store import Results, claim, read_json, write_json  # noqa: E402
 from proxy_table import (  # noqa: E402
     FULL, NOISE, QUICK, SCHEDULE, Plan, baseline_file, check_rows, proxy_noise, row_file, table,

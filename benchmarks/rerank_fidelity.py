@@ -39,9 +39,10 @@ from archsearch.config import RerankConfig  # noqa: E402
 from archsearch.objective import ARCH_ATTR, BASELINE_ATTR, Objective  # noqa: E402
 from archsearch.storage import make_storage  # noqa: E402
 from archsearch.study import load_config_data  # noqa: E402
-from fashion_mnist import LEVELS, RESULTS, STUDIES_DIR, Level, final_train, machine  # noqa: E402
+from fashion_mnist import RESULTS, STUDIES_DIR  # noqa: E402
+from fmnist_level import Level, final_train, machine  # noqa: E402
 from fmnist_search import now  # noqa: E402
-from fmnist_store import FULL, Results, read_json, write_json  # noqa: E402
+from fmnist_store import FULL, LEVELS, Results, read_json, write_json  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "rerank_fidelity"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import optuna
@@ -121,7 +122,8 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     lost = "row/1m/long/archsearch/e2/s1"
     kept = [line for line in results.read_text().splitlines() if json.loads(line)["key"] != lost]
     results.write_text("\n".join(kept) + "\n")
-    monkeypatch.setattr(bench, "train", killed_after_first_epoch(bench.train))
+    level_module = sys.modules["fmnist_level"]  # where a row trains (the benchmark imported it)
+    monkeypatch.setattr(level_module, "train", killed_after_first_epoch(level_module.train))
     with pytest.raises(Killed):
         bench.main(argv)
     monkeypatch.undo()

@@ -46,7 +46,7 @@ QUICK keeps the pipeline and shrinks every number; its accuracies stay near chan
 the search.
 ``--head-hidden 0,64,128`` adds the space key ``head_hidden`` (a hidden FC layer in the head, 0: none) to both
 searches: an experiment beside the main file, with its own ``--results`` and ``--studies`` (the setting is stored
-with the others).
+with the others). ``--space FILE`` does the same with a whole space file in place of the study's ``mixed.yaml``.
 
 This file runs the parts; ``fmnist_level.py`` is one level (its searches, its rows and the final recipe),
 ``fmnist_store.py`` holds the settings and the results file, ``fmnist_search.py``
@@ -196,6 +196,17 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _space_file(text: str) -> str:
+    """A space file as stored in the settings: relative to the repository root where it lies inside it."""
+    path = Path(text).resolve()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--levels", type=_names(LEVELS), default=list(LEVELS), help="budget levels (default: 1m,3m,10m)")
@@ -234,6 +245,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--head-hidden", type=_widths, default=None,
                    help="widths of a hidden FC layer in the head to search over, e.g. 0,64,128 (0: none; default: "
                         "the space's own, none in mixed.yaml)")
+    g.add_argument("--space", type=_space_file, default=None,
+                   help="a search-space file both searches use instead of the study's (mixed.yaml); the study's "
+                        "space_overrides still apply")
     args = p.parse_args(argv)
     if args.readme and args.quick:
         p.error("--readme writes the benchmark's figures into README.md; --quick figures are only a smoke check")

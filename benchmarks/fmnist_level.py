@@ -97,6 +97,12 @@ class Level:
         if settings.val_fraction is not None:  # a smaller validation split: every trial scores it each epoch
             config = dataclasses.replace(config, dataset=dataclasses.replace(config.dataset,
                                                                              val_fraction=settings.val_fraction))
+        if settings.space is not None:  # another space file, with the study's overrides
+            config = dataclasses.replace(config, space_path=(ROOT / settings.space).resolve())
+            try:
+                config.load_space()  # a missing file or a bad key is named now, before anything runs
+            except ConfigError as e:
+                raise SystemExit(f"error: --space: {e}") from None
         if settings.head_hidden is not None:  # the head's hidden layer on offer, beside the study's overrides
             overrides = {**(config.space_overrides or {}), "head_hidden": list(settings.head_hidden)}
             config = dataclasses.replace(config, space_overrides=overrides)

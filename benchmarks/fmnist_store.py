@@ -38,6 +38,9 @@ class Settings:
     # the widths a hidden FC layer in the head may take (the space key head_hidden, 0: none), added to the
     # space for this results file's searches; None: the space's own (mixed.yaml offers none)
     head_hidden: tuple[int, ...] | None = None
+    # the search space file both searches use instead of the study YAML's (relative to the repository root);
+    # None: the study's own (mixed.yaml). Its space_overrides (28x28 only) still apply
+    space: str | None = None
 
 
 FULL = Settings(search_trials=30, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,

@@ -201,6 +201,28 @@ def test_head_hidden_widths_join_the_searched_space_and_the_settings(tmp_path: P
         bench.check_settings(results, settings)
 
 
+def test_space_file_replaces_the_studys_space_and_joins_the_settings(tmp_path: Path) -> None:
+    bench = _benchmark()
+    deep = "benchmarks/fashion_mnist_1m_deep/space.yaml"
+    settings = bench.settings_of(bench.parse_args(["--space", str(bench.ROOT / deep)]))
+    assert settings.space == deep  # stored relative to the checkout, so a results file moves with it
+    level = bench.Level("1m", tmp_path / "w", tmp_path / "s", bench.Results(tmp_path / "r.jsonl"), settings)
+    for sampler in ("tpe", "random"):
+        space = level.config(sampler).load_space()
+        assert space.name == "mixed-deep" and space.resolution_mult == (1.0,)  # the study's override kept
+        assert max(space.stages[1].depth) == 6
+    plain = bench.Level("1m", tmp_path / "w", tmp_path / "s", bench.Results(tmp_path / "r.jsonl"), bench.FULL)
+    assert plain.config("tpe").load_space().name == "mixed"
+    assert plain.config("tpe").fingerprint() != level.config("tpe").fingerprint()  # another study, other journals
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--space", str(tmp_path / "missing.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((bench.ROOT / deep).read_text().replace("depth: [1, 2, 4, 6]", "depth: [1, -2]", 1))
+    broken = bench.settings_of(bench.parse_args(["--space", str(bad)]))
+    with pytest.raises(SystemExit, match=r"--space: .*bad\.yaml.*depth"):
+        bench.Level("1m", tmp_path / "w", tmp_path / "s", bench.Results(tmp_path / "r.jsonl"), broken)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

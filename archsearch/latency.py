@@ -59,13 +59,11 @@ own, its parts timed by the same method with two differences, each measured on t
 Not modelled for ONNX Runtime: it runs convolutions in a blocked layout (NCHWc) and converts a tensor into it
 and out of it at the graph's edges, so a part timed alone converts at both ends where inside a network it
 does not. Taking a measured conversion off each boundary (a 1x1 depthwise convolution timed alone on the
-boundary's shape) did not predict better on this machine (57-60% of 40 networks within +-10%, against 60-68%).
-Nor did keeping the fastest of three measurements of a network (54-56% of 100, against 60-64%). What limits it
-here: a network runs in 0.03-2 ms, and two measurements of the same network, minutes apart, were more than 10%
-apart for 14 of 100 ``mixed.yaml`` networks, so even a perfect table would meet +-10% for about 86%; and two
-tables built one after the other predicted the same 25 networks more than 10% apart for 13 of them (entries
-14% apart, median, at the tables' speed; 20% as timed). Timing each entry for 0.2 s instead of 0.05 s did
-not bring two tables closer.
+boundary's shape) did not predict better (57-60% of 40 networks within +-10%, against 60-68%), nor did keeping
+the fastest of three measurements of a network (54-56% of 100, against 60-64%); both were tried on a busy
+machine. On a quiet one (an AMD EPYC with both cores free, 2026-12-06) the method as it stands predicted 94% of
+100 networks within +-10%, in two checks (median |error| 3.5-3.6%, worst 17-18%; 4-6 of the 100 had rounds
+more than 10% apart, against 49 on the busy machine): what limited it there was the machine, not the model.
 
 The table file's name and its content carry the key (device, threads, batch, torch version and the
 processor or GPU name, and for ONNX Runtime the runtime and its version): a table measured under any other key

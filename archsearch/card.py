@@ -40,6 +40,7 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
     rows = [
         ("architecture", f"`{arch.id}`"),
         ("network input", f"{arch.in_chs}x{arch.resolution}x{arch.resolution}, {arch.num_classes} classes"),
+        *([("classes", ", ".join(m["classes"]))] if m.get("classes") else []),
         ("MACs (batch 1)", f"{m['macs']:,}"),
         ("parameters", f"{m['params']:,}"),
         ("peak activations", f"{m['peak_activation_bytes']:,} bytes ({m['peak_activation_bytes'] / 1024:,.1f} KiB, "

@@ -19,6 +19,7 @@ from typing import Any
 from . import blocks
 from .arch import Arch
 from .build import Net
+from .image_file import read_image
 from .preprocess import Preprocess, Preprocessing, WithPreprocessing
 from .tally import Tally
 
@@ -33,7 +34,7 @@ class ExportError(RuntimeError):
 
 _SEARCH_ONLY_METHODS = ("validate", "cost")  # the block protocol's search-time half: not needed to run a net
 _PLAN_NAMES = ("ARCH_ID", "INPUT_SHAPE", "NET_INPUT_SHAPE", "PREPROCESSING", "STEM", "STEM_POOL", "STAGES", "HEAD",
-               "FEATURES", "HIDDEN", "NUM_CLASSES")
+               "FEATURES", "HIDDEN", "NUM_CLASSES", "CLASSES", "IMAGE_MODE", "read_image")
 _FIXED_IMPORTS = {  # name -> import line, for what the template around the blocks uses
     "annotations": "from __future__ import annotations",
     "Path": "from pathlib import Path",
@@ -80,10 +81,16 @@ def load(folder: str | Path | None = None, *, bare: bool = False) -> nn.Module:
 
 
 if __name__ == "__main__":
+    import sys
+
     net = load()
     with torch.no_grad():
-        logits = net(torch.zeros(1, *INPUT_SHAPE))
-    print(f"{{ARCH_ID}}: logits shape {{tuple(logits.shape)}}")
+        if len(sys.argv) > 1 and "read_image" in globals():
+            for path in sys.argv[1:]:
+                print(f"{{path}}: {{CLASSES[net(read_image(path)).argmax(1).item()]}}")
+        else:
+            logits = net(torch.zeros(1, *INPUT_SHAPE))
+            print(f"{{ARCH_ID}}: logits shape {{tuple(logits.shape)}}")
 '''
 
 
@@ -237,12 +244,18 @@ class _Closure:
         self.imports[name] = line
 
 
-def model_source(arch: Arch, preprocessing: Preprocessing | None = None) -> str:
+def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes: list[str] | None = None) -> str:
     """The text of a standalone ``model.py`` for ``arch``: only torch and the standard library.
 
     With ``preprocessing`` its ``load()`` gives a network that takes raw images; without, one that takes the
-    network's own input (``load(bare=True)`` is that network in both cases).
+    network's own input (``load(bare=True)`` is that network in both cases). ``CLASSES`` names each output
+    (``classes``, or "0".."N-1"). Where the raw images are 8-bit pixels of 1 or 3 channels, ``read_image(path)``
+    reads an image file as archsearch's ``folder`` dataset does (Pillow, imported when called).
     """
+    names = [str(i) for i in range(arch.num_classes)] if classes is None else [str(c) for c in classes]
+    if len(names) != arch.num_classes:
+        raise ValueError(f"the network has {arch.num_classes} outputs but {len(names)} class names were given")
+    images = preprocessing is not None and preprocessing.divisor == 255 and preprocessing.channels in (1, 3)
     if preprocessing is not None and (preprocessing.resolution, preprocessing.channels) != (
         arch.resolution, arch.in_chs
     ):
@@ -286,6 +299,7 @@ def model_source(arch: Arch, preprocessing: Preprocessing | None = None) -> str:
         f"FEATURES = {feat!r}  # classifier inputs",
         f"HIDDEN = {arch.hidden!r}  # units of the FC layer (+ ReLU) before the classifier; 0: none",
         f"NUM_CLASSES = {arch.num_classes!r}",
+        f"CLASSES = {names!r}  # the name of each output: CLASSES[logits.argmax(1)]",
     ]
     block_map = "BLOCKS = {\n" + "".join(f"    {n!r}: {blocks.get_block(n).__name__},\n" for n in used) + "}"
     future = closure.imports.pop("annotations")
@@ -295,6 +309,9 @@ def model_source(arch: Arch, preprocessing: Preprocessing | None = None) -> str:
         for group in ([s for s in lines if not _is_torch_import(s)], [s for s in lines if _is_torch_import(s)])
     ]
     imports = "\n\n".join("\n".join(group) for group in stdlib_then_torch if group)
+    usage = "    print(CLASSES[logits.argmax(1)[0]])  # the first image's class name\n"
+    if images:
+        usage += "    x = model.read_image('cat.png')     # an image file as load() takes it: 1 x INPUT_SHAPE\n"
     header = f'''"""A standalone image classifier (PyTorch only), exported by archsearch.
 
 Architecture {arch.id}.
@@ -304,8 +321,8 @@ Generated from the source of archsearch's block classes; re-export rather than e
     net = model.load()           # eval mode, weights from weights.pt beside this file
     logits = net(images)         # raw images, N x INPUT_SHAPE, in the dataset's own range
     bare = model.load(bare=True) # the network alone: takes PREPROCESSING's output, N x NET_INPUT_SHAPE
-
-    python model.py              # one forward pass on zeros; prints the logits' shape
+{usage}
+    python model.py [IMAGE ...]  # prints each image file's class (no files: one forward pass on zeros)
 """'''
     parts = [
         header,
@@ -316,9 +333,28 @@ Generated from the source of archsearch's block classes; re-export rather than e
         "# the record's plan (archsearch.arch.Arch.plan): one BlockSpec per block\n" + "\n".join(plan),
         _NET_TEMPLATE.format(forward=forward).strip() + "\n",
     ]
+    if images:
+        parts.insert(-1, _image_source(preprocessing))
     text = "\n\n\n".join(p.strip("\n") for p in parts[:-1]) + "\n\n\n" + parts[-1]
     compile(text, MODEL_FILE, "exec")
     return text
+
+
+def _image_source(preprocessing: Preprocessing) -> str:
+    """``read_image`` for model.py: archsearch.image_file's, bound to this network's raw input."""
+    source = textwrap.dedent(inspect.getsource(read_image)).replace("def read_image(", "def _read_image_file(", 1)
+    mode = "RGB" if preprocessing.channels == 3 else "L"
+    return f'''IMAGE_MODE = {mode!r}  # Pillow mode the images are converted to
+
+
+{source.strip()}
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as load() takes it, 1 x INPUT_SHAPE uint8: converted to IMAGE_MODE, the shorter side
+    resized to INPUT_SHAPE[1] and the centre square kept where it is another size (as archsearch read the
+    training images)."""
+    return _read_image_file(path, IMAGE_MODE, INPUT_SHAPE[1]).unsqueeze(0)'''
 
 
 def _is_torch_import(line: str) -> bool:

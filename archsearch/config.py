@@ -43,6 +43,8 @@ class DatasetConfig:
     val_fraction: float = 0.2
     download: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword options for the loader
+    channels: int | None = None  # folder: 1 or 3; None: what the images are
+    test_fraction: float | None = None  # folder without test/: the share carved off as test (None: 0.2)
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,8 @@ class StudyConfig:
                 "options": _plain(self.dataset.options),
                 "val_fraction": self.dataset.val_fraction,
                 "resolution": self.resolution,
+                # the folder dataset's keys came later: present only when set, so older studies resume unchanged
+                **{k: v for k in ("channels", "test_fraction") if (v := getattr(self.dataset, k)) is not None},
             },
             "training": _plain(self.training),
         }

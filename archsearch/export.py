@@ -39,6 +39,7 @@ import shutil
 import sys
 import uuid
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -122,6 +123,7 @@ def save(
     *,
     metrics: dict[str, Any] | None = None,
     preprocessing: Preprocessing | None = None,
+    classes: Sequence[str] | None = None,
     onnx: bool = True,
     force: bool = False,
     stream: IO[str] | None = None,
@@ -134,8 +136,9 @@ def save(
     adds to (and overrides) what is measured here: the analytic cost, the bare network's latency on the CPU in
     PyTorch eager mode and in ONNX Runtime where installed (``latency_by_runtime``; at the trial's threads and
     batch where ``metrics["latency"]`` says it was timed on the CPU, else one thread, batch 1; the eager figure
-    is ``latency_ms`` too when ``metrics`` has none) and the output difference of every format.
-    The files are written to a temporary folder beside ``folder`` and moved into place once every format
+    is ``latency_ms`` too when ``metrics`` has none) and the output difference of every format. ``classes``
+    (a name per output, "0".."N-1" where None) go to ``metrics.json``, ``card.md``, ``model.py``'s ``CLASSES``
+    and ``model.onnx``'s metadata (``classes``, a JSON list). The files are written to a temporary folder beside ``folder`` and moved into place once every format
     reproduces the network; an existing ``folder`` is replaced only with ``force`` (and only if it is
     empty or an earlier export). The model is moved to the CPU, in eval mode.
     """
@@ -153,6 +156,7 @@ def save(
         "peak_activation_bytes": cost.peak_activation_bytes,
     }
     info.update(metrics or {})
+    info["classes"] = _class_names(classes, arch.num_classes)
     if preprocessing is not None:
         info["preprocessing"] = preprocessing.to_dict()
     measured_here = info.get("latency_ms") is None
@@ -220,7 +224,7 @@ def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *
     (tmp / ARCH_FILE).write_text(json.dumps(arch.to_dict(), indent=2) + "\n", encoding="utf-8")
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # a plain dict
     torch.save(state, tmp / WEIGHTS_FILE)
-    (tmp / MODEL_FILE).write_text(model_source(arch, preprocessing), encoding="utf-8")
+    (tmp / MODEL_FILE).write_text(model_source(arch, preprocessing, info["classes"]), encoding="utf-8")
 
     gen = torch.Generator().manual_seed(0)
     if preprocessing is None:
@@ -258,7 +262,10 @@ def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *
             info["onnx"] = f"not written: {', '.join(missing)} not installed (pip install 'archsearch[onnx]')"
             _say(stream, f"  {ONNX_FILE} {info['onnx']}")
         else:
-            _write_onnx(program, x, tmp / ONNX_FILE)
+            _write_onnx(program, x, tmp / ONNX_FILE, {"classes": json.dumps(info["classes"]),
+                                                       "archsearch.arch_id": arch.id,
+                                                       **({"archsearch.preprocessing": preprocessing.formula()}
+                                                          if preprocessing is not None else {})})
             files.append(ONNX_FILE)
             if importlib.util.find_spec("onnxruntime") is not None:
                 import onnxruntime
@@ -269,7 +276,16 @@ def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *
     return files
 
 
-def _write_onnx(program: torch.export.ExportedProgram, x: torch.Tensor, path: Path) -> None:
+def _class_names(classes: Sequence[str] | None, n: int) -> list[str]:
+    names = [str(i) for i in range(n)] if classes is None else [str(c) for c in classes]
+    if len(names) != n:
+        raise ValueError(f"the network has {n} outputs but {len(names)} class names were given")
+    return names
+
+
+def _write_onnx(program: torch.export.ExportedProgram, x: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+    """The program as ONNX, with ``metadata`` in the model's metadata_props (what ONNX Runtime's
+    ``session.get_modelmeta().custom_metadata_map`` returns)."""
     # the exporter logs one line per torchvision op it cannot register, and warns about its own internals
     logger = logging.getLogger("torch.onnx")
     level = logger.level
@@ -281,6 +297,11 @@ def _write_onnx(program: torch.export.ExportedProgram, x: torch.Tensor, path: Pa
                               input_names=["x"], output_names=["logits"])
     finally:
         logger.setLevel(level)
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, str(path))
 
 
 def _run_model_py(folder: Path, x: torch.Tensor, *, bare: bool = False) -> torch.Tensor:
@@ -375,8 +396,8 @@ def export(
             metrics["latency_ms"] = t.user_attrs["latency_ms"]
             metrics["latency"] = {"source": "trial", "device": lt.device, "threads": lt.threads, "batch": lt.batch,
                                   "runtime": t.user_attrs.get("latency_runtime", "torch")}
-        save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution), onnx=onnx,
-             force=force, stream=stream)
+        save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution),
+             classes=data.classes, onnx=onnx, force=force, stream=stream)
         ckpt.unlink(missing_ok=True)  # the folder holds the result now
         m = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
         acc = f"val {pct(m['val_accuracy'])}, " if m["val_accuracy"] is not None else ""

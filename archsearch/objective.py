@@ -305,7 +305,7 @@ class Objective:
         try:
             result = self.trainer(
                 model, data.x_train, data.y_train, data.x_val, data.y_val, self.config.training,
-                device=self.device, on_epoch=on_epoch,
+                device=self.device, on_epoch=on_epoch, preprocess=data.preprocess(),
             )
         except optuna.TrialPruned:
             raise

@@ -5,9 +5,10 @@
 - ``cifar10``: the ``cifar-10-batches-py`` pickles, read with a numpy-only unpickler.
 - ``synthetic``: a deterministic, learnable toy dataset (class prototypes plus noise) for tests.
 - ``module:function``: any importable function returning ``(train, test)``, read by
-  :mod:`archsearch.custom_reader`.
+  :mod:`archsearch.custom_reader`; ``folder`` and ``arrays`` have modules of their own.
 
-:mod:`archsearch.data` splits off validation, normalizes and caches what these return.
+Images come back as stored (uint8 where the files hold uint8) in a :class:`RawSplits`, with the divisor that
+brings them to [0, 1] and the class names; :mod:`archsearch.data` splits off validation and caches them.
 """
 
 from __future__ import annotations
@@ -18,12 +19,31 @@ import os
 import pickle
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from .errors import ConfigError
+
+DATASETS = ("digits", "fashion-mnist", "mnist", "cifar10", "folder", "arrays", "synthetic")
+
+
+class RawSplits(NamedTuple):
+    """What a reader returns: the unsplit train and test parts as stored, and what they are."""
+
+    x_train: torch.Tensor  # N x C x H x W, uint8 or float32
+    y_train: torch.Tensor  # int64, N
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    divisor: float  # x / divisor is in [0, 1] (1.0: float images used as given)
+    format: str  # what the stored pixels are, for the export's card
+    classes: tuple[str, ...] = ()  # a name per label; (): "0".."N-1"
+
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 _DIGITS_TEST_FRACTION = 0.2
@@ -71,21 +91,22 @@ _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
 
 
-def read_digits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def read_digits() -> RawSplits:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()  # bundled with scikit-learn: no download
-    x = torch.from_numpy((digits.images / DIGITS_MAX).astype(np.float32)).unsqueeze(1)  # N x 1 x 8 x 8, in [0, 1]
+    x = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)  # N x 1 x 8 x 8, whole counts 0 to 16
     y = torch.from_numpy(digits.target.astype(np.int64))
     train_idx, test_idx = train_test_split(
         np.arange(len(y)), test_size=_DIGITS_TEST_FRACTION, stratify=digits.target, random_state=_DIGITS_TEST_SEED
     )
     train_idx, test_idx = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(test_idx))
-    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+    return RawSplits(x[train_idx], y[train_idx], x[test_idx], y[test_idx], DIGITS_MAX,
+                     "sklearn.datasets.load_digits().images: 0 to 16, N x 8 x 8", tuple(map(str, range(10))))
 
 
-def read_synthetic(options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def read_synthetic(options: dict[str, Any]) -> RawSplits:
     """Each class is a fixed random prototype image; samples are prototype + Gaussian noise."""
     unknown = sorted(set(options) - set(_SYNTHETIC_DEFAULTS))
     if unknown:
@@ -105,7 +126,8 @@ def read_synthetic(options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor,
         x = protos[y] + np.float32(_SYNTHETIC_NOISE) * noise
         return torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
 
-    return (*draw(opts["n_train"], 1), *draw(opts["n_test"], 2))
+    return RawSplits(*draw(opts["n_train"], 1), *draw(opts["n_test"], 2), 1.0,
+                     "float32 images (class prototypes plus noise), used as given")
 
 
 def _idx_search_dirs(name: str, root: str | os.PathLike | None) -> list[Path]:
@@ -132,9 +154,7 @@ def _find_idx_files(dirs: list[Path]) -> dict[str, Path] | None:
     return None
 
 
-def read_idx_dataset(
-    name: str, root: str | os.PathLike | None, download: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def read_idx_dataset(name: str, root: str | os.PathLike | None, download: bool) -> RawSplits:
     tv_class, _, _ = _IDX_SOURCES[name]
     dirs = _idx_search_dirs(name, root)
     files = _find_idx_files(dirs)
@@ -159,12 +179,20 @@ def read_idx_dataset(
     for x_key, y_key, x, y in (("x_train", "y_train", x_train, y_train), ("x_test", "y_test", x_test, y_test)):
         if len(x) != len(y):
             raise ConfigError(f"{len(x)} images but {len(y)} labels in {files[y_key]}", path=files[x_key])
-    return (
+    return RawSplits(
         to_images(x_train, name),
         to_labels(y_train, name),
         to_images(x_test, name),
         to_labels(y_test, name),
+        255.0,
+        "the IDX files' uint8 pixels, 0 to 255, N x 28 x 28",
+        _names(FASHION_MNIST_CLASSES if name == "fashion-mnist" else tuple(map(str, range(10))), y_train, y_test),
     )
+
+
+def _names(names: tuple[str, ...], *labels: np.ndarray) -> tuple[str, ...]:
+    """The dataset's class names where the files hold its labels; () for files with other labels."""
+    return names if max(int(y.max()) for y in labels) == len(names) - 1 else ()
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -218,9 +246,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ) from None
 
 
-def read_cifar10(
-    root: str | os.PathLike | None, download: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def read_cifar10(root: str | os.PathLike | None, download: bool) -> RawSplits:
     base = Path(root).expanduser() if root is not None else _default_root("cifar10")
     dirs = [base, base / _CIFAR_DIR]
     names = (*_CIFAR_TRAIN, _CIFAR_TEST)
@@ -244,7 +270,9 @@ def read_cifar10(
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
     where = "cifar10"
-    return to_images(x_train, where), to_labels(y_train, where), to_images(x_test, where), to_labels(y_test, where)
+    return RawSplits(to_images(x_train, where), to_labels(y_train, where), to_images(x_test, where),
+                     to_labels(y_test, where), 255.0, "the pickles' uint8 pixels, 0 to 255, N x 3 x 32 x 32",
+                     _names(CIFAR10_CLASSES, y_train, y_test))
 
 
 def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -270,14 +298,14 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_images(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
-    """Float32 N x C x H x W (a fresh tensor); uint8 is scaled to [0, 1], float kept as is."""
+    """N x C x H x W (a fresh, contiguous tensor): uint8 kept as uint8, any float as float32."""
     t = torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x  # np.array: writable copy
     if t.dim() == 3:
         t = t.unsqueeze(1)  # N x H x W -> N x 1 x H x W
     if t.dim() != 4:
         raise ConfigError(f"{where}: images must be N x C x H x W or N x H x W, got shape {tuple(t.shape)}")
     if t.dtype == torch.uint8:
-        return t.to(torch.float32).div_(255).contiguous()
+        return t.clone(memory_format=torch.contiguous_format) if isinstance(x, torch.Tensor) else t.contiguous()
     if t.is_floating_point():
         return t.to(torch.float32, copy=True).contiguous()
     raise ConfigError(f"{where}: images must be uint8 or float, got {t.dtype}")

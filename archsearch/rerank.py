@@ -159,7 +159,7 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             data = objective.data_for(arch.resolution)
             t0 = time.perf_counter()
             result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
-                                       train_cfg, device=objective.device)
+                                       train_cfg, device=objective.device, preprocess=data.preprocess())
             accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
         value = objective.score(accuracy, arch_cost(arch), t.user_attrs.get("latency_ms"))
         record = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
@@ -189,7 +189,7 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
         fold_cfg = dataclasses.replace(recipe(config), seed=seed + i)
         t0 = time.perf_counter()
         result = objective.trainer(objective.build(arch, seed=seed + i), x[~held], y[~held], x[held], y[held],
-                                   fold_cfg, device=objective.device)
+                                   fold_cfg, device=objective.device, preprocess=data.preprocess())
         done.append({"val_accuracy": result.val_accuracy, "epochs": result.epochs_done,
                      "seconds": time.perf_counter() - t0})
         study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})

@@ -126,7 +126,8 @@ def retrain(
     has_test = len(data.y_test) > 0
     if epochs is None:
         x, y = data.x_train, data.y_train
-        result = train(model, x, y, data.x_val, data.y_val, recipe, device=device, checkpoint=checkpoint)
+        result = train(model, x, y, data.x_val, data.y_val, recipe, device=device, checkpoint=checkpoint,
+                       preprocess=data.preprocess())
         measured = {"retrained": "train", "val_accuracy": result.val_accuracy}
     else:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -135,11 +136,13 @@ def retrain(
         x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
         # train() scores an eval set after each epoch: the test split, which only reports (nothing is chosen on it)
         x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
-        result = train(model, x, y, x_eval, y_eval, recipe, device=device, checkpoint=checkpoint)
+        result = train(model, x, y, x_eval, y_eval, recipe, device=device, checkpoint=checkpoint,
+                       preprocess=data.preprocess())
         measured = {"retrained": "train+val", "val_accuracy": None}
     test = None
     if has_test:
-        test = evaluate(model, data.x_test, data.y_test, batch_size=recipe.eval_batch_size, device=device)
+        test = evaluate(model, data.x_test, data.y_test, batch_size=recipe.eval_batch_size, device=device,
+                        preprocess=data.preprocess())
     measured.update(
         test_accuracy=test,
         trained_on=min(len(y), recipe.train_subset or len(y)),  # images trained on (train() takes a subset)

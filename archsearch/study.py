@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import IO
 
 import numpy as np
@@ -21,6 +22,7 @@ from .config import StudyConfig, fingerprint_matches, load_study_config
 from .samplers import make_pruner, make_sampler
 from .storage import make_storage, redact
 from .data import DataBundle, load_data
+from .data_identity import check_data_identity
 from .errors import ConfigError
 from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, worker_id
 from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
@@ -126,7 +128,9 @@ def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
     space = config.load_space()
     ds = config.dataset
     data = load_data(ds.name, root=ds.root, val_fraction=ds.val_fraction, seed=config.training.seed,
-                     download=ds.download, **ds.options)
+                     download=ds.download, base_dir=None if config.source is None else Path(config.source).parent,
+                     channels=ds.channels, test_fraction=ds.test_fraction,
+                     resolution=config.resolution if ds.name == "folder" else None, **ds.options)
     if config.resolution is not None:
         data = data.resized(config.resolution)
     return space, data
@@ -186,6 +190,7 @@ def _run(
     # trial failures are reported on our own trial lines; Optuna would add a traceback for each
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study, created = _open_study(config, create=True)
+    check_data_identity(study, config, data)
     done = 0 if created else finished_count(study)
     if stream is not None and not worker_index:  # workers: run_workers says it once
         print(start_line(config, created, done, target), file=stream, flush=True)
@@ -346,6 +351,7 @@ def run_workers(
     space, data = load_config_data(config)
     check_budget_reachable(config, space, data)
     study, created = _open_study(config, create=True)
+    check_data_identity(study, config, data)
     target = config.n_trials if n_trials is None else n_trials
     if stream is not None:
         done = 0 if created else finished_count(study)

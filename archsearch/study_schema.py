@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, ValidationInfo, field_validator
 
-from .data import DATASETS
 from .errors import show
 from .measure import RUNTIMES
+from .readers import DATASETS
 from .schema import Expect, Int, Model, Number, did_you_mean, fail, json_schema
 from .space import SpaceModel
 from .storage import normalize_storage
@@ -106,7 +106,8 @@ class DatasetModel(Model):
     """Which data a candidate is trained and scored on."""
 
     name: Annotated[str, Expect(_DATASET_EXPECT), AfterValidator(_dataset_name)] = Field(
-        "digits", description=f"{', '.join(DATASETS)}, or module:function naming a loader")
+        "digits", description=f"{', '.join(DATASETS)}, or module:function naming a loader; folder: `root` "
+                              "holds one subfolder per class (or train/ and test/); arrays: `root` is an .npz file")
     root: Annotated[_PathText | None, Field(description="the data's folder (relative to this file); "
                                                         "null: the loader's default")] = None
     val_fraction: Number(0, 1, lo_open=True, hi_open=True) = Field(  # type: ignore[valid-type]
@@ -114,6 +115,10 @@ class DatasetModel(Model):
     download: bool = Field(False, description="let the loader download (never in tests)")
     options: dict[_Identifier, Annotated[Any, AfterValidator(_scalar)]] | None = Field(
         None, description="extra keyword options for the loader: name -> scalar")
+    channels: Literal[1, 3] | None = Field(
+        None, description="folder: 1 (greyscale) or 3 (RGB) channels; null: 3 if any image is in colour, else 1")
+    test_fraction: Number(0, 1, lo_open=True, hi_open=True) | None = Field(  # type: ignore[valid-type]
+        None, description="folder without test/: the share of each class carved off as the test split; null: 0.2")
 
     @field_validator("root")
     @classmethod

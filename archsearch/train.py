@@ -188,16 +188,26 @@ def _autocast(device: torch.device) -> tuple[object, torch.dtype | None]:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` on (x, y), in eval mode and batches of ``batch_size``; restores the mode."""
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    preprocess: nn.Module | None = None,
+) -> float:
+    """Top-1 accuracy of ``model`` on (x, y), in eval mode and batches of ``batch_size``; restores the mode.
+    ``preprocess`` turns each batch of stored images into the network's input (see :func:`train`)."""
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
     was_training = model.training
     model.eval()
     ctx, _ = _autocast(device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    pre = _on(preprocess, device)
     for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        xb = _input(x[i : i + batch_size].to(device, non_blocking=True), pre)
         yb = y[i : i + batch_size].to(device, non_blocking=True)
         with ctx:
             logits = model(xb)
@@ -217,8 +227,14 @@ def train(
     device: torch.device,
     on_epoch: Callable[[int, float], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
+    preprocess: nn.Module | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place on normalized (N, C, H, W) float tensors with int64 labels.
+    """Train ``model`` in place on (N, C, H, W) images with int64 labels.
+
+    Without ``preprocess`` the images are the network's input (normalized float tensors). With it, they are
+    stored images (uint8 pixels, say: a quarter of float32's memory) and ``preprocess`` (e.g.
+    :meth:`DataBundle.preprocess() <archsearch.data.DataBundle.preprocess>`) turns each batch into the
+    network's input on ``device``, before augmentation.
 
     Evaluates on the validation tensors after every epoch and calls ``on_epoch(epoch_index, val_acc)``;
     an exception raised there (e.g. ``optuna.TrialPruned``) propagates unchanged. Raises
@@ -243,6 +259,7 @@ def train(
         keep = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(_SUBSET_SEED))
         keep = keep[: config.train_subset]
         x_train, y_train = x_train[keep], y_train[keep]
+    pre = _on(preprocess, device)
     x_train = x_train.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     y_train = y_train.to(device, non_blocking=True)
     x_val = x_val.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -296,7 +313,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 idx = perm[i : i + bs]
-                xb, yb = x_train[idx], y_train[idx]
+                xb, yb = _input(x_train[idx], pre), y_train[idx]
                 if config.augment != "none":
                     xb = augment_batch(xb, config.augment, gen).contiguous(memory_format=torch.channels_last)
                 # forward, backward, update
@@ -312,7 +329,7 @@ def train(
                 if step == _EARLY_CHECK_STEP:
                     _check_finite(loss_sum, epoch, config, step, lr)
             _check_finite(loss_sum, epoch, config, step, lr)  # the epoch's host sync: the time below is real
-            val_acc = evaluate(model, x_val, y_val, batch_size=config.eval_batch_size, device=device)
+            val_acc = evaluate(model, x_val, y_val, batch_size=config.eval_batch_size, device=device, preprocess=pre)
             compute_seconds += time.perf_counter() - t_epoch
             history.append(val_acc)
             out_of_time = config.seconds is not None and spent_before + time.perf_counter() - t0 >= config.seconds
@@ -339,6 +356,19 @@ def train(
         compute_seconds=compute_seconds,
         resumed_epochs=resumed,
     )
+
+
+def _on(preprocess: nn.Module | None, device: torch.device) -> nn.Module | None:
+    return None if preprocess is None else preprocess.to(device)
+
+
+def _input(xb: torch.Tensor, preprocess: nn.Module | None) -> torch.Tensor:
+    """A batch as the network takes it: preprocessed where a ``preprocess`` is given, in channels_last."""
+    if preprocess is not None:
+        xb = preprocess(xb)
+    elif not xb.is_floating_point():
+        raise TypeError(f"images of dtype {xb.dtype} need a `preprocess` that turns them into float inputs")
+    return xb.contiguous(memory_format=torch.channels_last)
 
 
 def _save_state(path: Path, state: dict) -> None:

@@ -65,8 +65,10 @@ def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int,
     torch.manual_seed(seed)  # the initial weights: build() draws them before train() seeds itself
     model = build(arch)
     # train() scores an eval set after every epoch, which only reports: 1,000 test images are enough for that
-    result = train(model, x, y, x_test[:1000], y_test[:1000], recipe, device=device, checkpoint=checkpoint)
-    test = evaluate(model, x_test, y_test, batch_size=recipe.eval_batch_size, device=device)
+    result = train(model, x, y, x_test[:1000], y_test[:1000], recipe, device=device, checkpoint=checkpoint,
+                   preprocess=data.preprocess())
+    test = evaluate(model, x_test, y_test, batch_size=recipe.eval_batch_size, device=device,
+                    preprocess=data.preprocess())
     return {"test_accuracy": test, "epochs": result.epochs_done, "trained_on": min(len(y), subset or len(y)),
             "n_test": len(y_test), "train_seconds": result.train_seconds, "resumed_epochs": result.resumed_epochs,
             "model": model.cpu()}

@@ -132,7 +132,7 @@ def _train(config, data, arch, epochs: int, images: int | None, *, reference: bo
     torch.manual_seed(recipe.seed)  # as the objective seeds before it builds
     model = build(arch)
     result = train(model, data.x_train, data.y_train, data.x_val, data.y_val, recipe, device=torch.device("cpu"),
-                   on_epoch=on_epoch)
+                   on_epoch=on_epoch, preprocess=data.preprocess())
     return {"accuracy": result.val_accuracy, "epochs": result.epochs_done, "seconds": result.train_seconds,
             "images": min(len(data.y_train), images or len(data.y_train))}
 

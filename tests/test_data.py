@@ -40,14 +40,19 @@ def test_digits_shapes_splits_and_normalization():
 
     b = load_data("digits")
     assert (b.in_chs, b.resolution, b.num_classes) == (1, 8, 10)
-    assert b.x_train.dtype == torch.float32 and b.y_train.dtype == torch.int64
+    assert b.x_train.dtype == torch.uint8 and b.y_train.dtype == torch.int64  # stored as counts 0 to 16
+    assert b.raw_divisor == 16 and b.classes == tuple("0123456789")
     assert len(b.y_train) + len(b.y_val) + len(b.y_test) == 1797
     assert len(b.y_test) == 360  # the fixed 20% test split
     # the three splits together are exactly the source images: a partition, nothing duplicated or lost
-    parts = torch.cat([_denormalize(b, x) for x in (b.x_train, b.x_val, b.x_test)])
+    parts = torch.cat([x.float() / 16 for x in (b.x_train, b.x_val, b.x_test)])
     source = torch.from_numpy(load_digits().images).unsqueeze(1) / 16.0
     assert _image_keys(parts, 16) == _image_keys(source, 16)
-    mean, std = b.x_train.mean(dim=(0, 2, 3)), b.x_train.std(dim=(0, 2, 3), correction=0)
+    # what the network sees: normalized with the training part's statistics
+    x = b.inputs("train")
+    assert x.dtype == torch.float32
+    torch.testing.assert_close(_denormalize(b, x), b.x_train.float() / 16, atol=1e-5, rtol=0)
+    mean, std = x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3), correction=0)
     torch.testing.assert_close(mean, torch.zeros(1), atol=1e-4, rtol=0)
     torch.testing.assert_close(std, torch.ones(1), atol=1e-3, rtol=0)
 
@@ -64,7 +69,8 @@ def test_digits_cached_deterministic_and_seeded():
     assert not torch.equal(first.y_val, other.y_val) or not torch.equal(first.x_val, other.x_val)
     # the test split does not move with the seed (only its normalization statistics do)
     assert torch.equal(first.y_test, other.y_test)
-    torch.testing.assert_close(_denormalize(first, first.x_test), _denormalize(other, other.x_test))
+    assert torch.equal(first.x_test, other.x_test)
+    torch.testing.assert_close(_denormalize(first, first.inputs("test")), _denormalize(other, other.inputs("test")))
 
 
 @pytest.mark.parametrize(
@@ -136,10 +142,11 @@ def test_idx_files_round_trip(tmp_path, gz):
     assert (len(b.y_train), len(b.y_val), len(b.y_test)) == (24, 6, 12)
     assert (b.in_chs, b.resolution, b.num_classes) == (1, 6, 3)
     test_images = torch.from_numpy(arrays["t10k-images-idx3-ubyte"]).unsqueeze(1).float() / 255
-    torch.testing.assert_close(_denormalize(b, b.x_test), test_images, atol=1e-5, rtol=0)
+    assert b.x_test.dtype == torch.uint8  # as stored: a quarter of float32's memory
+    torch.testing.assert_close(_denormalize(b, b.inputs("test")), test_images, atol=1e-5, rtol=0)
     assert torch.equal(b.y_test, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long())
     train_images = torch.from_numpy(arrays["train-images-idx3-ubyte"]).unsqueeze(1).float() / 255
-    parts = torch.cat([_denormalize(b, b.x_train), _denormalize(b, b.x_val)])
+    parts = torch.cat([b.x_train, b.x_val]).float() / 255
     assert _image_keys(parts, 255) == _image_keys(train_images, 255)
 
 
@@ -223,11 +230,12 @@ def test_cifar10_pickles(tmp_path, point_at):
     root = tmp_path if point_at == "parent" else tmp_path / "cifar-10-batches-py"
     b = load_data("cifar10", root=root, val_fraction=0.25)
     assert (len(b.y_train), len(b.y_val), len(b.y_test)) == (15, 5, 3)
-    assert b.x_train.shape[1:] == (3, 32, 32) and b.x_test.dtype == torch.float32
+    assert b.x_train.shape[1:] == (3, 32, 32) and b.x_test.dtype == torch.uint8
+    assert b.classes[:3] == ("airplane", "automobile", "bird")
     with open(tmp_path / "cifar-10-batches-py" / "test_batch", "rb") as f:
         test = pickle.load(f)
     expected = torch.from_numpy(test[b"data"].reshape(-1, 3, 32, 32)).float() / 255
-    torch.testing.assert_close(_denormalize(b, b.x_test), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_denormalize(b, b.inputs("test")), expected, atol=1e-5, rtol=0)
     assert b.y_test.tolist() == test[b"labels"]
 
 
@@ -299,14 +307,16 @@ def test_custom_function_returning_arrays(custom_module):
     b = load_data(f"{custom_module}:pairs", n=60, val_fraction=0.25)
     assert (len(b.y_train), len(b.y_val), len(b.y_test)) == (45, 15, 10)
     assert (b.in_chs, b.resolution, b.num_classes) == (1, 5, 4)
-    assert b.x_train.dtype == torch.float32 and b.y_train.dtype == torch.int64
+    # uint8 training images beside float test images in [0, 1]: both float, on the training images' scale
+    assert b.x_train.dtype == torch.float32 and b.y_train.dtype == torch.int64 and b.raw_divisor == 255
+    assert float(b.x_test.max()) > 1
 
 
 def test_custom_function_returning_datasets(custom_module):
     b = load_data(f"{custom_module}:datasets")
     assert (len(b.y_train) + len(b.y_val), len(b.y_test)) == (2500, 7)  # more than one collate batch
     assert (b.in_chs, b.resolution, b.num_classes) == (2, 4, 5)
-    torch.testing.assert_close(b.x_train.mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(b.inputs("train").mean(dim=(0, 2, 3)), torch.zeros(2), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -315,7 +325,7 @@ def test_custom_function_returning_datasets(custom_module):
         ("archsearch_no_such_module_xyz:load", {}, "cannot import module 'archsearch_no_such_module_xyz'"),
         ("{mod}:missing", {}, "has no function 'missing'"),
         ("{mod}:NOT_A_FUNCTION", {}, "has no function 'NOT_A_FUNCTION'"),
-        ("{mod}:wrong_return", {}, r"expected the function to return \(train, test\), got str"),
+        ("{mod}:wrong_return", {}, r"expected the function to return \(train, test\) or \(train, test, class_names\), got str"),
         ("{mod}:wrong_part", {}, r"expected an \(x, y\) pair of tensors/arrays or a torch Dataset, got dict"),
         ("{mod}:pairs", {"colour": "red"}, r"takes no option\(s\) \['colour'\]"),
         ("{mod}:datasets", {"n": 3}, r"takes no option\(s\) \['n'\]"),
@@ -344,8 +354,10 @@ def test_synthetic_deterministic():
 def test_bundle_resized_subset_to():
     b = load_data("synthetic", channels=3)
     big = b.resized(16)
-    assert big.x_train.shape[1:] == (3, 16, 16) and big.x_test.shape[1:] == (3, 16, 16)
-    assert big.x_val.shape[0] == b.x_val.shape[0] and big.resolution == 16
+    assert big.x_train is b.x_train  # stored once; each batch is resized on its way to the network
+    assert big.inputs("train").shape[1:] == (3, 16, 16) and big.inputs("test").shape[1:] == (3, 16, 16)
+    assert big.inputs("val").shape[0] == b.x_val.shape[0] and big.resolution == 16 and big.raw_resolution == 8
+    assert big.resized(8) is not big and big.resized(8).size is None
     assert torch.equal(big.y_train, b.y_train)
     assert b.resized(8) is b
     small = b.subset(100)

@@ -491,7 +491,8 @@ def test_user_objective_with_the_python_api(write_study, tmp_path):
         trial.set_user_attr("arch_id", arch.id)
         model = archsearch.build(arch)
         result = archsearch.train(model, data.x_train, data.y_train, data.x_val, data.y_val,
-                                  archsearch.TrainConfig(epochs=1, batch_size=64, lr=0.1), device=torch.device("cpu"))
+                                  archsearch.TrainConfig(epochs=1, batch_size=64, lr=0.1), device=torch.device("cpu"),
+                                  preprocess=data.preprocess())
         return result.val_accuracy
 
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))

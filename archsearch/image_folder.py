@@ -214,21 +214,27 @@ def _first_size(files: list[_File]) -> int:
 
 
 def _decode(files: list[_File], mode: str, size: int | None) -> np.ndarray:
-    def one(f: _File) -> torch.Tensor:
-        try:
-            return read_image(f.path, mode, size)
-        except ConfigError:
-            raise
-        except Exception as e:  # truncated, corrupt, unsupported: all mean "this file"
-            raise ConfigError(f"corrupt or truncated image ({type(e).__name__}: {e})", path=f.path) from None
+    """Every file decoded into one preallocated N x C x H x W uint8 array (no second copy while stacking)."""
+    first = _read(files[0], mode, size)
+    out = np.empty((len(files), *first.shape), dtype=np.uint8)
+
+    def one(i: int) -> None:
+        x = first if i == 0 else _read(files[i], mode, size)
+        if x.shape != first.shape:  # headers agreed; a damaged file may still decode to another shape
+            raise ConfigError(f"decoded to {tuple(x.shape)}, but {files[0].path} to {tuple(first.shape)}",
+                              path=files[i].path)
+        out[i] = x.numpy()
 
     with ThreadPoolExecutor(_threads()) as pool:  # Pillow releases the GIL while it decodes
-        images = list(pool.map(one, files))
-    for f, x in zip(files, images):  # headers agreed; a damaged file may still decode to another shape
-        if x.shape != images[0].shape:
-            raise ConfigError(f"decoded to {tuple(x.shape)}, but {files[0].path} to {tuple(images[0].shape)}",
-                              path=f.path)
-    return torch.stack(images).numpy()
+        list(pool.map(one, range(len(files))))
+    return out
+
+
+def _read(f: _File, mode: str, size: int | None) -> torch.Tensor:
+    try:
+        return read_image(f.path, mode, size)
+    except Exception as e:  # truncated, corrupt, unsupported: all mean "this file"
+        raise ConfigError(f"corrupt or truncated image ({type(e).__name__}: {e})", path=f.path) from None
 
 
 def _threads() -> int:

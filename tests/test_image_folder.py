@@ -69,7 +69,7 @@ def test_split_layout_rgb_and_class_names(tmp_path: Path) -> None:
     # a test image is its file's pixels, C x H x W
     name = b.classes[int(b.y_test[0])]
     first = sorted((tmp_path / "png" / "test" / name).iterdir())[0]
-    expected = torch.from_numpy(np.asarray(Image.open(first).convert("RGB"))).permute(2, 0, 1)
+    expected = torch.from_numpy(np.array(Image.open(first).convert("RGB"))).permute(2, 0, 1)
     test_of_class = b.x_test[b.y_test == b.y_test[0]]
     assert any(torch.equal(x, expected) for x in test_of_class)
 

@@ -298,12 +298,16 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def to_images(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
-    """N x C x H x W (a fresh, contiguous tensor): uint8 kept as uint8, any float as float32."""
+    """N x C x H x W (a fresh, contiguous tensor) from that, N x H x W or N x H x W x C (C of 1 or 3): uint8 kept
+    as uint8, any float as float32."""
     t = torch.from_numpy(np.array(x)) if isinstance(x, np.ndarray) else x  # np.array: writable copy
     if t.dim() == 3:
         t = t.unsqueeze(1)  # N x H x W -> N x 1 x H x W
+    elif t.dim() == 4 and t.shape[3] in (1, 3) and t.shape[1] not in (1, 3):
+        t = t.permute(0, 3, 1, 2)  # N x H x W x C (what image libraries give) -> N x C x H x W
     if t.dim() != 4:
-        raise ConfigError(f"{where}: images must be N x C x H x W or N x H x W, got shape {tuple(t.shape)}")
+        raise ConfigError(f"{where}: images must be N x C x H x W, N x H x W x C or N x H x W, got shape "
+                          f"{tuple(t.shape)}")
     if t.dtype == torch.uint8:
         return t.clone(memory_format=torch.contiguous_format) if isinstance(x, torch.Tensor) else t.contiguous()
     if t.is_floating_point():

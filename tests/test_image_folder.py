@@ -309,3 +309,12 @@ def test_custom_loader_beside_the_study_file_needs_no_pythonpath(tmp_path: Path)
                                           r"in the study file's folder"):
         load_data("no_such_loader_here:load", base_dir=tmp_path)
     assert "my_loader_beside" in sys.modules
+
+
+def test_the_loader_example_in_docs_runs(tmp_path: Path) -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
+    section = docs[docs.index("## Your own loader"):]
+    code = section[section.index("```python\n") + 10: section.index("```", section.index("```python\n") + 10)]
+    (tmp_path / "my_loader_docs.py").write_text(code)
+    b = load_data("my_loader_docs:load", base_dir=tmp_path, size=16)
+    assert b.classes == ("cat", "dog") and (b.in_chs, b.resolution) == (3, 16) and len(b.y_test) == 20

@@ -14,9 +14,8 @@ from __future__ import annotations
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,9 +31,9 @@ _OPTIONS = ("channels", "test_fraction", "resolution")
 _MEMORY_SHARE = 0.5  # refuse a dataset whose images would take more than this share of the available memory
 
 
-@dataclass(frozen=True)
-class _File:
-    path: Path
+class _File(NamedTuple):  # a tuple of strings and ints: 70,000 of them stay small and quick to make
+    path: str
+    rel: str  # relative to the dataset's root, for the cache key
     label: int
     size: int  # bytes, for the cache key
     mtime_ns: int
@@ -61,7 +60,7 @@ def read_folder(root: str | os.PathLike | None, options: dict[str, Any]) -> RawS
                           "test/: remove `test_fraction`", path=root, key="dataset.test_fraction")
     test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else float(test_fraction)
     files = [f for part in parts.values() for f in part]
-    key = image_cache.key(root, [(str(f.path.relative_to(root)), f.label, f.size, f.mtime_ns) for f in files],
+    key = image_cache.key(root, [(f.rel, f.label, f.size, f.mtime_ns) for f in files],
                           classes=classes, channels=channels, resolution=resolution, test_fraction=test_fraction)
     cached = image_cache.load(key)
     if cached is None:
@@ -108,10 +107,10 @@ def _scan(root: Path) -> tuple[tuple[str, ...], dict[str, list[_File]]]:
                     f"class folder(s) {extra} in test/ have none in train/")
             raise ConfigError(f"{what}: every class needs a folder in both", path=root / ("test" if missing else "train"))
         classes = tuple(train_classes)
-        parts = {p: _class_files(root / p, classes) for p in ("train", "test")}
+        parts = {p: _class_files(root / p, classes, root) for p in ("train", "test")}
     else:
         classes = tuple(_class_folders(root))
-        parts = {"all": _class_files(root, classes)}
+        parts = {"all": _class_files(root, classes, root)}
     if len(classes) < 2:
         raise ConfigError(f"found {len(classes)} class folder(s) {list(classes)}: a classifier needs at least 2 "
                           "(one subfolder per class)", path=root / "train" if has_train else root)
@@ -127,29 +126,33 @@ def _class_folders(folder: Path) -> list[str]:
     return names
 
 
-def _class_files(folder: Path, classes: tuple[str, ...]) -> list[_File]:
+def _class_files(folder: Path, classes: tuple[str, ...], root: Path) -> list[_File]:
     files: list[_File] = []
-    skipped: list[Path] = []
+    skipped: list[str] = []
+    cut = len(str(root)) + 1
     for label, name in enumerate(classes):
-        found = 0
-        for dirpath, dirnames, filenames in os.walk(folder / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for fname in sorted(filenames):
-                if fname.startswith("."):
-                    continue  # .DS_Store and friends
-                path = Path(dirpath, fname)
-                if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                    skipped.append(path)
-                    continue
-                st = path.stat()
-                files.append(_File(path, label, st.st_size, st.st_mtime_ns))
-                found += 1
-        if not found:
+        found = len(files)
+        _walk(str(folder / name), label, cut, files, skipped)
+        if len(files) == found:
             raise ConfigError(f"class folder {name!r} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})",
                               path=folder / name)
     if skipped:
         warnings.warn(f"{len(skipped)} file(s) without an image extension skipped, e.g. {skipped[0]}", stacklevel=4)
     return files
+
+
+def _walk(folder: str, label: int, cut: int, files: list[_File], skipped: list[str]) -> None:
+    """The images under ``folder`` (and its subfolders), sorted by name; os.scandir, not pathlib: 10x quicker."""
+    with os.scandir(folder) as it:
+        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)  # .DS_Store & co.
+    for e in entries:
+        if e.is_dir():
+            _walk(e.path, label, cut, files, skipped)
+        elif os.path.splitext(e.name)[1].lower() not in IMAGE_EXTENSIONS:
+            skipped.append(e.path)
+        else:
+            st = e.stat()
+            files.append(_File(e.path, e.path[cut:], label, st.st_size, st.st_mtime_ns))
 
 
 def _stratified_split(y: np.ndarray, fraction: float, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +176,7 @@ def _stratified_split(y: np.ndarray, fraction: float, root: Path) -> tuple[torch
 # decoding
 
 
-def _header(path: Path) -> tuple[tuple[int, int], str]:
+def _header(path: str) -> tuple[tuple[int, int], str]:
     """Size and mode from the file's header, without decoding it."""
     from PIL import Image, UnidentifiedImageError
 

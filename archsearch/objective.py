@@ -25,6 +25,7 @@ from .latency import DEFAULT_DIRECTORY, LatencyTable, table_for
 from .samplers import trial_snapshot
 from .space import Space, suggest_architecture, suggest_shape
 from .train import TrainResult, train
+from .train_state import LearningCurve
 
 __all__ = ["Objective", "budget_excess", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
 
@@ -292,6 +293,7 @@ class Objective:
             model = self.build(arch)
         prune = not self.config.objective.multi_objective
         last_epoch = self.config.training.epochs - 1
+        curve = LearningCurve()  # filled as the training runs: a pruned trial keeps its curve too
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             if prune:
@@ -300,12 +302,13 @@ class Objective:
                 if epoch < last_epoch and trial.should_prune():
                     trial.set_user_attr("epochs_done", epoch + 1)
                     trial.set_user_attr("val_accuracy", accuracy)
+                    trial.set_user_attr("curve", curve.to_dict())
                     raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
 
         try:
             result = self.trainer(
                 model, data.x_train, data.y_train, data.x_val, data.y_val, self.config.training,
-                device=self.device, on_epoch=on_epoch, preprocess=data.preprocess(),
+                device=self.device, on_epoch=on_epoch, preprocess=data.preprocess(), curve=curve,
             )
         except optuna.TrialPruned:
             raise
@@ -324,6 +327,7 @@ class Objective:
 
         trial.set_user_attr("val_accuracy", result.val_accuracy)
         trial.set_user_attr("epochs_done", result.epochs_done)
+        trial.set_user_attr("curve", curve.to_dict())  # per epoch: train loss (all, last quarter), val loss, acc
         trial.set_user_attr("train_seconds", result.train_seconds)
         trial.set_user_attr("compute_seconds", result.compute_seconds)
         return self.score(result.val_accuracy, cost, latency_ms)

@@ -127,10 +127,13 @@ def _reseed(study: optuna.Study, config: StudyConfig, worker_index: int) -> None
 def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
     space = config.load_space()
     ds = config.dataset
+    # the folder dataset's keys, where set (`resolution`: what images of several sizes are resized to)
+    folder = {k: v for k, v in (("channels", ds.channels), ("test_fraction", ds.test_fraction)) if v is not None}
+    if ds.name == "folder":
+        folder["resolution"] = config.resolution
     data = load_data(ds.name, root=ds.root, val_fraction=ds.val_fraction, seed=config.training.seed,
                      download=ds.download, base_dir=None if config.source is None else Path(config.source).parent,
-                     channels=ds.channels, test_fraction=ds.test_fraction,
-                     resolution=config.resolution if ds.name == "folder" else None, **ds.options)
+                     **folder, **ds.options)
     if config.resolution is not None:
         data = data.resized(config.resolution)
     return space, data

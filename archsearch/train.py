@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from torch import nn
 
 from . import interrupt
 from .errors import ConfigError
+from .train_state import LearningCurve, data_key, load_state, save_state
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "constant", "step", "onecycle")
@@ -89,6 +90,7 @@ class TrainResult:
     train_seconds: float  # wall time of the whole call
     compute_seconds: float  # time in training steps and evaluations (the rest is setup and bookkeeping)
     resumed_epochs: int = 0  # epochs taken from a checkpoint instead of trained by this call
+    curve: LearningCurve = field(default_factory=LearningCurve)  # losses and accuracy after each epoch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -187,7 +189,6 @@ def _autocast(device: torch.device) -> tuple[object, torch.dtype | None]:
     return torch.autocast("cuda", dtype=dtype), dtype
 
 
-@torch.inference_mode()
 def evaluate(
     model: nn.Module,
     x: torch.Tensor,
@@ -199,12 +200,20 @@ def evaluate(
 ) -> float:
     """Top-1 accuracy of ``model`` on (x, y), in eval mode and batches of ``batch_size``; restores the mode.
     ``preprocess`` turns each batch of stored images into the network's input (see :func:`train`)."""
+    return _score(model, x, y, batch_size=batch_size, device=device, preprocess=preprocess)[0]
+
+
+@torch.inference_mode()
+def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, device: torch.device,
+           preprocess: nn.Module | None) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy (no label smoothing) of ``model`` on (x, y)."""
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
     was_training = model.training
     model.eval()
     ctx, _ = _autocast(device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
     pre = _on(preprocess, device)
     for i in range(0, len(x), batch_size):
         xb = _input(x[i : i + batch_size].to(device, non_blocking=True), pre)
@@ -212,8 +221,9 @@ def evaluate(
         with ctx:
             logits = model(xb)
         correct += (logits.argmax(dim=1) == yb).sum()
+        loss += F.cross_entropy(logits.float(), yb, reduction="sum")
     model.train(was_training)
-    return correct.item() / len(x)  # the one host sync
+    return correct.item() / len(x), loss.item() / len(x)  # the host syncs
 
 
 def train(
@@ -228,6 +238,7 @@ def train(
     on_epoch: Callable[[int, float], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     preprocess: nn.Module | None = None,
+    curve: LearningCurve | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on (N, C, H, W) images with int64 labels.
 
@@ -235,6 +246,9 @@ def train(
     stored images (uint8 pixels, say: a quarter of float32's memory) and ``preprocess`` (e.g.
     :meth:`DataBundle.preprocess() <archsearch.data.DataBundle.preprocess>`) turns each batch into the
     network's input on ``device``, before augmentation.
+
+    ``curve``: a :class:`LearningCurve` that each epoch's losses and accuracy are appended to as training runs
+    (the caller can read it in ``on_epoch``, e.g. before it prunes); a new one when None. It is also the result's.
 
     Evaluates on the validation tensors after every epoch and calls ``on_epoch(epoch_index, val_acc)``;
     an exception raised there (e.g. ``optuna.TrialPruned``) propagates unchanged. Raises
@@ -281,15 +295,17 @@ def train(
         raise ValueError("a single training sample cannot train a model with BatchNorm")
     # the schedule spans config.epochs even when config.seconds stops training earlier
     total_steps = config.epochs * len(starts)
+    tail_from = len(starts) - max(1, len(starts) // 4)
     warmup_steps = round(config.warmup_epochs * len(starts))
 
     history: list[float] = []
     compute_seconds, spent_before, finished = 0.0, 0.0, False
     step = 0
     path = Path(checkpoint) if checkpoint is not None else None
-    data_key = _data_key(x_train, y_train) if path is not None else None
+    key = data_key(x_train, y_train) if path is not None else None
+    curve = LearningCurve() if curve is None else curve
     if path is not None and path.exists():
-        state = _load_state(path, config, data_key, device)
+        state = load_state(path, config, key, device)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as e:  # other layers or shapes: the checkpoint of another network
@@ -299,6 +315,7 @@ def train(
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         history, step, finished = list(state["history"]), state["step"], state["finished"]
+        curve.resume(state.get("curve"), len(history))
         compute_seconds, spent_before = state["compute_seconds"], state["train_seconds"]
     resumed = len(history)
     try:
@@ -306,8 +323,9 @@ def train(
             t_epoch = time.perf_counter()
             model.train()
             loss_sum = torch.zeros((), device=device)  # stays on the device: no sync per step
+            tail_sum = torch.zeros((), device=device)  # the epoch's last quarter of steps
             perm = torch.randperm(n, device=device, generator=gen)
-            for i in starts:
+            for k, i in enumerate(starts):
                 interrupt.check()  # a Ctrl-C during a search stops here, outside any storage write
                 lr = config.lr * lr_factor(step, total_steps, warmup_steps, config.schedule)
                 for group in optimizer.param_groups:
@@ -325,17 +343,22 @@ def train(
                 scaler.step(optimizer)
                 scaler.update()
                 loss_sum += loss.detach()
+                if k >= tail_from:
+                    tail_sum += loss.detach()
                 step += 1
                 if step == _EARLY_CHECK_STEP:
                     _check_finite(loss_sum, epoch, config, step, lr)
             _check_finite(loss_sum, epoch, config, step, lr)  # the epoch's host sync: the time below is real
-            val_acc = evaluate(model, x_val, y_val, batch_size=config.eval_batch_size, device=device, preprocess=pre)
+            val_acc, val_loss = _score(model, x_val, y_val, batch_size=config.eval_batch_size, device=device,
+                                       preprocess=pre)
             compute_seconds += time.perf_counter() - t_epoch
             history.append(val_acc)
+            curve.add(loss_sum.item() / len(starts), tail_sum.item() / (len(starts) - tail_from), val_loss, val_acc)
             out_of_time = config.seconds is not None and spent_before + time.perf_counter() - t0 >= config.seconds
             if path is not None:
-                _save_state(path, {
-                    "config": dataclasses.asdict(config), "data": data_key, "device": device.type,
+                save_state(path, {
+                    "config": dataclasses.asdict(config), "data": key, "device": device.type,
+                    "curve": curve.to_dict(),
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "history": history, "step": step,
@@ -351,6 +374,7 @@ def train(
     return TrainResult(
         val_accuracy=history[-1],
         history=history,
+        curve=curve,
         epochs_done=len(history),
         train_seconds=spent_before + time.perf_counter() - t0,
         compute_seconds=compute_seconds,
@@ -369,43 +393,6 @@ def _input(xb: torch.Tensor, preprocess: nn.Module | None) -> torch.Tensor:
     elif not xb.is_floating_point():
         raise TypeError(f"images of dtype {xb.dtype} need a `preprocess` that turns them into float inputs")
     return xb.contiguous(memory_format=torch.channels_last)
-
-
-def _save_state(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically: a reader sees the previous epoch's file or this one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _data_key(x: torch.Tensor, y: torch.Tensor) -> list:
-    """What tells one training set from another, cheaply: its size, the sum of its pixels, its class counts."""
-    return [len(y), round(x.sum(dtype=torch.float64).item(), 3), y.bincount().tolist()]
-
-
-def _load_state(path: Path, config: TrainConfig, data_key: list, device: torch.device) -> dict:
-    """The state saved in ``path``, after checking that it belongs to this recipe and training set."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or not a checkpoint: say which file, never train over it silently
-        raise ConfigError(f"not a readable training checkpoint ({e}); delete it to start over", path=path) from e
-    saved = state.get("config") if isinstance(state, dict) else None
-    now = dataclasses.asdict(config)
-    if not isinstance(saved, dict):
-        raise ConfigError("not a training checkpoint of archsearch (no recipe in it); delete it to start over",
-                          path=path)
-    diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
-    saved_data = state.get("data") or [None, None, None]
-    if saved_data[0] != data_key[0]:
-        diff.append(f"training images: saved {saved_data[0]}, now {data_key[0]}")
-    elif saved_data != data_key:
-        diff.append("the same number of training images, but other images or labels")
-    if state.get("device") != device.type:  # the batch generator's state is the device's own kind
-        diff.append(f"device: saved {state.get('device')}, now {device.type}")
-    if diff:
-        raise ConfigError(f"checkpoint of another training ({'; '.join(diff)}); delete it to start over", path=path)
-    return state
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, config: TrainConfig, step: int, lr: float) -> None:

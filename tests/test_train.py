@@ -323,3 +323,46 @@ def test_resolve_device_without_cuda() -> None:
 def test_resolve_device_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         resolve_device("gpu")
+
+
+def test_training_records_its_learning_curve(tmp_path) -> None:
+    from archsearch import Arch, Stage, Stem, build
+    from archsearch.data import load_data
+    from archsearch.train_state import LearningCurve
+
+    data = load_data("digits")
+    arch = Arch(1, 8, 10, Stem("conv", 8), (Stage("dwsep", 16, stride=2),))
+    config = TrainConfig(epochs=3, batch_size=64, lr=0.1)
+    common = dict(device=CPU, preprocess=data.preprocess())
+    torch.manual_seed(0)
+    seen: list[int] = []
+    curve = LearningCurve()
+    result = train(build(arch), data.x_train, data.y_train, data.x_val, data.y_val, config, curve=curve,
+                   on_epoch=lambda epoch, acc: seen.append(len(curve.val_loss)), **common)
+    assert seen == [1, 2, 3]  # the curve grows before on_epoch is called: a pruned trial can keep it
+    assert result.curve is curve and curve.val_accuracy == result.history
+    for name, values in curve.to_dict().items():
+        assert len(values) == 3 and all(math.isfinite(v) and v >= 0 for v in values), name
+    assert curve.train_loss[-1] < curve.train_loss[0] and curve.val_loss[-1] < curve.val_loss[0]  # it learns
+    # the checkpoint carries the curve: a killed and resumed training ends with the uninterrupted one's
+    ckpt = tmp_path / "t.pt"
+    torch.manual_seed(0)
+    with pytest.raises(Killed):
+        train(build(arch), data.x_train, data.y_train, data.x_val, data.y_val, config, checkpoint=ckpt,
+              on_epoch=stop_after(2), **common)
+    torch.manual_seed(0)
+    again = train(build(arch), data.x_train, data.y_train, data.x_val, data.y_val, config, checkpoint=ckpt, **common)
+    assert again.resumed_epochs == 2 and again.curve.to_dict() == curve.to_dict()
+
+
+def test_every_trial_records_its_learning_curve(write_study) -> None:
+    from archsearch.config import load_study_config
+    from archsearch.study import run
+
+    study = run(load_study_config(write_study(n_trials=2, training={"epochs": 2})), stream=None, progress=False)
+    trained = [t for t in study.trials if "epochs_done" in t.user_attrs]
+    assert len(trained) == 2
+    for t in trained:
+        curve = t.user_attrs["curve"]
+        assert set(curve) == {"train_loss", "train_loss_tail", "val_loss", "val_accuracy"}
+        assert all(len(v) == 2 for v in curve.values()) and curve["val_accuracy"][-1] == t.user_attrs["val_accuracy"]

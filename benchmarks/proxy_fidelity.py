@@ -9,7 +9,7 @@ uniformly with seed 0, fitted as a search fits them, the first distinct feasible
   up to 9 epochs on 10,000 images: what a search with ``pruner: hyperband``-style early stopping would see);
 - the **reference**: 8 epochs on all 60,000 training images (training + validation splits), scored on the
   10,000 test images, the final recipe of ``benchmarks/fashion_mnist.py``; and the reference again from
-  another initial seed for the first 6 architectures at 28x28 (``reference-seed1``): the reference's own noise,
+  another initial seed for the first 12 architectures at 28x28 (``reference-seed1``): the reference's own noise,
   which bounds what any proxy's tau can reach; and the search's own recipe (the first) again from another
   initial seed on every 28x28 architecture (``e2-n10k-seed1``): the proxy's own noise.
 

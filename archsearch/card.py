@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from .arch import Arch
-from .summary import fmt_count
 
-__all__ = ["model_card", "pct"]
+__all__ = ["exact", "model_card", "pct"]
+
+
+def exact(v: float) -> str:
+    """A limit as the YAML gave it: ``300000`` -> ``300,000``, ``1.5`` -> ``1.5`` (never rounded)."""
+    return f"{int(v):,}" if float(v).is_integer() else repr(float(v))
 
 
 def pct(v: float | None) -> str:
@@ -32,7 +36,7 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
     lat_where = f" ({lat.get('source', '?')}: {lat.get('device', '?')}, {lat.get('threads', '?')} thread(s), " \
                 f"batch {lat.get('batch', '?')}, {lat.get('runtime', 'torch')}, the bare network)" if lat else ""
     budget = m.get("budget") or {}
-    limits = ", ".join(f"{k} {fmt_count(v)}" for k, v in budget.items() if k.startswith("max_") and v is not None)
+    limits = ", ".join(f"{k} {exact(v)}" for k, v in budget.items() if k.startswith("max_") and v is not None)
     trained = {
         "train": "retrained on the training split with the study's recipe (as in the search)",
         "train+val": "retrained from scratch on training + validation data",

@@ -128,18 +128,37 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from .config import load_study_config
+    from .parallel import default_workers
     from .study import run, run_workers
+    from .summary import no_feasible_reason
+    from .train import resolve_device
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
+    config = load_study_config(args.config)
+    if args.accept_data_change:  # the environment: spawned workers see it too
+        os.environ["ARCHSEARCH_ACCEPT_DATA_CHANGE"] = "1"
+    workers = args.workers
+    if workers is None:  # one per usable core on the CPU, no more than the trials to run
+        try:
+            device = resolve_device(config.device).type
+        except ValueError:
+            device = "unavailable"  # the search says why, in its own words
+        workers = max(1, min(default_workers(device), config.n_trials if args.n_trials is None else args.n_trials))
+    options = {"n_trials": args.n_trials, "timeout": args.timeout, "threads": args.threads,
+               "max_infeasible": args.max_infeasible, "progress": not args.no_progress}
     try:
-        if args.workers == 1:
-            run(args.config, n_trials=args.n_trials, timeout=args.timeout, progress=not args.no_progress)
+        if workers == 1:
+            study = run(config, **options)
         else:
-            run_workers(args.config, args.workers, n_trials=args.n_trials, timeout=args.timeout)
+            study = run_workers(config, workers, **options)
     except KeyboardInterrupt:
-        print("\ninterrupted: finished trials are stored; run the same command to resume", file=sys.stderr)
+        print("\ninterrupted: finished trials are stored (the interrupted ones run again); run the same command "
+              "to resume", file=sys.stderr)
         return 130
+    reason = no_feasible_reason(study, config)
+    if reason is not None:  # nothing to export or report: a script must not go on as if the search had worked
+        print(f"archsearch: {reason}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -206,8 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="study YAML file")
     s.add_argument("--n-trials", type=int, default=None, help="override the study's n_trials (a study total)")
     s.add_argument("--timeout", type=float, default=None, help="seconds for this call")
-    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (one study)")
+    s.add_argument("--workers", type=export_cli.positive_int, default=None,
+                   help="worker processes on this machine, one study (default: one per usable core on the CPU, "
+                        "one on a GPU; --workers 1 for a reproducible search: docs/parallelism.md)")
+    s.add_argument("--threads", type=export_cli.positive_int, default=None,
+                   help="torch threads per worker process (default: 1)")
+    s.add_argument("--max-infeasible", type=export_cli.positive_int, default=None, metavar="N",
+                   help="stop this run after N candidates over the budget (never trained, not counted in "
+                        "n_trials; default: 10 per network to train, at least 50)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--accept-data-change", action="store_true",
+                   help="go on with a study whose images, labels or class names changed since it was made (the "
+                        "study then takes the new data as its own; sets ARCHSEARCH_ACCEPT_DATA_CHANGE=1)")
     s.set_defaults(func=cmd_search)
 
     export_cli.add_parser(sub)
@@ -224,10 +253,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# what a Ctrl-C leaves, per command (search and export say it themselves)
+_INTERRUPTED = {
+    "report": "the report's files may be incomplete; run the same command to write them again",
+    "latency": "the latency table keeps what it had saved (written whole, never half); run the same command to go on",
+    "space": "nothing is written; run the same command to start again",
+    "schema": "nothing is written; run the same command to start again",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:  # a command without its own word on what a Ctrl-C keeps
+        print(f"\ninterrupted: {_INTERRUPTED.get(args.command, 'run the same command to start again')}",
+              file=sys.stderr)
+        return 130
     except ConfigError as e:
         print(f"archsearch: error: {e}", file=sys.stderr)
         return 2

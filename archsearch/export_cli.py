@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import sys
 from pathlib import Path
 
+from . import interrupt
 from .config import load_study_config
 from .export import export
+from .parallel import default_threads, set_threads
 
 __all__ = ["add_parser", "cmd_export", "positive_int"]
 
@@ -40,6 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="retrain from scratch on train+val for E epochs (default: the search's recipe on train)")
     s.add_argument("--force", action="store_true", help="replace an existing export folder")
     s.add_argument("--no-onnx", action="store_true", help="do not write model.onnx")
+    s.add_argument("--threads", type=positive_int, default=None, metavar="T",
+                   help="torch threads of the retrain (default: 1, which never collapses beside another job: "
+                        "docs/parallelism.md)")
     s.set_defaults(func=cmd_export)
 
 
@@ -57,6 +63,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         command.append("--force")
     if args.no_onnx:
         command.append("--no-onnx")
-    export(config, out, trial=args.trial, pareto=args.pareto, epochs=args.epochs, force=args.force,
-           onnx=not args.no_onnx, command=shlex.join(command))
+    set_threads(default_threads() if args.threads is None else args.threads)
+    written = False
+    try:
+        # a Ctrl-C stops the retrain at its next batch, never inside a checkpoint or a file of the folder
+        with interrupt.deferred():
+            export(config, out, trial=args.trial, pareto=args.pareto, epochs=args.epochs, force=args.force,
+                   onnx=not args.no_onnx, command=shlex.join(command))
+            written = True
+    except KeyboardInterrupt:
+        if written:  # the Ctrl-C came after the last file: the export is whole
+            return 0
+        print(f"\ninterrupted: nothing is written to {out} yet; the retrain's state after its last finished epoch "
+              f"is kept beside it; run the same command to resume", file=sys.stderr)
+        return 130
     return 0

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["check", "deferred", "requested"]
+__all__ = ["check", "deferred", "request", "requested"]
 
 _requested = threading.Event()
 
@@ -24,6 +24,11 @@ _requested = threading.Event()
 def requested() -> bool:
     """Whether a Ctrl-C waits for the next safe point."""
     return _requested.is_set()
+
+
+def request() -> None:
+    """Ask to stop at the next safe point, as a Ctrl-C does (a worker process, on its parent's word)."""
+    _requested.set()
 
 
 def check(*_: Any) -> None:

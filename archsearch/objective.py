@@ -8,7 +8,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import optuna
 import torch
@@ -21,13 +20,14 @@ from .config import StudyConfig
 from .cost import Cost, arch_cost
 from .data import DataBundle
 from .fit import Fit, budget_use, fit_shape, metric_values
-from .latency import DEFAULT_DIRECTORY, LatencyTable, table_for
+from .latency import LatencyTable
+from .reachable import latency_table_of
 from .samplers import trial_snapshot
 from .space import Space, suggest_architecture, suggest_shape
 from .train import TrainResult, train
 from .train_state import LearningCurve
 
-__all__ = ["Objective", "budget_excess", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
+__all__ = ["Objective", "budget_excess", "counts", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
 
 # trial user attributes (JSON) that archsearch writes and reads
 ARCH_ATTR = "arch"
@@ -39,8 +39,18 @@ SURPLUS_ATTR = "surplus"
 INTERRUPTED_ATTR = "interrupted"
 SWEPT_ATTR = "swept"
 RETRY_ATTR = "retry_of"
-#: what "the study holds n_trials finished trials" counts
+#: the states of a finished trial; of them, :func:`counts` tells what ``n_trials`` counts
 COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+FEASIBLE_ATTR = "feasible"
+
+
+def counts(t: FrozenTrial) -> bool:
+    """Whether a trial uses up ``n_trials``: a network trained (complete or pruned), or running.
+
+    An over-budget candidate is recorded COMPLETE with ``feasible`` False and never trained: it does not count
+    (the search caps how many it tries, :mod:`archsearch.study`).
+    """
+    return (t.state in (*COUNTED_STATES, TrialState.RUNNING)) and t.user_attrs.get(FEASIBLE_ATTR) is not False
 
 
 class SurplusTrial(RuntimeError):
@@ -160,9 +170,7 @@ class Objective:
     def latency_table(self) -> LatencyTable:
         """The lookup table of the budget's latency target, in ``latency/`` beside the study YAML."""
         if self._latency_table is None:
-            source = self.config.source
-            directory = Path(source).parent / "latency" if source is not None else DEFAULT_DIRECTORY
-            self._latency_table = table_for(self.config.budget.latency, directory=directory)
+            self._latency_table = latency_table_of(self.config)
         return self._latency_table
 
     def score(self, accuracy: float, cost: Cost, latency_ms: float | None) -> float | tuple[float, float]:
@@ -192,12 +200,12 @@ class Objective:
     def is_surplus(self, trial: optuna.Trial, taken: list[optuna.trial.FrozenTrial]) -> bool:
         """Whether ``n_trials`` trials numbered before this one are finished or running.
 
-        ``taken``: the study's finished and running trials. Workers check the count before they ask
-        for a trial, but two can ask at the same instant; the later-numbered one then gives way
-        (recorded as failed, not counted), so the study ends with exactly ``n_trials`` finished
-        trials unless one of those running fails.
+        ``taken``: the study's finished and running trials (over-budget ones do not count). Workers check
+        the count before they ask for a trial, but two can ask at the same instant; the later-numbered one
+        then gives way (recorded as failed, not counted), so the study ends with exactly ``n_trials``
+        networks trained unless one of those running fails.
         """
-        return sum(t.number < trial.number for t in taken) >= self.target
+        return sum(t.number < trial.number and counts(t) for t in taken) >= self.target
 
     @staticmethod
     def earlier_result(taken: list[optuna.trial.FrozenTrial], arch_id: str) -> optuna.trial.FrozenTrial | None:

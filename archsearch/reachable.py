@@ -3,6 +3,8 @@ first trial (a budget below it would fail every trial)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -12,16 +14,18 @@ from .config import StudyConfig
 from .cost import Cost, arch_cost
 from .data import DataBundle
 from .errors import ConfigError
+from .latency import DEFAULT_DIRECTORY, LatencyTable, table_for
 from .space import Space, suggest_architecture
 
-__all__ = ["smallest_cost", "check_budget_reachable"]
+__all__ = ["cheapest", "smallest_cost", "check_budget_reachable", "latency_table_of"]
 
 
-def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: int) -> Cost:
-    """The cost of the cheapest candidate: smallest numbers everywhere, cheapest family per stage.
+def cheapest(space: Space, cost: Callable[[Arch], float], *, in_chs: int, resolution: int,
+             num_classes: int) -> Arch:
+    """The candidate of least ``cost``: smallest numbers everywhere, the cheapest choice per stage.
 
     Coordinate descent over the categorical choices (stem, family, groups, kernel) from the
-    smallest-numbers corner; MACs, params and peak activations are minimised separately and reported together.
+    smallest-numbers corner, two passes.
     """
     def arch_of(params: dict[str, Any]) -> Arch:
         return suggest_architecture(optuna.trial.FixedTrial(params), space, in_chs=in_chs,
@@ -40,14 +44,27 @@ def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: in
         categorical[f"s{i}_block"] = st.blocks
         categorical[f"s{i}_groups"] = st.groups
         categorical[f"s{i}_kernel"] = st.kernel
-    best = {}
-    for metric in ("macs", "params", "peak_activation_bytes"):
-        params = {**base, **{k: v[0] for k, v in categorical.items()}}
-        for _ in range(2):
-            for name, options in categorical.items():
-                params[name] = min(options, key=lambda v: getattr(arch_cost(arch_of({**params, name: v})), metric))
-        best[metric] = arch_cost(arch_of(params))
-    return Cost(best["macs"].macs, best["params"].params, best["peak_activation_bytes"].peak_activation_bytes)
+    params = {**base, **{k: v[0] for k, v in categorical.items()}}
+    for _ in range(2):
+        for name, options in categorical.items():
+            params[name] = min(options, key=lambda v: cost(arch_of({**params, name: v})))
+    return arch_of(params)
+
+
+def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: int) -> Cost:
+    """The cost of the cheapest candidate: MACs, params and peak activations minimised separately
+    (:func:`cheapest`) and reported together."""
+    best = {metric: getattr(arch_cost(cheapest(space, lambda a: getattr(arch_cost(a), metric), in_chs=in_chs,
+                                               resolution=resolution, num_classes=num_classes)), metric)
+            for metric in ("macs", "params", "peak_activation_bytes")}
+    return Cost(best["macs"], best["params"], best["peak_activation_bytes"])
+
+
+def latency_table_of(config: StudyConfig) -> LatencyTable:
+    """The lookup table of the budget's latency target, in ``latency/`` beside the study YAML."""
+    source = config.source
+    directory = Path(source).parent / "latency" if source is not None else DEFAULT_DIRECTORY
+    return table_for(config.budget.latency, directory=directory)
 
 
 def check_budget_reachable(config: StudyConfig, space: Space, data: DataBundle) -> None:
@@ -66,4 +83,18 @@ def check_budget_reachable(config: StudyConfig, space: Space, data: DataBundle) 
                 f"has {value:,.0f} {unit} at {data.in_chs}x{data.resolution}x{data.resolution}; raise the "
                 f"budget or make the space smaller (width_mult, channels, depth)",
                 path=config.source, key=f"budget.{key}",
+            )
+    if b.max_latency_ms is not None and not (soft and config.objective.soft_metric == "latency"):
+        # a candidate predicted over the limit is rejected unbuilt (archsearch/objective.py): if the fastest
+        # predicted one is, every trial would be
+        table = latency_table_of(config)
+        fastest = cheapest(space, table.predict, in_chs=data.in_chs, resolution=data.resolution,
+                           num_classes=data.num_classes)
+        ms = table.predict(fastest)
+        if ms > b.max_latency_ms:
+            raise ConfigError(
+                f"{b.max_latency_ms:g} ms is below the smallest predicted latency of the space "
+                f"{space.source or space.name}, {ms:.3g} ms ({fastest.id} on {b.latency.describe()}); raise the "
+                f"budget to at least that, or make the space smaller (width_mult, channels, depth)",
+                path=config.source, key="budget.max_latency_ms",
             )

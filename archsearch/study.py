@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 import numpy as np
 import torch
@@ -18,13 +18,15 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import interrupt, rerank
+from .parallel import Workers, default_threads, set_threads
+from .progress import StudyBar
 from .config import StudyConfig, fingerprint_matches, load_study_config
 from .samplers import make_pruner, make_sampler
 from .storage import make_storage, redact
 from .data import DataBundle, load_data
 from .data_identity import check_data_identity
 from .errors import ConfigError
-from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, worker_id
+from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, counts, worker_id
 from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
     CREATED_ATTR, CREATED_BY_ATTR, ensure_baselines, recover, sweep_dead_workers,
 )
@@ -39,6 +41,10 @@ FINGERPRINT_ATTR = "archsearch.fingerprint"
 COUNTED = COUNTED_STATES
 _WAIT_S = 0.5  # poll interval of a worker waiting for others' last trials
 _INTERRUPT_GRACE_S = 30.0  # after a Ctrl-C, how long run_workers waits for its workers to stop on their own
+# over-budget candidates cost no training and do not count toward n_trials; so that a space that rarely fits
+# cannot sample forever, a run stops after this many of them per network it is to train (at least the minimum)
+INFEASIBLE_PER_TRIAL = 10
+INFEASIBLE_MIN = 50
 
 
 def _directions(config: StudyConfig) -> list[str]:
@@ -139,9 +145,30 @@ def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
     return space, data
 
 
-def _taken(study: optuna.Study) -> int:
-    """Trials finished or running (in any worker)."""
-    return len(study.get_trials(deepcopy=False, states=(*COUNTED, TrialState.RUNNING)))
+class _Counts(NamedTuple):
+    done: int  # networks trained: what n_trials counts
+    taken: int  # done, or running in any worker
+    failed: int  # failed by their own error or interrupted (not given way to another worker)
+    infeasible: int  # over the budget: never trained, not counted
+
+
+def _counts(study: optuna.Study) -> _Counts:
+    """The run loop's figures, from one read of the study."""
+    done = taken = failed = infeasible = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.FAIL:
+            failed += not t.user_attrs.get(SURPLUS_ATTR)
+        elif counts(t):
+            taken += 1
+            done += t.state in COUNTED
+        elif t.state == TrialState.COMPLETE:
+            infeasible += 1
+    return _Counts(done, taken, failed, infeasible)
+
+
+def infeasible_cap(target: int) -> int:
+    """How many over-budget candidates one run tries before it stops, for ``target`` networks to train."""
+    return max(INFEASIBLE_MIN, INFEASIBLE_PER_TRIAL * target)
 
 
 def run(
@@ -154,17 +181,25 @@ def run(
     trainer: Callable[..., TrainResult] = train,
     summarize: bool = True,
     worker_index: int = 0,
+    max_infeasible: int | None = None,
+    threads: int | None = None,
 ) -> optuna.Study:
-    """Run the study until it holds ``n_trials`` finished (complete or pruned) trials in total.
+    """Run the study until it holds ``n_trials`` networks trained (complete or pruned) in total.
 
-    Counted across restarts and workers, not per call; a trial that fails (an exception, a killed
-    worker) is recorded as failed and does not count. Returns the study. A Ctrl-C stops the run at the next
-    safe point, never inside a storage write (archsearch/interrupt.py); the interrupted trial runs again on
-    the next start.
+    Counted across restarts and workers, not per call; a trial that fails (an exception, a killed worker) is
+    recorded as failed and does not count, nor does a candidate over the budget (never trained; a run stops
+    after ``max_infeasible`` of them, default :func:`infeasible_cap`). Returns the study. A Ctrl-C stops the run
+    at the next safe point, never inside a storage write (archsearch/interrupt.py); the interrupted trial runs
+    again on the next start. ``threads``: torch's threads meanwhile (default: one, :mod:`archsearch.parallel`).
     """
-    with interrupt.deferred():
-        return _run(config, n_trials=n_trials, timeout=timeout, stream=stream, progress=progress, trainer=trainer,
-                    summarize=summarize, worker_index=worker_index)
+    before = set_threads(default_threads() if threads is None else threads)
+    try:
+        with interrupt.deferred():
+            return _run(config, n_trials=n_trials, timeout=timeout, stream=stream, progress=progress,
+                        trainer=trainer, summarize=summarize, worker_index=worker_index,
+                        max_infeasible=max_infeasible)
+    finally:
+        set_threads(before)
 
 
 def _run(
@@ -177,6 +212,7 @@ def _run(
     trainer: Callable[..., TrainResult],
     summarize: bool,
     worker_index: int,
+    max_infeasible: int | None,
 ) -> optuna.Study:
     if not isinstance(config, StudyConfig):
         config = load_study_config(config)
@@ -204,18 +240,15 @@ def _run(
     swept, queued = recover(study)
     # the baselines: enqueued by the creator; by another start where the creator died before it did
     baselines_due = config.enqueue_baselines and ensure_baselines(study, config, data, created=created) is None
+    bar = StudyBar(study, target, config.training.epochs, name=config.name) if progress and stream else None
+    if bar is not None:
+        trainer = bar.watch(trainer)  # redrawn after each epoch: a long trial shows where it is
     objective = Objective(config, space, data, device=device, trainer=trainer, target=target)
 
     def say(text: str) -> None:
         if stream is not None:
-            (bar.write(text, file=stream) if bar is not None else print(text, file=stream, flush=True))
+            (bar.write(text, stream) if bar is not None else print(text, file=stream, flush=True))
 
-    bar = None
-    if progress and stream is not None:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=target, initial=min(target, finished_count(study)), desc=config.name, unit="trial",
-                   file=sys.stderr, dynamic_ncols=True)
     if swept:
         say(f"{prefix}failed {len(swept)} trial(s) left RUNNING by a dead worker: {swept}")
     for t, why in queued:
@@ -227,37 +260,40 @@ def _run(
         if trial.user_attrs.get(SURPLUS_ATTR):
             return  # gave way to another worker's trial: nothing to report
         say(prefix + trial_line(trial))
-        if bar is not None and trial.state in COUNTED:
-            bar.update(1)
+        if bar is not None:
+            bar.refresh(force=True)
 
     def stop_when_taken(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal baselines_due
         if baselines_due:  # too early at the start to tell whether the creator enqueues them: asked again
             baselines_due = ensure_baselines(study, config, data, created=False) is None
         # a read between trials (outside any trial's time): other workers' trials started since count too
-        if _taken(study) >= target:
+        now = _counts(study)
+        if now.taken >= target or now.infeasible - at_start.infeasible >= max_infeasible:
             study.stop()
-
-    def failures() -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                   if not t.user_attrs.get(SURPLUS_ATTR))
 
     start = time.monotonic()
     max_failures = max(10, target)  # guard against a space whose every trial fails
-    failures_at_start = failures()
+    max_infeasible = infeasible_cap(target) if max_infeasible is None else max_infeasible
+    at_start = _counts(study)
     frozen = _freeze_long_lived()
     stopped_by_failures = False
     try:
-        while (done := finished_count(study)) < target:
+        while (now := _counts(study)).done < target:
+            done, taken = now.done, now.taken
             left = None if timeout is None else timeout - (time.monotonic() - start)
             if left is not None and left <= 0:
-                say(f"timeout of {timeout:g}s reached with {done}/{target} trials finished")
+                say(f"timeout of {timeout:g}s reached with {done}/{target} networks trained")
                 break
-            if (fails := failures() - failures_at_start) >= max_failures:
+            if (fails := now.failed - at_start.failed) >= max_failures:
                 say(f"stopping: {fails} trials failed in this run (see the trial lines for the errors)")
                 stopped_by_failures = True
                 break
-            taken = _taken(study)
+            if (over := now.infeasible - at_start.infeasible) >= max_infeasible:
+                say(f"stopping: {over} candidates in this run were over the budget (the cap, --max-infeasible), "
+                    f"{done} of {target} networks trained; the budget leaves little of the space: raise it, or "
+                    f"narrow the space (`archsearch space {config.source or 'STUDY'}` shows how much fits)")
+                break
             if taken >= target:
                 # the last trials run in other workers: wait for them to finish (or fail, then take over)
                 time.sleep(_WAIT_S)
@@ -327,9 +363,11 @@ def _freeze_long_lived() -> bool:
     return True
 
 
-def _worker(config: StudyConfig, index: int, threads: int, n_trials: int | None, timeout: float | None) -> None:
-    torch.set_num_threads(threads)
-    run(config, n_trials=n_trials, timeout=timeout, progress=False, summarize=False, worker_index=index + 1)
+def _worker(config: StudyConfig, index: int, threads: int, n_trials: int | None, timeout: float | None,
+            max_infeasible: int | None) -> None:
+    set_threads(threads)
+    run(config, n_trials=n_trials, timeout=timeout, progress=False, summarize=False, worker_index=index + 1,
+        threads=threads, max_infeasible=max_infeasible)
 
 
 def run_workers(
@@ -339,47 +377,42 @@ def run_workers(
     n_trials: int | None = None,
     timeout: float | None = None,
     stream: IO[str] | None = sys.stdout,
+    threads: int | None = None,
+    max_infeasible: int | None = None,
+    progress: bool = False,
 ) -> optuna.Study:
-    """``workers`` processes on one study, torch's threads split between them; prints one summary.
+    """``workers`` processes on one study, ``threads`` torch threads each (default: one); prints one summary.
 
     The study total holds across them: a worker starts a trial only while fewer than ``n_trials`` are
-    finished or running, and one that lost a race for the last places gives way (see
-    ``Objective.is_surplus``), so the study ends with exactly ``n_trials`` finished trials.
+    trained or running, and one that lost a race for the last places gives way (see
+    ``Objective.is_surplus``), so the study ends with exactly ``n_trials`` networks trained. A Ctrl-C stops
+    every worker at its next safe point (:class:`archsearch.parallel.Workers`). ``progress``: a bar on stderr
+    that reads the study (trained of total, best score, over-budget count, running trials' epochs).
     """
-    import multiprocessing as mp
-
-    if not isinstance(config, StudyConfig):
-        config = load_study_config(config)
-    # fail fast, once, on what every worker would refuse (bad data, unreachable budget, changed config)
-    space, data = load_config_data(config)
-    check_budget_reachable(config, space, data)
-    study, created = _open_study(config, create=True)
-    check_data_identity(study, config, data)
-    target = config.n_trials if n_trials is None else n_trials
-    if stream is not None:
-        done = 0 if created else finished_count(study)
-        print(start_line(config, created, done, target) + f" ({workers} workers)", file=stream, flush=True)
-    if config.enqueue_baselines:  # here, before the workers start
-        ensure_baselines(study, config, data, created=created)
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    ctx = mp.get_context("spawn")  # no forked torch/sqlite state
-    procs = [ctx.Process(target=_worker, args=(config, i, threads, n_trials, timeout), daemon=False)
-             for i in range(workers)]
-    for p in procs:
-        p.start()
-    try:
-        for p in procs:
-            p.join()
-    except KeyboardInterrupt:
-        # the workers got the Ctrl-C too (one process group): each stops at its next safe point and records its
-        # trial as interrupted; a SIGTERM now could land inside a storage write. Only a worker that has not
-        # ended within the grace time is terminated (its trial is then swept as a dead worker's).
-        deadline = time.monotonic() + _INTERRUPT_GRACE_S
-        for p in procs:
-            p.join(timeout=max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.terminate()
-        raise
+    with interrupt.deferred():
+        if not isinstance(config, StudyConfig):
+            config = load_study_config(config)
+        # fail fast, once, on what every worker would refuse (bad data, unreachable budget, changed config)
+        space, data = load_config_data(config)
+        check_budget_reachable(config, space, data)
+        study, created = _open_study(config, create=True)
+        check_data_identity(study, config, data)
+        target = config.n_trials if n_trials is None else n_trials
+        if stream is not None:
+            done = 0 if created else finished_count(study)
+            print(start_line(config, created, done, target) + f" ({workers} workers)", file=stream, flush=True)
+        if config.enqueue_baselines:  # here, before the workers start
+            ensure_baselines(study, config, data, created=created)
+        interrupt.check()
+        threads = default_threads() if threads is None else threads
+        procs = Workers(_worker, [(config, i, threads, n_trials, timeout, max_infeasible) for i in range(workers)],
+                        grace=_INTERRUPT_GRACE_S)
+        bar = StudyBar(study, target, config.training.epochs, name=config.name) if progress else None
+        try:
+            procs.join(every=None if bar is None else bar.refresh)
+        finally:
+            if bar is not None:
+                bar.close()
     study = open_study(config, create=False)
     if stream is not None:
         print(summary(study, config), file=stream, flush=True)

@@ -8,15 +8,22 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from . import rerank
-from .config import StudyConfig
-from .objective import BASELINE_ATTR, COUNTED_STATES as COUNTED, SURPLUS_ATTR
+from .config import _BUDGET_FIELD, StudyConfig
+from .objective import BASELINE_ATTR, COUNTED_STATES as COUNTED, SURPLUS_ATTR, counts
 from .recovery import baseline_status
 
-__all__ = ["best_trials", "finished_count", "fmt_count", "summary", "trial_line"]
+__all__ = ["best_trials", "finished_count", "fmt_count", "infeasible_count", "no_feasible_reason",
+           "progress_note", "summary", "trial_line"]
 
 
 def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=COUNTED))
+    """Networks trained, to the end or until pruned: what ``n_trials`` counts (over-budget candidates do not)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED) if counts(t))
+
+
+def infeasible_count(study: optuna.Study) -> int:
+    """Candidates over the budget: recorded, never trained, not counted in ``n_trials``."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not counts(t))
 
 
 def fmt_count(n: float | None) -> str:
@@ -73,18 +80,30 @@ def best_trials(study: optuna.Study, config: StudyConfig | None = None) -> list[
     return sorted(front, key=lambda t: t.values[1])
 
 
+def progress_note(study: optuna.Study) -> str:
+    """Beside the progress bar's trained/total: the best feasible score so far and the over-budget count."""
+    best = best_trials(study)
+    if not best:
+        score = "no feasible trial yet"
+    elif len(study.directions) == 1:
+        score = f"best {best[0].values[0]:.4f}"
+    else:
+        score = f"front {len(best)}"
+    return f"{score}, {infeasible_count(study)} infeasible"
+
+
 def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     trials = study.get_trials(deepcopy=False)
     by_state = {s.name: sum(t.state == s for t in trials) for s in TrialState}
     infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
     surplus = sum(1 for t in trials if t.user_attrs.get(SURPLUS_ATTR))
     gave_way = f" ({surplus} gave way to other workers)" if surplus else ""
-    # "trained": built and trained, to the end or until pruned (what `archsearch report` ranks)
+    # "trained": built and trained, to the end or until pruned (what n_trials counts and `archsearch report` ranks)
     lines = [
-        f"study {study.study_name}: {finished_count(study)} finished "
-        f"({by_state['COMPLETE'] - infeasible + by_state['PRUNED']} trained: {by_state['COMPLETE'] - infeasible} "
-        f"to the end, {by_state['PRUNED']} pruned; {infeasible} infeasible, not trained), "
-        f"{by_state['FAIL']} failed{gave_way}, {by_state['RUNNING']} running",
+        f"study {study.study_name}: {by_state['COMPLETE'] - infeasible + by_state['PRUNED']} trained "
+        f"({by_state['COMPLETE'] - infeasible} to the end, {by_state['PRUNED']} pruned), {infeasible} infeasible "
+        f"(over the budget: not trained, not counted in n_trials), {by_state['FAIL']} failed{gave_way}, "
+        f"{by_state['RUNNING']} running",
     ]
     best = best_trials(study, config)
     reranked = rerank.results(study, config) if config is not None else {}
@@ -133,3 +152,27 @@ def _versus(searched: list[FrozenTrial], base: list[FrozenTrial], value: Callabl
     return (f"best searched candidate (trial {found.number}) {value(found):.4f} vs best baseline "
             f"({top.user_attrs[BASELINE_ATTR]}, trial {top.number}) {value(top):.4f} by {what}: "
             f"{value(found) - value(top):+.4f}")
+
+
+def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
+    """Why a search ended without a feasible trial, and what to change, in one line; None if it has one."""
+    if best_trials(study, config):
+        return None
+    trials = study.get_trials(deepcopy=False)
+    over = [t for t in trials if t.state == TrialState.COMPLETE and not counts(t)]
+    if over:
+        by_metric: dict[str, int] = {}
+        for t in over:
+            for metric, excess in (t.constraints or {}).items():
+                if excess > 0:
+                    by_metric[metric] = by_metric.get(metric, 0) + 1
+        which = ", ".join(f"budget.{_BUDGET_FIELD.get(m, m)} {config.budget.limit(m):g} ({n})"
+                          for m, n in sorted(by_metric.items(), key=lambda kv: -kv[1])) or "see the trial lines"
+        return (f"no feasible trial: all {len(over)} candidate(s) tried were over the budget ({which}); raise "
+                f"that limit, or make the space smaller (width_mult, channels, depth), and run the same command "
+                f"again")
+    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS_ATTR) for t in trials)
+    if failed:
+        return (f"no feasible trial: {failed} trial(s) failed and none completed; their errors are on the trial "
+                f"lines (`archsearch report` lists them)")
+    return "no feasible trial: no trial finished (raise --timeout, or run the same command again to go on)"

@@ -88,7 +88,7 @@ WRAPPER = textwrap.dedent(
     for name in WRITES:
         setattr(optuna.storages.RDBStorage, name, wrap(name))
     from archsearch.cli import main
-    code = main(["search", sys.argv[2], "--no-progress"])
+    code = main(["search", sys.argv[2], "--no-progress", "--workers", "1"])
     print(f"WRITES {count[0]}", file=sys.stderr)
     sys.exit(code)
     """
@@ -156,8 +156,8 @@ def check_point(kill_at: int, *, in_process: bool = False, storage: str | None =
         companion = None
         if two_workers:
             companion = subprocess.Popen([sys.executable, "-m", "archsearch.cli", "search", str(folder / "crash.yaml"),
-                                          "--no-progress"], cwd=folder, env=ENV, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, text=True)
+                                          "--no-progress", "--workers", "1"], cwd=folder, env=ENV,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         first = _run(folder, kill_at, "int" if ctrl_c else "kill")
         if companion is not None:
             _, err = companion.communicate(timeout=600)
@@ -171,7 +171,7 @@ def check_point(kill_at: int, *, in_process: bool = False, storage: str | None =
             return [f"the first run was not killed (rc {first.returncode}): {first.stderr[-500:]}"]
         before = {t["number"]: t for t in (_trials(url, name) if storage or db.exists() else [])
                   if t["state"] in ("COMPLETE", "PRUNED", "FAIL")}
-        command = ["search", str(folder / "crash.yaml"), "--no-progress"]
+        command = ["search", str(folder / "crash.yaml"), "--no-progress", "--workers", "1"]
         if in_process:
             from archsearch.cli import main as cli
 

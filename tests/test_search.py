@@ -68,7 +68,7 @@ def load(path: Path) -> optuna.Study:
 
 
 def search_cli(path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "archsearch.cli", "search", str(path), "--no-progress", *args]
+    return [sys.executable, "-m", "archsearch.cli", "search", str(path), "--no-progress", "--workers", "1", *args]
 
 
 def trained(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -241,9 +241,8 @@ def test_infeasible_candidates_are_not_trained(write_study):
     study = run(load_study_config(path), trainer=trainer, stream=None, progress=False)
 
     trials = study.get_trials(deepcopy=False)
-    assert finished_count(study) == n_trials
-    assert trainer.calls == len(trained(study))
-    assert 0 < trainer.calls < n_trials
+    assert finished_count(study) == n_trials  # networks trained: the infeasible ones do not use up n_trials
+    assert trainer.calls == len(trained(study)) <= n_trials  # a duplicate of a trained candidate is not trained
     infeasible = [t for t in trials if t.user_attrs["feasible"] is False]
     assert infeasible
     for t in infeasible:
@@ -299,8 +298,8 @@ def test_short_fashion_mnist_study(write_study, tmp_path):
     assert f"trial {best.number:>4}" in lines[at + 1]
     assert best.user_attrs["arch_id"] in lines[at + 1]
     assert lines[0].startswith("new study fashion (sqlite:///") and lines[0].endswith("): 3 trials to run")
-    assert lines[at - 1].startswith("study fashion: 3 finished (3 trained: 3 to the end, 0 pruned; 0 infeasible, "
-                                    "not trained), 0 failed")
+    assert lines[at - 1].startswith("study fashion: 3 trained (3 to the end, 0 pruned), 0 infeasible (over the "
+                                    "budget: not trained, not counted in n_trials), 0 failed")
 
 
 # -- 4. n_trials is the study's total ----------------------------------------------------------------------

@@ -41,6 +41,7 @@ from archsearch.arch import Arch
 from archsearch.baselines import FAMILIES, effnet, fit_to_budget
 from archsearch.config import load_study_config
 from archsearch.errors import ConfigError
+from archsearch.objective import counts
 from archsearch.space import load_space
 from archsearch.study import COUNTED, load_config_data, open_study, run
 
@@ -75,7 +76,7 @@ def create_database(server_url: str, name: str) -> str:
 
 
 def search_cli(path: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "archsearch.cli", "search", str(path), "--no-progress", *args]
+    return [sys.executable, "-m", "archsearch.cli", "search", str(path), "--no-progress", "--workers", "1", *args]
 
 
 def load(path: Path) -> optuna.Study:
@@ -85,7 +86,8 @@ def load(path: Path) -> optuna.Study:
 
 
 def finished(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.state in COUNTED]
+    """The networks trained: what n_trials counts (an over-budget candidate is not one)."""
+    return [t for t in trials if t.state in COUNTED and counts(t)]
 
 
 def pid_of(trial: FrozenTrial) -> int | None:
@@ -171,7 +173,7 @@ def test_cli_workers_share_one_postgres_study(postgres_url, write_study, tmp_pat
     print(f"\n--workers {workers}: {len(done)} finished trials for n_trials={n_trials}")
     text = log.read_text()
     assert {f"[w{i}]" for i in range(1, workers + 1)} <= set(text.split()), "not every worker ran a trial"
-    assert f"study cli3: {len(done)} finished" in text  # one summary, printed by the parent
+    assert f"study cli3: {len(done)} trained" in text  # one summary, printed by the parent
     check_baselines(study, path)
 
 
@@ -195,7 +197,8 @@ def start_together(path: Path, n: int, tmp_path: Path, tag: str) -> tuple[list[s
         logs.append(tmp_path / f"{tag}{i}.log")
         with logs[-1].open("w") as err:
             procs.append(subprocess.Popen(
-                [sys.executable, "-c", _STARTING_LINE, "search", str(path), "--no-progress"], cwd=tmp_path,
+                [sys.executable, "-c", _STARTING_LINE, "search", str(path), "--no-progress", "--workers", "1"],
+                cwd=tmp_path,
                 env=ONE_THREAD_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
             ))
     for proc, log in zip(procs, logs):

@@ -160,6 +160,10 @@ def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
         return None
     trials = study.get_trials(deepcopy=False)
     over = [t for t in trials if t.state == TrialState.COMPLETE and not counts(t)]
+    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS_ATTR) for t in trials)
+    why = []
+    if failed:
+        why.append(f"{failed} trial(s) failed (their errors are on the trial lines; `archsearch report` lists them)")
     if over:
         by_metric: dict[str, int] = {}
         for t in over:
@@ -168,11 +172,8 @@ def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
                     by_metric[metric] = by_metric.get(metric, 0) + 1
         which = ", ".join(f"budget.{_BUDGET_FIELD.get(m, m)} {config.budget.limit(m):g} ({n})"
                           for m, n in sorted(by_metric.items(), key=lambda kv: -kv[1])) or "see the trial lines"
-        return (f"no feasible trial: all {len(over)} candidate(s) tried were over the budget ({which}); raise "
-                f"that limit, or make the space smaller (width_mult, channels, depth), and run the same command "
-                f"again")
-    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS_ATTR) for t in trials)
-    if failed:
-        return (f"no feasible trial: {failed} trial(s) failed and none completed; their errors are on the trial "
-                f"lines (`archsearch report` lists them)")
-    return "no feasible trial: no trial finished (raise --timeout, or run the same command again to go on)"
+        why.append(f"{len(over)} candidate(s) were over the budget ({which}): raise that limit, or make the space "
+                   f"smaller (width_mult, channels, depth)")
+    if not why:
+        return "no feasible trial: no trial finished (raise --timeout, or run the same command again to go on)"
+    return f"no feasible trial: {'; '.join(why)}; then run the same command again"

@@ -100,8 +100,8 @@ def test_a_search_with_no_feasible_trial_exits_non_zero_saying_why(write_study):
     assert "stopping: 3 candidates in this run were over the budget" in cli.stdout
     last = cli.stderr.strip().splitlines()
     assert len(last) == 1
-    assert last[0].startswith(f"archsearch: no feasible trial: all 3 candidate(s) tried were over the budget "
-                              f"(budget.max_macs {smallest.macs:g} (3)); raise that limit")
+    assert last[0].startswith(f"archsearch: no feasible trial: 3 candidate(s) were over the budget "
+                              f"(budget.max_macs {smallest.macs:g} (3)): raise that limit")
 
 
 def test_the_card_prints_budgets_as_given():

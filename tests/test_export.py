@@ -259,7 +259,7 @@ def test_model_py_imports_only_torch_and_the_standard_library(exported: dict[str
             imported |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported == {"__future__", "dataclasses", "pathlib", "torch"}
+    assert imported == {"__future__", "dataclasses", "pathlib", "sys", "torch"}  # sys: `python model.py IMAGE`
     assert "archsearch" not in {m.split(".")[0] for m in imported}
     # generated from the block classes: their search-time half (validate, cost) and the registry are left out
     assert "def cost(" not in source and "def validate(" not in source and "register_block" not in source

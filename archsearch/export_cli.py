@@ -46,6 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="torch threads of the retrain (default: 1, which never collapses beside another job: "
                         "docs/parallelism.md)")
+    s.add_argument("--no-progress", action="store_true", help="no line per epoch of the retrain (none either when "
+                                                              "the output is not a terminal)")
     s.set_defaults(func=cmd_export)
 
 
@@ -69,7 +71,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         # a Ctrl-C stops the retrain at its next batch, never inside a checkpoint or a file of the folder
         with interrupt.deferred():
             export(config, out, trial=args.trial, pareto=args.pareto, epochs=args.epochs, force=args.force,
-                   onnx=not args.no_onnx, command=shlex.join(command))
+                   onnx=not args.no_onnx, command=shlex.join(command),
+                   progress=not args.no_progress and sys.stdout.isatty())
             written = True
     except KeyboardInterrupt:
         if written:  # the Ctrl-C came after the last file: the export is whole

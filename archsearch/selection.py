@@ -4,6 +4,7 @@ Pareto front, and the error that says why there is none; and :func:`retrain`, wh
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def select_trials(
 
 def retrain(
     arch: Arch, config: StudyConfig, data: DataBundle, *, epochs: int | None = None, device: torch.device | None = None,
-    checkpoint: Path | None = None,
+    checkpoint: Path | None = None, on_epoch: Callable[[int, float], None] | None = None,
 ) -> tuple[Net, dict[str, Any]]:
     """Train ``arch`` from scratch with the study's recipe; returns the model (eval mode) and what was measured.
 
@@ -115,6 +116,7 @@ def retrain(
     ``epochs``: that many epochs on training + validation (the whole training data, no subset, no time cap).
     The test split is measured in both cases; nothing during training depends on it. With ``checkpoint``,
     the training saves its state there after each epoch and resumes from it (:func:`archsearch.train.train`).
+    ``on_epoch(epoch, accuracy)`` is called after each epoch trained (the accuracy on what the training scores).
     """
     device = resolve_device(config.device) if device is None else device
     data = data.resized(arch.resolution).to(device)
@@ -127,7 +129,7 @@ def retrain(
     if epochs is None:
         x, y = data.x_train, data.y_train
         result = train(model, x, y, data.x_val, data.y_val, recipe, device=device, checkpoint=checkpoint,
-                       preprocess=data.preprocess())
+                       preprocess=data.preprocess(), on_epoch=on_epoch)
         measured = {"retrained": "train", "val_accuracy": result.val_accuracy}
     else:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -137,7 +139,7 @@ def retrain(
         # train() scores an eval set after each epoch: the test split, which only reports (nothing is chosen on it)
         x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
         result = train(model, x, y, x_eval, y_eval, recipe, device=device, checkpoint=checkpoint,
-                       preprocess=data.preprocess())
+                       preprocess=data.preprocess(), on_epoch=on_epoch)
         measured = {"retrained": "train+val", "val_accuracy": None}
     test = None
     if has_test:

@@ -3,6 +3,7 @@ real searches and exports, and a fresh process without archsearch that classifie
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -258,7 +259,10 @@ def test_own_images_search_export_classify(tmp_path: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     n = len(run(path, stream=None, progress=False).trials)
-    [folder] = export(path, tmp_path / "out", stream=None)
+    printed = io.StringIO()
+    [folder] = export(path, tmp_path / "out", stream=printed, progress=True)
+    epochs = [line for line in printed.getvalue().splitlines() if line.startswith("  epoch ")]
+    assert len(epochs) == 4 and epochs[-1].startswith("  epoch 4/4: val ") and epochs[-1].endswith("ETA 0 s")
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["classes"] == sorted(NAMES)
     assert "CLASSES = " in (folder / "model.py").read_text() and "eight, five, four" in (folder / "card.md").read_text()

@@ -13,7 +13,7 @@ starts (a Python busy loop, one core) and stops. The export retrains trial 0 of 
 Prints each run, the medians, the speed-up new/old (target: at least 1.3x quiet) and loaded/quiet of the new
 default (target: at most 2.5x); asserts nothing.
 
-    python benchmarks/default_speed.py [--runs 3] [--n-trials 24] [--export-epochs 10] [--config STUDY]
+    python benchmarks/default_speed.py [--runs 3] [--n-trials 24] [--export-epochs 10] [--config STUDY] [--old-loaded]
     python benchmarks/default_speed.py --runs 1 --n-trials 2 --epochs 1 --export-epochs 1   # a smoke run
 """
 
@@ -65,6 +65,20 @@ def _timed(args: list[str], log: Path) -> float:
     return seconds
 
 
+def _example(log: Path) -> float:
+    """Wall time of README's "In Python" block, run as written from the repository root."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## In Python"):]
+    code = section[section.index("```python\n") + 10: section.index("```", section.index("```python\n") + 10)]
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    t0 = time.perf_counter()
+    with log.open("a") as out:
+        rc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    if rc.returncode != 0:
+        raise SystemExit(f"README's Python example failed (rc {rc.returncode}); see {log}")
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=ROOT / "studies" / "quickstart.yaml")
@@ -73,6 +87,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the study's epochs (smoke runs)")
     p.add_argument("--export-epochs", type=int, default=10)
     p.add_argument("--skip-loaded", action="store_true", help="quiet runs only")
+    p.add_argument("--old-loaded", action="store_true",
+                   help="also the old default beside the busy process (10-20x slower: long)")
     args = p.parse_args()
     # a SIGTERM (timeout, kill) ends the script through its finally blocks: the busy process is stopped too
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -89,20 +105,27 @@ def main() -> None:
         for load in ("quiet",) if args.skip_loaded else ("quiet", "loaded"):
             busy = subprocess.Popen([sys.executable, "-c", BUSY]) if load == "loaded" else None
             try:
+                settings = [("old", old_search), ("new", [])]
+                if load == "loaded" and not args.old_loaded:
+                    settings = settings[1:]
                 for run in range(args.runs):
-                    for which, extra in (("old", old_search), ("new", [])):
+                    for which, extra in settings:
                         path = _study(args.config, folder, f"{which}-{load}-{run}", args.n_trials, args.epochs)
                         s = _timed(["search", str(path), "--no-progress", *extra], log)
                         results.setdefault(("search", load, which), []).append(s)
                         first_new = first_new or (path if which == "new" else None)
                         print(f"  search {load:<6} {which}: {s:7.1f} s", flush=True)
                 for run in range(args.runs):
-                    for which, extra in (("old", old_export), ("new", [])):
+                    for which, extra in [("old", old_export), ("new", [])][2 - len(settings):]:
                         out = folder / f"export-{which}-{load}-{run}"
                         s = _timed(["export", str(first_new), "--trial", "0", "--epochs", str(args.export_epochs),
                                     "--out", str(out), "--no-onnx", *extra], log)
                         results.setdefault(("export", load, which), []).append(s)
                         print(f"  export {load:<6} {which}: {s:7.1f} s", flush=True)
+                for run in range(args.runs):
+                    s = _example(log)
+                    results.setdefault(("example", load, "new"), []).append(s)
+                    print(f"  README's Python example {load:<6}: {s:7.1f} s", flush=True)
             finally:
                 if busy is not None:
                     busy.kill()
@@ -115,10 +138,16 @@ def main() -> None:
     print(f"{'command':<24} {'load':<7} {'old':>8} {'new':>8} {'new speed-up':>13}")
     for command in ("search", "export"):
         for load in ("quiet", "loaded"):
+            name = command + (' --epochs ' + str(args.export_epochs) if command == 'export' else '')
             if (command, load, "old") in results:
                 old, new = med((command, load, "old")), med((command, load, "new"))
-                print(f"{command + (' --epochs ' + str(args.export_epochs) if command == 'export' else ''):<24} "
-                      f"{load:<7} {old:8.1f} {new:8.1f} {old / new:12.2f}x")
+                print(f"{name:<24} {load:<7} {old:8.1f} {new:8.1f} {old / new:12.2f}x")
+            elif (command, load, "new") in results:
+                print(f"{name:<24} {load:<7} {'-':>8} {med((command, load, 'new')):8.1f}")
+    for load in ("quiet", "loaded"):
+        if ("example", load, "new") in results:
+            times = results[("example", load, "new")]
+            print(f"README's Python example, {load}: {min(times):.1f} - {max(times):.1f} s (target < 60 s loaded)")
     if not args.skip_loaded:
         for command in ("search", "export"):
             ratio = med((command, "loaded", "new")) / med((command, "quiet", "new"))

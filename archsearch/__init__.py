@@ -20,7 +20,6 @@ The pipeline, one module per stage:
 from .arch import Arch, Stage, Stem
 from .baselines import EFFNET_PAPER, effnet, effnet_paper, fit_to_budget, mobilenet_v1, shufflenet_v1
 from .blocks import BLOCKS, Block, BlockSpec, get_block, register_block
-from .tally import Tally
 from .build import build
 from .config import StudyConfig, load_study_config, study_config_from_dict
 from .cost import Cost, arch_cost
@@ -32,6 +31,7 @@ from .measure import measure_latency
 from .objective import Objective
 from .space import Shape, Space, load_space, sample_architectures, sample_shapes, suggest_architecture, suggest_shape
 from .study import open_study, run
+from .tally import Tally
 from .train import TrainConfig, TrainingDiverged, TrainResult, train
 
 __version__ = "0.1.0"

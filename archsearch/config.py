@@ -23,8 +23,6 @@ from .storage import SQLITE_PREFIX
 from .study_schema import StudyModel
 from .train import TrainConfig
 
-
-
 _FINGERPRINT_SCHEMA = 2  # 2: the space as parsed (1: its file's bytes, see fingerprint_matches)
 FIT_SCHEME = 1  # bump when budget fitting picks other widths for the same shape and budget
 

@@ -53,13 +53,13 @@ from .build import Net, build
 from .card import model_card, pct
 from .codegen import MODEL_FILE, ExportError, model_source
 from .config import StudyConfig, load_study_config
-from .storage import redact
 from .cost import arch_cost
 from .errors import ConfigError
 from .measure import RUNTIMES, measure_latency
 from .objective import ARCH_ATTR, BASELINE_ATTR
 from .preprocess import Preprocessing, WithPreprocessing
 from .selection import retrain, select_trials
+from .storage import redact
 from .study import load_config_data, open_study
 from .summary import fmt_count
 from .train import resolve_device
@@ -137,11 +137,11 @@ def save(
     adds to (and overrides) what is measured here: the analytic cost, the bare network's latency on the CPU in
     PyTorch eager mode and in ONNX Runtime where installed (``latency_by_runtime``; at the trial's threads and
     batch where ``metrics["latency"]`` says it was timed on the CPU, else one thread, batch 1; the eager figure
-    is ``latency_ms`` too when ``metrics`` has none) and the output difference of every format. ``classes``
-    (a name per output, "0".."N-1" where None) go to ``metrics.json``, ``card.md``, ``model.py``'s ``CLASSES``
-    and ``model.onnx``'s metadata (``classes``, a JSON list). The files are written to a temporary folder beside ``folder`` and moved into place once every format
-    reproduces the network; an existing ``folder`` is replaced only with ``force`` (and only if it is
-    empty or an earlier export). The model is moved to the CPU, in eval mode.
+    is ``latency_ms`` too when ``metrics`` has none) and the output difference of every format. ``classes`` (a name
+    per output, "0".."N-1" where None) go to ``metrics.json``, ``card.md``, ``model.py``'s ``CLASSES`` and
+    ``model.onnx``'s metadata (``classes``, a JSON list). The files are written to a temporary folder beside
+    ``folder`` and moved into place once every format reproduces the network; an existing ``folder`` is replaced
+    only with ``force`` (and only if it is empty or an earlier export). The model is moved to the CPU, in eval mode.
     """
     if not isinstance(model, Net):
         raise TypeError(f"save() takes an archsearch Net (from build()), got {type(model).__name__}")
@@ -367,7 +367,7 @@ def export(
     _, data = load_config_data(config)
     device = resolve_device(config.device)
     written = []
-    for t, folder in zip(chosen, targets):
+    for t, folder in zip(chosen, targets, strict=True):
         arch = Arch.from_dict(t.user_attrs[ARCH_ATTR])
         feasible = t.user_attrs.get("feasible", True)
         how = "train split, the search's recipe" if epochs is None else f"train+val, {epochs} epoch(s)"
@@ -378,8 +378,9 @@ def export(
         if ckpt.exists():
             _say(stream, f"  resuming the retrain from {ckpt}")
         total = epochs or config.training.epochs
+        epoch_line = _epoch_line(stream, total, "test" if epochs else "val") if progress else None
         model, measured = retrain(arch, config, data, epochs=epochs, device=device, checkpoint=ckpt,
-                                  on_epoch=_epoch_line(stream, total, "test" if epochs else "val") if progress else None)
+                                  on_epoch=epoch_line)
         reranked = rerank.results(study, config).get(t.number)
         metrics = {
             "study": config.name,

@@ -105,7 +105,8 @@ def _scan(root: Path) -> tuple[tuple[str, ...], dict[str, list[_File]]]:
         if missing or extra:
             what = (f"class folder(s) {missing} in train/ have none in test/" if missing else
                     f"class folder(s) {extra} in test/ have none in train/")
-            raise ConfigError(f"{what}: every class needs a folder in both", path=root / ("test" if missing else "train"))
+            raise ConfigError(f"{what}: every class needs a folder in both",
+                              path=root / ("test" if missing else "train"))
         classes = tuple(train_classes)
         parts = {p: _class_files(root / p, classes, root) for p in ("train", "test")}
     else:

@@ -316,7 +316,7 @@ class LatencyTable:
             order = range(len(missing)) if r % 2 == 0 else reversed(range(len(missing)))
             for i in order:
                 timed[i].append(self._timed(models[i], missing[i].input_shape))
-        for part, lats in zip(missing, timed):
+        for part, lats in zip(missing, timed, strict=False):
             lat = sorted(lats, key=lambda x: x.median_ms / x.reference_ms)[(len(lats) - 1) // 2]
             self.entries[part.key] = {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": lat.repeats,
                                       "reference_ms": lat.reference_ms}
@@ -337,11 +337,11 @@ class LatencyTable:
         whole = [math.inf] * len(archs)
         references = []
         for _ in range(CALIBRATION_ROUNDS):
-            for i, (a, model) in enumerate(zip(archs, models)):
+            for i, (a, model) in enumerate(zip(archs, models, strict=False)):
                 lat = self._timed(model, (a.in_chs, a.resolution, a.resolution))
                 whole[i] = min(whole[i], lat.median_ms / lat.reference_ms)
                 references.append(lat.reference_ms)
-        self.overhead = statistics.median(w - self._sum(a) for w, a in zip(whole, archs))
+        self.overhead = statistics.median(w - self._sum(a) for w, a in zip(whole, archs, strict=False))
         self.reference_ms = statistics.median(references)
         return True
 

@@ -107,7 +107,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     models = [build(a) for a in archs]
     rounds: list[list[tuple[float, float]]] = [[] for _ in archs]
     for _ in range(args.rounds):
-        for a, model, kept in zip(archs, models, rounds):
+        for a, model, kept in zip(archs, models, rounds, strict=False):
             scaled, raw = table.measure(model, (a.in_chs, a.resolution, a.resolution))
             kept.append((scaled.median_ms, raw.median_ms))
     measured = [statistics.median(m for m, _ in kept) for kept in rounds]
@@ -118,14 +118,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"measured in {time.perf_counter() - t0:.1f} s ({load_before} before, {_load()} after); the "
           f"reference ran at {min(timed[i] / measured[i] for i in range(len(archs))):.2f}x to "
           f"{max(timed[i] / measured[i] for i in range(len(archs))):.2f}x the table's time meanwhile")
-    errors = [p / m - 1 for p, m in zip(predicted, measured)]
+    errors = [p / m - 1 for p, m in zip(predicted, measured, strict=False)]
     order = sorted(range(len(archs)), key=lambda i: -abs(errors[i]))
     rows = [[archs[i].id, f"{predicted[i]:.3f}", f"{measured[i]:.3f}", f"{100 * errors[i]:+.1f}%"]
             for i in order[: args.worst]]
     print(format_table(rows, ["worst predictions", "predicted ms", "measured ms", "error"]))
     within = sum(abs(e) <= 0.10 for e in errors) / len(errors)
     abs_err = sorted(abs(e) for e in errors)
-    raw_within = sum(abs(p / m - 1) <= 0.10 for p, m in zip(predicted, timed)) / len(timed)
+    raw_within = sum(abs(p / m - 1) <= 0.10 for p, m in zip(predicted, timed, strict=False)) / len(timed)
     print(f"against the wall times as timed, unscaled: {100 * raw_within:.0f}% within +-10%")
     print(f"within +-10%: {100 * within:.0f}% of {len(errors)}; within +-5%: "
           f"{100 * sum(e <= 0.05 for e in abs_err) / len(errors):.0f}%; |error| median "

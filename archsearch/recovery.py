@@ -32,9 +32,17 @@ from . import baselines
 from .config import StudyConfig
 from .data import DataBundle
 from .objective import (
-    ARCH_ATTR, BASELINE_ATTR, INTERRUPTED_ATTR, RETRY_ATTR, SURPLUS_ATTR, SWEPT_ATTR, has_verdict, retried_numbers,
+    ARCH_ATTR,
+    BASELINE_ATTR,
+    INTERRUPTED_ATTR,
+    RETRY_ATTR,
+    SURPLUS_ATTR,
+    SWEPT_ATTR,
+    has_verdict,
+    retried_numbers,
     worker_alive,
 )
+from .optuna_internals import fail_trial_of_another_process
 
 __all__ = [
     "BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines", "recover",
@@ -78,8 +86,7 @@ def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], li
         if unclaimed or worker_alive(worker or "") is False:
             try:
                 # marked first: a kill between the two writes leaves a RUNNING trial that the next sweep fails
-                study._storage.set_trial_user_attr(t._trial_id, SWEPT_ATTR, True)
-                study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+                fail_trial_of_another_process(study, t, {SWEPT_ATTR: True})
             except RuntimeError:  # finished meanwhile
                 continue
             failed.append(t.number)

@@ -1,11 +1,11 @@
 """What a study found: the top trials and the Pareto front as text, a PNG plot and an interactive HTML page.
 
 Everything is read from the study's trials and their archsearch user attributes; nothing is trained or
-built (the numbers and text: :mod:`archsearch.report_text`; the plots: :mod:`archsearch.report_plots`). The PNG (matplotlib, Agg) plots validation accuracy against MACs on a log axis, with the Pareto
-front as a step line, the seed baselines marked and labelled, and pruned or over-budget trials faded; a
-second panel plots accuracy against latency where trials measured it. The HTML page holds Optuna's own
-plots (optimization history, and the Pareto front of a two-objective study) and a hoverable scatter, with
-plotly.js inlined so that it opens offline.
+built (the numbers and text: :mod:`archsearch.report_text`; the plots: :mod:`archsearch.report_plots`). The PNG
+(matplotlib, Agg) plots validation accuracy against MACs on a log axis, with the Pareto front as a step line, the
+seed baselines marked and labelled, and pruned or over-budget trials faded; a second panel plots accuracy against
+latency where trials measured it. The HTML page holds Optuna's own plots (optimization history, and the Pareto
+front of a two-objective study) and a hoverable scatter, with plotly.js inlined so that it opens offline.
 
     archsearch report studies/quickstart.yaml     # -> studies/quickstart_report.png, .html
 """
@@ -151,7 +151,7 @@ def _add_synthetic_trials(
     first = len(study.get_trials(deepcopy=False))
     seen: dict[str, tuple[int, float]] = {}  # arch id -> (trial number, accuracy): a resampled one is a duplicate
     trials = []
-    for number, ((family, arch), cost) in enumerate(zip(archs[:n], costs), start=first):
+    for number, ((family, arch), cost) in enumerate(zip(archs[:n], costs, strict=False), start=first):
         attrs: dict[str, Any] = {
             ARCH_ATTR: arch.to_dict(), "arch_id": arch.id, "macs": cost.macs, "params": cost.params,
             "peak_activation_bytes": cost.peak_activation_bytes, "worker": "synthetic:0:0",

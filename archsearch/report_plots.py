@@ -22,7 +22,6 @@ from .objective import BASELINE_ATTR
 from .report_text import COST_ATTR, Groups, pareto_front, short, state
 from .summary import fmt_count
 
-
 _BASELINE_STYLE = {  # family -> (marker, colour): distinct shapes, readable in grey too
     "mobilenet": ("s", "tab:green"),
     "shufflenet": ("^", "tab:purple"),
@@ -189,12 +188,13 @@ def _figure(study: optuna.Study, config: StudyConfig, g: Groups) -> Any:
     fig = Figure(figsize=(11.5 * len(metrics), 6.0), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)  # the Agg canvas, without pyplot's global state
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=False):
         _plot_panel(ax, g, metric, config)
         ax.set_title(f"validation accuracy vs {'MACs' if metric == 'macs' else 'latency'}", fontsize=10)
     fig.suptitle(
         f"study {study.study_name}: {len(g.all)} trials ({len(g.feasible)} feasible, {len(g.infeasible)} over "
-        f"budget, {len(g.pruned)} pruned, {len(g.failed)} failed)\nbudget {config.budget.describe()}",  # one line is cut
+        # one line is cut
+        f"budget, {len(g.pruned)} pruned, {len(g.failed)} failed)\nbudget {config.budget.describe()}",
         fontsize=10,
     )
     return fig

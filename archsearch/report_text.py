@@ -103,7 +103,7 @@ _HEADER = ["trial", "state", "val acc", "MACs", "params", "latency ms", "budget 
 def _table(rows: list[list[str]], header: list[str] = _HEADER) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     left = {"state", "architecture id", "baseline"}
-    fmt = "  ".join(f"{{:<{w}}}" if h in left else f"{{:>{w}}}" for h, w in zip(header, widths))
+    fmt = "  ".join(f"{{:<{w}}}" if h in left else f"{{:>{w}}}" for h, w in zip(header, widths, strict=False))
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
     return "\n".join(line.rstrip() for line in lines)
 

@@ -4,7 +4,7 @@ reads.
 On an RDB storage every ``study.get_trials()`` is a round of SQL queries (about 4 ms on SQLite), and
 a quickstart trial trains for only a second or two, so reads that Optuna repeats within one trial are a
 visible share of the search. Optuna takes one snapshot of the study per trial (``ask`` and ``tell``
-drop it; its samplers read it through ``Study._get_trials(use_cache=True)``); :func:`trial_snapshot`
+drop it; its samplers read it through a private call, :mod:`archsearch.optuna_internals`); :func:`trial_snapshot`
 is that snapshot, and what else reads the study during a trial reads it there:
 
 - TPE with ``constant_liar`` reads the study again for every independently sampled parameter (about
@@ -30,8 +30,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .config import PrunerConfig, SamplerConfig
-from .study_schema import PRUNERS, SAMPLERS
 from .errors import ConfigError
+from .optuna_internals import cached_trials, set_constant_liar
+from .study_schema import PRUNERS, SAMPLERS
 
 __all__ = ["ArchTPESampler", "PerTrialPruner", "trial_snapshot"]
 
@@ -42,7 +43,7 @@ def trial_snapshot(study: optuna.Study, states: Container[TrialState]) -> list[F
     Optuna's own per-trial snapshot, which its samplers share; read at the first call after ``ask``
     (in :meth:`ArchTPESampler.before_trial`, as the trial starts), dropped by ``ask`` and ``tell``.
     """
-    return study._get_trials(deepcopy=False, states=states, use_cache=True)
+    return cached_trials(study, states)
 
 
 class ArchTPESampler(optuna.samplers.TPESampler):
@@ -66,7 +67,7 @@ class ArchTPESampler(optuna.samplers.TPESampler):
         super().before_trial(study, trial)
         # the per-trial snapshot: the sampler reuses it when the liar is off, the objective and pruner always
         running = trial_snapshot(study, (TrialState.RUNNING,))
-        self._constant_liar = any(t.number != trial.number for t in running)
+        set_constant_liar(self, any(t.number != trial.number for t in running))
 
 
 class _CompletedSnapshot:

@@ -28,7 +28,8 @@ from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError, short, show
 
-__all__ = ["Model", "Expect", "Int", "Number", "OneOf", "Choices", "validate", "fail", "json_schema", "SCHEMA_DIR", "SCHEMAS"]
+__all__ = ["Model", "Expect", "Int", "Number", "OneOf", "Choices", "validate", "fail", "json_schema", "SCHEMA_DIR",
+           "SCHEMAS"]
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # shipped: <kind>.schema.json
 SCHEMAS = ("study", "space")

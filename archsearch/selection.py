@@ -16,9 +16,9 @@ from .arch import Arch
 from .build import Net, build
 from .config import StudyConfig
 from .data import DataBundle
-from .storage import redact
 from .errors import ConfigError
 from .objective import ARCH_ATTR, budget_excess
+from .storage import redact
 from .summary import best_trials
 from .train import evaluate, resolve_device, train
 

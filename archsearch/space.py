@@ -233,7 +233,7 @@ class Shape:
         extra = tuple(extra) + (0,) * (1 + len(self.stages) - len(extra))
         stem_chs = make_divisible(self.stem_channels * alpha, unit) + extra[0] * unit
         stages, in_chs = [], stem_chs
-        for st, more in zip(self.stages, extra[1:]):
+        for st, more in zip(self.stages, extra[1:], strict=False):
             out = make_divisible(st.channels * alpha, unit) + more * unit
             if get_block(st.block).uses_groups and st.stride == 2 and out <= in_chs:
                 out = in_chs + unit  # a stride-2 shuffle unit concatenates its input

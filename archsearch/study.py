@@ -13,25 +13,29 @@ from pathlib import Path
 from typing import IO, NamedTuple
 
 import numpy as np
-import torch
 import optuna
+import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from . import interrupt, rerank
-from .parallel import Workers, default_threads, set_threads
-from .progress import StudyBar
 from .config import StudyConfig, fingerprint_matches, load_study_config
-from .samplers import make_pruner, make_sampler
-from .storage import make_storage, redact
 from .data import DataBundle, load_data
 from .data_identity import check_data_identity
 from .errors import ConfigError
 from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, counts, worker_id
-from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
-    CREATED_ATTR, CREATED_BY_ATTR, ensure_baselines, recover, sweep_dead_workers,
-)
+from .parallel import Workers, default_threads, set_threads
+from .progress import StudyBar
 from .reachable import check_budget_reachable
+from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
+    CREATED_ATTR,
+    CREATED_BY_ATTR,
+    ensure_baselines,
+    recover,
+    sweep_dead_workers,
+)
+from .samplers import make_pruner, make_sampler
 from .space import Space
+from .storage import make_storage, redact
 from .summary import finished_count, summary, trial_line
 from .train import TrainResult, make_optimizer, resolve_device, train
 

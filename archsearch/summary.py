@@ -9,7 +9,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import rerank
 from .config import _BUDGET_FIELD, StudyConfig
-from .objective import BASELINE_ATTR, COUNTED_STATES as COUNTED, SURPLUS_ATTR, counts
+from .objective import BASELINE_ATTR, SURPLUS_ATTR, counts
+from .objective import COUNTED_STATES as COUNTED
 from .recovery import baseline_status
 
 __all__ = ["best_trials", "finished_count", "fmt_count", "infeasible_count", "no_feasible_reason",

@@ -25,7 +25,7 @@ class LearningCurve:
     val_accuracy: list[float | None] = field(default_factory=list)
 
     def add(self, train_loss: float, train_loss_tail: float, val_loss: float, val_accuracy: float) -> None:
-        for name, value in zip(_CURVE_KEYS, (train_loss, train_loss_tail, val_loss, val_accuracy)):
+        for name, value in zip(_CURVE_KEYS, (train_loss, train_loss_tail, val_loss, val_accuracy), strict=True):
             getattr(self, name).append(float(value))
 
     def to_dict(self) -> dict[str, list[float | None]]:

@@ -1,0 +1,45 @@
+"""The Optuna internals archsearch uses (archsearch/optuna_internals.py) still exist and still behave as relied on.
+
+Each test names the private attribute it checks, so an Optuna upgrade that moves one fails here, loudly, instead
+of somewhere in a search."""
+
+from __future__ import annotations
+
+import inspect
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from archsearch.optuna_internals import cached_trials, fail_trial_of_another_process, set_constant_liar
+
+
+def test_study_get_trials_with_use_cache() -> None:
+    assert "use_cache" in inspect.signature(optuna.Study._get_trials).parameters, \
+        "optuna.Study._get_trials(use_cache=...) is gone: archsearch.optuna_internals.cached_trials needs another way"
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    trials = cached_trials(study, (TrialState.COMPLETE,))
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert trials[0] is cached_trials(study, (TrialState.COMPLETE,))[0]  # the snapshot itself, no copies
+
+
+def test_tpe_constant_liar_attribute() -> None:
+    sampler = optuna.samplers.TPESampler(constant_liar=True, seed=0)
+    assert getattr(sampler, "_constant_liar", None) is True, \
+        "TPESampler._constant_liar is gone: archsearch.optuna_internals.set_constant_liar needs another way"
+    set_constant_liar(sampler, False)
+    assert sampler._constant_liar is False
+
+
+def test_fail_a_trial_through_the_storage(tmp_path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}")
+    study.ask()  # RUNNING, as a dead worker leaves it
+    [running] = study.get_trials(states=(TrialState.RUNNING,))
+    assert hasattr(running, "_trial_id") and hasattr(study, "_storage"), \
+        "FrozenTrial._trial_id or Study._storage is gone: fail_trial_of_another_process needs another way"
+    fail_trial_of_another_process(study, running, {"swept": True})
+    [failed] = study.get_trials()
+    assert failed.state == TrialState.FAIL and failed.user_attrs == {"swept": True}
+    with pytest.raises(RuntimeError):  # finished already: what recovery catches
+        fail_trial_of_another_process(study, failed, {"swept": True})

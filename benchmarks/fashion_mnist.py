@@ -30,8 +30,8 @@ each epoch is a file beside the journals, ``<level>/rows-in-training/``, resumed
 trial it was running.
 Rows are claimed with ``flock`` in ``--work``, so several processes (``--jobs``, or the same command started twice)
 share the work. The file's first line holds the settings; a run with other settings is refused. ``--readme``
-trains nothing: it regenerates the README section (table, targets, plots: ``benchmarks/fashion_mnist.png`` and
-``benchmarks/fashion_mnist_anytime.png``) from the results file.
+trains nothing: it regenerates the results section of docs/results.md (table, targets, plots:
+``benchmarks/fashion_mnist.png`` and ``benchmarks/fashion_mnist_anytime.png``) from the results file.
 
     python benchmarks/fashion_mnist.py --jobs 2 --threads 1 --levels 3m --parts search,rows   # one part
     python benchmarks/fashion_mnist.py --readme                                              # tables from the file
@@ -41,7 +41,7 @@ Parts (``--parts``, default all): ``search`` (both searches of each level), ``ro
 networks once their search is done), ``long`` (the 30-epoch rows), ``anytime`` (the checkpoint rows). Sizing
 (this project's 2-core machine, one thread per process beside another busy one): a fitted 3M network trains at
 about 25 s per epoch on 10,000 images, so one 8-epoch row on 60,000 images takes about 20 minutes at 3M (less at
-1M, more at 10M) and a 30-epoch row about 75 minutes. See README for the time each part took.
+1M, more at 10M) and a 30-epoch row about 75 minutes. See docs/results.md for the time each part took.
 QUICK keeps the pipeline and shrinks every number; its accuracies stay near chance: it checks the pipeline, not
 the search.
 ``--head-hidden 0,64,128`` adds the space key ``head_hidden`` (a hidden FC layer in the head, 0: none) to both
@@ -89,7 +89,7 @@ DEFAULT_WORK = ROOT / "benchmarks" / "results"
 # the searches' Optuna studies, as journal files (text, appended to): committed, so that a search stopped by the end
 # of a session resumes in the next one, on another machine
 STUDIES_DIR = ROOT / "benchmarks" / "fashion_mnist_studies"
-README = ROOT / "README.md"
+README = ROOT / "docs" / "results.md"  # where the results block lives (its start/end markers)
 _POLL_S = 2.0  # a worker with nothing to claim waits this long for the others
 
 # -------------------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads per worker (default: cpu_count // jobs)")
     p.add_argument("--readme", action="store_true",
-                   help="train nothing: write the table and plots from the results file into README.md")
+                   help="train nothing: write the table and plots from the results file into docs/results.md")
     p.add_argument("--readme-file", type=Path, default=README, help=argparse.SUPPRESS)  # tests: a copy
     g = p.add_argument_group("settings (override FULL or QUICK; stored in the results file)")
     g.add_argument("--search-trials", type=positive_int, default=None,
@@ -250,7 +250,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "space_overrides still apply")
     args = p.parse_args(argv)
     if args.readme and args.quick:
-        p.error("--readme writes the benchmark's figures into README.md; --quick figures are only a smoke check")
+        p.error("--readme writes the benchmark's figures into docs/results.md; --quick figures are only a smoke check")
     return args
 
 

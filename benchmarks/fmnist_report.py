@@ -1,5 +1,5 @@
 """The Fashion-MNIST benchmark's report: the table, the targets and the plots, made from the results file
-alone (``python benchmarks/fashion_mnist.py --readme`` writes them into README.md); trains nothing.
+alone (``python benchmarks/fashion_mnist.py --readme`` writes them into docs/results.md); trains nothing.
 """
 
 from __future__ import annotations
@@ -263,14 +263,16 @@ def report(results: Results, settings: Settings, out: Path, readme: Path | None 
     if readme is not None:
         if not entries:
             raise SystemExit(f"error: --readme: no finished rows in {results.path}")
-        plots = [(png, readme.parent / README_PLOT.relative_to(ROOT), "test accuracy against MACs"),
-                 (anytime_png, readme.parent / README_ANYTIME.relative_to(ROOT), "anytime curve")]
+        # the plots go to the checkout's benchmarks/ (a copy's own folder in tests), linked from the document
+        base = next((d for d in readme.resolve().parents if (d / "benchmarks").is_dir()), readme.parent)
+        plots = [(png, base / README_PLOT.relative_to(ROOT), "test accuracy against MACs"),
+                 (anytime_png, base / README_ANYTIME.relative_to(ROOT), "anytime curve")]
         links = []
         for src, dst, alt in plots:
             if src.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_bytes(src.read_bytes())
-                links.append(f"![{alt}]({dst.relative_to(readme.parent)})")
+                links.append(f"![{alt}]({os.path.relpath(dst, readme.parent)})")
         rel = os.path.relpath(results.path, readme.parent)
         block = (f"Made by `python benchmarks/fashion_mnist.py --readme` from `{rel}` "
                  f"({len(rows) + len(anytime_rows)} rows, {len(searches)} searches):\n\n{table}\n"

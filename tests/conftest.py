@@ -126,7 +126,14 @@ def stop_after(epochs: int) -> Callable[[int, float], None]:
 def killed_after_first_epoch(train: Callable[..., Any]) -> Callable[..., Any]:
     """``archsearch.train.train`` as a process ended after the first epoch of every training sees it."""
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return train(*args, on_epoch=stop_after(1), **kwargs)
+        caller, stop = kwargs.pop("on_epoch", None), stop_after(1)
+
+        def on_epoch(epoch: int, accuracy: float) -> None:  # the caller's hook first, then the end of the process
+            if caller is not None:
+                caller(epoch, accuracy)
+            stop(epoch, accuracy)
+
+        return train(*args, on_epoch=on_epoch, **kwargs)
 
     return wrapper
 

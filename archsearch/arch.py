@@ -285,7 +285,7 @@ class Arch:
         try:
             head_in, *rest = text.split("_")
             stem_tok, *stage_toks, head = rest
-            m = re.fullmatch(r"i(\d+)x(\d+)-n(\d+)", head_in)
+            m = _fullmatch(r"i(\d+)x(\d+)-n(\d+)", head_in, "i<in_chs>x<resolution>-n<classes>")
             in_chs, resolution, num_classes = (int(g) for g in m.groups())
             name, stem_kw = _parse_tok(stem_tok, {"c": "out_chs", "s": "stride", "p": "pool"}, prefix="stem-")
             stem = Stem(type=name, **stem_kw)
@@ -294,7 +294,7 @@ class Arch:
             for tok in stage_toks:
                 name, kw = _parse_tok(tok, keys)
                 stages.append(Stage(block=name, **kw))
-            head, hidden = re.fullmatch(r"([a-z]+)(?:-h([1-9][0-9]*))?", head).groups()
+            head, hidden = _fullmatch(r"([a-z]+)(?:-h([1-9][0-9]*))?", head, "<head>[-h<hidden>]").groups()
             hidden = int(hidden or 0)
         except (AttributeError, ValueError, TypeError, KeyError, IndexError) as e:
             raise ValueError(f"not an architecture id: {text!r} ({e})") from None
@@ -317,6 +317,13 @@ def _check_keys(owner: str, data: dict, cls: type) -> None:
     unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
         raise ValueError(f"{owner}: unknown keys {unknown}; valid keys: {sorted(names)}")
+
+
+def _fullmatch(pattern: str, text: str, form: str) -> re.Match[str]:
+    m = re.fullmatch(pattern, text)
+    if m is None:
+        raise ValueError(f"expected {form} at {text!r}")
+    return m
 
 
 def _parse_tok(tok: str, keys: dict[str, str], prefix: str = "") -> tuple[str, dict[str, Any]]:

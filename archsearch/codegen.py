@@ -156,6 +156,7 @@ def _stripped_source(obj: Any) -> str:
         for item in node.body:
             if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name in _SEARCH_ONLY_METHODS:
                 start = min([item.lineno] + [d.lineno for d in item.decorator_list])
+                assert item.end_lineno is not None  # ast.parse gives every node its position
                 drop.append((start, item.end_lineno))
     lines = text.splitlines()
     keep = [line for i, line in enumerate(lines, 1) if not any(a <= i <= b for a, b in drop)]
@@ -264,11 +265,11 @@ def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes
                          f"{arch.resolution}")
     stem_spec, stages = arch.plan()
     used = list(dict.fromkeys([stem_spec.block] + [s.block for stage in stages for s in stage]))
-    classes = [blocks.get_block(name) for name in used]
-    home = {blocks.__name__, Preprocess.__module__} | {cls.__module__ for cls in classes}
+    block_classes = [blocks.get_block(name) for name in used]
+    home = {blocks.__name__, Preprocess.__module__} | {cls.__module__ for cls in block_classes}
     closure = _Closure(home)
     closure.add(blocks.BlockSpec)
-    for cls in classes:
+    for cls in block_classes:
         closure.add(cls)
     closure.add(Preprocess)
     closure.add(WithPreprocessing)
@@ -333,7 +334,7 @@ Generated from the source of archsearch's block classes; re-export rather than e
         "# the record's plan (archsearch.arch.Arch.plan): one BlockSpec per block\n" + "\n".join(plan),
         _NET_TEMPLATE.format(forward=forward).strip() + "\n",
     ]
-    if images:
+    if images and preprocessing is not None:  # images implies a preprocessing
         parts.insert(-1, _image_source(preprocessing))
     text = "\n\n\n".join(p.strip("\n") for p in parts[:-1]) + "\n\n\n" + parts[-1]
     compile(text, MODEL_FILE, "exec")

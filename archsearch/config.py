@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from .errors import ConfigError, load_yaml, show
 from .schema import Model, validate
@@ -81,7 +81,7 @@ class Budget:
 
     def limits(self) -> dict[str, float]:
         """The metrics that have a limit, with it."""
-        return {m: self.limit(m) for m in _BUDGET_FIELD if self.limit(m) is not None}
+        return {m: limit for m in _BUDGET_FIELD if (limit := self.limit(m)) is not None}
 
     @property
     def bytes_per_param(self) -> int:
@@ -317,12 +317,13 @@ def study_config_from_dict(
     if model.rerank is not None and pareto:
         raise ConfigError("a re-rank picks one best candidate by a longer recipe, but objective 'pareto' has a "
                           "front: remove `rerank` (or set it to null)", path=path, key="rerank")
+    space_path = cast(Path, model.space)  # a string in the YAML, made an absolute Path by StudyModel's validator
     if model.space_overrides:
-        _check_space_overrides(model.space, model.space_overrides, path)
+        _check_space_overrides(space_path, model.space_overrides, path)
     return StudyConfig(
         name=model.name,
         storage=model.storage or f"{SQLITE_PREFIX}{(base_dir / (model.name + '.db')).resolve()}",
-        space_path=model.space,
+        space_path=space_path,
         space_overrides=model.space_overrides or None,
         dataset=dataset,
         resolution=model.resolution,

@@ -308,7 +308,8 @@ def _identity(raw: RawSplits) -> str:
     h = hashlib.sha256()
     for t in (raw.x_train, raw.y_train, raw.x_test, raw.y_test):
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(memoryview(t.contiguous().numpy()).cast("B"))  # the bytes in place, no copy
+        # the bytes in place, no copy (numpy's stubs give ndarray __buffer__ for Python >= 3.12 only)
+        h.update(memoryview(t.contiguous().numpy()).cast("B"))  # type: ignore[arg-type]
     h.update("\0".join(raw.classes).encode())
     return h.hexdigest()
 

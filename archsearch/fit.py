@@ -62,7 +62,7 @@ def cost_values(arch: Arch, latency_ms: float | None = None, *, bytes_per_param:
 
 def budget_use(values: Mapping[str, float | None], limits: Mapping[str, float]) -> float | None:
     """The largest ``cost / limit`` over the budgeted metrics whose cost is known (None: none is)."""
-    uses = [values[m] / limit for m, limit in limits.items() if values.get(m) is not None]
+    uses = [value / limit for m, limit in limits.items() if (value := values.get(m)) is not None]
     return max(uses) if uses else None
 
 
@@ -89,8 +89,12 @@ def fit_shape(
         raise ValueError(f"expected 0 < low <= high, got low={low}, high={high}")
 
     def use(arch: Arch) -> float:
-        ms = latency(arch) if "latency" in limits else None
-        return budget_use(cost_values(arch, ms, bytes_per_param=bytes_per_param), limits)
+        # a latency limit comes with a predictor (checked above)
+        ms = latency(arch) if latency is not None and "latency" in limits else None
+        u = budget_use(cost_values(arch, ms, bytes_per_param=bytes_per_param), limits)
+        if u is None:
+            raise ValueError(f"fit_shape's limits name no metric of metric_values, got {sorted(limits)}")
+        return u
 
     points = shape.breakpoints(low, high)
     first = shape.at(points[0])

@@ -66,9 +66,9 @@ def read_folder(root: str | os.PathLike | None, options: dict[str, Any]) -> RawS
     if cached is None:
         mode, size = _plan(files, channels, resolution, root)
         _check_memory(len(files), 1 if mode == "L" else 3, size or _first_size(files), root)
-        x = _decode(files, mode, size)
-        y = np.array([f.label for f in files], dtype=np.int64)
-        cached = image_cache.save(key, x, y)
+        pixels = _decode(files, mode, size)
+        labels = np.array([f.label for f in files], dtype=np.int64)
+        cached = image_cache.save(key, pixels, labels)
     x, y = torch.from_numpy(cached[0]), torch.from_numpy(cached[1])
     if split:
         n_train = len(parts["train"])
@@ -95,8 +95,8 @@ def _scan(root: Path) -> tuple[tuple[str, ...], dict[str, list[_File]]]:
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     has_train, has_test = "train" in subdirs, "test" in subdirs
     if has_train != has_test:
-        have, missing = ("train", "test") if has_train else ("test", "train")
-        raise ConfigError(f"found {have}/ but no {missing}/: use train/<class>/ and test/<class>/, or put the class "
+        have, lacking = ("train", "test") if has_train else ("test", "train")
+        raise ConfigError(f"found {have}/ but no {lacking}/: use train/<class>/ and test/<class>/, or put the class "
                           f"folders directly in root (a test split is then carved off)", path=root / have)
     if has_train:
         train_classes, test_classes = _class_folders(root / "train"), _class_folders(root / "test")

@@ -317,9 +317,9 @@ class LatencyTable:
             for i in order:
                 timed[i].append(self._timed(models[i], missing[i].input_shape))
         for part, lats in zip(missing, timed, strict=False):
-            lat = sorted(lats, key=lambda x: x.median_ms / x.reference_ms)[(len(lats) - 1) // 2]
+            lat = sorted(lats, key=lambda x: x.median_ms / _reference_ms(x))[(len(lats) - 1) // 2]
             self.entries[part.key] = {"median_ms": lat.median_ms, "p90_ms": lat.p90_ms, "repeats": lat.repeats,
-                                      "reference_ms": lat.reference_ms}
+                                      "reference_ms": _reference_ms(lat)}
         return len(missing)
 
     def _ensure_overhead(self) -> bool:
@@ -339,8 +339,8 @@ class LatencyTable:
         for _ in range(CALIBRATION_ROUNDS):
             for i, (a, model) in enumerate(zip(archs, models, strict=False)):
                 lat = self._timed(model, (a.in_chs, a.resolution, a.resolution))
-                whole[i] = min(whole[i], lat.median_ms / lat.reference_ms)
-                references.append(lat.reference_ms)
+                whole[i] = min(whole[i], lat.median_ms / _reference_ms(lat))
+                references.append(_reference_ms(lat))
         self.overhead = statistics.median(w - self._sum(a) for w, a in zip(whole, archs, strict=False))
         self.reference_ms = statistics.median(references)
         return True
@@ -373,9 +373,10 @@ class LatencyTable:
         """
         if self._ensure_overhead():
             self.save()
+        assert self.reference_ms is not None  # calibrated above
         settings = {"warmup": WARMUP, "repeats": REPEATS, "min_seconds": MIN_SECONDS, **settings}
         timed = self._timed(model, input_shape, **settings)
-        scale = self.reference_ms / timed.reference_ms
+        scale = self.reference_ms / _reference_ms(timed)
         scaled = Latency(timed.median_ms * scale, timed.p90_ms * scale, timed.repeats, self.reference_ms)
         return scaled, timed
 
@@ -386,6 +387,7 @@ class LatencyTable:
         new = self._measure_parts(self._parts(arch))
         if self._ensure_overhead() or new:
             self.save()
+        assert self.overhead is not None and self.reference_ms is not None  # calibrated above
         relative = self._relative(arch)
         # a network is never faster than its slowest part: the floor for a constant measured under
         # load that would outweigh a small network's parts (a negative latency breaks the soft reward)
@@ -394,7 +396,7 @@ class LatencyTable:
     @property
     def overhead_ms(self) -> float | None:
         """The per-network constant in ms, at the table's speed."""
-        return None if self.overhead is None else self.overhead * self.reference_ms
+        return None if self.overhead is None or self.reference_ms is None else self.overhead * self.reference_ms
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -410,6 +412,12 @@ def _is_number(v: Any) -> bool:
 
 def _is_positive(v: Any) -> bool:
     return _is_number(v) and v > 0
+
+
+def _reference_ms(lat: Latency) -> float:
+    """The reference time of a measurement by :meth:`LatencyTable._timed`, which always runs the reference."""
+    assert lat.reference_ms is not None  # measure_latency times `between` on every timed pass
+    return lat.reference_ms
 
 
 def table_for(

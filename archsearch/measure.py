@@ -89,8 +89,9 @@ def onnx_model(model: nn.Module, input_shape: tuple[int, int, int], *, batch: in
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, once a process
-            torch.onnx.export(model, (torch.zeros(batch, *input_shape),), buffer, dynamo=False,
-                              input_names=["x"], output_names=["y"])
+            # the TorchScript exporter writes to a file object too; torch annotates `f` as a path only
+            torch.onnx.export(model, (torch.zeros(batch, *input_shape),), buffer,  # type: ignore[arg-type]
+                              dynamo=False, input_names=["x"], output_names=["y"])
     finally:
         logger.setLevel(level)
         model.train(was_training)

@@ -33,6 +33,7 @@ _VIEW_FUNCTIONS = ("flatten", "transpose", "reshape", "getitem")
 def _is_alias(gm: fx.GraphModule, node: fx.Node) -> bool:
     """Whether ``node``'s output shares its first input's memory."""
     if node.op == "call_module":
+        assert isinstance(node.target, str)  # a call_module node's target is the submodule's qualified name
         module = gm.get_submodule(node.target)
         return bool(getattr(module, "inplace", False)) or isinstance(module, nn.Identity)
     if node.op == "call_method":

@@ -34,6 +34,9 @@ class Preprocess(nn.Module):
     order the training data was made, so that a raw test image reaches the network as it did in training.
     """
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, divisor: float, mean: tuple[float, ...], std: tuple[float, ...], size: int | None) -> None:
         super().__init__()
         self.divisor = float(divisor)

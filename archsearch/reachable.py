@@ -54,9 +54,12 @@ def cheapest(space: Space, cost: Callable[[Arch], float], *, in_chs: int, resolu
 def smallest_cost(space: Space, *, in_chs: int, resolution: int, num_classes: int) -> Cost:
     """The cost of the cheapest candidate: MACs, params and peak activations minimised separately
     (:func:`cheapest`) and reported together."""
-    best = {metric: getattr(arch_cost(cheapest(space, lambda a, m=metric: getattr(arch_cost(a), m), in_chs=in_chs,
-                                               resolution=resolution, num_classes=num_classes)), metric)
-            for metric in ("macs", "params", "peak_activation_bytes")}
+    def least(metric: str) -> int:
+        arch = cheapest(space, lambda a: getattr(arch_cost(a), metric), in_chs=in_chs, resolution=resolution,
+                        num_classes=num_classes)
+        return getattr(arch_cost(arch), metric)
+
+    best = {metric: least(metric) for metric in ("macs", "params", "peak_activation_bytes")}
     return Cost(best["macs"], best["params"], best["peak_activation_bytes"])
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Container
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -101,7 +101,8 @@ class PerTrialPruner(optuna.pruners.BasePruner):
             finished = trial_snapshot(study, (TrialState.COMPLETE, TrialState.PRUNED))
             self._view = _CompletedSnapshot(study, finished)
             self._trial = trial.number
-        return self.pruner.prune(self._view, trial)
+        # the snapshot stands in for the study: get_trials from it, the rest forwarded
+        return self.pruner.prune(cast(optuna.Study, self._view), trial)
 
 
 def make_sampler(cfg: SamplerConfig, *, multi_objective: bool) -> optuna.samplers.BaseSampler:

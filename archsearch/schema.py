@@ -71,7 +71,7 @@ def OneOf(*options: Any) -> Any:  # noqa: N802
                  f"{did_you_mean(value, options)}")
         return value
 
-    return Annotated[Literal[options], BeforeValidator(exact)]  # type: ignore[valid-type]
+    return Annotated[Literal[options], BeforeValidator(exact)]
 
 
 def _as_list(value: Any) -> Any:
@@ -96,7 +96,7 @@ def Choices(item: Any) -> Any:  # noqa: N802
 
 def Number(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Any:  # noqa: N802
     """A finite number between ``lo`` and ``hi`` (open ends where said); an int counts, a bool does not."""
-    bounds = {"gt" if lo_open else "ge": lo, "lt" if hi_open else "le": hi}
+    bounds: dict[str, Any] = {"gt" if lo_open else "ge": lo, "lt" if hi_open else "le": hi}
     return Annotated[float, Field(strict=True, allow_inf_nan=False, **bounds)]
 
 

@@ -17,6 +17,7 @@ MobileNetV3's head has; its width is not scaled by alpha.
 import math
 import os
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -95,25 +96,32 @@ _BlockName = Annotated[str, Expect("a block name"), AfterValidator(_block_name),
 _Width = Int(1, 4096, integral_floats=False)  # 2.0 == 2, but records take ints
 
 
+# The field types below are calls (schema's Choices, OneOf, Int, Number) that build pydantic's Annotated types when
+# the class is made; mypy cannot evaluate a call in an annotation, hence each one's `type: ignore[valid-type]`.
+
+
 class StemSpace(Model):
     """The stem's family (the first layer) and width choices."""
 
-    type: Choices(_BlockName) = Field(description="conv (a full 3x3 convolution) or a block family, e.g. effnet")
-    channels: Choices(_Width)
-    stride: OneOf(1, 2) = 1
-    pool: OneOf(*STEM_POOLS) = Field(0, description="0: none; else a max-pool of this size after the stem")
+    type: Choices(_BlockName) = Field(  # type: ignore[valid-type]
+        description="conv (a full 3x3 convolution) or a block family, e.g. effnet")
+    channels: Choices(_Width)  # type: ignore[valid-type]
+    stride: OneOf(1, 2) = 1  # type: ignore[valid-type]
+    pool: OneOf(*STEM_POOLS) = Field(  # type: ignore[valid-type]
+        0, description="0: none; else a max-pool of this size after the stem")
 
 
 class StageSpaceModel(Model):
     """One stage: its block families, widths, depths (0: the stage is optional), fixed stride."""
 
-    block: Choices(_BlockName)
-    channels: Choices(_Width)
-    depth: Choices(Int(0, 32, integral_floats=False)) = (1,)
-    stride: OneOf(1, 2)
-    groups: Choices(Int(1, 64, integral_floats=False)) = Field(
+    block: Choices(_BlockName)  # type: ignore[valid-type]
+    channels: Choices(_Width)  # type: ignore[valid-type]
+    depth: Choices(Int(0, 32, integral_floats=False)) = (1,)  # type: ignore[valid-type]
+    stride: OneOf(1, 2)  # type: ignore[valid-type]
+    groups: Choices(Int(1, 64, integral_floats=False)) = Field(  # type: ignore[valid-type]
         (1,), description="group counts of ShuffleNet's pointwise convolutions; each divides channel_multiple")
-    kernel: Choices(OneOf(*_KERNELS)) = Field((3,), description="depthwise kernel sizes (MobileNet blocks)")
+    kernel: Choices(OneOf(*_KERNELS)) = Field(  # type: ignore[valid-type]
+        (3,), description="depthwise kernel sizes (MobileNet blocks)")
 
 
 class SpaceModel(Model):
@@ -121,14 +129,16 @@ class SpaceModel(Model):
 
     name: Annotated[str, Field(min_length=1)] | None = Field(None, description="default: the file's name")
     description: str | None = None
-    channel_multiple: Int(1, 256, integral_floats=False) = Field(
+    channel_multiple: Int(1, 256, integral_floats=False) = Field(  # type: ignore[valid-type]
         8, description="every width is rounded to a multiple of this")
-    width_mult: Choices(Number(0.01, 16.0)) = Field((1.0,), description="MobileNet's width multiplier alpha")
-    resolution_mult: Choices(Number(0.05, 4.0)) = Field((1.0,), description="MobileNet's resolution multiplier rho")
+    width_mult: Choices(Number(0.01, 16.0)) = Field(  # type: ignore[valid-type]
+        (1.0,), description="MobileNet's width multiplier alpha")
+    resolution_mult: Choices(Number(0.05, 4.0)) = Field(  # type: ignore[valid-type]
+        (1.0,), description="MobileNet's resolution multiplier rho")
     stem: StemSpace
     stages: Annotated[list[StageSpaceModel], Expect("a non-empty list of stages"), Field(min_length=1)]
-    head: OneOf(*HEADS) = "gap"
-    head_hidden: Choices(Int(0, 65_536, integral_floats=False)) = Field(
+    head: OneOf(*HEADS) = "gap"  # type: ignore[valid-type]
+    head_hidden: Choices(Int(0, 65_536, integral_floats=False)) = Field(  # type: ignore[valid-type]
         (0,), description="units of a hidden FC layer (+ ReLU) after pooling, before the classifier; 0: none")
 
 
@@ -186,7 +196,7 @@ def space_schema() -> dict[str, Any]:
 # -- sampling ----------------------------------------------------------------------------------------
 
 
-def _pick(trial: optuna.Trial, name: str, options: tuple) -> Any:
+def _pick(trial: optuna.trial.BaseTrial, name: str, options: tuple) -> Any:
     # a single option is a constant, not a parameter, so FixedTrial and old studies need not carry it
     return options[0] if len(options) == 1 else trial.suggest_categorical(name, list(options))
 
@@ -267,7 +277,9 @@ class Shape:
         return sorted(points)
 
 
-def suggest_shape(trial: optuna.Trial, space: Space, *, in_chs: int, resolution: int, num_classes: int) -> Shape:
+def suggest_shape(
+    trial: optuna.trial.BaseTrial, space: Space, *, in_chs: int, resolution: int, num_classes: int
+) -> Shape:
     """Sample everything but the width multiplier (budget fitting picks that; see :mod:`archsearch.fit`)."""
     rho = _pick(trial, "resolution_mult", space.resolution_mult)
     stem_type = _pick(trial, "stem", space.stem_types)
@@ -300,7 +312,7 @@ def suggest_shape(trial: optuna.Trial, space: Space, *, in_chs: int, resolution:
 
 
 def suggest_architecture(
-    trial: optuna.Trial, space: Space, *, in_chs: int, resolution: int, num_classes: int
+    trial: optuna.trial.BaseTrial, space: Space, *, in_chs: int, resolution: int, num_classes: int
 ) -> Arch:
     """Sample an architecture record: its shape, then the width multiplier alpha from the space's choices.
 
@@ -338,5 +350,5 @@ def _sample(suggest: Any, space: Space, n: int, seed: int, **shape_of: int) -> l
     return out
 
 
-def describe(values: list[float]) -> tuple[float, float, float]:
+def describe(values: Sequence[float]) -> tuple[float, float, float]:
     return min(values), statistics.median(values), max(values)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import optuna.storages.journal
 
 from .errors import ConfigError, show
 

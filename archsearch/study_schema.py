@@ -173,7 +173,8 @@ class SamplerModel(Model):
 
 
 class PrunerModel(Model):
-    type: Literal[PRUNERS] = Field("median", description="none for no pruning")  # type: ignore[valid-type]
+    # default= by keyword: mypy (dataclass_transform) misses a positional default, and PrunerModel() is called
+    type: Literal[PRUNERS] = Field(default="median", description="none for no pruning")  # type: ignore[valid-type]
 
 
 class RerankModel(Model):

@@ -7,9 +7,10 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _autocast(device: torch.device) -> tuple[object, torch.dtype | None]:
+def _autocast(device: torch.device) -> tuple[AbstractContextManager[Any], torch.dtype | None]:
     """Mixed precision context for ``device`` and its dtype (None: full fp32 on CPU)."""
     if device.type != "cuda":
         return nullcontext(), None
@@ -199,7 +200,8 @@ def _train(
     y_val = y_val.to(device, non_blocking=True)
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
 
-    model.to(device, memory_format=torch.channels_last)
+    # Module.to takes memory_format (torch._C._nn._parse_to), which its typed overloads leave out
+    model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
     ctx, amp_dtype = _autocast(device)
@@ -224,6 +226,7 @@ def _train(
     key = data_key(x_train, y_train) if path is not None else None
     curve = LearningCurve() if curve is None else curve
     if path is not None and path.exists():
+        assert key is not None  # set where path is
         state = load_state(path, config, key, device)
         try:
             model.load_state_dict(state["model"])

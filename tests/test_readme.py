@@ -157,9 +157,6 @@ def test_yaml_blocks_are_valid_parts_of_a_study(doc: str, text: str, line: int) 
     study_config_from_dict(study, path=f"{doc} line {line}", base_dir=ROOT / "studies")
 
 
-# links to files that another part of issue #32 is to write (benchmarks/README.md: every benchmark's question,
-# command and latest figure): allowed while missing, and this test fails once one exists, so the entry goes
-PENDING = {ROOT / "benchmarks" / "README.md"}
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -179,9 +176,6 @@ def test_relative_links_name_files_and_headings_that_exist(doc: str) -> None:
             continue
         file, _, anchor = target.partition("#")
         dest = (path.parent / file).resolve() if file else path
-        if dest in PENDING:
-            assert not dest.exists(), f"{_name(dest)} exists now: take it out of PENDING"
-            continue
         assert dest.exists(), f"{doc}: link {target}: {dest} does not exist"
         if anchor and dest.suffix == ".md":
             assert anchor in _anchors(dest), f"{doc}: link {target}: no heading #{anchor} in {_name(dest)}"

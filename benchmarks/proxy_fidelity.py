@@ -134,7 +134,8 @@ def _train(config, data, arch, epochs: int, images: int | None, *, reference: bo
     result = train(model, data.x_train, data.y_train, data.x_val, data.y_val, recipe, device=torch.device("cpu"),
                    on_epoch=on_epoch, preprocess=data.preprocess())
     return {"accuracy": result.val_accuracy, "epochs": result.epochs_done, "seconds": result.train_seconds,
-            "images": min(len(data.y_train), images or len(data.y_train))}
+            "images": min(len(data.y_train), images or len(data.y_train)),
+            "curve": result.curve.to_dict()}  # per epoch: train loss (all, last quarter), val loss and accuracy
 
 
 def run_rows(out: Path, plan: Plan, archs: list, which: str, threads: int) -> None:

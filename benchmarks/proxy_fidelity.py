@@ -30,6 +30,7 @@ halving schedule is one job, run after the rest: its trials' results are cached 
 into the pruner's study on resume, so a resumed schedule decides as an uninterrupted one would.
 
     python benchmarks/proxy_fidelity.py [--jobs 1] [--threads 1] [--only cheap|reference] [--quick] [--table]
+    python benchmarks/proxy_fidelity.py --only cheap --recipes e2-n10k-curve   # one recipe over every network
 
 Sizing (one core, one thread, beside another busy process): the first fitted network took 25 s per epoch on
 10,000 images, so the reference (8 x 60,000) takes about 20 minutes an architecture, some 8 hours for 24, and the
@@ -272,8 +273,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="pipeline check in a temporary folder")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--table", action="store_true", help="train nothing: the table of the rows so far")
+    parser.add_argument("--recipes", default=None, metavar="A,B",
+                        help="train only these search-time recipes (the plan's first is kept: its seed-1 rows)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.recipes and not args.table:
+        wanted = args.recipes.split(",")
+        unknown = sorted(set(wanted) - set(plan.recipes))
+        if unknown:
+            parser.error(f"--recipes: unknown {unknown}; the plan's are {list(plan.recipes)}")
+        first = next(iter(plan.recipes))
+        plan = dataclasses.replace(plan, recipes={k: v for k, v in plan.recipes.items() if k == first or k in wanted})
     tmp = tempfile.TemporaryDirectory() if args.quick and args.out is None else None
     out = Path(tmp.name) if tmp else (args.out or OUT)
     out.mkdir(parents=True, exist_ok=True)

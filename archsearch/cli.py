@@ -89,6 +89,7 @@ def cmd_space(args: argparse.Namespace) -> int:
     from .space import describe, load_space, sample_architectures
 
     study = _study_space(args.space)
+    limits: dict[str, float]
     if study is None:
         space, (in_chs, res), classes, limits, bytes_per_param = load_space(args.space), (1, 28), 10, {}, 4
     else:

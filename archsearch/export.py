@@ -148,7 +148,8 @@ def save(
     folder = Path(folder)
     _check_target(folder, force)
     arch = model.arch
-    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    # Module.to takes memory_format (torch._C._nn._parse_to), which its typed overloads leave out
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     cost = arch_cost(arch)
     info: dict[str, Any] = {
         "arch_id": arch.id,
@@ -228,6 +229,7 @@ def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *
     (tmp / MODEL_FILE).write_text(model_source(arch, preprocessing, info["classes"]), encoding="utf-8")
 
     gen = torch.Generator().manual_seed(0)
+    full: torch.nn.Module
     if preprocessing is None:
         full, x = model, torch.randn(2, arch.in_chs, arch.resolution, arch.resolution, generator=gen)
     else:  # what the formats take: raw images, in the raw range
@@ -235,7 +237,7 @@ def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *
         x = torch.rand(2, *preprocessing.input_shape, generator=gen) * preprocessing.divisor
     with torch.no_grad():
         reference = full(x)
-        bare_x = x if preprocessing is None else full.preprocess(x)
+        bare_x = full.preprocess(x) if isinstance(full, WithPreprocessing) else x
         bare_reference = model(bare_x)
     checks: dict[str, float] = {}
 
@@ -309,6 +311,7 @@ def _run_model_py(folder: Path, x: torch.Tensor, *, bare: bool = False) -> torch
     """Load the generated model.py as a module of its own (not archsearch's classes) and run it on ``x``."""
     name = f"_archsearch_export_{uuid.uuid4().hex}"
     spec = importlib.util.spec_from_file_location(name, folder / MODEL_FILE)
+    assert spec is not None and spec.loader is not None  # a .py file has a loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look the module up while the file runs
     try:

@@ -177,10 +177,14 @@ class Objective:
         o, b = self.config.objective, self.config.budget
         metric_value = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
         if o.type == "pareto":
-            return accuracy, float(metric_value[o.pareto_metric])
+            value = metric_value[o.pareto_metric]
+            assert value is not None  # a latency that is scored is measured for every trial (scores_latency)
+            return accuracy, float(value)
         if o.type == "soft":
-            target = b.limit(o.soft_metric)
-            return accuracy * (metric_value[o.soft_metric] / target) ** o.soft_weight
+            target, value = b.limit(o.soft_metric), metric_value[o.soft_metric]
+            # the config requires a limit on the soft metric; a latency that is scored is always measured
+            assert target is not None and value is not None
+            return accuracy * (value / target) ** o.soft_weight
         return accuracy
 
     def build(self, arch: Arch, *, seed: int | None = None) -> torch.nn.Module:
@@ -205,6 +209,7 @@ class Objective:
         then gives way (recorded as failed, not counted), so the study ends with exactly ``n_trials``
         networks trained unless one of those running fails.
         """
+        assert self.target is not None  # asked only of an objective with a target
         return sum(t.number < trial.number and counts(t) for t in taken) >= self.target
 
     @staticmethod
@@ -237,10 +242,10 @@ class Objective:
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
         if BASELINE_ATTR in trial.user_attrs or RETRY_ATTR in trial.user_attrs:
-            earlier = gives_way(trial)
-            if earlier is not None:  # two starts queued this at once: the earlier trial runs it
+            runner = gives_way(trial)
+            if runner is not None:  # two starts queued this at once: the earlier trial runs it
                 trial.set_user_attr(SURPLUS_ATTR, True)
-                raise SurplusTrial(f"trial {earlier} runs the same queued candidate")
+                raise SurplusTrial(f"trial {runner} runs the same queued candidate")
         arch, fit = self.architecture(trial)
         cost = arch_cost(arch)
         trial.set_user_attr(ARCH_ATTR, arch.to_dict())

@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from .arch import Arch
 from .config import StudyConfig, load_study_config
 from .errors import ConfigError
 from .objective import ARCH_ATTR, BASELINE_ATTR
@@ -89,16 +90,17 @@ def report(
     text = study_text(study, config, g, top)
     png_path = html_path = None
     if png or html:
+        assert folder is not None  # refused above
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"cannot create the output folder: {e.strerror}", path=folder) from None
-    if png:
-        png_path = folder / f"{config.name}_report.png"
-        write_png(png_path, study, config, g)
-    if html:
-        html_path = folder / f"{config.name}_report.html"
-        write_html(html_path, study, config, g, text, plotly_js)
+        if png:
+            png_path = folder / f"{config.name}_report.png"
+            write_png(png_path, study, config, g)
+        if html:
+            html_path = folder / f"{config.name}_report.html"
+            write_html(html_path, study, config, g, text, plotly_js)
     return Report(text, png_path, html_path)
 
 
@@ -131,17 +133,17 @@ def _add_synthetic_trials(
     from .space import sample_architectures
 
     rng = random.Random(seed)
-    quick = {"warmup": 2, "repeats": 5}  # a few passes are enough for made-up trials
+    quick: dict[str, Any] = {"warmup": 2, "repeats": 5}  # a few passes are enough for made-up trials
     if "min_seconds" in inspect.signature(measure_latency).parameters:
         quick["min_seconds"] = 0.0
     space = config.load_space()
     b = config.budget
-    archs = []
-    for family in baselines.FAMILIES:
-        arch = baselines.fit_to_budget(family, in_chs=in_chs, resolution=resolution, num_classes=num_classes,
-                                       limits=b.limits(), bytes_per_param=b.bytes_per_param)
-        if arch is not None:
-            archs.append((family, arch))
+    archs: list[tuple[str | None, Arch]] = []
+    for name in baselines.FAMILIES:
+        fitted = baselines.fit_to_budget(name, in_chs=in_chs, resolution=resolution, num_classes=num_classes,
+                                         limits=b.limits(), bytes_per_param=b.bytes_per_param)
+        if fitted is not None:
+            archs.append((name, fitted))
     archs += [(None, a) for a in sample_architectures(space, max(0, n - len(archs)), in_chs=in_chs,
                                                       resolution=resolution, num_classes=num_classes, seed=seed)]
     costs = [arch_cost(a) for _, a in archs]
@@ -159,8 +161,8 @@ def _add_synthetic_trials(
         }
         if family is not None:
             attrs[BASELINE_ATTR] = family
-        constraints = {m: v / b.limit(m) - 1.0 for m, v in (("macs", cost.macs), ("params", cost.params))
-                       if b.limit(m) is not None}
+        constraints = {m: v / limit - 1.0 for m, v in (("macs", cost.macs), ("params", cost.params))
+                       if (limit := b.limit(m)) is not None}
         feasible = not any(c > 0 for c in constraints.values())
         attrs["feasible"] = feasible
         acc = min(0.99, max(0.05, 0.6 + 0.3 * (math.log10(cost.macs) - lo) / span + rng.gauss(0, 0.04)))

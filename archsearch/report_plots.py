@@ -150,8 +150,8 @@ def _place_labels(ax: Any, labels: list[tuple[float, float, str, str]]) -> None:
         choice = offsets[0]
         for dx, dy in offsets:
             bx = fx + dx / w_pt
-            box = (bx, bx + width) if dx > 0 else (bx - width, bx)
-            box = (*box, fy + dy / h_pt - height / 2, fy + dy / h_pt + height / 2)
+            left, right = (bx, bx + width) if dx > 0 else (bx - width, bx)
+            box = (left, right, fy + dy / h_pt - height / 2, fy + dy / h_pt + height / 2)
             inside = box[0] >= 0 and box[1] <= 1 and box[2] >= 0 and box[3] <= 1
             clear = not any(box[0] < o[1] and o[0] < box[1] and box[2] < o[3] and o[2] < box[3] for o in placed)
             clear = clear and not any(box[0] < mx + hw and mx - hw < box[1] and box[2] < my + hh and my - hh < box[3]

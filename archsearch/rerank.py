@@ -38,7 +38,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from .arch import Arch
-from .config import ConfigError, StudyConfig
+from .config import ConfigError, RerankConfig, StudyConfig
 from .cost import arch_cost
 from .objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive, worker_id
 from .train import TrainConfig
@@ -50,17 +50,25 @@ __all__ = [
 PREFIX = "archsearch.rerank."
 
 
+def _section(config: StudyConfig) -> RerankConfig:
+    """The config's ``rerank`` section, for the functions that need one."""
+    if config.rerank is None:
+        raise ValueError(f"study {config.name!r} has no rerank section")
+    return config.rerank
+
+
 def recipe(config: StudyConfig) -> TrainConfig:
     """The re-rank's training recipe: the study's, with the re-rank's epochs and subset, no time cap."""
-    r = config.rerank
+    r = _section(config)
     return dataclasses.replace(config.training, epochs=r.epochs, train_subset=r.train_subset, seconds=None)
 
 
 def recipe_key(config: StudyConfig) -> dict:
     """What a result records as its recipe: a result counts for a study only while this equals the study's."""
     key = dataclasses.asdict(recipe(config))
-    if config.rerank.folds:  # absent without folds: results recorded before folds existed still count
-        key["folds"] = config.rerank.folds
+    folds = _section(config).folds
+    if folds:  # absent without folds: results recorded before folds existed still count
+        key["folds"] = folds
     return key
 
 
@@ -103,7 +111,8 @@ def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
             if t.user_attrs.get("feasible", True) and t.values is not None and ARCH_ATTR in t.user_attrs
             and "duplicate_of" not in t.user_attrs]
     done.sort(key=lambda t: (-t.values[0], t.number))
-    searched, seen = [], set()
+    searched: list[FrozenTrial] = []
+    seen: set[str | None] = set()
     for t in done:
         arch_id = t.user_attrs.get("arch_id")
         if BASELINE_ATTR in t.user_attrs or arch_id in seen or len(searched) == top:
@@ -175,7 +184,8 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
                     arch: Arch, done: list[dict]) -> tuple[float, int, float, list[float]]:
     """Train ``arch`` once per fold not in ``done`` (each fold's result kept in the claim as it finishes);
     the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies."""
-    k, seed = config.rerank.folds, config.training.seed
+    k, seed = _section(config).folds, config.training.seed
+    assert k is not None  # called for a re-rank with folds
     data = objective.data_for(arch.resolution)
     x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
     if len(y) < 2 * k:

@@ -46,7 +46,7 @@ def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
     for t in complete:
         excess = _relative_excess(t, config)
         if excess:
-            metric = max(excess, key=excess.get)
+            metric = max(excess, key=excess.__getitem__)
             scored.append((excess[metric], t.number, metric, t))
     text = f"no feasible trial in {where}: none of its {len(complete)} complete trial(s) fits the budget " \
            f"({config.budget.describe()})"

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, Any, Literal, NamedTuple
 
 import numpy as np
 import optuna
@@ -51,7 +51,7 @@ INFEASIBLE_PER_TRIAL = 10
 INFEASIBLE_MIN = 50
 
 
-def _directions(config: StudyConfig) -> list[str]:
+def _directions(config: StudyConfig) -> list[Literal["maximize", "minimize"]]:
     return ["maximize", "minimize"] if config.objective.multi_objective else ["maximize"]
 
 
@@ -138,7 +138,9 @@ def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
     space = config.load_space()
     ds = config.dataset
     # the folder dataset's keys, where set (`resolution`: what images of several sizes are resized to)
-    folder = {k: v for k, v in (("channels", ds.channels), ("test_fraction", ds.test_fraction)) if v is not None}
+    folder: dict[str, Any] = {
+        k: v for k, v in (("channels", ds.channels), ("test_fraction", ds.test_fraction)) if v is not None
+    }
     if ds.name == "folder":
         folder["resolution"] = config.resolution
     data = load_data(ds.name, root=ds.root, val_fraction=ds.val_fraction, seed=config.training.seed,
@@ -273,12 +275,12 @@ def _run(
             baselines_due = ensure_baselines(study, config, data, created=False) is None
         # a read between trials (outside any trial's time): other workers' trials started since count too
         now = _counts(study)
-        if now.taken >= target or now.infeasible - at_start.infeasible >= max_infeasible:
+        if now.taken >= target or now.infeasible - at_start.infeasible >= infeasible_limit:
             study.stop()
 
     start = time.monotonic()
     max_failures = max(10, target)  # guard against a space whose every trial fails
-    max_infeasible = infeasible_cap(target) if max_infeasible is None else max_infeasible
+    infeasible_limit = infeasible_cap(target) if max_infeasible is None else max_infeasible
     at_start = _counts(study)
     frozen = _freeze_long_lived()
     stopped_by_failures = False
@@ -293,7 +295,7 @@ def _run(
                 say(f"stopping: {fails} trials failed in this run (see the trial lines for the errors)")
                 stopped_by_failures = True
                 break
-            if (over := now.infeasible - at_start.infeasible) >= max_infeasible:
+            if (over := now.infeasible - at_start.infeasible) >= infeasible_limit:
                 say(f"stopping: {over} candidates in this run were over the budget (the cap, --max-infeasible), "
                     f"{done} of {target} networks trained; the budget leaves little of the space: raise it, or "
                     f"narrow the space (`archsearch space {config.source or 'STUDY'}` shows how much fits)")

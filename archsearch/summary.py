@@ -130,6 +130,7 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
 
                 if any(t.number in reranked for t in searched) and any(t.number in reranked for t in base):
                     epochs = next(iter(reranked.values()))["epochs"]
+                    assert config is not None and config.rerank is not None  # else nothing is reranked
                     folds = f", {config.rerank.folds}-fold" if config.rerank.folds else ""
                     lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs{folds})"))
             # a short recipe favours shallow networks that converge fast (README: Proxy fidelity), so the honest

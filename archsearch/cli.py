@@ -124,7 +124,7 @@ def cmd_space(args: argparse.Namespace) -> int:
             rows.append([name, f"{c.macs:,}", f"{c.params:,}", a.id])
     print(table(rows, ["baseline", "MACs", "params", "architecture id"]))
     print("xW: the family's seed architecture with every width times W (MobileNet's width multiplier alpha), "
-          "unfitted; a search fits the baselines to its budget. Ids: README, 'Architecture ids'")
+          "unfitted; a search fits the baselines to its budget. Ids: docs/guide.md, 'Architecture ids'")
     return 0
 
 

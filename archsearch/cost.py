@@ -1,6 +1,6 @@
 """Analytic cost of an architecture record: MACs, parameters and peak activation memory.
 
-Convention (also in README): MACs count the multiply-accumulates of convolutions and linear layers,
+Convention (also in docs/budgets.md): MACs count the multiply-accumulates of convolutions and linear layers,
 batch 1; FLOPs = 2 x MACs. Bias additions, batch norm, activations, pooling, padding, channel
 shuffle, additions and concatenations are not counted (BN folds into the convolution at inference).
 Parameters are every trainable tensor element (BN's weight and bias included, its running

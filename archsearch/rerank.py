@@ -15,7 +15,8 @@ scored once, so on a small dataset the choice rests on k times as many validatio
 own, and on k initial seeds instead of one: what a single small validation split cannot give (the winner's
 curse of choosing among many candidates on a few hundred images). It costs k trainings a candidate, each on
 (k - 1)/k of the pool. The normalization stays the search's (the training split's mean and std). In the
-quickstart, 5 folds picked networks no better on the test split than the single split did (README: Re-rank).
+quickstart, 5 folds picked networks no better on the test split than the single split did (docs/results.md:
+Re-rank on the quickstart).
 
 Optuna freezes a finished trial, so each result is a study user attribute
 ``archsearch.rerank.<trial number>``: ``{"val_accuracy", "value", "epochs", "seconds", "recipe"}``, with

@@ -270,4 +270,5 @@ class StudyModel(Model):
 def study_schema() -> dict[str, Any]:
     """The study YAML's JSON Schema (shipped as archsearch/schemas/study.schema.json)."""
     return json_schema(StudyModel, title="archsearch study",
-                       description="An archsearch study file: `archsearch search <file>` (README: Study files).")
+                       description="An archsearch study file: `archsearch search <file>` (docs/guide.md: Study "
+                                   "configuration).")

@@ -133,8 +133,8 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
                     assert config is not None and config.rerank is not None  # else nothing is reranked
                     folds = f", {config.rerank.folds}-fold" if config.rerank.folds else ""
                     lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs{folds})"))
-            # a short recipe favours shallow networks that converge fast (README: Proxy fidelity), so the honest
-            # comparison is each network trained at the final recipe and scored on the test split
+            # a short recipe favours shallow networks that converge fast (docs/results.md: Proxy fidelity), so the
+            # honest comparison is each network trained at the final recipe and scored on the test split
             if best:
                 lines.append(f"to compare at a final recipe on the test split: archsearch export STUDY --trial N "
                              f"--epochs E --out DIR for the pick (trial {best[0].number}) and each baseline (trials "

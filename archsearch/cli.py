@@ -130,7 +130,7 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from .config import load_study_config
-    from .parallel import default_workers
+    from .parallel import WorkersFailed, default_workers
     from .study import run, run_workers
     from .summary import no_feasible_reason
     from .train import resolve_device
@@ -156,6 +156,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("\ninterrupted: finished trials are stored (the interrupted ones run again); run the same command "
               "to resume", file=sys.stderr)
         return 130
+    except WorkersFailed as e:
+        print(f"archsearch: {e}", file=sys.stderr)
+        return 1
     reason = no_feasible_reason(study, config)
     if reason is not None:  # nothing to export or report: a script must not go on as if the search had worked
         print(f"archsearch: {reason}", file=sys.stderr)

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import interrupt
 
-__all__ = ["usable_cores", "default_workers", "default_threads", "set_threads", "Workers"]
+__all__ = ["usable_cores", "default_workers", "default_threads", "set_threads", "Workers", "WorkersFailed"]
 
 _CGROUP = Path("/sys/fs/cgroup")
 
@@ -96,6 +96,11 @@ def _main(stop: Any, parent: int, target: Callable[..., Any], args: tuple) -> No
         pass  # the parent says what was kept; a worker stopped at a safe point has nothing to add
 
 
+class WorkersFailed(RuntimeError):
+    """Some worker processes ended with an error or were killed; the message says which and that the same command
+    resumes (what they finished is stored; their running trials are a dead worker's, run again by the next start)."""
+
+
 class Workers:
     """``target(*args)`` in one spawned process per ``args`` of ``arg_lists``; :meth:`join` waits for them.
 
@@ -124,6 +129,11 @@ class Workers:
 
     def alive(self) -> bool:
         return any(p.is_alive() for p in self.procs)
+
+    def failed(self) -> list[tuple[int, int]]:
+        """(index, exit code) of each worker that ended otherwise than normally: an error (1), or a signal
+        (the negative signal number: -9 for SIGKILL, the kernel's out-of-memory killer's)."""
+        return [(i, p.exitcode) for i, p in enumerate(self.procs) if p.exitcode not in (0, None)]
 
     def join(self, poll: float = 0.5, every: Callable[[], None] | None = None) -> None:
         """Wait for the workers, calling ``every()`` each ``poll`` seconds; KeyboardInterrupt after a Ctrl-C,

@@ -23,7 +23,7 @@ from .data import DataBundle, load_data
 from .data_identity import check_data_identity
 from .errors import ConfigError
 from .objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, counts, worker_id
-from .parallel import Workers, default_threads, set_threads
+from .parallel import Workers, WorkersFailed, default_threads, set_threads
 from .progress import StudyBar
 from .reachable import check_budget_reachable
 from .recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
@@ -422,4 +422,10 @@ def run_workers(
     study = open_study(config, create=False)
     if stream is not None:
         print(summary(study, config), file=stream, flush=True)
+    if failed := procs.failed():
+        # the others may have finished the study, but a script must not take a dead worker for a good run
+        how = ", ".join(f"worker {i + 1} {'killed by signal ' + str(-code) if code < 0 else 'exit code ' + str(code)}"
+                        for i, code in failed)
+        raise WorkersFailed(f"{len(failed)} of {workers} worker process(es) died ({how}); what they finished is "
+                            f"stored and the same command resumes (a dead worker's trial runs again)")
     return study

@@ -1,38 +1,44 @@
 """archsearch: hardware-aware neural architecture search for small image classifiers (Optuna + PyTorch).
 
-The pipeline, one module per stage:
+The folders, one layer each, in the order a search uses them (a layer imports only those before it):
 
-- the YAML files: config (a study, validated by its declared schema in study_schema) and space (the search
-  space's schema and sampling: YAML -> choices -> a sampled shape); schema holds what both declarations share
-  (pydantic's errors as one located ConfigError, JSON Schema for editors); storage opens where the trials live
-- fit (the shape's widths scaled to the budget) -> arch (the record) -> blocks -> build (record -> nn.Module)
-  -> cost (MACs, params, activations); latency (lookup table, of latency_parts under a latency_key; measure:
-  timing a built model in PyTorch or ONNX Runtime)
-- data (splits, normalization, cache; readers: the dataset files; custom_reader: a `module:function`
-  dataset) -> train -> objective (one trial)
-- study (create or resume, run, workers; samplers; recovery: every trial ends with a verdict; rerank: the top
-  candidates trained again; summary: the study in words)
-- export (selection: which trials, retrained; preprocess: the input contract; codegen: model.py; card) and
-  report (report_text, report_plots)
-- cli (with latency_cli); text: the small helpers the CLI and its subcommands share
+- ``core``: located errors, the pydantic helpers, text helpers, Ctrl-C at safe points;
+- ``network``: the record (``Arch``), the blocks, the builder, the analytic cost and memory;
+- ``space``: the search space's file and sampling, budget fitting, the seed baselines;
+- ``data``: the dataset readers, the cache of decoded images, the in-memory bundle, the preprocessing;
+- ``config``: the study file (its declared schema, the typed config), the training recipe, the storage;
+- ``latency``: timing a built network, the lookup table of its parts;
+- ``search``: training, the objective (one trial), the study and its workers, samplers, recovery, re-rank,
+  progress and the summary;
+- ``report``: a study's top trials and Pareto front as text, PNG and HTML;
+- ``export``: which trials, retrained, written as a self-contained folder;
+- ``cli``: the command line, over all of them.
 """
 
-from .arch import Arch, Stage, Stem
-from .baselines import EFFNET_PAPER, effnet, effnet_paper, fit_to_budget, mobilenet_v1, shufflenet_v1
-from .blocks import BLOCKS, Block, BlockSpec, get_block, register_block
-from .build import build
-from .config import StudyConfig, load_study_config, study_config_from_dict
-from .cost import Cost, arch_cost
-from .data import DATASETS, DataBundle, load_data
-from .errors import ConfigError
-from .export import load
-from .fit import Fit, fit_shape
-from .measure import measure_latency
-from .objective import Objective
-from .space import Shape, Space, load_space, sample_architectures, sample_shapes, suggest_architecture, suggest_shape
-from .study import open_study, run
-from .tally import Tally
-from .train import TrainConfig, TrainingDiverged, TrainResult, train
+from archsearch.config.study_config import StudyConfig, load_study_config, study_config_from_dict
+from archsearch.core.errors import ConfigError
+from archsearch.data.bundle import DATASETS, DataBundle, load_data
+from archsearch.export.folder import load
+from archsearch.latency.measure import measure_latency
+from archsearch.network.arch import Arch, Stage, Stem
+from archsearch.network.blocks import BLOCKS, Block, BlockSpec, get_block, register_block
+from archsearch.network.build import build
+from archsearch.network.cost import Cost, arch_cost
+from archsearch.network.tally import Tally
+from archsearch.search.objective import Objective
+from archsearch.search.study import open_study, run
+from archsearch.search.train import TrainConfig, TrainingDiverged, TrainResult, train
+from archsearch.space.baselines import EFFNET_PAPER, effnet, effnet_paper, fit_to_budget, mobilenet_v1, shufflenet_v1
+from archsearch.space.fit import Fit, fit_shape
+from archsearch.space.search_space import (
+    Shape,
+    Space,
+    load_space,
+    sample_architectures,
+    sample_shapes,
+    suggest_architecture,
+    suggest_shape,
+)
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,7 @@
 
 For each space in ``search_spaces/`` and each budget of the shipped studies (the quickstart's 300,000 MACs and
 20,000 parameters at 8x8, Fashion-MNIST's 1M, 3M and 10M MACs at 28x28), draws ``--shapes`` shapes uniformly
-(seeded) and fits each (``archsearch.fit.fit_shape``, the space's ``width_mult`` range). Prints per pair: the
+(seeded) and fits each (``archsearch.space.fit.fit_shape``, the space's ``width_mult`` range). Prints per pair: the
 counts of fitted, capped (within budget at the largest multiplier) and infeasible (over it at the smallest)
 shapes, how many reach ``budget_use >= 0.95``, the spread of ``budget_use``, and the median time of one fit
 beside the median time of one analytic cost of a record (``arch_cost`` uncached), both measured in this run.
@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from archsearch.config import load_study_config  # noqa: E402
-from archsearch.cost import arch_cost  # noqa: E402
-from archsearch.fit import fit_shape, summarize  # noqa: E402
-from archsearch.space import load_space, sample_shapes  # noqa: E402
+from archsearch.config.study_config import load_study_config  # noqa: E402
+from archsearch.network.cost import arch_cost  # noqa: E402
+from archsearch.space.fit import fit_shape, summarize  # noqa: E402
+from archsearch.space.search_space import load_space, sample_shapes  # noqa: E402
 
 SPACES = ("mixed", "mobilenet", "shufflenet", "effnet")
 STUDIES = {"quickstart": (1, 8), "fmnist_1m": (1, 28), "fmnist_3m": (1, 28), "fmnist_10m": (1, 28)}  # input

@@ -32,9 +32,9 @@ from thop.vision.basic_hooks import zero_ops  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from archsearch.build import build  # noqa: E402
-from archsearch.cost import arch_cost  # noqa: E402
-from archsearch.space import load_space, sample_architectures  # noqa: E402
+from archsearch.network.build import build  # noqa: E402
+from archsearch.network.cost import arch_cost  # noqa: E402
+from archsearch.space.search_space import load_space, sample_architectures  # noqa: E402
 
 SPACES = ("mixed", "mobilenet", "shufflenet", "effnet")
 SHAPES = ((1, 28), (3, 32))

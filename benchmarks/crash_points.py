@@ -87,7 +87,7 @@ WRAPPER = textwrap.dedent(
 
     for name in WRITES:
         setattr(optuna.storages.RDBStorage, name, wrap(name))
-    from archsearch.cli import main
+    from archsearch.cli.commands import main
     code = main(["search", sys.argv[2], "--no-progress", "--workers", "1"])
     print(f"WRITES {count[0]}", file=sys.stderr)
     sys.exit(code)
@@ -142,7 +142,7 @@ def check_point(kill_at: int, *, in_process: bool = False, storage: str | None =
     ``ctrl_c``: a SIGINT inside the write instead of a SIGKILL before it; the first run must then end as a
     Ctrl-C does (exit 130, the "interrupted" line, no traceback).
 
-    ``in_process``: the second run is ``archsearch.cli.main`` in this process (the same command, without a
+    ``in_process``: the second run is ``archsearch.cli.commands.main`` in this process (the same command, without a
     second interpreter start: what the tests do). ``storage``: a PostgreSQL URL instead of a SQLite file (a
     study of its own per point; no integrity check there). ``two_workers``: a second, unwrapped ``archsearch
     search`` on the same study runs beside the one killed (as another worker would), to its end, before the
@@ -173,7 +173,7 @@ def check_point(kill_at: int, *, in_process: bool = False, storage: str | None =
                   if t["state"] in ("COMPLETE", "PRUNED", "FAIL")}
         command = ["search", str(folder / "crash.yaml"), "--no-progress", "--workers", "1"]
         if in_process:
-            from archsearch.cli import main as cli
+            from archsearch.cli.commands import main as cli
 
             code, err = cli(command), ""
         else:

@@ -4,7 +4,7 @@ one CPU-bound process, and ``export --epochs 10`` the same way.
 - old default: one process at torch's default threads (one per usable core): ``search --workers 1 --threads C``,
   ``export --threads C``;
 - new default: ``archsearch search STUDY`` and ``archsearch export ...`` with no options (one worker per usable
-  core, one thread each; export on one thread; archsearch/parallel.py).
+  core, one thread each; export on one thread; archsearch/search/parallel.py).
 
 Each search runs the study (default studies/quickstart.yaml) on a fresh temporary storage, as its own
 ``archsearch`` process, ``--runs`` times per setting, old and new alternating; the wall time of the whole command
@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archsearch.parallel import usable_cores  # noqa: E402
+from archsearch.search.parallel import usable_cores  # noqa: E402
 
 BUSY = "while True: pass"  # one core, busy, as long as it runs
 

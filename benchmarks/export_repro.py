@@ -1,7 +1,7 @@
 """How far an export's retrain moves with the thread count: the quickstart's recipe, budget-fitted networks.
 
 For ``--archs`` budget-fitted architectures of the quickstart (its space, budget and recipe; shapes drawn with
-``--seed``), runs ``archsearch.export.retrain`` (what ``archsearch export`` trains) three times: with one torch
+``--seed``), runs ``archsearch.export.folder.retrain`` (what ``archsearch export`` trains) three times: with one torch
 thread, with one thread again, and with ``--threads`` threads. Prints, per architecture, the validation
 accuracy of each and the largest weight difference against the first, then the spread over all of them. Asserts
 nothing. Another device (CUDA against CPU) is a third case that this machine cannot measure.
@@ -21,11 +21,11 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from archsearch.config import load_study_config  # noqa: E402
-from archsearch.selection import retrain  # noqa: E402
-from archsearch.fit import fit_shape  # noqa: E402
-from archsearch.space import sample_shapes  # noqa: E402
-from archsearch.study import load_config_data  # noqa: E402
+from archsearch.config.study_config import load_study_config  # noqa: E402
+from archsearch.export.selection import retrain  # noqa: E402
+from archsearch.space.fit import fit_shape  # noqa: E402
+from archsearch.space.search_space import sample_shapes  # noqa: E402
+from archsearch.search.study import load_config_data  # noqa: E402
 
 
 def _archs(config, space, data, n: int, seed: int) -> list:

@@ -15,7 +15,7 @@ For each budget level (1, 3 and 10 million MACs at 28x28x1; one study file each,
 2. **Rows**, every one trained with one final recipe: the study's optimizer, schedule and augmentation for
    ``epochs`` (8) epochs on all 60,000 training images (training and validation splits), scored on the 10,000
    test images, ``seeds`` (3) seeds each: the seed's MobileNet v1, ShuffleNet v1 and EffNet, each scaled to the
-   widest variant that fits the budget (``archsearch.baselines.fit_to_budget``); the archsearch network; the
+   widest variant that fits the budget (``archsearch.space.baselines.fit_to_budget``); the archsearch network; the
    random-search network.
 3. **Long rows** at ``long_level`` (3M): the archsearch network and the best baseline there (by the mean of its
    rows) at ``long_epochs`` (30) epochs, ``seeds`` seeds each: the 92.5% target.
@@ -73,11 +73,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))  # its own modules, also when loade
 
 import torch  # noqa: E402
 
-from archsearch.arch import Arch  # noqa: E402
-from archsearch.data import DataBundle  # noqa: E402
-from archsearch.export_cli import positive_int  # noqa: E402  (the CLI's own option type)
-from archsearch.study import load_config_data  # noqa: E402
-from archsearch.train import resolve_device  # noqa: E402
+from archsearch.network.arch import Arch  # noqa: E402
+from archsearch.data.bundle import DataBundle  # noqa: E402
+from archsearch.cli.export import positive_int  # noqa: E402  (the CLI's own option type)
+from archsearch.search.study import load_config_data  # noqa: E402
+from archsearch.search.train import resolve_device  # noqa: E402
 from fmnist_level import Level  # noqa: E402
 from fmnist_report import report  # noqa: E402
 from fmnist_search import now  # noqa: E402

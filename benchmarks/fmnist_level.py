@@ -17,19 +17,20 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from archsearch import baselines, rerank
-from archsearch.arch import Arch
-from archsearch.build import build
-from archsearch.config import RerankConfig, SamplerConfig, StudyConfig, load_study_config
-from archsearch.cost import arch_cost
-from archsearch.data import DataBundle
-from archsearch.errors import ConfigError
-from archsearch.latency_key import hardware_name
-from archsearch.measure import measure_latency
-from archsearch.objective import Objective
-from archsearch.study import load_config_data, open_study, run, sweep_dead_workers
-from archsearch.summary import finished_count
-from archsearch.train import TrainConfig, evaluate, train
+from archsearch.space import baselines
+from archsearch.search import rerank
+from archsearch.network.arch import Arch
+from archsearch.network.build import build
+from archsearch.config.study_config import RerankConfig, SamplerConfig, StudyConfig, load_study_config
+from archsearch.network.cost import arch_cost
+from archsearch.data.bundle import DataBundle
+from archsearch.core.errors import ConfigError
+from archsearch.latency.key import hardware_name
+from archsearch.latency.measure import measure_latency
+from archsearch.search.objective import Objective
+from archsearch.search.study import load_config_data, open_study, run, sweep_dead_workers
+from archsearch.search.summary import finished_count
+from archsearch.search.train import TrainConfig, evaluate, train
 from fmnist_search import now, search_record, spent, study_digest
 from fmnist_store import LEVELS, SAMPLERS, Results, Settings, claim, read_json, say, write_json
 
@@ -57,7 +58,7 @@ def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int,
     """Train ``arch`` from ``seed`` on the training and validation splits (the first ``subset`` images), score
     the test split (its first ``eval_limit`` images); the measured record. With ``checkpoint``, the training
     resumes from that file when it exists and saves itself there after each epoch. On a CUDA ``device`` the
-    recipe trains in mixed precision (``archsearch.train``); the model comes back on the CPU either way."""
+    recipe trains in mixed precision (``archsearch.search.train``); the model comes back on the CPU either way."""
     data = data.resized(arch.resolution).to(device)
     x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
     x_test, y_test = data.x_test[:eval_limit], data.y_test[:eval_limit]
@@ -151,7 +152,7 @@ class Level:
         sweep_dead_workers(study)  # a trial left RUNNING by a killed process of this host is failed now
         if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             return "busy"
-        if config.rerank is not None:  # workers share the re-rank through its claims (archsearch/rerank.py)
+        if config.rerank is not None:  # workers share the re-rank through its claims (archsearch/search/rerank.py)
             space, data = load_config_data(config)
             objective = Objective(config, space, data, device=torch.device("cpu"))
             rerank.rerank(study, config, objective, say=lambda text: say(f"{self.name}/{sampler}: {text}"))

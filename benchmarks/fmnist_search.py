@@ -15,10 +15,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch import rerank
-from archsearch.config import StudyConfig
-from archsearch.objective import ARCH_ATTR, BASELINE_ATTR
-from archsearch.study import COUNTED
+from archsearch.search import rerank
+from archsearch.config.study_config import StudyConfig
+from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR
+from archsearch.search.study import COUNTED
 
 ANYTIME_FRACTIONS = (0.25, 0.5)  # and 1.0: the search's own row
 

@@ -33,7 +33,7 @@ import json, resource, sys, time
 import torch
 torch.set_num_threads(1)
 t0 = time.perf_counter()
-from archsearch.data import load_data
+from archsearch.data.bundle import load_data
 if sys.argv[2] == "import":  # the baseline: torch and archsearch imported, nothing loaded
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     sys.exit()

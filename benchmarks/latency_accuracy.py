@@ -1,6 +1,6 @@
 """How close the latency table's predictions come to measured latencies: ``latency build`` then ``latency check``.
 
-Runs the two commands of ``archsearch latency`` (archsearch/latency_cli.py) in one process: fill the table
+Runs the two commands of ``archsearch latency`` (archsearch/cli/latency.py) in one process: fill the table
 of the target with the parts of ``--build-samples`` candidates (seed 0), then predict and measure
 ``--samples`` other candidates (seed 1) and print the share predicted within +-10%, the error
 distribution and the worst predictions. The acceptance figure: at least 90% within +-10% on
@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
 
-from archsearch import latency, latency_cli  # noqa: E402
+from archsearch.latency import table as latency
+from archsearch.cli import latency as latency_cli
 
 
 def main() -> int:

@@ -25,11 +25,11 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from archsearch.baselines import effnet, mobilenet_v1, shufflenet_v1  # noqa: E402
-from archsearch.build import build  # noqa: E402
-from archsearch.config import LatencyTarget  # noqa: E402
-from archsearch.latency import DEFAULT_DIRECTORY, table_for  # noqa: E402
-from archsearch.space import load_space, sample_architectures  # noqa: E402
+from archsearch.space.baselines import effnet, mobilenet_v1, shufflenet_v1  # noqa: E402
+from archsearch.network.build import build  # noqa: E402
+from archsearch.config.study_config import LatencyTarget  # noqa: E402
+from archsearch.latency.table import DEFAULT_DIRECTORY, table_for  # noqa: E402
+from archsearch.space.search_space import load_space, sample_architectures  # noqa: E402
 
 
 def _load() -> str:

@@ -1,7 +1,7 @@
 """PyTorch eager mode against ONNX Runtime: the same networks timed in both, and where they differ most.
 
 For each sampled network (``mixed.yaml`` and each single-family space), the bare network is timed in eager mode
-and in an ONNX Runtime session (:func:`archsearch.measure.measure_latency`, CPU, batch 1, the same threads),
+and in an ONNX Runtime session (:func:`archsearch.latency.measure.measure_latency`, CPU, batch 1, the same threads),
 in three interleaved rounds, the fastest of each kept, so that both see the machine in the same states. Prints the eager/ONNX Runtime
 ratio per space (median and range) and the networks that gain most and least, and draws the scatter
 (``benchmarks/latency_runtimes.png``). With ``--dynamo N`` it also times N networks exported by the dynamo
@@ -28,10 +28,10 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from archsearch.build import build  # noqa: E402
-from archsearch.cost import arch_cost  # noqa: E402
-from archsearch.measure import measure_latency, onnxruntime_pass  # noqa: E402
-from archsearch.space import load_space, sample_architectures  # noqa: E402
+from archsearch.network.build import build  # noqa: E402
+from archsearch.network.cost import arch_cost  # noqa: E402
+from archsearch.latency.measure import measure_latency, onnxruntime_pass  # noqa: E402
+from archsearch.space.search_space import load_space, sample_architectures  # noqa: E402
 
 FAMILIES = ("mobilenet", "shufflenet", "effnet")
 PLOT = ROOT / "benchmarks" / "latency_runtimes.png"

@@ -1,6 +1,6 @@
 """The analytic peak activation memory against a measurement, on random networks of every shipped space.
 
-The measurement is :func:`archsearch.memory.measured_peak_bytes` (a ``torch.fx`` trace walked in execution order,
+The measurement is :func:`archsearch.network.memory.measured_peak_bytes` (a ``torch.fx`` trace walked in execution order,
 each tensor alive until its last use; the module docstring states the convention). Prints, per space, how many
 of the sampled networks agree exactly, and the worst ratio where they do not.
 
@@ -21,11 +21,11 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from archsearch.build import build  # noqa: E402
-from archsearch.cost import arch_cost  # noqa: E402
-from archsearch.memory import measured_peak_bytes  # noqa: E402
-from archsearch.space import load_space, sample_architectures  # noqa: E402
-from archsearch.text import input_shape  # noqa: E402
+from archsearch.network.build import build  # noqa: E402
+from archsearch.network.cost import arch_cost  # noqa: E402
+from archsearch.network.memory import measured_peak_bytes  # noqa: E402
+from archsearch.space.search_space import load_space, sample_architectures  # noqa: E402
+from archsearch.core.text import input_shape  # noqa: E402
 
 SPACES = ("mixed", "mobilenet", "shufflenet", "effnet")
 

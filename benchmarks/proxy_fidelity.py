@@ -60,15 +60,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from archsearch import baselines  # noqa: E402
-from archsearch.arch import Arch  # noqa: E402
-from archsearch.config import load_study_config  # noqa: E402
-from archsearch.fit import fit_shape  # noqa: E402
-from archsearch.space import load_space, sample_shapes  # noqa: E402
-from archsearch.study import load_config_data  # noqa: E402
-from archsearch.train import train  # noqa: E402
-from archsearch.build import build  # noqa: E402
-from archsearch.cost import arch_cost  # noqa: E402
+from archsearch.space import baselines
+from archsearch.network.arch import Arch  # noqa: E402
+from archsearch.config.study_config import load_study_config  # noqa: E402
+from archsearch.space.fit import fit_shape  # noqa: E402
+from archsearch.space.search_space import load_space, sample_shapes  # noqa: E402
+from archsearch.search.study import load_config_data  # noqa: E402
+from archsearch.search.train import train  # noqa: E402
+from archsearch.network.build import build  # noqa: E402
+from archsearch.network.cost import arch_cost  # noqa: E402
 from fmnist_level import final_train, machine  # noqa: E402
 from fmnist_store import Results, claim, read_json, write_json  # noqa: E402
 from proxy_table import (  # noqa: E402

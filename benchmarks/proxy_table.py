@@ -9,7 +9,7 @@ import dataclasses
 import statistics
 from pathlib import Path
 
-from archsearch import baselines
+from archsearch.space import baselines
 from fmnist_store import read_json
 from proxy_scores import score_table
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def print_rerank(study, cfg, trials) -> None:
     """The best searched against the best baseline by the re-rank score; where the search's own best ranks."""
-    from archsearch import rerank
+    from archsearch.search import rerank
 
     done = rerank.results(study, cfg)
     by = {t.number: t for t in trials}
@@ -56,9 +56,10 @@ def test_picks(study, cfg, trials, epochs: int, seeds: int) -> dict[str, float]:
     """Mean test accuracy of each pick, retrained from scratch ``seeds`` times for ``epochs`` epochs."""
     import dataclasses as dc
 
-    from archsearch import Arch, rerank
-    from archsearch.selection import retrain
-    from archsearch.study import load_config_data
+    from archsearch import Arch
+    from archsearch.search import rerank
+    from archsearch.export.selection import retrain
+    from archsearch.search.study import load_config_data
 
     _, data = load_config_data(cfg)
     feasible = [t for t in trials if t.values and t.user_attrs.get("feasible", True) and "arch" in t.user_attrs]
@@ -106,14 +107,14 @@ def main() -> None:
     from optuna.trial import TrialState
 
     import archsearch
-    from archsearch.config import load_study_config
-    from archsearch.study import run
+    from archsearch.config.study_config import load_study_config
+    from archsearch.search.study import run
 
     torch.set_num_threads(args.threads)
     print(f"archsearch from {Path(archsearch.__file__).parent}; {args.config}; {args.threads} torch thread(s)")
     base = load_study_config(args.checkout / args.config)
     if args.rerank:
-        from archsearch.config import RerankConfig
+        from archsearch.config.study_config import RerankConfig
 
         top, epochs, *folds = (int(v) for v in args.rerank.split(","))
         base = dataclasses.replace(base, rerank=RerankConfig(top=top, epochs=epochs, folds=folds[0] if folds else None))

@@ -27,9 +27,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-from archsearch.config import load_study_config  # noqa: E402
-from archsearch.report import _add_synthetic_trials, report  # noqa: E402
-from archsearch.study import open_study  # noqa: E402
+from archsearch.config.study_config import load_study_config  # noqa: E402
+from archsearch.report.study_report import _add_synthetic_trials, report  # noqa: E402
+from archsearch.search.study import open_study  # noqa: E402
 
 
 def build_study(folder: Path, n_trials: int, *, latency: bool) -> Path:
@@ -73,11 +73,11 @@ def main() -> None:
 
         # the command a user types: the installed console script, or the same entry point from this checkout
         script = shutil.which("archsearch")
-        command = [script] if script else [sys.executable, "-c", "import sys; from archsearch.cli import main; "
+        command = [script] if script else [sys.executable, "-c", "import sys; from archsearch.cli.commands import main; "
                                                                "sys.exit(main(sys.argv[1:]))"]
         cold = [fresh([*command, "report", str(path)]) for _ in range(args.repeats)]
         bare = [fresh([sys.executable, "-c", "import archsearch"]) for _ in range(args.repeats)]
-        print(f"`{'archsearch' if script else 'archsearch.cli.main'} report` as a fresh command (python start, "
+        print(f"`{'archsearch' if script else 'archsearch.cli.commands.main'} report` as a fresh command (python start, "
               f"imports, study, PNG, HTML): median of {len(cold)} {statistics.median(cold):.2f} s, max "
               f"{max(cold):.2f} s; of which `import archsearch` alone (torch, optuna): median "
               f"{statistics.median(bare):.2f} s ({os.getloadavg()[0]:.2f} load average)")

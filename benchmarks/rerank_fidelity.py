@@ -33,12 +33,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from archsearch import rerank  # noqa: E402
-from archsearch.arch import Arch  # noqa: E402
-from archsearch.config import RerankConfig  # noqa: E402
-from archsearch.objective import ARCH_ATTR, BASELINE_ATTR, Objective  # noqa: E402
-from archsearch.storage import make_storage  # noqa: E402
-from archsearch.study import load_config_data  # noqa: E402
+from archsearch.search import rerank
+from archsearch.network.arch import Arch  # noqa: E402
+from archsearch.config.study_config import RerankConfig  # noqa: E402
+from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR, Objective  # noqa: E402
+from archsearch.config.storage import make_storage  # noqa: E402
+from archsearch.search.study import load_config_data  # noqa: E402
 from fashion_mnist import RESULTS, STUDIES_DIR  # noqa: E402
 from fmnist_level import Level, final_train, machine  # noqa: E402
 from fmnist_search import now  # noqa: E402

@@ -1,7 +1,7 @@
 """Channel shuffle on channels_last: a training step with the layout-keeping shuffle against the old one.
 
 The old shuffle (view, transpose, ``contiguous()``) turned a channels_last tensor into the default layout, so
-the rest of each ShuffleNet unit ran on it; :func:`archsearch.blocks.channel_shuffle` now permutes the innermost
+the rest of each ShuffleNet unit ran on it; :func:`archsearch.network.blocks.channel_shuffle` now permutes the innermost
 axis and stays channels_last. Both give the same values; this prints milliseconds per SGD step (batch 128, one
 thread) for the 3M ShuffleNet v1 baseline and a fitted ``mixed.yaml`` network with ShuffleNet stages, in
 interleaved rounds of alternating order, and the old/new ratio per round. Asserts nothing.
@@ -24,8 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from archsearch import baselines, blocks  # noqa: E402
-from archsearch.build import build  # noqa: E402
+from archsearch.space import baselines
+from archsearch.network import blocks
+from archsearch.network.build import build  # noqa: E402
 from proxy_fidelity import architectures  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Throughput of ``archsearch.train.train`` against a plain hand-written PyTorch loop on the same model and data.
+"""Throughput of ``archsearch.search.train.train`` against a plain hand-written PyTorch loop on the same model and data.
 
 Prints figures, asserts nothing. Both sides train a deep copy of one model (same init) with SGD (momentum 0.9,
 nesterov, wd 5e-4), a per-step cosine lr, cross-entropy, randperm batching of 128 and channels_last, for the
@@ -7,7 +7,7 @@ in both timings. Rounds are interleaved (and their order alternated) so that dri
 the final ratio is the median of the per-round ratios.
 
 A third side, ``uint8``, is archsearch's trainer on the images as archsearch now holds them (uint8, each batch
-divided, normalized by ``archsearch.preprocess.Preprocess`` on the device) against the same trainer on
+divided, normalized by ``archsearch.data.preprocess.Preprocess`` on the device) against the same trainer on
 normalized float32 tensors (how it held them before): the ratio of the two is the cost of keeping images uint8.
 
     python benchmarks/trainer_speed.py [--epochs 2] [--train 10000] [--rounds 5] [--threads N]
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from archsearch.preprocess import Preprocess  # noqa: E402
-from archsearch.train import TrainConfig, train  # noqa: E402
+from archsearch.data.preprocess import Preprocess  # noqa: E402
+from archsearch.search.train import TrainConfig, train  # noqa: E402
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

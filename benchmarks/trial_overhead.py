@@ -2,7 +2,7 @@
 
 Runs the real quickstart study (studies/quickstart.yaml: 8x8 digits, median pruner, seed baselines) on a
 temporary SQLite storage and prints figures; asserts nothing. "Compute" is the time inside training steps and
-validation passes as ``archsearch.train.train`` measures it (``TrainResult.compute_seconds``, the trial's
+validation passes as ``archsearch.search.train.train`` measures it (``TrainResult.compute_seconds``, the trial's
 ``compute_seconds`` attr); everything else is overhead: sampling, storage, costing, building the model, trainer
 setup, pruning checks, callbacks.
 
@@ -43,10 +43,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-import archsearch.objective  # noqa: E402
-import archsearch.study  # noqa: E402
-from archsearch.config import load_study_config  # noqa: E402
-from archsearch.train import TrainResult, train  # noqa: E402
+import archsearch.search.objective  # noqa: E402
+import archsearch.search.study  # noqa: E402
+from archsearch.config.study_config import load_study_config  # noqa: E402
+from archsearch.search.train import TrainResult, train  # noqa: E402
 
 # -- timers ---------------------------------------------------------------------------------------------------
 
@@ -109,14 +109,14 @@ def instrument(timers: Timers) -> None:
                  "after_trial"):
         timers.wrap(optuna.samplers.TPESampler, name, "sampler (TPE)")
     timers.wrap(optuna.pruners.MedianPruner, "prune", "pruner")
-    timers.wrap(archsearch.objective, "arch_cost", "arch_cost")
-    timers.wrap(archsearch.objective, "build", "build")
-    timers.wrap(archsearch.objective, "suggest_architecture", "suggest_architecture")
-    timers.wrap(archsearch.objective, "suggest_shape", "suggest_shape")
-    timers.wrap(archsearch.objective, "fit_shape", "budget fitting")
-    timers.wrap(archsearch.study, "load_config_data", "startup: data loading")
-    timers.wrap(archsearch.study, "check_budget_reachable", "startup: budget check")
-    timers.wrap(archsearch.study, "summary", "summary")
+    timers.wrap(archsearch.search.objective, "arch_cost", "arch_cost")
+    timers.wrap(archsearch.search.objective, "build", "build")
+    timers.wrap(archsearch.search.objective, "suggest_architecture", "suggest_architecture")
+    timers.wrap(archsearch.search.objective, "suggest_shape", "suggest_shape")
+    timers.wrap(archsearch.search.objective, "fit_shape", "budget fitting")
+    timers.wrap(archsearch.search.study, "load_config_data", "startup: data loading")
+    timers.wrap(archsearch.search.study, "check_budget_reachable", "startup: budget check")
+    timers.wrap(archsearch.search.study, "summary", "summary")
 
 
 # -- the trainer, timestamped ---------------------------------------------------------------------------------
@@ -135,7 +135,7 @@ class Call:
 
 
 class TimedTrainer:
-    """``archsearch.train.train`` with its calls and epoch callbacks timestamped."""
+    """``archsearch.search.train.train`` with its calls and epoch callbacks timestamped."""
 
     def __init__(self, timers: Timers) -> None:
         self.calls: list[Call] = []
@@ -233,7 +233,7 @@ def one_run(args: argparse.Namespace, timers: Timers) -> dict[str, float]:
         storage = f"sqlite:///{Path(tmp) / 'q.db'}" if args.storage == "sqlite" else f"journal:{Path(tmp) / 'q.log'}"
         cfg = dataclasses.replace(cfg, storage=storage, n_trials=args.n_trials or cfg.n_trials)
         t_start = time.time()
-        study = archsearch.study.run(cfg, stream=None, progress=False, trainer=trainer)
+        study = archsearch.search.study.run(cfg, stream=None, progress=False, trainer=trainer)
         t_end = time.time()
         trials = sorted((t for t in study.get_trials() if t.datetime_complete is not None),
                         key=lambda t: t.datetime_start)

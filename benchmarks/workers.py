@@ -1,7 +1,7 @@
 """Finished trials per hour with 1 and 2 worker processes on one study, on SQLite (WAL) and on a journal file.
 
 Runs the real quickstart study (studies/quickstart.yaml: 8x8 digits, 6 epochs, median pruner) four times on a
-fresh temporary storage each: {SQLite (WAL), journal file} x {1, 2 workers}, through ``archsearch.study.
+fresh temporary storage each: {SQLite (WAL), journal file} x {1, 2 workers}, through ``archsearch.search.study.
 run_workers`` -- what ``archsearch search --workers N`` runs: N spawned processes, torch's threads split between
 them (cpu_count // N each). Prints figures side by side and the ratio 2 workers / 1 worker; asserts nothing.
 
@@ -42,8 +42,8 @@ from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-from archsearch.config import StudyConfig, load_study_config  # noqa: E402
-from archsearch.study import COUNTED, run_workers  # noqa: E402
+from archsearch.config.study_config import StudyConfig, load_study_config  # noqa: E402
+from archsearch.search.study import COUNTED, run_workers  # noqa: E402
 
 WORKERS = (1, 2)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch.arch import Arch, Stage, Stem
-from archsearch.baselines import (
+from archsearch.network.arch import Arch, Stage, Stem
+from archsearch.space.baselines import (
     EFFNET_PAPER,
     FAMILIES,
     effnet,
@@ -19,10 +19,10 @@ from archsearch.baselines import (
     mobilenet_v1,
     shufflenet_v1,
 )
-from archsearch.blocks import ConvBlock, DepthwiseSeparable, EffNetBlock, ShuffleUnit
-from archsearch.build import build
-from archsearch.cost import arch_cost
-from archsearch.space import load_space, sample_architectures
+from archsearch.network.blocks import ConvBlock, DepthwiseSeparable, EffNetBlock, ShuffleUnit
+from archsearch.network.build import build
+from archsearch.network.cost import arch_cost
+from archsearch.space.search_space import load_space, sample_architectures
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 SPACE_NAMES = ("mixed", "mobilenet", "shufflenet", "effnet")
@@ -181,7 +181,7 @@ def test_stride_2_layers_on_a_1x1_map_keep_it_1x1():
 
 
 def _final_map(a: Arch) -> tuple[int, int, int]:
-    from archsearch.blocks import Tally
+    from archsearch.network.blocks import Tally
 
     t = a.walk(Tally(a.in_chs, a.resolution, a.resolution), head=False)
     return t.c, t.h, t.w

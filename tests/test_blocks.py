@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch.arch import Arch, Stage, Stem, make_divisible
-from archsearch.blocks import (
+from archsearch.network.arch import Arch, Stage, Stem, make_divisible
+from archsearch.network.blocks import (
     BLOCKS,
     Block,
     BlockSpec,
@@ -18,7 +18,7 @@ from archsearch.blocks import (
     get_block,
     register_block,
 )
-from archsearch.build import build
+from archsearch.network.build import build
 
 SIZES = [(1, 1), (2, 2), (7, 7), (8, 8), (9, 9), (28, 28), (7, 9)]  # (height, width), odd and even
 

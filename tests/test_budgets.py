@@ -15,13 +15,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.arch import Arch, Stage, Stem
-from archsearch.card import model_card
-from archsearch.config import load_study_config
-from archsearch.errors import ConfigError
-from archsearch.reachable import smallest_cost
-from archsearch.study import load_config_data, run
-from archsearch.summary import finished_count, infeasible_count
+from archsearch.network.arch import Arch, Stage, Stem
+from archsearch.export.card import model_card
+from archsearch.config.study_config import load_study_config
+from archsearch.core.errors import ConfigError
+from archsearch.search.reachable import smallest_cost
+from archsearch.search.study import load_config_data, run
+from archsearch.search.summary import finished_count, infeasible_count
 
 from test_latency import LATENCY_CPU1, make_table
 

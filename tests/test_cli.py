@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import archsearch
-from archsearch.cli import build_parser
+from archsearch.cli.commands import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archsearch.config import (
+from archsearch.config.study_config import (
     Budget,
     DatasetConfig,
     LatencyTarget,
@@ -27,11 +27,11 @@ from archsearch.config import (
     load_study_config,
     study_config_from_dict,
 )
-from archsearch.samplers import make_pruner, make_sampler
-from archsearch.space import sample_shapes
-from archsearch.storage import make_storage
-from archsearch.errors import ConfigError
-from archsearch.train import TrainConfig
+from archsearch.search.samplers import make_pruner, make_sampler
+from archsearch.space.search_space import sample_shapes
+from archsearch.config.storage import make_storage
+from archsearch.core.errors import ConfigError
+from archsearch.search.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "studies"
@@ -459,7 +459,7 @@ def test_space_overrides_narrow_the_space_for_one_study(tmp_path: Path) -> None:
 
 
 def test_a_fingerprint_of_an_older_archsearch_still_matches(study_dir: Path) -> None:
-    from archsearch.config import fingerprint_matches
+    from archsearch.config.study_config import fingerprint_matches
 
     cfg = _full_study(study_dir)
     space = study_dir / "space.yaml"
@@ -476,15 +476,15 @@ def test_a_fingerprint_of_an_older_archsearch_still_matches(study_dir: Path) -> 
 
 
 def test_every_train_config_field_is_declared_with_its_default() -> None:
-    from archsearch.study_schema import TrainingModel
+    from archsearch.config.study_schema import TrainingModel
 
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     assert {name: info.default for name, info in TrainingModel.model_fields.items()} == fields
 
 
 def test_rerank_defaults_are_the_dataclass_defaults() -> None:
-    from archsearch.config import RerankConfig
-    from archsearch.study_schema import RerankModel
+    from archsearch.config.study_config import RerankConfig
+    from archsearch.config.study_schema import RerankModel
 
     assert {name: info.default for name, info in RerankModel.model_fields.items()} == {
         f.name: f.default for f in dataclasses.fields(RerankConfig)}

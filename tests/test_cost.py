@@ -1,6 +1,6 @@
 """The analytic cost model against two independent counters, on 500 random architectures per space.
 
-Convention (archsearch/cost.py): MACs are the multiply-accumulates of convolutions and linear layers at
+Convention (archsearch/network/cost.py): MACs are the multiply-accumulates of convolutions and linear layers at
 batch 1, nothing else. thop is told the same convention (BN, pooling, padding and activations count
 zero); torch's FlopCounterMode counts FLOPs = 2 x MACs of aten.convolution and aten.addmm / aten.mm and
 nothing else. All three must agree exactly, and the analytic parameter count must equal the module's.
@@ -23,11 +23,11 @@ from thop.vision.basic_hooks import zero_ops
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from archsearch.arch import Arch, Stage, Stem
-from archsearch.build import build
-from archsearch.cost import Cost, arch_cost
-from archsearch.memory import measured_peak_bytes
-from archsearch.space import Space, load_space, space_from_dict, suggest_architecture
+from archsearch.network.arch import Arch, Stage, Stem
+from archsearch.network.build import build
+from archsearch.network.cost import Cost, arch_cost
+from archsearch.network.memory import measured_peak_bytes
+from archsearch.space.search_space import Space, load_space, space_from_dict, suggest_architecture
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 SPACE_NAMES = ("mixed", "mobilenet", "shufflenet", "effnet")
@@ -128,7 +128,7 @@ def test_analytic_cost_equals_thop_and_flop_counter(name, in_chs, resolution):
 
 
 def test_baselines_and_paper_networks_agree_too():
-    from archsearch.baselines import EFFNET_PAPER, effnet, mobilenet_v1, shufflenet_v1
+    from archsearch.space.baselines import EFFNET_PAPER, effnet, mobilenet_v1, shufflenet_v1
 
     archs = [
         *EFFNET_PAPER.values(),
@@ -149,7 +149,7 @@ def test_baselines_and_paper_networks_agree_too():
                                                 ("mixed", 1, 8, 20), (HIDDEN_HEAD, 1, 28, 30)])
 def test_analytic_peak_equals_the_measured_one(name, in_chs, res, n):
     # the measurement: a torch.fx trace walked in execution order, each tensor alive until its last use
-    # (archsearch/memory.py states the convention); benchmarks/peak_memory.py runs 200 of each space
+    # (archsearch/network/memory.py states the convention); benchmarks/peak_memory.py runs 200 of each space
     for arch in random_archs(space(name), n, in_chs=in_chs, resolution=res, seed=11):
         analytic = arch_cost(arch).peak_activation_bytes
         assert measured_peak_bytes(build(arch), (arch.in_chs, arch.resolution, arch.resolution)) == analytic, arch.id

@@ -56,7 +56,7 @@ def test_a_kill_beside_another_worker_loses_nothing(writes: int, i: int) -> None
 
 @pytest.mark.parametrize("i", CTRL_C_POINTS)
 def test_a_ctrl_c_inside_a_storage_write_ends_as_a_ctrl_c_and_loses_nothing(writes: int, i: int) -> None:
-    # before archsearch/interrupt.py, the KeyboardInterrupt raised inside the write's transaction kept SQLite's
+    # before archsearch/core/interrupt.py, the KeyboardInterrupt raised inside the write's transaction kept SQLite's
     # write lock, Optuna could not record the trial's FAIL, and the command ended with a traceback
     kill_at = 1 + round(i * (writes - 1) / (POINTS - 1))
     torch.set_num_threads(1)

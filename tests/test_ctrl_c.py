@@ -17,8 +17,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.config import load_study_config
-from archsearch.study import run
+from archsearch.config.study_config import load_study_config
+from archsearch.search.study import run
 
 from conftest import DIGITS
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch.data import DATASETS, DataBundle, clear_cache, load_data
-from archsearch.errors import ConfigError
+from archsearch.data.bundle import DATASETS, DataBundle, clear_cache, load_data
+from archsearch.core.errors import ConfigError
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

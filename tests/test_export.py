@@ -33,12 +33,12 @@ from optuna.trial import TrialState
 from torch import nn
 
 from archsearch import EFFNET_PAPER, Arch, Stage, Stem, build
-from archsearch.config import load_study_config
-from archsearch.errors import ConfigError
-from archsearch.export import export, load, model_source, save, select_trials
-from archsearch.export_cli import add_parser
-from archsearch.study import open_study, run
-from archsearch.summary import best_trials
+from archsearch.config.study_config import load_study_config
+from archsearch.core.errors import ConfigError
+from archsearch.export.folder import export, load, model_source, save, select_trials
+from archsearch.cli.export import add_parser
+from archsearch.search.study import open_study, run
+from archsearch.search.summary import best_trials
 
 from conftest import TINY_SPACE, Killed, killed_after_first_epoch, study_dict
 
@@ -202,9 +202,9 @@ def test_every_format_gives_the_same_logits(exported: dict[str, Any], name: str)
         reference = exported["nets"][name](x)
         loaded = load(folder)
         assert not loaded.training
-        outputs = {"archsearch.export.load": loaded(x)}
+        outputs = {"archsearch.export.folder.load": loaded(x)}
     outputs.update(torch.load(folder / "outputs.pt", weights_only=True))
-    expected = {"archsearch.export.load", "model.py", "model.pt2"}
+    expected = {"archsearch.export.folder.load", "model.py", "model.pt2"}
     if _has("onnx") and _has("onnxscript") and _has("onnxruntime"):
         expected.add("model.onnx")
     assert set(outputs) == expected
@@ -382,7 +382,7 @@ def test_export_with_epochs_retrains_on_train_and_val(searched: Path, tmp_path: 
 
 
 def test_a_killed_export_resumes_its_retrain(searched: Path, tmp_path: Path, monkeypatch) -> None:
-    import archsearch.selection as selection
+    import archsearch.export.selection as selection
 
     config = load_study_config(searched)
     export(config, tmp_path / "whole", epochs=3, onnx=False, stream=None)
@@ -435,7 +435,7 @@ def fake_study(tmp_path: Path) -> Callable[..., Path]:
 
 def _trial(arch: Arch, state: TrialState = TrialState.COMPLETE, acc: float | None = 0.5,
            budget: float = 100000, **attrs: Any) -> dict[str, Any]:
-    from archsearch.cost import arch_cost
+    from archsearch.network.cost import arch_cost
 
     cost = arch_cost(arch)
     excess = cost.macs / budget - 1
@@ -453,7 +453,7 @@ LARGE = Arch(1, 8, 4, Stem("conv", 32), (Stage("dwsep", 64), Stage("dwsep", 128,
 
 
 def test_no_feasible_trial_names_the_budget_and_the_nearest_trial(fake_study: Callable[..., Path]) -> None:
-    from archsearch.cost import arch_cost
+    from archsearch.network.cost import arch_cost
 
     budget = arch_cost(SMALL).macs - 1  # every trial over it; SMALL the least
     path = fake_study([_trial(LARGE, budget=budget), _trial(SMALL, budget=budget), _trial(MEDIUM, budget=budget)],

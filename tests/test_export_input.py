@@ -19,11 +19,11 @@ import torch
 import yaml
 
 from archsearch import Arch, Stage, Stem, build
-from archsearch.data import load_data
-from archsearch.errors import ConfigError
-from archsearch.export import export, load, save
-from archsearch.preprocess import Preprocess, Preprocessing, WithPreprocessing
-from archsearch.study import run
+from archsearch.data.bundle import load_data
+from archsearch.core.errors import ConfigError
+from archsearch.export.folder import export, load, save
+from archsearch.data.preprocess import Preprocess, Preprocessing, WithPreprocessing
+from archsearch.search.study import run
 
 from conftest import TINY_SPACE, study_dict
 

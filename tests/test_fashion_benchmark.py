@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 import pytest
 import torch
 
-from archsearch.storage import make_storage
+from archsearch.config.storage import make_storage
 from conftest import Killed, killed_after_first_epoch, load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]

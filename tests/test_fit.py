@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from archsearch import cli
-from archsearch.arch import make_divisible
-from archsearch.config import load_study_config
-from archsearch.cost import arch_cost
-from archsearch.fit import CAPPED, FITTED, INFEASIBLE, budget_use, cost_values, fit_shape, summarize
-from archsearch.space import Shape, StageShape, load_space, sample_shapes, space_from_dict
+from archsearch.cli import commands as cli
+from archsearch.network.arch import make_divisible
+from archsearch.config.study_config import load_study_config
+from archsearch.network.cost import arch_cost
+from archsearch.space.fit import CAPPED, FITTED, INFEASIBLE, budget_use, cost_values, fit_shape, summarize
+from archsearch.space.search_space import Shape, StageShape, load_space, sample_shapes, space_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = ("mixed", "mobilenet", "shufflenet", "effnet")

@@ -18,11 +18,11 @@ import yaml
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from archsearch import image_cache
-from archsearch.data import clear_cache, load_data
-from archsearch.errors import ConfigError
-from archsearch.export import export
-from archsearch.study import run
+from archsearch.data import image_cache
+from archsearch.data.bundle import clear_cache, load_data
+from archsearch.core.errors import ConfigError
+from archsearch.export.folder import export
+from archsearch.search.study import run
 
 from conftest import TINY_SPACE, study_dict
 

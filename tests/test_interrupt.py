@@ -1,4 +1,4 @@
-"""archsearch/interrupt.py: the first Ctrl-C waits for a safe point, a second one does not, an ignored one stays so."""
+"""archsearch/core/interrupt.py: the first Ctrl-C waits for a safe point, a second one does not, an ignored one stays so."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from archsearch import interrupt
+from archsearch.core import interrupt
 
 pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
                                 reason="signal handlers can be set in the main thread only")

@@ -17,18 +17,18 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from archsearch import latency as lat
-from archsearch import latency_cli
-from archsearch.arch import Arch, Stage, Stem
-from archsearch.build import build
-from archsearch.config import LatencyTarget, load_study_config
-from archsearch.latency import LatencyTable, parts_of, table_for, table_key
-from archsearch.latency_cli import parse_target
-from archsearch.measure import measure_latency
-from archsearch.space import load_space, sample_architectures
-from archsearch.reachable import cheapest
-from archsearch.study import load_config_data, open_study, run
-from archsearch.summary import best_trials
+from archsearch.latency import table as lat
+from archsearch.cli import latency as latency_cli
+from archsearch.network.arch import Arch, Stage, Stem
+from archsearch.network.build import build
+from archsearch.config.study_config import LatencyTarget, load_study_config
+from archsearch.latency.table import LatencyTable, parts_of, table_for, table_key
+from archsearch.cli.latency import parse_target
+from archsearch.latency.measure import measure_latency
+from archsearch.space.search_space import load_space, sample_architectures
+from archsearch.search.reachable import cheapest
+from archsearch.search.study import load_config_data, open_study, run
+from archsearch.search.summary import best_trials
 
 from conftest import TINY_SPACE
 
@@ -311,22 +311,22 @@ LATENCY_CPU1 = {"device": "cpu", "threads": 1, "batch": 1}
 
 
 class Counted:
-    """Counts the calls of ``archsearch.objective``'s ``build`` and of the trainer given to ``run``."""
+    """Counts the calls of ``archsearch.search.objective``'s ``build`` and of the trainer given to ``run``."""
 
     def __init__(self, monkeypatch):
-        import archsearch.objective
+        import archsearch.search.objective
 
         self.builds, self.trains = [], []
-        real_build = archsearch.objective.build
+        real_build = archsearch.search.objective.build
 
         def counted_build(arch):
             self.builds.append(arch.id)
             return real_build(arch)
 
-        monkeypatch.setattr(archsearch.objective, "build", counted_build)
+        monkeypatch.setattr(archsearch.search.objective, "build", counted_build)
 
     def trainer(self, *args, **kwargs):
-        from archsearch.train import train
+        from archsearch.search.train import train
 
         self.trains.append(1)
         return train(*args, **kwargs)
@@ -344,7 +344,7 @@ def test_an_over_latency_candidate_is_rejected_by_the_prediction_without_being_b
     # the table a study predicts from (latency/ beside its YAML), calibrated on a tiny network: quick
     table = make_table(path.parent / "latency")
     table.fill([])
-    # a limit just above the fastest candidate's prediction: reachable (archsearch/reachable.py), and nearly
+    # a limit just above the fastest candidate's prediction: reachable (archsearch/search/reachable.py), and nearly
     # every candidate over it; the run stops after 3 of them
     space, data = load_config_data(load_study_config(path))
     limit = 1.0001 * table.predict(cheapest(space, table.predict, in_chs=data.in_chs, resolution=data.resolution,

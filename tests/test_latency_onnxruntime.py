@@ -19,15 +19,15 @@ from optuna.trial import TrialState
 
 pytest.importorskip("onnxruntime")
 
-from archsearch import latency as lat  # noqa: E402
-from archsearch import latency_cli  # noqa: E402
-from archsearch.build import build  # noqa: E402
-from archsearch.config import LatencyTarget, load_study_config  # noqa: E402
-from archsearch.errors import ConfigError  # noqa: E402
-from archsearch.latency import METHOD, ONNXRUNTIME_METHOD, parts_of, table_key  # noqa: E402
-from archsearch.measure import RUNTIMES, forward_pass, measure_latency, onnxruntime_pass  # noqa: E402
-from archsearch.study import run  # noqa: E402
-from archsearch.study_schema import LATENCY_RUNTIMES  # noqa: E402
+from archsearch.latency import table as lat
+from archsearch.cli import latency as latency_cli
+from archsearch.network.build import build  # noqa: E402
+from archsearch.config.study_config import LatencyTarget, load_study_config  # noqa: E402
+from archsearch.core.errors import ConfigError  # noqa: E402
+from archsearch.latency.table import METHOD, ONNXRUNTIME_METHOD, parts_of, table_key  # noqa: E402
+from archsearch.latency.measure import RUNTIMES, forward_pass, measure_latency, onnxruntime_pass  # noqa: E402
+from archsearch.search.study import run  # noqa: E402
+from archsearch.config.study_schema import LATENCY_RUNTIMES  # noqa: E402
 
 from conftest import TINY_SPACE  # noqa: E402
 from test_latency import FAST, OTHER, make_table, tiny  # noqa: E402
@@ -94,7 +94,7 @@ def test_an_onnxruntime_table_predicts_from_its_own_entries_and_refuses_a_torch_
 
 
 def test_a_study_on_onnxruntime_runs_end_to_end_and_its_export_carries_both_latencies(write_study, tmp_path):
-    from archsearch.export import export
+    from archsearch.export.folder import export
 
     latency = {"device": "cpu", "threads": 1, "batch": 1, "runtime": "onnxruntime"}
     # unfitted: fitting predicts a dozen widths a trial, each new part timed for 0.05 s (test_latency.py runs the

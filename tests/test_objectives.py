@@ -8,11 +8,11 @@ import json
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.config import load_study_config
-from archsearch.cost import arch_cost
-from archsearch.arch import Arch
-from archsearch.study import run
-from archsearch.summary import best_trials
+from archsearch.config.study_config import load_study_config
+from archsearch.network.cost import arch_cost
+from archsearch.network.arch import Arch
+from archsearch.search.study import run
+from archsearch.search.summary import best_trials
 
 
 def _run(path):
@@ -60,7 +60,7 @@ def test_pareto_objective_gives_a_front_of_accuracy_against_macs(write_study):
     ({"max_model_kb": 3.0, "model_precision": "int8"}, "model_kb"),
 ])
 def test_memory_budgets_fit_and_judge_every_candidate(write_study, tmp_path, budget, metric):
-    from archsearch.export import export
+    from archsearch.export.folder import export
 
     bytes_per_param = 1 if budget.get("model_precision") == "int8" else 4
     limit = next(v for k, v in budget.items() if k.startswith("max_"))

@@ -1,4 +1,4 @@
-"""The Optuna internals archsearch uses (archsearch/optuna_internals.py) still exist and still behave as relied on.
+"""The Optuna internals archsearch uses (archsearch/search/optuna_internals.py) still exist and still behave as relied on.
 
 Each test names the private attribute it checks, so an Optuna upgrade that moves one fails here, loudly, instead
 of somewhere in a search."""
@@ -11,12 +11,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.optuna_internals import cached_trials, fail_trial_of_another_process, set_constant_liar
+from archsearch.search.optuna_internals import cached_trials, fail_trial_of_another_process, set_constant_liar
 
 
 def test_study_get_trials_with_use_cache() -> None:
     assert "use_cache" in inspect.signature(optuna.Study._get_trials).parameters, \
-        "optuna.Study._get_trials(use_cache=...) is gone: archsearch.optuna_internals.cached_trials needs another way"
+        "optuna.Study._get_trials(use_cache=...) is gone: archsearch.search.optuna_internals.cached_trials needs another way"
     study = optuna.create_study()
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     trials = cached_trials(study, (TrialState.COMPLETE,))
@@ -27,7 +27,7 @@ def test_study_get_trials_with_use_cache() -> None:
 def test_tpe_constant_liar_attribute() -> None:
     sampler = optuna.samplers.TPESampler(constant_liar=True, seed=0)
     assert getattr(sampler, "_constant_liar", None) is True, \
-        "TPESampler._constant_liar is gone: archsearch.optuna_internals.set_constant_liar needs another way"
+        "TPESampler._constant_liar is gone: archsearch.search.optuna_internals.set_constant_liar needs another way"
     set_constant_liar(sampler, False)
     assert sampler._constant_liar is False
 

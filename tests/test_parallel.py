@@ -1,4 +1,4 @@
-"""archsearch/parallel.py: the cores a process may use (affinity, cgroup quota), and the defaults drawn from them."""
+"""archsearch/search/parallel.py: the cores a process may use (affinity, cgroup quota), and the defaults drawn from them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from archsearch import parallel
+from archsearch.search import parallel
 
 
 @pytest.mark.parametrize("files, cores", [

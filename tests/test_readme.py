@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from archsearch.cli import build_parser, main
-from archsearch.config import study_config_from_dict
-from archsearch.errors import load_yaml
+from archsearch.cli.commands import build_parser, main
+from archsearch.config.study_config import study_config_from_dict
+from archsearch.core.errors import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from archsearch.errors import load_yaml
-from archsearch.readers import FASHION_MNIST_CLASSES
+from archsearch.core.errors import load_yaml
+from archsearch.data.readers import FASHION_MNIST_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

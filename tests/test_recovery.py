@@ -1,4 +1,4 @@
-"""Every trial ends with a verdict (archsearch/recovery.py), on real SQLite studies: a sweep killed between its
+"""Every trial ends with a verdict (archsearch/search/recovery.py), on real SQLite studies: a sweep killed between its
 writes is completed by the next one, a retry without a verdict is not retried again, a baseline enqueued twice
 by racing starts runs once, and a study whose creator died before enqueuing the baselines still gets them."""
 
@@ -10,11 +10,11 @@ import socket
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.config import load_study_config
-from archsearch.objective import BASELINE_ATTR
-from archsearch import recovery
-from archsearch.recovery import baseline_status, ensure_baselines, recover
-from archsearch.study import COUNTED, load_config_data, open_study, run
+from archsearch.config.study_config import load_study_config
+from archsearch.search.objective import BASELINE_ATTR
+from archsearch.search import recovery
+from archsearch.search.recovery import baseline_status, ensure_baselines, recover
+from archsearch.search.study import COUNTED, load_config_data, open_study, run
 
 from conftest import DIGITS
 
@@ -105,6 +105,6 @@ def test_the_summary_names_a_baseline_without_a_result(write_study) -> None:
     trial.set_user_attr("interrupted", True)
     study.tell(trial, state=TrialState.FAIL)
     assert baseline_status(study.get_trials(deepcopy=False))[family] == f"trial {trial.number} interrupted"
-    from archsearch.summary import summary
+    from archsearch.search.summary import summary
 
     assert f"seed baselines without a result yet: {family} (trial {trial.number} interrupted)" in summary(study, config)

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.config import load_study_config
-from archsearch.report import _add_synthetic_trials, add_parser, pareto_front, report
-from archsearch.study import open_study, run
+from archsearch.config.study_config import load_study_config
+from archsearch.report.study_report import _add_synthetic_trials, add_parser, pareto_front, report
+from archsearch.search.study import open_study, run
 
 from conftest import TINY_SPACE, study_dict
 
@@ -172,7 +172,7 @@ def test_report_command(make_study: Callable[..., Path], tmp_path: Path) -> None
 
 
 def test_report_of_a_missing_study_is_a_config_error(tmp_path: Path) -> None:
-    from archsearch.errors import ConfigError
+    from archsearch.core.errors import ConfigError
 
     (tmp_path / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
     path = tmp_path / "tiny.yaml"
@@ -189,8 +189,8 @@ def test_report_of_a_missing_study_is_a_config_error(tmp_path: Path) -> None:
 
 
 def _legend_and_data(study: optuna.Study, config: Any) -> tuple[Any, list[tuple[Any, Any]]]:
-    from archsearch.report_plots import _figure
-    from archsearch.report_text import Groups
+    from archsearch.report.plots import _figure
+    from archsearch.report.text import Groups
 
     fig = _figure(study, config, Groups.of(study.get_trials(deepcopy=False)))
     fig.canvas.draw()

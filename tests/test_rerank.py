@@ -6,13 +6,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from archsearch import rerank
-from archsearch.config import load_study_config
-from archsearch.export import select_trials
-from archsearch.fit import CAPPED, FITTED
-from archsearch.study import open_study, run
-from archsearch.summary import best_trials, summary
-from archsearch.train import TrainResult, train
+from archsearch.search import rerank
+from archsearch.config.study_config import load_study_config
+from archsearch.export.folder import select_trials
+from archsearch.space.fit import CAPPED, FITTED
+from archsearch.search.study import open_study, run
+from archsearch.search.summary import best_trials, summary
+from archsearch.search.train import TrainResult, train
 
 from conftest import TINY_SPACE
 

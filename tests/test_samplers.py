@@ -8,9 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.storage import make_storage
-from archsearch.samplers import ArchTPESampler, PerTrialPruner
-from archsearch.space import load_space, suggest_architecture
+from archsearch.config.storage import make_storage
+from archsearch.search.samplers import ArchTPESampler, PerTrialPruner
+from archsearch.space.search_space import load_space, suggest_architecture
 
 from conftest import ReadCounter
 

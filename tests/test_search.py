@@ -28,14 +28,14 @@ import yaml
 from optuna.trial import TrialState
 
 import archsearch
-from archsearch.arch import Arch, Stage, Stem
-from archsearch.baselines import FAMILIES, fit_to_budget
-from archsearch.config import load_study_config
-from archsearch.errors import ConfigError
-from archsearch.objective import Objective
-from archsearch.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers
-from archsearch.summary import finished_count
-from archsearch.train import TrainResult, train
+from archsearch.network.arch import Arch, Stage, Stem
+from archsearch.space.baselines import FAMILIES, fit_to_budget
+from archsearch.config.study_config import load_study_config
+from archsearch.core.errors import ConfigError
+from archsearch.search.objective import Objective
+from archsearch.search.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers
+from archsearch.search.summary import finished_count
+from archsearch.search.train import TrainResult, train
 
 from conftest import DIGITS, TINY_SPACE, ReadCounter
 
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.slow  # every test here runs a real search
 
 
 class CountingTrainer:
-    """The real ``archsearch.train.train``, counting its calls; ``fail_on`` makes that call (1-based) raise."""
+    """The real ``archsearch.search.train.train``, counting its calls; ``fail_on`` makes that call (1-based) raise."""
 
     def __init__(self, fail_on: int | None = None):
         self.calls = 0
@@ -390,7 +390,7 @@ def test_cli_reports_a_changed_config_in_one_line(write_study, tmp_path):
 def _smallest_macs_by_enumeration(path: Path) -> int:
     """The cheapest candidate of the study's space, found by costing every parameter combination."""
     cfg = load_study_config(path)
-    space, data = archsearch.study.load_config_data(cfg)
+    space, data = archsearch.search.study.load_config_data(cfg)
     choices: dict[str, tuple] = {"width_mult": space.width_mult, "resolution_mult": space.resolution_mult,
                                  "stem": space.stem_types, "stem_channels": space.stem_channels}
     for i, st in enumerate(space.stages):

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from archsearch.arch import Arch, Stage, Stem
-from archsearch.build import build
-from archsearch.errors import ConfigError
-from archsearch.space import Space, load_space, space_from_dict, suggest_architecture
+from archsearch.network.arch import Arch, Stage, Stem
+from archsearch.network.build import build
+from archsearch.core.errors import ConfigError
+from archsearch.space.search_space import Space, load_space, space_from_dict, suggest_architecture
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 SPACE_NAMES = ("mixed", "mobilenet", "shufflenet", "effnet")

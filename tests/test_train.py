@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from archsearch.train import (
+from archsearch.search.train import (
     AUGMENTATIONS,
     OPTIMIZERS,
     SCHEDULES,
@@ -327,8 +327,8 @@ def test_resolve_device_rejects_unknown_names() -> None:
 
 def test_training_records_its_learning_curve(tmp_path) -> None:
     from archsearch import Arch, Stage, Stem, build
-    from archsearch.data import load_data
-    from archsearch.train_state import LearningCurve
+    from archsearch.data.bundle import load_data
+    from archsearch.search.train_state import LearningCurve
 
     data = load_data("digits")
     arch = Arch(1, 8, 10, Stem("conv", 8), (Stage("dwsep", 16, stride=2),))
@@ -356,8 +356,8 @@ def test_training_records_its_learning_curve(tmp_path) -> None:
 
 
 def test_every_trial_records_its_learning_curve(write_study) -> None:
-    from archsearch.config import load_study_config
-    from archsearch.study import run
+    from archsearch.config.study_config import load_study_config
+    from archsearch.search.study import run
 
     study = run(load_study_config(write_study(n_trials=2, training={"epochs": 2})), stream=None, progress=False)
     trained = [t for t in study.trials if "epochs_done" in t.user_attrs]

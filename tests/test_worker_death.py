@@ -16,7 +16,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.summary import finished_count
+from archsearch.search.summary import finished_count
 
 from conftest import DIGITS
 

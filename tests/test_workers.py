@@ -37,13 +37,13 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.arch import Arch
-from archsearch.baselines import FAMILIES, effnet, fit_to_budget
-from archsearch.config import load_study_config
-from archsearch.errors import ConfigError
-from archsearch.objective import counts
-from archsearch.space import load_space
-from archsearch.study import COUNTED, load_config_data, open_study, run
+from archsearch.network.arch import Arch
+from archsearch.space.baselines import FAMILIES, effnet, fit_to_budget
+from archsearch.config.study_config import load_study_config
+from archsearch.core.errors import ConfigError
+from archsearch.search.objective import counts
+from archsearch.space.search_space import load_space
+from archsearch.search.study import COUNTED, load_config_data, open_study, run
 
 from conftest import TINY_SPACE
 
@@ -181,12 +181,12 @@ def test_cli_workers_share_one_postgres_study(postgres_url, write_study, tmp_pat
 # stdin before it calls the real command line: every process reaches the storage at the same instant
 _STARTING_LINE = """
 import sys, torch
-import archsearch.cli, archsearch.study
-from archsearch.train import TrainConfig, make_optimizer
+import archsearch.cli.commands, archsearch.search.study
+from archsearch.search.train import TrainConfig, make_optimizer
 make_optimizer(torch.nn.Linear(1, 1), TrainConfig(), torch.device("cpu"))
 print("ready", flush=True)
 sys.stdin.readline()
-sys.exit(archsearch.cli.main(sys.argv[1:]))
+sys.exit(archsearch.cli.commands.main(sys.argv[1:]))
 """
 
 
@@ -255,8 +255,8 @@ class StorageRace(AssertionError):
 # a worker does), and prints "ok" or the error
 _OPEN_STORAGE_LINE = """
 import sys
-from archsearch.storage import make_storage
-from archsearch.errors import ConfigError
+from archsearch.config.storage import make_storage
+from archsearch.core.errors import ConfigError
 print("ready", flush=True)
 for line in sys.stdin:
     try:
@@ -564,7 +564,7 @@ class _RunsACommand:
 
 
 def test_exports_load_weights_only(tmp_path):
-    export = pytest.importorskip("archsearch.export", reason="archsearch/export.py is not there yet")
+    export = pytest.importorskip("archsearch.export.folder", reason="archsearch/export/folder.py is not there yet")
     arch = effnet(0.25, in_chs=1, resolution=8, num_classes=4)
     folder = tmp_path / "model"
     folder.mkdir()

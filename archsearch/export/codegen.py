@@ -1,0 +1,368 @@
+"""``model.py`` of an export: one standalone file, PyTorch only, generated from archsearch's own source.
+
+The block classes a network uses, ``BlockSpec``, the helpers they call and the input preprocessing
+(:mod:`archsearch.data.preprocess`) are copied from their installed source, less ``@register_block`` and the
+search-time ``validate``/``cost`` methods; the network is a small ``Net`` over the record's expanded plan whose
+``forward`` is ``archsearch.network.build.Net.forward``. Anything a copied definition reads must be torch, the standard
+library or code defined beside it; anything else is an :class:`ExportError`.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import inspect
+import sys
+import textwrap
+from typing import Any
+
+from archsearch.data.image_file import read_image
+from archsearch.data.preprocess import Preprocess, Preprocessing, WithPreprocessing
+from archsearch.network import blocks
+from archsearch.network.arch import Arch
+from archsearch.network.build import Net
+from archsearch.network.tally import Tally
+
+__all__ = ["ExportError", "MODEL_FILE", "model_source"]
+
+MODEL_FILE = "model.py"
+
+
+class ExportError(RuntimeError):
+    """An exported format does not reproduce the network (a bug, or a block that cannot be carried)."""
+
+
+_SEARCH_ONLY_METHODS = ("validate", "cost")  # the block protocol's search-time half: not needed to run a net
+_PLAN_NAMES = ("ARCH_ID", "INPUT_SHAPE", "NET_INPUT_SHAPE", "PREPROCESSING", "STEM", "STEM_POOL", "STAGES", "HEAD",
+               "FEATURES", "HIDDEN", "NUM_CLASSES", "CLASSES", "IMAGE_MODE", "read_image")
+_FIXED_IMPORTS = {  # name -> import line, for what the template around the blocks uses
+    "annotations": "from __future__ import annotations",
+    "Path": "from pathlib import Path",
+    "torch": "import torch",
+    "nn": "from torch import nn",
+}
+
+_NET_TEMPLATE = '''
+class Net(nn.Module):
+    """stem -> (max-pool) -> stages -> head, as ``archsearch.network.build.Net`` builds it from the record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = BLOCKS[STEM.block].from_spec(STEM)
+        self.stem_pool = nn.MaxPool2d(STEM_POOL, 2, (STEM_POOL - 1) // 2) if STEM_POOL else nn.Identity()
+        self.stages = nn.Sequential(
+            *(nn.Sequential(*(BLOCKS[spec.block].from_spec(spec) for spec in stage)) for stage in STAGES)
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1) if HEAD == "gap" else nn.Identity()
+        self.flatten = nn.Flatten(1)
+        if HIDDEN:  # pooled features -> FC -> ReLU -> classifier
+            self.classifier = nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(inplace=True),
+                                            nn.Linear(HIDDEN, NUM_CLASSES))
+        else:
+            self.classifier = nn.Linear(FEATURES, NUM_CLASSES)
+
+{forward}
+
+
+def load(folder: str | Path | None = None, *, bare: bool = False) -> nn.Module:
+    """The trained network in eval mode, weights from ``weights.pt`` in ``folder`` (default: this file's folder).
+
+    It takes raw images, N x INPUT_SHAPE in the dataset's own range, and applies PREPROCESSING first (where
+    that is None the export recorded none: the network's own input). ``bare=True``: the network alone, which
+    takes the preprocessed tensor, N x NET_INPUT_SHAPE.
+    """
+    folder = Path(__file__).resolve().parent if folder is None else Path(folder)
+    net = Net()
+    state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    if bare or PREPROCESSING is None:
+        return net.eval()
+    return WithPreprocessing(Preprocess(**PREPROCESSING), net).eval()
+
+
+if __name__ == "__main__":
+    import sys
+
+    net = load()
+    with torch.no_grad():
+        if len(sys.argv) > 1 and "read_image" in globals():
+            for path in sys.argv[1:]:
+                print(f"{{path}}: {{CLASSES[net(read_image(path)).argmax(1).item()]}}")
+        else:
+            logits = net(torch.zeros(1, *INPUT_SHAPE))
+            print(f"{{ARCH_ID}}: logits shape {{tuple(logits.shape)}}")
+'''
+
+
+class _Names(ast.NodeVisitor):
+    """Names a piece of code reads and binds; annotations are skipped (they stay strings in model.py)."""
+
+    def __init__(self) -> None:
+        self.loads: set[str] = set()
+        self.bound: set[str] = set()
+
+    def visit_Name(self, node: ast.Name) -> None:
+        (self.loads if isinstance(node.ctx, ast.Load) else self.bound).add(node.id)
+
+    def visit_arg(self, node: ast.arg) -> None:
+        self.bound.add(node.arg)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.bound.add(node.name)
+        for child in (*node.decorator_list, node.args, *node.body):
+            self.visit(child)
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.visit(node.target)
+        if node.value is not None:
+            self.visit(node.value)
+
+    def visit_Import(self, node: ast.Import | ast.ImportFrom) -> None:
+        module = node.module if isinstance(node, ast.ImportFrom) else None
+        for alias in node.names:
+            full = module or alias.name
+            if getattr(node, "level", 0) or not _allowed_module(full):
+                raise ExportError(f"a block imports {full!r} (line {node.lineno} of its source); {MODEL_FILE} may "
+                                  f"only import torch and the standard library")
+            self.bound.add((alias.asname or alias.name).split(".")[0])
+
+    visit_ImportFrom = visit_Import
+
+
+def _is_register_decorator(node: ast.expr) -> bool:
+    target = node.func if isinstance(node, ast.Call) else node
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+    return name == "register_block"
+
+
+def _stripped_source(obj: Any) -> str:
+    """``obj``'s source without ``@register_block`` and without the search-time methods of a block class."""
+    try:
+        text = textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError) as e:
+        raise ExportError(
+            f"cannot read the source of {obj.__module__}.{obj.__qualname__} ({e}); blocks to be exported must "
+            f"be defined in a .py file"
+        ) from None
+    tree = ast.parse(text)
+    node = tree.body[0]
+    drop: list[tuple[int, int]] = []  # 1-based inclusive line ranges
+    for dec in getattr(node, "decorator_list", []):
+        if _is_register_decorator(dec):
+            drop.append((dec.lineno, dec.end_lineno))
+    if isinstance(node, ast.ClassDef) and isinstance(obj, type) and issubclass(obj, blocks.Block):
+        for item in node.body:
+            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name in _SEARCH_ONLY_METHODS:
+                start = min([item.lineno] + [d.lineno for d in item.decorator_list])
+                assert item.end_lineno is not None  # ast.parse gives every node its position
+                drop.append((start, item.end_lineno))
+    lines = text.splitlines()
+    keep = [line for i, line in enumerate(lines, 1) if not any(a <= i <= b for a, b in drop)]
+    out: list[str] = []
+    for line in keep:  # no runs of blank lines where methods were cut out
+        if not line.strip() and out and not out[-1].strip():
+            continue
+        out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    return "\n".join(out) + "\n"
+
+
+def _allowed_module(name: str) -> bool:
+    root = name.split(".")[0]
+    return root == "torch" or root in sys.stdlib_module_names
+
+
+def _import_line(name: str, value: Any) -> str:
+    if inspect.ismodule(value):
+        full = value.__name__
+        if full == name:
+            return f"import {name}"
+        parent, _, leaf = full.rpartition(".")
+        return f"from {parent} import {leaf}" if leaf == name else f"import {full} as {name}"
+    module, qual = value.__module__, value.__qualname__
+    return f"from {module} import {qual}" + ("" if qual == name else f" as {name}")
+
+
+class _Closure:
+    """Collects the definitions (in dependency order) and imports that a set of objects needs."""
+
+    def __init__(self, home_modules: set[str]):
+        self.home = home_modules  # modules whose functions and classes are copied (not imported)
+        self.imports: dict[str, str] = dict(_FIXED_IMPORTS)
+        self.constants: dict[str, str] = {}
+        self.sources: list[str] = []
+        self._done: set[int] = set()
+        self._active: set[int] = set()
+
+    def add(self, obj: Any) -> None:
+        if id(obj) in self._done or id(obj) in self._active:
+            return
+        self._active.add(id(obj))
+        source = _stripped_source(obj)
+        names = _Names()
+        names.visit(ast.parse(source))
+        module_globals = vars(sys.modules[obj.__module__])
+        for name in sorted(names.loads - names.bound - {obj.__name__}):
+            if name not in module_globals:
+                if not hasattr(builtins, name):
+                    raise ExportError(f"{obj.__qualname__} reads {name!r}, which its module does not define")
+                continue
+            self._need(name, module_globals[name], obj)
+        self._active.discard(id(obj))
+        self._done.add(id(obj))
+        self.sources.append(source)
+
+    def _need(self, name: str, value: Any, user: Any) -> None:
+        where = f"{user.__module__}.{user.__qualname__}"
+        if inspect.ismodule(value):
+            if not _allowed_module(value.__name__):
+                raise ExportError(f"{where} uses module {value.__name__}; {MODEL_FILE} may only import torch and the "
+                                  f"standard library")
+            self._import(name, _import_line(name, value))
+        elif inspect.isclass(value) or inspect.isfunction(value) or inspect.isbuiltin(value):
+            module = getattr(value, "__module__", "") or ""
+            if module in self.home and not inspect.isbuiltin(value):
+                self.add(value)
+            elif _allowed_module(module) and hasattr(value, "__qualname__"):
+                self._import(name, _import_line(name, value))
+            else:
+                raise ExportError(f"{where} uses {name} from {module}; {MODEL_FILE} may only depend on torch and "
+                                  f"the standard library (or code defined beside the block)")
+        elif value is None or isinstance(value, (bool, int, float, str)) or (
+            isinstance(value, tuple) and all(isinstance(v, (bool, int, float, str)) for v in value)
+        ):
+            self.constants[name] = f"{name} = {value!r}"
+        else:
+            raise ExportError(f"{where} uses {name} = {type(value).__name__}, which cannot be written into "
+                              f"{MODEL_FILE}")
+
+    def _import(self, name: str, line: str) -> None:
+        if self.imports.get(name, line) != line:
+            raise ExportError(f"{name!r} means two things in the exported code: {self.imports[name]!r} and {line!r}")
+        self.imports[name] = line
+
+
+def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes: list[str] | None = None) -> str:
+    """The text of a standalone ``model.py`` for ``arch``: only torch and the standard library.
+
+    With ``preprocessing`` its ``load()`` gives a network that takes raw images; without, one that takes the
+    network's own input (``load(bare=True)`` is that network in both cases). ``CLASSES`` names each output
+    (``classes``, or "0".."N-1"). Where the raw images are 8-bit pixels of 1 or 3 channels, ``read_image(path)``
+    reads an image file as archsearch's ``folder`` dataset does (Pillow, imported when called).
+    """
+    names = [str(i) for i in range(arch.num_classes)] if classes is None else [str(c) for c in classes]
+    if len(names) != arch.num_classes:
+        raise ValueError(f"the network has {arch.num_classes} outputs but {len(names)} class names were given")
+    images = preprocessing is not None and preprocessing.divisor == 255 and preprocessing.channels in (1, 3)
+    if preprocessing is not None and (preprocessing.resolution, preprocessing.channels) != (
+        arch.resolution, arch.in_chs
+    ):
+        raise ValueError(f"the preprocessing makes {preprocessing.channels}x{preprocessing.resolution}x"
+                         f"{preprocessing.resolution} inputs, the network takes {arch.in_chs}x{arch.resolution}x"
+                         f"{arch.resolution}")
+    stem_spec, stages = arch.plan()
+    used = list(dict.fromkeys([stem_spec.block] + [s.block for stage in stages for s in stage]))
+    block_classes = [blocks.get_block(name) for name in used]
+    home = {blocks.__name__, Preprocess.__module__} | {cls.__module__ for cls in block_classes}
+    closure = _Closure(home)
+    closure.add(blocks.BlockSpec)
+    for cls in block_classes:
+        closure.add(cls)
+    closure.add(Preprocess)
+    closure.add(WithPreprocessing)
+    for name in _PLAN_NAMES + ("Net", "load", "BLOCKS"):
+        if name in closure.constants or name in closure.imports:
+            raise ExportError(f"a block's module defines {name!r}, which {MODEL_FILE} uses for its own")
+
+    forward = textwrap.indent(textwrap.dedent(inspect.getsource(Net.forward)), "    ").rstrip()
+    feat = arch.out_chs if arch.head == "gap" else _flat_features(arch)
+    net_shape = (arch.in_chs, arch.resolution, arch.resolution)
+    raw_shape = net_shape if preprocessing is None else preprocessing.input_shape
+    plan = [
+        f"ARCH_ID = {arch.id!r}",
+        f"INPUT_SHAPE = {raw_shape!r}  # C, H, W of a raw image: what load() takes",
+        f"NET_INPUT_SHAPE = {net_shape!r}  # C, H, W of the network's input: what load(bare=True) takes",
+        "# raw image -> network input (archsearch.data.preprocess.Preprocess): x / divisor, minus mean, over std,",
+        "# then resized to size x size unless size is None; None: no preprocessing recorded",
+        f"PREPROCESSING = {None if preprocessing is None else preprocessing.kwargs()!r}",
+        f"STEM = {stem_spec!r}",
+        f"STEM_POOL = {arch.stem.pool!r}  # max-pool kernel after the stem (stride 2); 0: none",
+        "STAGES = (",
+        *(
+            "    (\n" + "".join(f"        {spec!r},\n" for spec in stage) + "    ),"
+            for stage in stages
+        ),
+        ")",
+        f"HEAD = {arch.head!r}",
+        f"FEATURES = {feat!r}  # classifier inputs",
+        f"HIDDEN = {arch.hidden!r}  # units of the FC layer (+ ReLU) before the classifier; 0: none",
+        f"NUM_CLASSES = {arch.num_classes!r}",
+        f"CLASSES = {names!r}  # the name of each output: CLASSES[logits.argmax(1)]",
+    ]
+    block_map = "BLOCKS = {\n" + "".join(f"    {n!r}: {blocks.get_block(n).__name__},\n" for n in used) + "}"
+    future = closure.imports.pop("annotations")
+    lines = set(closure.imports.values())
+    stdlib_then_torch = [
+        sorted(group, key=lambda s: (not s.startswith("import "), s))
+        for group in ([s for s in lines if not _is_torch_import(s)], [s for s in lines if _is_torch_import(s)])
+    ]
+    imports = "\n\n".join("\n".join(group) for group in stdlib_then_torch if group)
+    usage = "    print(CLASSES[logits.argmax(1)[0]])  # the first image's class name\n"
+    if images:
+        usage += "    x = model.read_image('cat.png')     # an image file as load() takes it: 1 x INPUT_SHAPE\n"
+    header = f'''"""A standalone image classifier (PyTorch only), exported by archsearch.
+
+Architecture {arch.id}.
+Generated from the source of archsearch's block classes; re-export rather than edit.
+
+    import model                 # with this folder on sys.path
+    net = model.load()           # eval mode, weights from weights.pt beside this file
+    logits = net(images)         # raw images, N x INPUT_SHAPE, in the dataset's own range
+    bare = model.load(bare=True) # the network alone: takes PREPROCESSING's output, N x NET_INPUT_SHAPE
+{usage}
+    python model.py [IMAGE ...]  # prints each image file's class (no files: one forward pass on zeros)
+"""'''
+    parts = [
+        header,
+        future + "\n\n" + imports,
+        *(["\n".join(closure.constants.values())] if closure.constants else []),
+        *closure.sources,
+        block_map,
+        "# the record's plan (archsearch.network.arch.Arch.plan): one BlockSpec per block\n" + "\n".join(plan),
+        _NET_TEMPLATE.format(forward=forward).strip() + "\n",
+    ]
+    if images and preprocessing is not None:  # images implies a preprocessing
+        parts.insert(-1, _image_source(preprocessing))
+    text = "\n\n\n".join(p.strip("\n") for p in parts[:-1]) + "\n\n\n" + parts[-1]
+    compile(text, MODEL_FILE, "exec")
+    return text
+
+
+def _image_source(preprocessing: Preprocessing) -> str:
+    """``read_image`` for model.py: archsearch.data.image_file's, bound to this network's raw input."""
+    source = textwrap.dedent(inspect.getsource(read_image)).replace("def read_image(", "def _read_image_file(", 1)
+    mode = "RGB" if preprocessing.channels == 3 else "L"
+    return f'''IMAGE_MODE = {mode!r}  # Pillow mode the images are converted to
+
+
+{source.strip()}
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """An image file as load() takes it, 1 x INPUT_SHAPE uint8: converted to IMAGE_MODE, the shorter side
+    resized to INPUT_SHAPE[1] and the centre square kept where it is another size (as archsearch read the
+    training images)."""
+    return _read_image_file(path, IMAGE_MODE, INPUT_SHAPE[1]).unsqueeze(0)'''
+
+
+def _is_torch_import(line: str) -> bool:
+    return line.split()[1].split(".")[0] == "torch"
+
+
+def _flat_features(arch: Arch) -> int:
+    return arch.walk(Tally(arch.in_chs, arch.resolution, arch.resolution), head=False).numel
+
+

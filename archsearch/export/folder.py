@@ -1,0 +1,436 @@
+"""Export a trial's architecture as a trained, self-contained model folder.
+
+Trials store no weights, so an export retrains the architecture with the study's recipe: on the training
+split as in the search (``retrained: "train"``, validation accuracy reported), or, with ``epochs``, from
+scratch on training + validation (``"train+val"``). Test accuracy is measured in both cases. The folder:
+
+- ``arch.json``: the architecture record (``Arch.to_dict()``), the single source of truth;
+- ``weights.pt``: the bare network's weights, a plain dict of tensors (``torch.load(..., weights_only=True)``);
+- ``model.py``: one standalone file, PyTorch only (:mod:`archsearch.export.codegen`); ``model.load()`` gives the
+  network in eval mode, ``python model.py`` runs it on zeros;
+- ``model.pt2``: ``torch.export`` program (dynamic batch), for ``torch.export.load``;
+- ``model.onnx``: where onnx and onnxscript are installed (the ``onnx`` extra);
+- ``metrics.json`` and ``card.md`` (:mod:`archsearch.export.card`): costs, accuracies, budget, study, trial, the
+  input preprocessing and the command that made it.
+
+An export of a study records how raw images became the training tensors (:mod:`archsearch.data.preprocess`), and
+``model.py``'s ``load()``, ``model.pt2``, ``model.onnx`` and :func:`load` apply it: they take raw images in
+the dataset's own range. ``load(..., bare=True)`` is the network alone.
+
+Every exported format is run on one batch against the in-memory network before the folder is moved into
+place; a difference above the tolerance is an error, not a warning.
+
+    archsearch export studies/quickstart.yaml --out runs/best [--trial N | --pareto] [--epochs E]
+    net = archsearch.export.load("runs/best")   # preprocessing + build(Arch.from_dict(arch.json)) + weights
+
+The command line is :mod:`archsearch.cli.export`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib.util
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+import torch
+
+from archsearch.config.storage import redact
+from archsearch.config.study_config import StudyConfig, load_study_config
+from archsearch.core.errors import ConfigError
+from archsearch.data.preprocess import Preprocessing, WithPreprocessing
+from archsearch.export.card import model_card, pct
+from archsearch.export.codegen import MODEL_FILE, ExportError, model_source
+from archsearch.export.selection import retrain, select_trials
+from archsearch.latency.measure import RUNTIMES, measure_latency
+from archsearch.network.arch import Arch
+from archsearch.network.build import Net, build
+from archsearch.network.cost import arch_cost
+from archsearch.search import rerank
+from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR
+from archsearch.search.study import load_config_data, open_study
+from archsearch.search.summary import fmt_count
+from archsearch.search.train import resolve_device
+
+__all__ = [
+    "ExportError",
+    "export",
+    "save",
+    "load",
+    "model_source",
+    "select_trials",
+]
+
+ARCH_FILE = "arch.json"
+WEIGHTS_FILE = "weights.pt"
+PROGRAM_FILE = "model.pt2"
+ONNX_FILE = "model.onnx"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "card.md"
+TOLERANCE = 1e-4  # max |logits - reference| allowed for every exported format (times max(1, |reference|))
+_EXPORT_MARKERS = (ARCH_FILE, METRICS_FILE)  # a folder holding one of these is an earlier export
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the folder: save and load
+
+
+def load(folder: str | os.PathLike, *, bare: bool = False) -> torch.nn.Module:
+    """The exported network in ``folder``, in eval mode: ``build(Arch.from_dict(arch.json))`` + ``weights.pt``.
+
+    Where the export recorded its input preprocessing (``metrics.json``: ``preprocessing``) the network takes
+    raw images and applies it first (a :class:`~archsearch.data.preprocess.WithPreprocessing`), as ``model.py``'s
+    ``load()`` does; ``bare=True`` gives the :class:`~archsearch.network.build.Net` alone.
+    """
+    folder = Path(folder)
+    for name in (ARCH_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise ConfigError(f"not an exported model folder: {name} is missing", path=folder)
+    arch = Arch.from_dict(json.loads((folder / ARCH_FILE).read_text(encoding="utf-8")))
+    net = build(arch)
+    net.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    preprocessing = None if bare else _recorded_preprocessing(folder)
+    if preprocessing is None:
+        return net.eval()
+    return WithPreprocessing(preprocessing.module(), net).eval()
+
+
+def _recorded_preprocessing(folder: Path) -> Preprocessing | None:
+    path = folder / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8")).get("preprocessing")
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"not valid JSON ({e})", path=path) from None
+    return None if record is None else Preprocessing.from_dict(record, where=path)
+
+
+def save(
+    model: Net,
+    folder: str | os.PathLike,
+    *,
+    metrics: dict[str, Any] | None = None,
+    preprocessing: Preprocessing | None = None,
+    classes: Sequence[str] | None = None,
+    onnx: bool = True,
+    force: bool = False,
+    stream: IO[str] | None = None,
+) -> Path:
+    """Write ``model`` (a built, trained :class:`~archsearch.network.build.Net`) as an export folder; returns it.
+
+    With ``preprocessing`` (how raw images became the training tensors, e.g.
+    ``Preprocessing.of_data(data, arch.resolution)``) ``model.py``'s ``load()``, ``model.pt2`` and
+    ``model.onnx`` take raw images and apply it; without, they take the network's own input. ``metrics``
+    adds to (and overrides) what is measured here: the analytic cost, the bare network's latency on the CPU in
+    PyTorch eager mode and in ONNX Runtime where installed (``latency_by_runtime``; at the trial's threads and
+    batch where ``metrics["latency"]`` says it was timed on the CPU, else one thread, batch 1; the eager figure
+    is ``latency_ms`` too when ``metrics`` has none) and the output difference of every format. ``classes`` (a name
+    per output, "0".."N-1" where None) go to ``metrics.json``, ``card.md``, ``model.py``'s ``CLASSES`` and
+    ``model.onnx``'s metadata (``classes``, a JSON list). The files are written to a temporary folder beside
+    ``folder`` and moved into place once every format reproduces the network; an existing ``folder`` is replaced
+    only with ``force`` (and only if it is empty or an earlier export). The model is moved to the CPU, in eval mode.
+    """
+    if not isinstance(model, Net):
+        raise TypeError(f"save() takes an archsearch Net (from build()), got {type(model).__name__}")
+    folder = Path(folder)
+    _check_target(folder, force)
+    arch = model.arch
+    # Module.to takes memory_format (torch._C._nn._parse_to), which its typed overloads leave out
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
+    cost = arch_cost(arch)
+    info: dict[str, Any] = {
+        "arch_id": arch.id,
+        "macs": cost.macs,
+        "params": cost.params,
+        "peak_activation_bytes": cost.peak_activation_bytes,
+    }
+    info.update(metrics or {})
+    info["classes"] = _class_names(classes, arch.num_classes)
+    if preprocessing is not None:
+        info["preprocessing"] = preprocessing.to_dict()
+    measured_here = info.get("latency_ms") is None
+    here = {"source": "export", "device": "cpu", "threads": 1, "batch": 1, "runtime": "torch"}
+    info["latency_by_runtime"] = _runtime_latencies(model, here if measured_here else info.get("latency") or {})
+    if measured_here:  # no trial's measurement: the eager one just made, not a second one
+        info["latency_ms"], info["latency"] = info["latency_by_runtime"]["torch"], here
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # beside the target, so that the final rename stays on one file system
+    try:
+        files = _write_formats(model, preprocessing, tmp, onnx=onnx, info=info, stream=stream)
+        info["files"] = files + [METRICS_FILE, CARD_FILE]
+        info.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        info.setdefault("torch_version", torch.__version__)
+        (tmp / METRICS_FILE).write_text(json.dumps(_jsonable(info), indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD_FILE).write_text(model_card(arch, info), encoding="utf-8")
+        if folder.exists():  # _check_target allowed it: force, and empty or an earlier export
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return folder
+
+
+def _runtime_latencies(model: Net, where: dict[str, Any]) -> dict[str, Any]:
+    """The bare network's latency in each runtime, measured here on the CPU (the trial's threads and batch if
+    it was timed on the CPU, else 1 and 1): PyTorch eager mode, and ONNX Runtime where it is installed."""
+    arch = model.arch
+    cpu = where.get("device") == "cpu"
+    threads, batch = (where.get("threads", 1), where.get("batch", 1)) if cpu else (1, 1)
+    out: dict[str, Any] = {"device": "cpu", "threads": threads, "batch": batch}
+    for runtime in RUNTIMES:
+        if runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+            out[runtime] = None
+            continue
+        lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), runtime=runtime,
+                              device="cpu", threads=threads, batch=batch)
+        out[runtime] = lat.median_ms
+    return out
+
+
+def _check_target(folder: Path, force: bool) -> None:
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise ConfigError("the output path exists and is not a folder", path=folder)
+    contents = list(folder.iterdir())
+    if not contents:
+        return
+    if not force:
+        raise ConfigError("the output folder exists and is not empty; pass --force to replace it", path=folder)
+    if not any((folder / m).is_file() for m in _EXPORT_MARKERS):
+        raise ConfigError(
+            f"refusing to replace a folder that is not an earlier export (no {' or '.join(_EXPORT_MARKERS)} in it)",
+            path=folder,
+        )
+
+
+def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *, onnx: bool, info: dict[str, Any],
+                   stream: IO[str] | None) -> list[str]:
+    arch = model.arch
+    (tmp / ARCH_FILE).write_text(json.dumps(arch.to_dict(), indent=2) + "\n", encoding="utf-8")
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # a plain dict
+    torch.save(state, tmp / WEIGHTS_FILE)
+    (tmp / MODEL_FILE).write_text(model_source(arch, preprocessing, info["classes"]), encoding="utf-8")
+
+    gen = torch.Generator().manual_seed(0)
+    full: torch.nn.Module
+    if preprocessing is None:
+        full, x = model, torch.randn(2, arch.in_chs, arch.resolution, arch.resolution, generator=gen)
+    else:  # what the formats take: raw images, in the raw range
+        full = WithPreprocessing(preprocessing.module(), model).eval()
+        x = torch.rand(2, *preprocessing.input_shape, generator=gen) * preprocessing.divisor
+    with torch.no_grad():
+        reference = full(x)
+        bare_x = full.preprocess(x) if isinstance(full, WithPreprocessing) else x
+        bare_reference = model(bare_x)
+    checks: dict[str, float] = {}
+
+    def check(name: str, got: torch.Tensor, expected: torch.Tensor = reference) -> None:
+        diff = (got.detach().float() - expected).abs().max().item()
+        checks[name] = diff
+        limit = TOLERANCE * max(1.0, expected.abs().max().item())
+        if not diff <= limit:
+            raise ExportError(
+                f"{name} does not reproduce the network: max |logits difference| {diff:.3g} > {limit:.3g}"
+            )
+
+    check(MODEL_FILE, _run_model_py(tmp, x))
+    if preprocessing is not None:
+        check(f"{MODEL_FILE} (bare)", _run_model_py(tmp, bare_x, bare=True), bare_reference)
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.export.export(full, (x,), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, tmp / PROGRAM_FILE)
+    with torch.no_grad():
+        check(PROGRAM_FILE, program.module()(x))
+    files = [ARCH_FILE, WEIGHTS_FILE, MODEL_FILE, PROGRAM_FILE]
+    if onnx:
+        missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+        if missing:
+            info["onnx"] = f"not written: {', '.join(missing)} not installed (pip install 'archsearch[onnx]')"
+            _say(stream, f"  {ONNX_FILE} {info['onnx']}")
+        else:
+            _write_onnx(program, x, tmp / ONNX_FILE, {"classes": json.dumps(info["classes"]),
+                                                       "archsearch.arch_id": arch.id,
+                                                       **({"archsearch.preprocessing": preprocessing.formula()}
+                                                          if preprocessing is not None else {})})
+            files.append(ONNX_FILE)
+            if importlib.util.find_spec("onnxruntime") is not None:
+                import onnxruntime
+
+                session = onnxruntime.InferenceSession(str(tmp / ONNX_FILE), providers=["CPUExecutionProvider"])
+                check(ONNX_FILE, torch.from_numpy(session.run(None, {"x": x.numpy()})[0]))
+    info["checks"] = {"max_abs_logit_difference": checks, "batch": tuple(x.shape)}
+    return files
+
+
+def _class_names(classes: Sequence[str] | None, n: int) -> list[str]:
+    names = [str(i) for i in range(n)] if classes is None else [str(c) for c in classes]
+    if len(names) != n:
+        raise ValueError(f"the network has {n} outputs but {len(names)} class names were given")
+    return names
+
+
+def _write_onnx(program: torch.export.ExportedProgram, x: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+    """The program as ONNX, with ``metadata`` in the model's metadata_props (what ONNX Runtime's
+    ``session.get_modelmeta().custom_metadata_map`` returns)."""
+    # the exporter logs one line per torchvision op it cannot register, and warns about its own internals
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(program, (x,), str(path), dynamo=True, verbose=False, external_data=False,
+                              input_names=["x"], output_names=["logits"])
+    finally:
+        logger.setLevel(level)
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata)
+    onnx.save(proto, str(path))
+
+
+def _run_model_py(folder: Path, x: torch.Tensor, *, bare: bool = False) -> torch.Tensor:
+    """Load the generated model.py as a module of its own (not archsearch's classes) and run it on ``x``."""
+    name = f"_archsearch_export_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, folder / MODEL_FILE)
+    assert spec is not None and spec.loader is not None  # a .py file has a loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look the module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+        net = module.load(folder, bare=bare)
+        with torch.no_grad():
+            return net(x)
+    finally:
+        del sys.modules[name]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# from a study: the chosen trials (archsearch.export.selection), retrained, written
+
+
+def export(
+    config: StudyConfig | str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    trial: int | None = None,
+    pareto: bool = False,
+    epochs: int | None = None,
+    force: bool = False,
+    onnx: bool = True,
+    command: str | None = None,
+    stream: IO[str] | None = sys.stdout,
+    progress: bool = False,
+) -> list[Path]:
+    """Retrain and export the best feasible trial (or ``trial``, or every Pareto-front member) of a study.
+
+    One trial goes to ``out``; with ``pareto`` each member goes to ``out/trial-<number>``. Every target
+    folder is checked before anything trains. Returns the folders written. ``progress``: a line to ``stream``
+    after each epoch of the retrain (accuracy, time, ETA).
+    """
+    if not isinstance(config, StudyConfig):
+        config = load_study_config(config)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(config, create=False)
+    chosen = select_trials(study, config, trial=trial, pareto=pareto)
+    out = Path(out)
+    targets = [out / f"trial-{t.number}" for t in chosen] if pareto else [out]
+    for folder in targets:
+        _check_target(folder, force)
+    _, data = load_config_data(config)
+    device = resolve_device(config.device)
+    written = []
+    for t, folder in zip(chosen, targets, strict=True):
+        arch = Arch.from_dict(t.user_attrs[ARCH_ATTR])
+        feasible = t.user_attrs.get("feasible", True)
+        how = "train split, the search's recipe" if epochs is None else f"train+val, {epochs} epoch(s)"
+        _say(stream, f"trial {t.number}: retraining {arch.id} ({how})"
+                     + ("" if feasible else " [over budget: infeasible in the search]"))
+        # the retrain's state after each epoch, beside the folder: a killed export resumes it when run again
+        ckpt = folder.parent / f".{folder.name}.trial-{t.number}.train.pt"
+        if ckpt.exists():
+            _say(stream, f"  resuming the retrain from {ckpt}")
+        total = epochs or config.training.epochs
+        epoch_line = _epoch_line(stream, total, "test" if epochs else "val") if progress else None
+        model, measured = retrain(arch, config, data, epochs=epochs, device=device, checkpoint=ckpt,
+                                  on_epoch=epoch_line)
+        reranked = rerank.results(study, config).get(t.number)
+        metrics = {
+            "study": config.name,
+            "storage": redact(config.storage),
+            "trial": t.number,
+            "trial_state": t.state.name,
+            "trial_values": t.values,
+            "baseline": t.user_attrs.get(BASELINE_ATTR),
+            "feasible": feasible,
+            "search_val_accuracy": t.user_attrs.get("val_accuracy"),
+            "rerank": reranked,
+            **measured,
+            "budget": dataclasses.asdict(config.budget),
+            "objective": dataclasses.asdict(config.objective),
+            "command": command,
+        }
+        if t.user_attrs.get("latency_ms") is not None:
+            lt = config.budget.latency
+            metrics["latency_ms"] = t.user_attrs["latency_ms"]
+            metrics["latency"] = {"source": "trial", "device": lt.device, "threads": lt.threads, "batch": lt.batch,
+                                  "runtime": t.user_attrs.get("latency_runtime", "torch")}
+        save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution),
+             classes=data.classes, onnx=onnx, force=force, stream=stream)
+        ckpt.unlink(missing_ok=True)  # the folder holds the result now
+        m = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
+        acc = f"val {pct(m['val_accuracy'])}, " if m["val_accuracy"] is not None else ""
+        _say(stream, f"  wrote {folder}: {acc}test {pct(m['test_accuracy'])}, {fmt_count(m['macs'])} MACs, "
+                     f"{m['latency_ms']:.3f} ms ({', '.join(m['files'])})")
+        written.append(folder)
+    return written
+
+
+def _epoch_line(stream: IO[str] | None, total: int, split: str) -> Callable[[int, float], None]:
+    """``on_epoch`` that prints ``epoch 3/10: test 91.20%, 12.3 s, ETA 86 s`` (the ETA from this run's epochs)."""
+    start, first = time.perf_counter(), None
+
+    def on_epoch(epoch: int, accuracy: float) -> None:
+        nonlocal first
+        first = epoch if first is None else first  # epochs before it came from a checkpoint
+        spent = time.perf_counter() - start
+        per_epoch = spent / (epoch - first + 1)
+        _say(stream, f"  epoch {epoch + 1}/{total}: {split} {pct(accuracy)}, {per_epoch:.1f} s an epoch, "
+                     f"ETA {per_epoch * (total - epoch - 1):.0f} s")
+
+    return on_epoch
+
+
+def _say(stream: IO[str] | None, text: str) -> None:
+    if stream is not None:
+        print(text, file=stream, flush=True)

@@ -1,0 +1,158 @@
+"""Which trials an export takes: one by number, the best feasible one (by the re-rank where it ran), or the
+Pareto front, and the error that says why there is none; and :func:`retrain`, which trains a chosen one again."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.config.storage import redact
+from archsearch.config.study_config import StudyConfig
+from archsearch.core.errors import ConfigError
+from archsearch.data.bundle import DataBundle
+from archsearch.network.arch import Arch
+from archsearch.network.build import Net, build
+from archsearch.search.objective import ARCH_ATTR, budget_excess
+from archsearch.search.summary import best_trials
+from archsearch.search.train import evaluate, resolve_device, train
+
+__all__ = ["select_trials", "retrain"]
+
+
+def _relative_excess(t: FrozenTrial, config: StudyConfig) -> dict[str, float]:
+    """Per budgeted metric, value / limit - 1 (the trial's stored constraints, else from its attributes)."""
+    if t.constraints:
+        return dict(t.constraints)
+    a = t.user_attrs
+    values = {"macs": a.get("macs"), "params": a.get("params"), "latency": a.get("latency_ms"),
+              "peak_kb": None if a.get("peak_activation_bytes") is None else a["peak_activation_bytes"] / 1024,
+              "model_kb": None if a.get("params") is None else a["params"] * config.budget.bytes_per_param / 1024}
+    return budget_excess(config, values)
+
+
+def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    where = f"study {study.study_name!r} ({redact(config.storage)})"
+    if not complete:
+        return ConfigError(f"{where} has no complete trial yet; run `archsearch search {config.source or ''}` first",
+                           path=config.source)
+    scored = []
+    for t in complete:
+        excess = _relative_excess(t, config)
+        if excess:
+            metric = max(excess, key=excess.__getitem__)
+            scored.append((excess[metric], t.number, metric, t))
+    text = f"no feasible trial in {where}: none of its {len(complete)} complete trial(s) fits the budget " \
+           f"({config.budget.describe()})"
+    if scored:
+        worst, number, metric, t = min(scored, key=lambda s: (s[0], s[1]))
+        limit = config.budget.limit(metric)
+        value = t.user_attrs.get({"latency": "latency_ms"}.get(metric, metric))
+        unit = {"macs": "MACs", "params": "params", "latency": "ms"}.get(metric, metric)
+        shown = f"{value:,g} {unit}" if value is not None else metric
+        text += (f"; the nearest is trial {number} ({t.user_attrs.get('arch_id', '?')}) with {shown}, "
+                 f"{100 * worst:.3g}% over the limit of {limit:,g}. Raise the budget or run more trials; "
+                 f"`--trial {number}` exports it anyway")
+    return ConfigError(text, path=config.source, key="budget")
+
+
+def select_trials(
+    study: optuna.Study, config: StudyConfig, *, trial: int | None = None, pareto: bool = False
+) -> list[FrozenTrial]:
+    """The trials to export: ``trial``, the Pareto front (``pareto``) or the best feasible trial.
+
+    The front is the study's own for a two-objective study, else validation accuracy against MACs over the
+    feasible complete trials. A pruned, failed or unfinished ``trial`` is an error (it has no final
+    accuracy); an infeasible one is exported when asked for by number.
+    """
+    if trial is not None and pareto:
+        raise ConfigError("give either a trial number or pareto, not both")
+    if trial is not None:
+        trials = study.get_trials(deepcopy=False)
+        found = [t for t in trials if t.number == trial]
+        if not found:
+            last = max((t.number for t in trials), default=None)
+            span = "it has no trials" if last is None else f"its trials are numbered 0 to {last}"
+            raise ConfigError(f"study {study.study_name!r} has no trial {trial}; {span}", path=config.source)
+        t = found[0]
+        if t.state != TrialState.COMPLETE:
+            why = {
+                TrialState.PRUNED: f"was pruned after {t.user_attrs.get('epochs_done', '?')} epoch(s): the search "
+                                   f"stopped it as unpromising, so it has no final accuracy",
+                TrialState.FAIL: f"failed ({t.user_attrs.get('error', 'no error recorded')})",
+            }.get(t.state, f"is {t.state.name} (not finished)")
+            raise ConfigError(f"trial {trial} {why}; only complete trials can be exported", path=config.source)
+        if ARCH_ATTR not in t.user_attrs:
+            raise ConfigError(f"trial {trial} has no {ARCH_ATTR!r} user attribute: not an archsearch trial",
+                              path=config.source)
+        return [t]
+    front = best_trials(study, config)
+    if not front:
+        raise _no_feasible(study, config)
+    if pareto:
+        if len(study.directions) == 1:
+            from archsearch.report.study_report import pareto_front
+
+            done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                    if t.user_attrs.get("feasible", True) and t.user_attrs.get("val_accuracy") is not None]
+            front = pareto_front(done, "macs")
+        return sorted(front, key=lambda t: t.number)
+    return [max(front, key=lambda t: (t.values[0], -t.number))]
+
+
+def retrain(
+    arch: Arch, config: StudyConfig, data: DataBundle, *, epochs: int | None = None, device: torch.device | None = None,
+    checkpoint: Path | None = None, on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[Net, dict[str, Any]]:
+    """Train ``arch`` from scratch with the study's recipe; returns the model (eval mode) and what was measured.
+
+    Without ``epochs``: the search's recipe on the training split, scored on the validation split. With
+    ``epochs``: that many epochs on training + validation (the whole training data, no subset, no time cap).
+    The test split is measured in both cases; nothing during training depends on it. With ``checkpoint``,
+    the training saves its state there after each epoch and resumes from it (:func:`archsearch.search.train.train`).
+    ``on_epoch(epoch, accuracy)`` is called after each epoch trained (the accuracy on what the training scores).
+    """
+    device = resolve_device(config.device) if device is None else device
+    data = data.resized(arch.resolution).to(device)
+    # the initial weights from the recipe's seed, as the search drew them (Objective.build), whatever this
+    # process drew before: with the search's recipe and thread count the trial's accuracy comes back
+    torch.manual_seed(config.training.seed)
+    model = build(arch)
+    recipe = config.training
+    has_test = len(data.y_test) > 0
+    if epochs is None:
+        x, y = data.x_train, data.y_train
+        result = train(model, x, y, data.x_val, data.y_val, recipe, device=device, checkpoint=checkpoint,
+                       preprocess=data.preprocess(), on_epoch=on_epoch)
+        measured = {"retrained": "train", "val_accuracy": result.val_accuracy}
+    else:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs must be an int >= 1, got {epochs!r}")
+        recipe = dataclasses.replace(recipe, epochs=epochs, train_subset=None, seconds=None)
+        x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
+        # train() scores an eval set after each epoch: the test split, which only reports (nothing is chosen on it)
+        x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
+        result = train(model, x, y, x_eval, y_eval, recipe, device=device, checkpoint=checkpoint,
+                       preprocess=data.preprocess(), on_epoch=on_epoch)
+        measured = {"retrained": "train+val", "val_accuracy": None}
+    test = None
+    if has_test:
+        test = evaluate(model, data.x_test, data.y_test, batch_size=recipe.eval_batch_size, device=device,
+                        preprocess=data.preprocess())
+    measured.update(
+        test_accuracy=test,
+        trained_on=min(len(y), recipe.train_subset or len(y)),  # images trained on (train() takes a subset)
+        epochs=result.epochs_done,
+        train_seconds=result.train_seconds,
+        resumed_epochs=result.resumed_epochs,
+        training=dataclasses.asdict(recipe),
+        dataset={"name": data.name, "resolution": data.resolution, "in_chs": data.in_chs,
+                 "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
+    )
+    return model.cpu().eval(), measured

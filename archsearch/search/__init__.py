@@ -1,0 +1,2 @@
+"""The search: training a candidate, the objective, the study and its workers, samplers, recovery, re-rank, progress
+and the summary."""

@@ -1,0 +1,385 @@
+"""One trial: sample -> fit to the budget -> analytic cost -> (over budget: infeasible, nothing built) -> build
+-> train -> score."""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.config.study_config import StudyConfig
+from archsearch.core import interrupt
+from archsearch.data.bundle import DataBundle
+from archsearch.latency.table import LatencyTable
+from archsearch.network.arch import Arch
+from archsearch.network.build import build
+from archsearch.network.cost import Cost, arch_cost
+from archsearch.search.reachable import latency_table_of
+from archsearch.search.samplers import trial_snapshot
+from archsearch.search.train import TrainResult, train
+from archsearch.search.train_state import LearningCurve
+from archsearch.space.fit import Fit, budget_use, fit_shape, metric_values
+from archsearch.space.search_space import Space, suggest_architecture, suggest_shape
+
+__all__ = ["Objective", "budget_excess", "counts", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
+
+# trial user attributes (JSON) that archsearch writes and reads
+ARCH_ATTR = "arch"
+FIT_ATTR = "fit"  # {"width_mult", "status", "extra"} of a budget-fitted candidate
+BASELINE_ATTR = "baseline"
+SURPLUS_ATTR = "surplus"
+# a trial that ended without a verdict (archsearch/search/recovery.py): Ctrl-C reached it, or its dead worker's
+# trial was failed by a sweep; a retry names the trial it repeats
+INTERRUPTED_ATTR = "interrupted"
+SWEPT_ATTR = "swept"
+RETRY_ATTR = "retry_of"
+#: the states of a finished trial; of them, :func:`counts` tells what ``n_trials`` counts
+COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+FEASIBLE_ATTR = "feasible"
+
+
+def counts(t: FrozenTrial) -> bool:
+    """Whether a trial uses up ``n_trials``: a network trained (complete or pruned), or running.
+
+    An over-budget candidate is recorded COMPLETE with ``feasible`` False and never trained: it does not count
+    (the search caps how many it tries, :mod:`archsearch.search.study`).
+    """
+    return (t.state in (*COUNTED_STATES, TrialState.RUNNING)) and t.user_attrs.get(FEASIBLE_ATTR) is not False
+
+
+class SurplusTrial(RuntimeError):
+    """A trial started by a worker while the study's last trials were already taken by others."""
+
+
+def _process_start(pid: int) -> str:
+    """The process's start time in clock ticks ('?' where unknown; 'dead' for a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return "?"
+    if fields[0] in ("Z", "X"):  # killed but not yet reaped by its parent
+        return "dead"
+    return fields[19]  # field 22 of stat: start time
+
+
+def worker_id() -> str:
+    """``host:pid:start``, which tells a dead worker from a live one on the same host (PIDs get reused)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def worker_alive(worker: str) -> bool | None:
+    """Whether the worker that wrote ``worker`` still runs; None if it ran on another host."""
+    try:
+        host, pid, start = worker.rsplit(":", 2)
+        pid_ = int(pid)
+    except ValueError:
+        return None
+    if host != socket.gethostname():
+        return None
+    return _process_start(pid_) == start and start != "?"
+
+
+def budget_excess(config: StudyConfig, values: dict[str, float | None]) -> dict[str, float]:
+    """Relative excess ``value / limit - 1`` per budgeted cost (``<= 0``: within budget), Optuna's convention.
+
+    ``values`` maps metrics of ``fit.metric_values`` to a trial's costs (None: not known).
+    """
+    budget, objective = config.budget, config.objective
+    out = {}
+    for metric, value in values.items():
+        limit = budget.limit(metric)
+        if limit is None or value is None:
+            continue
+        if objective.type == "soft" and metric == objective.soft_metric:
+            continue  # the soft reward's target, not a hard limit
+        out[metric] = value / limit - 1.0
+    return out
+
+
+class Objective:
+    """The callable given to ``study.optimize``.
+
+    ``trainer`` is the training function (``archsearch.search.train.train`` by default); it is a parameter so
+    that callers can wrap it, e.g. to count how often a search trains.
+    """
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        space: Space,
+        data: DataBundle,
+        *,
+        device: torch.device,
+        trainer: Callable[..., TrainResult] = train,
+        target: int | None = None,
+    ):
+        self.config = config
+        self.target = target  # the study's n_trials: a trial beyond them is surplus (parallel workers)
+        self.space = space
+        self.data = data
+        self.device = device
+        self.trainer = trainer
+        self._resized: dict[int, DataBundle] = {data.resolution: data}
+        self._latency_table: LatencyTable | None = None
+
+    # -- the pieces ------------------------------------------------------------------------------
+
+    def architecture(self, trial: optuna.Trial) -> tuple[Arch, Fit | None]:
+        """The trial's record; with budget fitting, also how it was fitted (None for a fixed record)."""
+        fixed = trial.user_attrs.get(ARCH_ATTR)
+        if fixed is not None:  # an enqueued baseline (or a retried trial) carries its record
+            return Arch.from_dict(fixed), None
+        shape_of = {"in_chs": self.data.in_chs, "resolution": self.data.resolution,
+                    "num_classes": self.data.num_classes}
+        if not self.config.budget.fit:
+            return suggest_architecture(trial, self.space, **shape_of), None
+        shape = suggest_shape(trial, self.space, **shape_of)
+        limits = self.limits()
+        predict = self.latency_table().predict if "latency" in limits else None
+        fit = fit_shape(shape, limits, low=min(self.space.width_mult), high=max(self.space.width_mult),
+                        latency=predict, bytes_per_param=self.config.budget.bytes_per_param)
+        return fit.arch, fit
+
+    def limits(self) -> dict[str, float]:
+        """What a candidate's ``budget_use`` is measured against, and fitted to: every limit of the budget,
+        the soft reward's target included."""
+        return self.config.budget.limits()
+
+    def values(self, cost: Cost, latency_ms: float | None) -> dict[str, float | None]:
+        return metric_values(cost, latency_ms, bytes_per_param=self.config.budget.bytes_per_param)
+
+    def constraints(self, cost: Cost, latency_ms: float | None) -> dict[str, float]:
+        return budget_excess(self.config, self.values(cost, latency_ms))
+
+    def needs_latency(self) -> bool:
+        return self.config.budget.max_latency_ms is not None or self.scores_latency()
+
+    def scores_latency(self) -> bool:
+        """Whether latency is part of the score (soft reward or Pareto), so even an infeasible trial needs it."""
+        o = self.config.objective
+        return {"soft": o.soft_metric, "pareto": o.pareto_metric}.get(o.type) == "latency"
+
+    def latency_table(self) -> LatencyTable:
+        """The lookup table of the budget's latency target, in ``latency/`` beside the study YAML."""
+        if self._latency_table is None:
+            self._latency_table = latency_table_of(self.config)
+        return self._latency_table
+
+    def score(self, accuracy: float, cost: Cost, latency_ms: float | None) -> float | tuple[float, float]:
+        o, b = self.config.objective, self.config.budget
+        metric_value = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
+        if o.type == "pareto":
+            value = metric_value[o.pareto_metric]
+            assert value is not None  # a latency that is scored is measured for every trial (scores_latency)
+            return accuracy, float(value)
+        if o.type == "soft":
+            target, value = b.limit(o.soft_metric), metric_value[o.soft_metric]
+            # the config requires a limit on the soft metric; a latency that is scored is always measured
+            assert target is not None and value is not None
+            return accuracy * (value / target) ** o.soft_weight
+        return accuracy
+
+    def build(self, arch: Arch, *, seed: int | None = None) -> torch.nn.Module:
+        """The candidate's network, its initial weights drawn from ``seed`` (None: the recipe's seed).
+
+        Seeded here, not only in the trainer, so that a candidate starts from the same weights however
+        many trials ran before it in this process (a resumed study, another worker).
+        """
+        torch.manual_seed(self.config.training.seed if seed is None else seed)
+        return build(arch)
+
+    def data_for(self, resolution: int) -> DataBundle:
+        if resolution not in self._resized:
+            self._resized[resolution] = self.data.resized(resolution)
+        return self._resized[resolution]
+
+    def is_surplus(self, trial: optuna.Trial, taken: list[optuna.trial.FrozenTrial]) -> bool:
+        """Whether ``n_trials`` trials numbered before this one are finished or running.
+
+        ``taken``: the study's finished and running trials (over-budget ones do not count). Workers check
+        the count before they ask for a trial, but two can ask at the same instant; the later-numbered one
+        then gives way (recorded as failed, not counted), so the study ends with exactly ``n_trials``
+        networks trained unless one of those running fails.
+        """
+        assert self.target is not None  # asked only of an objective with a target
+        return sum(t.number < trial.number and counts(t) for t in taken) >= self.target
+
+    @staticmethod
+    def earlier_result(taken: list[optuna.trial.FrozenTrial], arch_id: str) -> optuna.trial.FrozenTrial | None:
+        """A finished trial among ``taken`` that trained the architecture ``arch_id``, if any."""
+        for t in taken:
+            if (t.state in COUNTED_STATES and t.user_attrs.get("arch_id") == arch_id
+                    and t.user_attrs.get("val_accuracy") is not None):
+                return t
+        return None
+
+    # -- the trial -------------------------------------------------------------------------------
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            # Optuna records the trial as FAIL; marked, it is no verdict and the next start queues it again
+            # (archsearch/search/recovery.py)
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        interrupt.check()
+        t0 = time.perf_counter()
+        trial.set_user_attr("worker", worker_id())
+        # the trial's snapshot of the study (read as it started, shared with the sampler) serves both checks
+        taken = trial_snapshot(trial.study, (*COUNTED_STATES, optuna.trial.TrialState.RUNNING))
+        if self.target is not None and self.is_surplus(trial, taken):
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
+        if BASELINE_ATTR in trial.user_attrs or RETRY_ATTR in trial.user_attrs:
+            runner = gives_way(trial)
+            if runner is not None:  # two starts queued this at once: the earlier trial runs it
+                trial.set_user_attr(SURPLUS_ATTR, True)
+                raise SurplusTrial(f"trial {runner} runs the same queued candidate")
+        arch, fit = self.architecture(trial)
+        cost = arch_cost(arch)
+        trial.set_user_attr(ARCH_ATTR, arch.to_dict())
+        if fit is not None:
+            trial.set_user_attr(FIT_ATTR, {"width_mult": fit.width_mult, "status": fit.status,
+                                           "extra": list(fit.extra)})
+        trial.set_user_attr("arch_id", arch.id)
+        trial.set_user_attr("macs", cost.macs)
+        trial.set_user_attr("params", cost.params)
+        trial.set_user_attr("peak_activation_bytes", cost.peak_activation_bytes)
+
+        latency_ms = None
+        model = None  # built once: to measure its latency, then to train it
+        constraints = self.constraints(cost, None)
+        within = not any(c > 0 for c in constraints.values())
+        if self.needs_latency() and (within or self.scores_latency()):
+            # the table's prediction first: an over-latency candidate is rejected without being built
+            latency_ms = self.latency_table().predict(arch)
+            trial.set_user_attr("latency_pred_ms", latency_ms)
+            trial.set_user_attr("latency_runtime", self.config.budget.latency.runtime)
+            constraints = self.constraints(cost, latency_ms)
+            if not any(c > 0 for c in constraints.values()):
+                # predicted within budget: the built network's measured latency decides, and is scored;
+                # measured at the table's speed (archsearch/latency/table.py), the wall time as timed beside it
+                model = self.build(arch)
+                lat, timed = self.latency_table().measure(model, (arch.in_chs, arch.resolution, arch.resolution))
+                latency_ms = lat.median_ms
+                trial.set_user_attr("latency_ms", latency_ms)
+                trial.set_user_attr("latency_p90_ms", lat.p90_ms)
+                trial.set_user_attr("latency_timed_ms", timed.median_ms)
+                constraints = self.constraints(cost, latency_ms)
+        feasible = not any(c > 0 for c in constraints.values())
+        for metric, excess in constraints.items():
+            trial.set_constraint(metric, excess)
+        use = budget_use(self.values(cost, latency_ms), self.limits())
+        if use is not None:
+            trial.set_user_attr("budget_use", use)
+        trial.set_user_attr("feasible", feasible)
+        if not feasible:
+            # over budget: recorded, never built for training; the sampler learns from the constraint
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            return self.score(0.0, cost, latency_ms)
+
+        earlier = self.earlier_result(taken, arch.id)
+        if earlier is not None:
+            # the sampler proposed an architecture already trained: reuse its result, train nothing
+            trial.set_user_attr("duplicate_of", earlier.number)
+            for key in ("val_accuracy", "epochs_done", "latency_ms"):
+                if key in earlier.user_attrs:
+                    trial.set_user_attr(key, earlier.user_attrs[key])
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            if earlier.state == optuna.trial.TrialState.PRUNED:
+                raise optuna.TrialPruned(f"same architecture as pruned trial {earlier.number}")
+            return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
+
+        data = self.data_for(arch.resolution)
+        if model is None:
+            model = self.build(arch)
+        prune = not self.config.objective.multi_objective
+        last_epoch = self.config.training.epochs - 1
+        curve = LearningCurve()  # filled as the training runs: a pruned trial keeps its curve too
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            if prune:
+                trial.report(accuracy, epoch)
+                # after the last epoch stopping saves nothing: the trained candidate completes with its value
+                if epoch < last_epoch and trial.should_prune():
+                    trial.set_user_attr("epochs_done", epoch + 1)
+                    trial.set_user_attr("val_accuracy", accuracy)
+                    trial.set_user_attr("curve", curve.to_dict())
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
+
+        try:
+            result = self.trainer(
+                model, data.x_train, data.y_train, data.x_val, data.y_val, self.config.training,
+                device=self.device, on_epoch=on_epoch, preprocess=data.preprocess(), curve=curve,
+            )
+        except optuna.TrialPruned:
+            raise
+        except torch.cuda.OutOfMemoryError as e:
+            # free what the failed trial held so the next candidate starts with an empty cache
+            del model
+            gc.collect()
+            torch.cuda.empty_cache()
+            trial.set_user_attr("error", f"CUDA out of memory: {str(e).splitlines()[0]}")
+            raise
+        except Exception as e:
+            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+
+        trial.set_user_attr("val_accuracy", result.val_accuracy)
+        trial.set_user_attr("epochs_done", result.epochs_done)
+        trial.set_user_attr("curve", curve.to_dict())  # per epoch: train loss (all, last quarter), val loss, acc
+        trial.set_user_attr("train_seconds", result.train_seconds)
+        trial.set_user_attr("compute_seconds", result.compute_seconds)
+        return self.score(result.val_accuracy, cost, latency_ms)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# verdicts
+
+
+def has_verdict(t: FrozenTrial) -> bool:
+    """COMPLETE, PRUNED, or FAIL by the trial's own error (not interrupted, swept, or given way)."""
+    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    a = t.user_attrs
+    return t.state == TrialState.FAIL and not (a.get(INTERRUPTED_ATTR) or a.get(SWEPT_ATTR) or a.get(SURPLUS_ATTR))
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of the trials that another one repeats: ours (``retry_of``) and the heartbeat callback's."""
+    out = set()
+    for t in trials:
+        if RETRY_ATTR in t.user_attrs:
+            out.add(t.user_attrs[RETRY_ATTR])
+        out.update(t.system_attrs.get("retry_history", ()))
+    return out
+
+
+def gives_way(trial: optuna.Trial) -> int | None:
+    """For a queued baseline or retry: an earlier trial that has or will have the verdict this one would
+    repeat (a trial of the same baseline family, or a retry of the same trial, queued, running or finished),
+    or None."""
+    family, repeats_of = trial.user_attrs.get(BASELINE_ATTR), trial.user_attrs.get(RETRY_ATTR)
+    trials = trial.study.get_trials(deepcopy=False)
+    repeated = retried_numbers(trials)  # a retry (ours or the heartbeat's) repeats a trial that has no verdict
+    for t in trials:
+        if t.number >= trial.number or not (t.state in (TrialState.WAITING, TrialState.RUNNING) or has_verdict(t)):
+            continue
+        if repeats_of is not None and t.user_attrs.get(RETRY_ATTR) == repeats_of:
+            return t.number
+        if family is not None and t.user_attrs.get(BASELINE_ATTR) == family and t.number not in repeated:
+            return t.number
+    return None

@@ -1,0 +1,171 @@
+"""Worker processes and the cores they run on: how many cores this process may use, the default split into
+processes and threads, and worker processes that a Ctrl-C stops without a traceback.
+
+Torch's default of one intra-op thread per core collapses beside another CPU-bound job: its OpenMP threads
+spin-wait on each other, and on a shared 2-core machine an epoch took 10-20x as long (issue #34's
+measurements, docs/parallelism.md). One thread per process never collapses, and N one-thread worker processes
+use N cores without waiting on each other: the defaults below. ``--workers`` and ``--threads`` override them.
+
+Workers start with SIGINT ignored, so a Ctrl-C reaches only the parent (during their start-up, seconds of
+imports, a Ctrl-C would otherwise end them with a traceback). The parent passes the stop on through an event;
+each worker stops at its next safe point (:mod:`archsearch.core.interrupt`) and ends quietly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from archsearch.core import interrupt
+
+__all__ = ["usable_cores", "default_workers", "default_threads", "set_threads", "Workers", "WorkersFailed"]
+
+_CGROUP = Path("/sys/fs/cgroup")
+
+
+def _cgroup_cpus(root: Path = _CGROUP) -> float | None:
+    """The CPU quota of this process's cgroup in cores (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); None
+    where there is none."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), lowered to its
+    cgroup's CPU quota (a container's ``--cpus``), at least 1. Not ``os.cpu_count()``, the machine's cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpus()
+    if quota is not None:
+        cores = min(cores, math.floor(quota))
+    return max(1, cores)
+
+
+def default_workers(device: str) -> int:
+    """Worker processes of a search when ``--workers`` is not given: one per usable core on the CPU; one on an
+    accelerator (its trials share the one device; issue #34 item 6 is to measure more)."""
+    return usable_cores() if device == "cpu" else 1
+
+
+def default_threads() -> int:
+    """Torch threads per process when ``--threads`` is not given: one, with any number of workers. Two threads
+    in one process gained little on these small networks on a quiet machine and collapsed beside another job;
+    more cores are used by more workers (docs/parallelism.md)."""
+    return 1
+
+
+def set_threads(threads: int) -> int:
+    """Set torch's intra-op threads of this process; the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return before
+
+
+def _watch(stop: Any, parent: int) -> None:
+    """In a worker: turn the parent's stop (or the parent's death) into a Ctrl-C at the next safe point."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent:  # the parent died (kill -9): stop rather than run on unseen
+            break
+    interrupt.request()
+
+
+def _main(stop: Any, parent: int, target: Callable[..., Any], args: tuple) -> None:
+    threading.Thread(target=_watch, args=(stop, parent), daemon=True).start()
+    try:
+        target(*args)
+    except KeyboardInterrupt:
+        pass  # the parent says what was kept; a worker stopped at a safe point has nothing to add
+
+
+class WorkersFailed(RuntimeError):
+    """Some worker processes ended with an error or were killed; the message says which and that the same command
+    resumes (what they finished is stored; their running trials are a dead worker's, run again by the next start)."""
+
+
+class Workers:
+    """``target(*args)`` in one spawned process per ``args`` of ``arg_lists``; :meth:`join` waits for them.
+
+    A Ctrl-C in the parent (within :func:`interrupt.deferred`) asks every worker to stop at its next safe
+    point and waits up to ``grace`` seconds for them; a second Ctrl-C, or the grace running out, terminates the
+    rest (their running trials are then a dead worker's, failed and queued again by the next start).
+    """
+
+    def __init__(self, target: Callable[..., Any], arg_lists: Sequence[tuple], *, grace: float = 30.0):
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")  # no forked torch/sqlite state
+        self.grace = grace
+        self.stop = ctx.Event()
+        self.procs = [ctx.Process(target=_main, args=(self.stop, os.getpid(), target, args), daemon=False)
+                      for args in arg_lists]
+        # the workers inherit an ignored SIGINT across exec (Python keeps it ignored): a Ctrl-C reaches them
+        # only as the parent's stop event, never as a KeyboardInterrupt in the middle of their imports
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            for p in self.procs:
+                p.start()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def alive(self) -> bool:
+        return any(p.is_alive() for p in self.procs)
+
+    def failed(self) -> list[tuple[int, int]]:
+        """(index, exit code) of each worker that ended otherwise than normally: an error (1), or a signal
+        (the negative signal number: -9 for SIGKILL, the kernel's out-of-memory killer's)."""
+        return [(i, p.exitcode) for i, p in enumerate(self.procs) if p.exitcode not in (0, None)]
+
+    def join(self, poll: float = 0.5, every: Callable[[], None] | None = None) -> None:
+        """Wait for the workers, calling ``every()`` each ``poll`` seconds; KeyboardInterrupt after a Ctrl-C,
+        once the workers have stopped."""
+        try:
+            while self.alive():
+                first = next(p for p in self.procs if p.is_alive())
+                first.join(timeout=poll)
+                if interrupt.requested():
+                    break
+                if every is not None:
+                    every()
+            else:
+                return
+        except KeyboardInterrupt:  # SIGINT not deferred here, or the second Ctrl-C
+            pass
+        self._stop()
+        raise KeyboardInterrupt
+
+    def _stop(self) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + self.grace
+        try:
+            for p in self.procs:
+                p.join(timeout=max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: do not wait
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

@@ -1,0 +1,178 @@
+"""Every trial ends with a verdict: a trial left without one runs once more, and every seed baseline runs.
+
+A verdict is COMPLETE, PRUNED, or FAIL by the trial's own error (an exception, a NaN loss, out of memory).
+A trial that ended without one is queued again, once:
+
+- ``interrupted``: Ctrl-C (SIGINT) reached it; Optuna records it as FAIL;
+- ``swept``: its worker on this host is gone (killed, or it never claimed the trial it asked for).
+
+A retry (``retry_of``: the trial it repeats) that again ends without a verdict stays FAIL: a worker killed
+twice. Trials failed by Optuna's heartbeat (workers on other hosts) are retried by Optuna's own callback.
+
+Each step is idempotent, so that a kill at any moment of a sweep loses nothing: a dead worker's trial is
+marked ``swept`` while still RUNNING, then failed (the state change is the claim: one sweeper makes it), and
+the sweeper queues the retry in one storage write (``enqueue_trial``). Every start queues a retry for each
+trial interrupted, or swept more than 30 s ago (its sweeper died before queuing), that has none yet. The
+study's creator enqueues the seed baselines; a start that finds them missing where the creator died (or, on
+another host, a minute after the creation) enqueues them. Where racing starts queued one thing twice,
+the later trial gives way when it starts (``surplus``, not counted; ``archsearch.search.objective.gives_way``): an
+earlier trial of the same baseline family, or an earlier retry of the same trial, has or will have the
+verdict.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.config.study_config import StudyConfig
+from archsearch.data.bundle import DataBundle
+from archsearch.search.objective import (
+    ARCH_ATTR,
+    BASELINE_ATTR,
+    INTERRUPTED_ATTR,
+    RETRY_ATTR,
+    SURPLUS_ATTR,
+    SWEPT_ATTR,
+    has_verdict,
+    retried_numbers,
+    worker_alive,
+)
+from archsearch.search.optuna_internals import fail_trial_of_another_process
+from archsearch.space import baselines
+
+__all__ = [
+    "BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines", "recover",
+    "sweep_dead_workers",
+]
+
+_UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
+CREATED_ATTR = "archsearch.created"  # study attrs: time.time() at creation, and the creating worker
+CREATED_BY_ATTR = "archsearch.created_by"
+BASELINES_ATTR = "archsearch.space.baselines"  # study attr: the baselines are enqueued
+_CREATOR_RECORD_S = 2.0  # a creator records itself milliseconds after creating the study
+_CREATOR_GRACE_S = 60.0  # a creator on another host enqueues the baselines within seconds of creating it
+
+
+def _why(t: FrozenTrial) -> str | None:
+    if t.state != TrialState.FAIL:
+        return None
+    if t.user_attrs.get(INTERRUPTED_ATTR):
+        return "interrupted"
+    if t.user_attrs.get(SWEPT_ATTR):
+        return "its worker died"
+    return None
+
+
+def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], list[tuple[FrozenTrial, str]]]:
+    """Fail the RUNNING trials of dead workers on this host, then (``requeue``) queue again every trial without
+    a verdict that has no retry yet. Returns the numbers failed now and the (trial, why) pairs queued again.
+    A finished study is swept without ``requeue``: it has its verdicts, and a retry would wait forever."""
+    trials = study.get_trials(deepcopy=False)  # one read: the sweep and the retries both work from it
+    failed = []
+    now = datetime.datetime.now()
+    for t in trials:
+        if t.state != TrialState.RUNNING:
+            continue
+        worker = t.user_attrs.get("worker")
+        # a trial names its worker milliseconds after Optuna creates it; one that never did lost its
+        # worker inside study.ask(), and neither the heartbeat nor a PID can tell: fail it after a bound
+        unclaimed = worker is None and t.datetime_start is not None and (
+            (now - t.datetime_start).total_seconds() > _UNCLAIMED_S
+        )
+        if unclaimed or worker_alive(worker or "") is False:
+            try:
+                # marked first: a kill between the two writes leaves a RUNNING trial that the next sweep fails
+                fail_trial_of_another_process(study, t, {SWEPT_ATTR: True})
+            except RuntimeError:  # finished meanwhile
+                continue
+            failed.append(t.number)
+    if not requeue:
+        return failed, []
+    retried = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+    queued = []
+    for t in trials:
+        why = "its worker died" if t.number in failed else _why(t)
+        if why is None or t.number in retried or RETRY_ATTR in t.user_attrs:  # a retry's retry: killed twice
+            continue
+        if t.number not in failed and why != "interrupted" and not _stale(t, now):
+            continue  # swept by another worker this instant, which queues it itself: not queued twice
+        keep = {k: t.user_attrs[k] for k in (BASELINE_ATTR, ARCH_ATTR) if k in t.user_attrs}
+        if BASELINE_ATTR not in keep:
+            keep.pop(ARCH_ATTR, None)  # a searched trial's record follows from its parameters again
+        study.enqueue_trial(t.params, user_attrs={**keep, RETRY_ATTR: t.number}, skip_if_exists=False)
+        queued.append((t, why))
+    return failed, queued
+
+
+def _stale(t: FrozenTrial, now: datetime.datetime) -> bool:
+    """Failed longer ago than a sweep takes: the worker that swept it died before it queued the retry."""
+    return t.datetime_complete is None or (now - t.datetime_complete).total_seconds() > _UNCLAIMED_S
+
+
+def sweep_dead_workers(study: optuna.Study) -> list[int]:
+    """:func:`recover`, returning the numbers of the trials it failed."""
+    return recover(study)[0]
+
+
+def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle, *,
+                     created: bool) -> list[str] | None:
+    """Enqueue each of the seed's families, scaled to the widest variant that fits, that has no trial yet.
+
+    The study's creator does it (``created``), then says so (study attr ``archsearch.space.baselines``). Another
+    start does it only where the creator did not and cannot any more: its process on this host is gone, it
+    never recorded itself (``archsearch.created_by``, written right after the creation) two seconds on, or,
+    for a creator on another host, a minute has passed since the creation. Starts that race there may both
+    enqueue a family; the later trial then gives way (:func:`archsearch.search.objective.gives_way`). Returns the
+    families enqueued; None where the creator may still do it (ask again later).
+    """
+    if not created:
+        attrs = study.user_attrs
+        if attrs.get(BASELINES_ATTR):
+            return []
+        if CREATED_BY_ATTR not in attrs:  # the creator writes it milliseconds after creating the study
+            time.sleep(_CREATOR_RECORD_S)
+            attrs = study.user_attrs
+            if attrs.get(BASELINES_ATTR):
+                return []
+        creator = attrs.get(CREATED_BY_ATTR)
+        if creator is not None:
+            alive = worker_alive(creator)
+            if alive or (alive is None and time.time() - attrs.get(CREATED_ATTR, 0.0) < _CREATOR_GRACE_S):
+                return None
+    present = {t.user_attrs[BASELINE_ATTR] for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs}
+    b = config.budget
+    added = []
+    for family in baselines.FAMILIES:
+        if family in present:
+            continue
+        arch = baselines.fit_to_budget(
+            family, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes,
+            limits=b.limits(), bytes_per_param=b.bytes_per_param,
+        )
+        if arch is not None:
+            study.enqueue_trial({}, user_attrs={BASELINE_ATTR: family, ARCH_ATTR: arch.to_dict()})
+            added.append(family)
+    study.set_user_attr(BASELINES_ATTR, True)
+    return added
+
+
+def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:
+    """Per baseline family in the study: None where it has a verdict, else what happened to it."""
+    out: dict[str, str | None] = {}
+    repeats = retried_numbers(trials)
+    for t in sorted(trials, key=lambda t: t.number):
+        family = t.user_attrs.get(BASELINE_ATTR)
+        if family is None or out.get(family, "") is None or t.number in repeats and t.state == TrialState.FAIL:
+            continue
+        if has_verdict(t):
+            out[family] = None
+        elif t.state in (TrialState.WAITING, TrialState.RUNNING):
+            out[family] = f"trial {t.number} {t.state.name.lower()}"
+        else:
+            why = _why(t) or ("gave way" if t.user_attrs.get(SURPLUS_ATTR) else "failed")
+            out[family] = f"trial {t.number} {why}"
+    return out

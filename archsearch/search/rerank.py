@@ -1,0 +1,220 @@
+"""The search's last step: its top candidates trained again with a longer recipe, the best chosen by that.
+
+A search scores each candidate with a brief proxy recipe, and a brief recipe favours networks that
+converge fast; the search's best can also be a lucky short run. With ``rerank: {top: k, epochs: E}`` in
+the study YAML, the ``k`` best feasible candidates (one per architecture) are trained again from scratch
+with the study's recipe at ``E`` epochs (``train_subset`` images, None: all), scored on the same
+validation split, and the summary and ``archsearch export`` pick the best by that score. The seed
+baselines are trained again too, so that searched and hand-designed networks compare at one fidelity.
+
+With ``folds: k`` a candidate is scored by k-fold cross-validation instead: the search's training and
+validation images are pooled and split into k folds, each class spread evenly over them (drawn from the
+recipe's seed); the candidate is trained k times, fold i held out and its initial weights and batches drawn
+from the recipe's seed + i, and scored by the mean of the k held-out accuracies. Every pooled image is then
+scored once, so on a small dataset the choice rests on k times as many validation images as the search's
+own, and on k initial seeds instead of one: what a single small validation split cannot give (the winner's
+curse of choosing among many candidates on a few hundred images). It costs k trainings a candidate, each on
+(k - 1)/k of the pool. The normalization stays the search's (the training split's mean and std). In the
+quickstart, 5 folds picked networks no better on the test split than the single split did (docs/results.md:
+Re-rank on the quickstart).
+
+Optuna freezes a finished trial, so each result is a study user attribute
+``archsearch.search.rerank.<trial number>``: ``{"val_accuracy", "value", "epochs", "seconds", "recipe"}``, with
+``"folds"`` (the k held-out accuracies) under cross-validation. A result counts only while its recipe is
+the config's, so changing ``rerank`` re-ranks again. Before a worker trains a candidate it writes a claim
+(``{"worker", "recipe"}``), and under cross-validation the claim keeps each fold's result as it finishes
+(``"done"``), so a candidate taken over after a crash trains only its missing folds. Other workers skip
+candidates claimed by a live worker, and a claim left by a dead worker on this host is taken over. A claim
+by a worker on another host is left to that host: ``archsearch search`` there completes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.config.study_config import ConfigError, RerankConfig, StudyConfig
+from archsearch.network.arch import Arch
+from archsearch.network.cost import arch_cost
+from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive, worker_id
+from archsearch.search.train import TrainConfig
+
+__all__ = [
+    "PREFIX", "recipe", "recipe_key", "results", "candidates", "rerank", "best_reranked", "pending", "fold_indices",
+]
+
+PREFIX = "archsearch.search.rerank."
+
+
+def _section(config: StudyConfig) -> RerankConfig:
+    """The config's ``rerank`` section, for the functions that need one."""
+    if config.rerank is None:
+        raise ValueError(f"study {config.name!r} has no rerank section")
+    return config.rerank
+
+
+def recipe(config: StudyConfig) -> TrainConfig:
+    """The re-rank's training recipe: the study's, with the re-rank's epochs and subset, no time cap."""
+    r = _section(config)
+    return dataclasses.replace(config.training, epochs=r.epochs, train_subset=r.train_subset, seconds=None)
+
+
+def recipe_key(config: StudyConfig) -> dict:
+    """What a result records as its recipe: a result counts for a study only while this equals the study's."""
+    key = dataclasses.asdict(recipe(config))
+    folds = _section(config).folds
+    if folds:  # absent without folds: results recorded before folds existed still count
+        key["folds"] = folds
+    return key
+
+
+def fold_indices(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
+    """``k`` disjoint sorted index sets that together cover ``range(len(y))``, stratified: each class's images,
+    in an order drawn from ``seed``, are dealt to the folds in turn, continuing from one class to the next, so
+    fold sizes differ by at most one and each class's counts by at most one."""
+    g = torch.Generator().manual_seed(seed)
+    folds: list[list[int]] = [[] for _ in range(k)]
+    dealt = 0
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c).flatten()
+        for j, i in enumerate(idx[torch.randperm(len(idx), generator=g)].tolist()):
+            folds[(dealt + j) % k].append(i)
+        dealt += len(idx)
+    return [torch.tensor(sorted(f), dtype=torch.long) for f in folds]
+
+
+def _finished(value: object, want: dict) -> bool:
+    """Whether a study attribute is a finished result of the re-rank recipe ``want``."""
+    return isinstance(value, dict) and value.get("recipe") == want and "val_accuracy" in value
+
+
+def results(study: optuna.Study, config: StudyConfig) -> dict[int, dict]:
+    """The finished re-rank results of the config's recipe, by trial number ({} without ``rerank``)."""
+    if config.rerank is None:
+        return {}
+    want = recipe_key(config)
+    out = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(PREFIX) and _finished(value, want):
+            out[int(key[len(PREFIX):])] = value
+    return out
+
+
+def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
+    """The ``top`` feasible complete searched trials by search score, one per architecture, best first, then
+    the feasible seed baselines (so that the summary compares searched and hand-designed at one fidelity)."""
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("feasible", True) and t.values is not None and ARCH_ATTR in t.user_attrs
+            and "duplicate_of" not in t.user_attrs]
+    done.sort(key=lambda t: (-t.values[0], t.number))
+    searched: list[FrozenTrial] = []
+    seen: set[str | None] = set()
+    for t in done:
+        arch_id = t.user_attrs.get("arch_id")
+        if BASELINE_ATTR in t.user_attrs or arch_id in seen or len(searched) == top:
+            continue
+        seen.add(arch_id)
+        searched.append(t)
+    return searched + sorted((t for t in done if BASELINE_ATTR in t.user_attrs), key=lambda t: t.number)
+
+
+def pending(study: optuna.Study, config: StudyConfig) -> bool:
+    """Whether a worker still trains a candidate for the config's re-rank (a live worker's claim without a result).
+
+    The claim of a worker known to be dead (killed while it trained) is not pending: nobody will finish it, and
+    the next re-rank takes the candidate over if it is still among the top.
+    """
+    if config.rerank is None:
+        return False
+    want = recipe_key(config)
+    return any(isinstance(v, dict) and v.get("recipe") == want and not _finished(v, want)
+               and worker_alive(v.get("worker", "")) is not False
+               for k, v in study.user_attrs.items() if k.startswith(PREFIX))
+
+
+def _claimed_elsewhere(value: object, want: dict) -> bool:
+    """Whether ``value`` (a study attribute) is another live worker's claim on the same recipe."""
+    if not isinstance(value, dict) or value.get("recipe") != want or _finished(value, want):
+        return False
+    return worker_alive(value.get("worker", "")) is not False and value.get("worker") != worker_id()
+
+
+def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
+           *, say: Callable[[str], None] = lambda text: None) -> dict[int, dict]:
+    """Train the top candidates that have no result yet with the re-rank recipe; returns every result."""
+    if config.rerank is None or config.objective.multi_objective:
+        return {}
+    want = recipe_key(config)
+    train_cfg = recipe(config)
+    top = candidates(study, config.rerank.top)
+    for t in top:
+        key = f"{PREFIX}{t.number}"
+        current = study.user_attrs.get(key)  # read again: another worker may have finished or claimed it
+        if _finished(current, want):
+            continue
+        if _claimed_elsewhere(current, want):
+            continue
+        arch = Arch.from_dict(t.user_attrs[ARCH_ATTR])
+        if config.rerank.folds:
+            # a dead worker's claim on this recipe keeps the folds it finished
+            done = list(current.get("done", [])) if isinstance(current, dict) and current.get("recipe") == want else []
+            accuracy, epochs, seconds, folds = _cross_validate(study, key, want, config, objective, arch, done)
+        else:
+            study.set_user_attr(key, {"worker": worker_id(), "recipe": want})
+            data = objective.data_for(arch.resolution)
+            t0 = time.perf_counter()
+            result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
+                                       train_cfg, device=objective.device, preprocess=data.preprocess())
+            accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
+        value = objective.score(accuracy, arch_cost(arch), t.user_attrs.get("latency_ms"))
+        record = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
+        study.set_user_attr(key, record if folds is None else {**record, "folds": folds})
+        tag = f" [{t.user_attrs[BASELINE_ATTR]}]" if BASELINE_ATTR in t.user_attrs else ""
+        how = "" if folds is None else f", mean of {len(folds)} folds ({' '.join(f'{a:.4f}' for a in folds)})"
+        say(f"re-rank trial {t.number:>4}  search {t.values[0]:.4f} -> {accuracy:.4f} after "
+            f"{epochs} epochs{how} ({seconds:.1f}s)  {t.user_attrs.get('arch_id')}{tag}")
+    return results(study, config)
+
+
+def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConfig, objective: Objective,
+                    arch: Arch, done: list[dict]) -> tuple[float, int, float, list[float]]:
+    """Train ``arch`` once per fold not in ``done`` (each fold's result kept in the claim as it finishes);
+    the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies."""
+    k, seed = _section(config).folds, config.training.seed
+    assert k is not None  # called for a re-rank with folds
+    data = objective.data_for(arch.resolution)
+    x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
+    if len(y) < 2 * k:
+        raise ConfigError(f"{k} folds need at least {2 * k} training and validation images, the dataset has "
+                          f"{len(y)}", path=config.source, key="rerank.folds")
+    folds = fold_indices(y, k, seed)
+    study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})
+    for i in range(len(done), k):
+        held = torch.zeros(len(y), dtype=torch.bool)
+        held[folds[i]] = True
+        fold_cfg = dataclasses.replace(recipe(config), seed=seed + i)
+        t0 = time.perf_counter()
+        result = objective.trainer(objective.build(arch, seed=seed + i), x[~held], y[~held], x[held], y[held],
+                                   fold_cfg, device=objective.device, preprocess=data.preprocess())
+        done.append({"val_accuracy": result.val_accuracy, "epochs": result.epochs_done,
+                     "seconds": time.perf_counter() - t0})
+        study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})
+    accuracies = [d["val_accuracy"] for d in done]
+    return (sum(accuracies) / k, min(d["epochs"] for d in done), sum(d["seconds"] for d in done), accuracies)
+
+
+def best_reranked(study: optuna.Study, config: StudyConfig) -> FrozenTrial | None:
+    """The re-ranked trial with the best re-rank score (None before any result)."""
+    done = results(study, config)
+    if not done:
+        return None
+    trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    scored = [(v["value"], -n) for n, v in done.items() if n in trials]
+    if not scored:
+        return None
+    return trials[-max(scored)[1]]

@@ -1,0 +1,432 @@
+"""A persistent, resumable search: create or resume the study, run it to ``n_trials``, summarise it."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any, Literal, NamedTuple
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.config.storage import make_storage, redact
+from archsearch.config.study_config import StudyConfig, fingerprint_matches, load_study_config
+from archsearch.core import interrupt
+from archsearch.core.errors import ConfigError
+from archsearch.data.bundle import DataBundle, load_data
+from archsearch.search import rerank
+from archsearch.search.data_identity import check_data_identity
+from archsearch.search.objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, counts, worker_id
+from archsearch.search.parallel import Workers, WorkersFailed, default_threads, set_threads
+from archsearch.search.progress import StudyBar
+from archsearch.search.reachable import check_budget_reachable
+from archsearch.search.recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
+    CREATED_ATTR,
+    CREATED_BY_ATTR,
+    ensure_baselines,
+    recover,
+    sweep_dead_workers,
+)
+from archsearch.search.samplers import make_pruner, make_sampler
+from archsearch.search.summary import finished_count, summary, trial_line
+from archsearch.search.train import TrainResult, make_optimizer, resolve_device, train
+from archsearch.space.search_space import Space
+
+__all__ = ["run", "run_workers", "open_study", "load_config_data"]
+
+FINGERPRINT_ATTR = "archsearch.fingerprint"
+COUNTED = COUNTED_STATES
+_WAIT_S = 0.5  # poll interval of a worker waiting for others' last trials
+_INTERRUPT_GRACE_S = 30.0  # after a Ctrl-C, how long run_workers waits for its workers to stop on their own
+# over-budget candidates cost no training and do not count toward n_trials; so that a space that rarely fits
+# cannot sample forever, a run stops after this many of them per network it is to train (at least the minimum)
+INFEASIBLE_PER_TRIAL = 10
+INFEASIBLE_MIN = 50
+
+
+def _directions(config: StudyConfig) -> list[Literal["maximize", "minimize"]]:
+    return ["maximize", "minimize"] if config.objective.multi_objective else ["maximize"]
+
+
+def _metric_names(config: StudyConfig) -> list[str]:
+    o = config.objective
+    if o.type == "pareto":
+        return ["val_accuracy", {"macs": "macs", "latency": "latency_ms"}[o.pareto_metric]]
+    return ["val_accuracy" if o.type == "constrained" else f"reward_{o.soft_metric}"]
+
+
+def open_study(config: StudyConfig, *, create: bool = True) -> optuna.Study:
+    """Create the study, or load it and check that it was made with a comparable config."""
+    return _open_study(config, create=create)[0]
+
+
+def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, bool]:
+    """The study and whether this call created it."""
+    storage = make_storage(config.storage, create=create)
+    fingerprint = config.fingerprint()
+    sampler = make_sampler(config.sampler, multi_objective=config.objective.multi_objective)
+    pruner = make_pruner(config.pruner)
+    if not create:
+        try:
+            return optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner), False
+        except KeyError:
+            raise ConfigError(
+                f"no study {config.name!r} in {config.storage}; run `archsearch search` first",
+                path=config.source, key="name",
+            ) from None
+    try:
+        # the storage's unique study name makes creation atomic: of workers starting at the same
+        # instant exactly one creates the study (and enqueues the baselines, in run()).
+        study = optuna.create_study(
+            study_name=config.name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=_directions(config),
+        )
+        # who created it and when: another start enqueues the baselines where the creator died before it did
+        study.set_user_attr(CREATED_BY_ATTR, worker_id())
+        study.set_user_attr(CREATED_ATTR, time.time())
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        study.set_user_attr("archsearch.config.study_config", {**config.to_dict(), "storage": redact(config.storage)})
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(_metric_names(config))  # what optuna-dashboard labels its axes with
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+        created = False
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None:  # created by a worker that has not written it yet
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    elif stored != fingerprint and fingerprint_matches(stored, config):
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)  # an older archsearch's for the same study: today's
+    elif stored != fingerprint:
+        changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+        raise ConfigError(
+            f"study {config.name!r} in {config.storage} was made with a different {', '.join(changed)}; its "
+            f"trials would not be comparable with new ones. To start a new study, give it another `name` "
+            f"(or another `storage`); to continue the old one, restore the old settings.",
+            path=config.source, key=changed[0] if changed else "name",
+        )
+    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in _directions(config)]:
+        raise ConfigError(
+            f"study {config.name!r} exists with other directions {study.directions}",
+            path=config.source, key="objective",
+        )
+    return study, created
+
+
+def _reseed(study: optuna.Study, config: StudyConfig, worker_index: int) -> None:
+    """Seed the sampler from (seed, trials so far, worker): a resumed study or a second worker would
+    otherwise replay the first proposals of the same seed. Reproducible for the same sequence of calls."""
+    if config.sampler.seed is None:
+        return
+    entropy = [config.sampler.seed, len(study.get_trials(deepcopy=False)), worker_index]
+    seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    study.sampler = make_sampler(replace(config.sampler, seed=seed), multi_objective=config.objective.multi_objective)
+
+
+def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
+    space = config.load_space()
+    ds = config.dataset
+    # the folder dataset's keys, where set (`resolution`: what images of several sizes are resized to)
+    folder: dict[str, Any] = {
+        k: v for k, v in (("channels", ds.channels), ("test_fraction", ds.test_fraction)) if v is not None
+    }
+    if ds.name == "folder":
+        folder["resolution"] = config.resolution
+    data = load_data(ds.name, root=ds.root, val_fraction=ds.val_fraction, seed=config.training.seed,
+                     download=ds.download, base_dir=None if config.source is None else Path(config.source).parent,
+                     **folder, **ds.options)
+    if config.resolution is not None:
+        data = data.resized(config.resolution)
+    return space, data
+
+
+class _Counts(NamedTuple):
+    done: int  # networks trained: what n_trials counts
+    taken: int  # done, or running in any worker
+    failed: int  # failed by their own error or interrupted (not given way to another worker)
+    infeasible: int  # over the budget: never trained, not counted
+
+
+def _counts(study: optuna.Study) -> _Counts:
+    """The run loop's figures, from one read of the study."""
+    done = taken = failed = infeasible = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.FAIL:
+            failed += not t.user_attrs.get(SURPLUS_ATTR)
+        elif counts(t):
+            taken += 1
+            done += t.state in COUNTED
+        elif t.state == TrialState.COMPLETE:
+            infeasible += 1
+    return _Counts(done, taken, failed, infeasible)
+
+
+def infeasible_cap(target: int) -> int:
+    """How many over-budget candidates one run tries before it stops, for ``target`` networks to train."""
+    return max(INFEASIBLE_MIN, INFEASIBLE_PER_TRIAL * target)
+
+
+def run(
+    config: StudyConfig | str | os.PathLike,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    stream: IO[str] | None = sys.stdout,
+    progress: bool = True,
+    trainer: Callable[..., TrainResult] = train,
+    summarize: bool = True,
+    worker_index: int = 0,
+    max_infeasible: int | None = None,
+    threads: int | None = None,
+) -> optuna.Study:
+    """Run the study until it holds ``n_trials`` networks trained (complete or pruned) in total.
+
+    Counted across restarts and workers, not per call; a trial that fails (an exception, a killed worker) is
+    recorded as failed and does not count, nor does a candidate over the budget (never trained; a run stops
+    after ``max_infeasible`` of them, default :func:`infeasible_cap`). Returns the study. A Ctrl-C stops the run
+    at the next safe point, never inside a storage write (archsearch/core/interrupt.py); the interrupted trial runs
+    again on the next start. ``threads``: torch's threads meanwhile (default: one, :mod:`archsearch.search.parallel`).
+    """
+    before = set_threads(default_threads() if threads is None else threads)
+    try:
+        with interrupt.deferred():
+            return _run(config, n_trials=n_trials, timeout=timeout, stream=stream, progress=progress,
+                        trainer=trainer, summarize=summarize, worker_index=worker_index,
+                        max_infeasible=max_infeasible)
+    finally:
+        set_threads(before)
+
+
+def _run(
+    config: StudyConfig | str | os.PathLike,
+    *,
+    n_trials: int | None,
+    timeout: float | None,
+    stream: IO[str] | None,
+    progress: bool,
+    trainer: Callable[..., TrainResult],
+    summarize: bool,
+    worker_index: int,
+    max_infeasible: int | None,
+) -> optuna.Study:
+    if not isinstance(config, StudyConfig):
+        config = load_study_config(config)
+    target = config.n_trials if n_trials is None else n_trials
+    timeout = config.timeout if timeout is None else timeout
+    space, data = load_config_data(config)
+    check_budget_reachable(config, space, data)
+    device = resolve_device(config.device)
+    data = data.to(device)
+    # the first optimizer of a process imports torch's compiler stack (seconds): pay it before the trials
+    make_optimizer(torch.nn.Linear(1, 1), config.training, device)
+
+    prefix = f"[w{worker_index}] " if worker_index else ""
+    # trial failures are reported on our own trial lines; Optuna would add a traceback for each
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study, created = _open_study(config, create=True)
+    check_data_identity(study, config, data)
+    done = 0 if created else finished_count(study)
+    if stream is not None and not worker_index:  # workers: run_workers says it once
+        print(start_line(config, created, done, target), file=stream, flush=True)
+    if done >= target and _reranked(study, config):
+        recover(study, requeue=False)  # a dead worker's trial beyond the target: failed, not run again
+        return study  # nothing to do: the line above says so, `archsearch report` shows the results
+    _reseed(study, config, worker_index)
+    swept, queued = recover(study)
+    # the baselines: enqueued by the creator; by another start where the creator died before it did
+    baselines_due = config.enqueue_baselines and ensure_baselines(study, config, data, created=created) is None
+    bar = StudyBar(study, target, config.training.epochs, name=config.name) if progress and stream else None
+    if bar is not None:
+        trainer = bar.watch(trainer)  # redrawn after each epoch: a long trial shows where it is
+    objective = Objective(config, space, data, device=device, trainer=trainer, target=target)
+
+    def say(text: str) -> None:
+        if stream is not None:
+            (bar.write(text, stream) if bar is not None else print(text, file=stream, flush=True))
+
+    if swept:
+        say(f"{prefix}failed {len(swept)} trial(s) left RUNNING by a dead worker: {swept}")
+    for t, why in queued:
+        what = f"{t.user_attrs[BASELINE_ATTR]} baseline" if BASELINE_ATTR in t.user_attrs else t.user_attrs.get(
+            "arch_id", "not yet sampled")
+        say(f"{prefix}queued again: trial {t.number} ({what}), {why}")
+
+    def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.user_attrs.get(SURPLUS_ATTR):
+            return  # gave way to another worker's trial: nothing to report
+        say(prefix + trial_line(trial))
+        if bar is not None:
+            bar.refresh(force=True)
+
+    def stop_when_taken(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal baselines_due
+        if baselines_due:  # too early at the start to tell whether the creator enqueues them: asked again
+            baselines_due = ensure_baselines(study, config, data, created=False) is None
+        # a read between trials (outside any trial's time): other workers' trials started since count too
+        now = _counts(study)
+        if now.taken >= target or now.infeasible - at_start.infeasible >= infeasible_limit:
+            study.stop()
+
+    start = time.monotonic()
+    max_failures = max(10, target)  # guard against a space whose every trial fails
+    infeasible_limit = infeasible_cap(target) if max_infeasible is None else max_infeasible
+    at_start = _counts(study)
+    frozen = _freeze_long_lived()
+    stopped_by_failures = False
+    try:
+        while (now := _counts(study)).done < target:
+            done, taken = now.done, now.taken
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                say(f"timeout of {timeout:g}s reached with {done}/{target} networks trained")
+                break
+            if (fails := now.failed - at_start.failed) >= max_failures:
+                say(f"stopping: {fails} trials failed in this run (see the trial lines for the errors)")
+                stopped_by_failures = True
+                break
+            if (over := now.infeasible - at_start.infeasible) >= infeasible_limit:
+                say(f"stopping: {over} candidates in this run were over the budget (the cap, --max-infeasible), "
+                    f"{done} of {target} networks trained; the budget leaves little of the space: raise it, or "
+                    f"narrow the space (`archsearch space {config.source or 'STUDY'}` shows how much fits)")
+                break
+            if taken >= target:
+                # the last trials run in other workers: wait for them to finish (or fail, then take over)
+                time.sleep(_WAIT_S)
+                interrupt.check()
+                sweep_dead_workers(study)
+                continue
+            try:
+                study.optimize(
+                    objective,
+                    n_trials=target - taken,
+                    timeout=left,
+                    catch=(Exception,),
+                    callbacks=[on_trial, stop_when_taken, interrupt.check],
+                    gc_after_trial=False,
+                )
+            except ValueError as e:
+                # the trial was finished elsewhere while this worker ran it: another worker took the same
+                # queued trial (a storage whose state changes are not atomic; SQLite's are, see
+                # config._use_wal), or a heartbeat sweep failed it as stale. Optuna cannot record this
+                # result; the stored one stands: go on instead of ending this worker.
+                if not str(e).startswith("Cannot tell a "):
+                    raise
+                say(f"{prefix}a trial this worker ran was finished by another worker meanwhile ({e}); going on")
+        if config.rerank is not None and not stopped_by_failures:
+            rerank.rerank(study, config, objective, say=lambda text: say(prefix + text))
+    finally:
+        if frozen:
+            gc.unfreeze()
+        if bar is not None:
+            bar.close()
+    if summarize:
+        say(summary(study, config))
+    return study
+
+
+def start_line(config: StudyConfig, created: bool, done: int, target: int) -> str:
+    """``new study X``, ``resuming study X: N of M trials finished`` or, when nothing is left, ``... finished``."""
+    where = redact(config.storage)
+    if created:
+        return f"new study {config.name} ({where}): {target} trials to run"
+    if done >= target:
+        return (f"study {config.name} ({where}) is finished: {done} of {target} trials; nothing to run (raise "
+                f"n_trials, or pass --n-trials, to run more; `archsearch report {config.source or ''}` shows the "
+                f"results)")
+    return f"resuming study {config.name} ({where}): {done} of {target} trials finished"
+
+
+def _reranked(study: optuna.Study, config: StudyConfig) -> bool:
+    """Every candidate of the config's re-rank has its result (True without a re-rank)."""
+    if config.rerank is None:
+        return True
+    done = rerank.results(study, config)
+    return all(t.number in done for t in rerank.candidates(study, config.rerank.top))
+
+
+def _freeze_long_lived() -> bool:
+    """Exempt what exists before the trials (torch and its compiler stack, Optuna, the data) from collection.
+
+    After the optimizer warm-up the process tracks about 290,000 objects, and a full collection walks
+    them all: 140-210 ms here, and the first trial's allocations triggered one in every run. Frozen
+    (``gc.freeze``, no collection first) they are skipped; what the trials create is collected as
+    before. Returns whether this call froze (False where objects were frozen already: not ours to thaw).
+    """
+    if gc.get_freeze_count():
+        return False
+    gc.freeze()
+    return True
+
+
+def _worker(config: StudyConfig, index: int, threads: int, n_trials: int | None, timeout: float | None,
+            max_infeasible: int | None) -> None:
+    set_threads(threads)
+    run(config, n_trials=n_trials, timeout=timeout, progress=False, summarize=False, worker_index=index + 1,
+        threads=threads, max_infeasible=max_infeasible)
+
+
+def run_workers(
+    config: StudyConfig | str | os.PathLike,
+    workers: int,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    stream: IO[str] | None = sys.stdout,
+    threads: int | None = None,
+    max_infeasible: int | None = None,
+    progress: bool = False,
+) -> optuna.Study:
+    """``workers`` processes on one study, ``threads`` torch threads each (default: one); prints one summary.
+
+    The study total holds across them: a worker starts a trial only while fewer than ``n_trials`` are
+    trained or running, and one that lost a race for the last places gives way (see
+    ``Objective.is_surplus``), so the study ends with exactly ``n_trials`` networks trained. A Ctrl-C stops
+    every worker at its next safe point (:class:`archsearch.search.parallel.Workers`). ``progress``: a bar on stderr
+    that reads the study (trained of total, best score, over-budget count, running trials' epochs).
+    """
+    with interrupt.deferred():
+        if not isinstance(config, StudyConfig):
+            config = load_study_config(config)
+        # fail fast, once, on what every worker would refuse (bad data, unreachable budget, changed config)
+        space, data = load_config_data(config)
+        check_budget_reachable(config, space, data)
+        study, created = _open_study(config, create=True)
+        check_data_identity(study, config, data)
+        target = config.n_trials if n_trials is None else n_trials
+        if stream is not None:
+            done = 0 if created else finished_count(study)
+            print(start_line(config, created, done, target) + f" ({workers} workers)", file=stream, flush=True)
+        if config.enqueue_baselines:  # here, before the workers start
+            ensure_baselines(study, config, data, created=created)
+        interrupt.check()
+        threads = default_threads() if threads is None else threads
+        procs = Workers(_worker, [(config, i, threads, n_trials, timeout, max_infeasible) for i in range(workers)],
+                        grace=_INTERRUPT_GRACE_S)
+        bar = StudyBar(study, target, config.training.epochs, name=config.name) if progress else None
+        try:
+            procs.join(every=None if bar is None else bar.refresh)
+        finally:
+            if bar is not None:
+                bar.close()
+    study = open_study(config, create=False)
+    if stream is not None:
+        print(summary(study, config), file=stream, flush=True)
+    if failed := procs.failed():
+        # the others may have finished the study, but a script must not take a dead worker for a good run
+        how = ", ".join(f"worker {i + 1} {'killed by signal ' + str(-code) if code < 0 else 'exit code ' + str(code)}"
+                        for i, code in failed)
+        raise WorkersFailed(f"{len(failed)} of {workers} worker process(es) died ({how}); what they finished is "
+                            f"stored and the same command resumes (a dead worker's trial runs again)")
+    return study

@@ -1,0 +1,181 @@
+"""A study in words: one line per trial, the best trials (or the Pareto front), and the summary a search ends with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from archsearch.config.study_config import _BUDGET_FIELD, StudyConfig
+from archsearch.search import rerank
+from archsearch.search.objective import BASELINE_ATTR, SURPLUS_ATTR, counts
+from archsearch.search.objective import COUNTED_STATES as COUNTED
+from archsearch.search.recovery import baseline_status
+
+__all__ = ["best_trials", "finished_count", "fmt_count", "infeasible_count", "no_feasible_reason",
+           "progress_note", "summary", "trial_line"]
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Networks trained, to the end or until pruned: what ``n_trials`` counts (over-budget candidates do not)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED) if counts(t))
+
+
+def infeasible_count(study: optuna.Study) -> int:
+    """Candidates over the budget: recorded, never trained, not counted in ``n_trials``."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not counts(t))
+
+
+def fmt_count(n: float | None) -> str:
+    """12345 -> '12.35K' (None -> '-')."""
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def trial_line(t: FrozenTrial) -> str:
+    a = t.user_attrs
+    acc = a.get("val_accuracy")
+    values = "-" if not t.values else "/".join(f"{v:.4g}" for v in t.values)
+    state = t.state.name if a.get("feasible", True) else "INFEASIBLE"
+    tag = f" [{a[BASELINE_ATTR]}]" if BASELINE_ATTR in a else ""
+    err = f" ({a['error']})" if t.state == TrialState.FAIL and "error" in a else ""
+    latency = ""  # where the budget or the objective asks for it
+    if "latency_ms" in a:
+        latency = f"  latency {a['latency_ms']:.2f}ms"
+    elif "latency_pred_ms" in a:  # rejected on the table's prediction, never built
+        latency = f"  latency ~{a['latency_pred_ms']:.2f}ms"
+    return (
+        f"trial {t.number:>4}  {state:<10} macs {fmt_count(a.get('macs')):>7}  params {fmt_count(a.get('params')):>7}"
+        f"{latency}  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {a.get('seconds', 0.0):6.1f}s"
+        f"  {a.get('arch_id', '?')}{tag}{err}"
+    )
+
+
+def best_trials(study: optuna.Study, config: StudyConfig | None = None) -> list[FrozenTrial]:
+    """Best feasible trial (single objective) or the feasible Pareto front (two objectives).
+
+    With ``config`` and its ``rerank`` results, the best single-objective trial is the best re-ranked one.
+    """
+    if config is not None and len(study.directions) == 1 and (top := rerank.best_reranked(study, config)):
+        return [top]
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("feasible", True) and t.values is not None
+    ]
+    if not done:
+        return []
+    if len(study.directions) == 1:
+        return [max(done, key=lambda t: t.values[0])]
+    front = []
+    for t in done:
+        dominated = any(
+            o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values for o in done
+        )
+        if not dominated:
+            front.append(t)
+    return sorted(front, key=lambda t: t.values[1])
+
+
+def progress_note(study: optuna.Study) -> str:
+    """Beside the progress bar's trained/total: the best feasible score so far and the over-budget count."""
+    best = best_trials(study)
+    if not best:
+        score = "no feasible trial yet"
+    elif len(study.directions) == 1:
+        score = f"best {best[0].values[0]:.4f}"
+    else:
+        score = f"front {len(best)}"
+    return f"{score}, {infeasible_count(study)} infeasible"
+
+
+def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
+    trials = study.get_trials(deepcopy=False)
+    by_state = {s.name: sum(t.state == s for t in trials) for s in TrialState}
+    infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
+    surplus = sum(1 for t in trials if t.user_attrs.get(SURPLUS_ATTR))
+    gave_way = f" ({surplus} gave way to other workers)" if surplus else ""
+    # "trained": built and trained, to the end or until pruned (what n_trials counts and `archsearch report` ranks)
+    lines = [
+        f"study {study.study_name}: {by_state['COMPLETE'] - infeasible + by_state['PRUNED']} trained "
+        f"({by_state['COMPLETE'] - infeasible} to the end, {by_state['PRUNED']} pruned), {infeasible} infeasible "
+        f"(over the budget: not trained, not counted in n_trials), {by_state['FAIL']} failed{gave_way}, "
+        f"{by_state['RUNNING']} running",
+    ]
+    best = best_trials(study, config)
+    reranked = rerank.results(study, config) if config is not None else {}
+    base = [t for t in trials if BASELINE_ATTR in t.user_attrs and t.state == TrialState.COMPLETE
+            and t.user_attrs.get("feasible", True)]
+    if len(study.directions) == 1:
+        lines.append(("best feasible trial (by re-rank):" if reranked else "best feasible trial:") if best
+                     else "no feasible trial yet")
+        lines += [f"  {trial_line(t)}" for t in best]
+    else:
+        lines.append(f"Pareto front ({len(best)} trials: accuracy up, {('cost')} down):")
+        lines += [f"  {trial_line(t)}" for t in best]
+    if base:
+        lines.append("seed baselines at the same budget:")
+        lines += [f"  {trial_line(t)}" for t in sorted(base, key=lambda t: t.number)]
+        searched = [t for t in trials if t.state == TrialState.COMPLETE and BASELINE_ATTR not in t.user_attrs
+                    and t.user_attrs.get("feasible", True) and t.values is not None]
+        if searched and len(study.directions) == 1:
+            lines.append(_versus(searched, base, lambda t: t.values[0], "search score"))
+            if reranked:
+                def value(t: FrozenTrial) -> float:
+                    return reranked[t.number]["value"] if t.number in reranked else float("-inf")
+
+                if any(t.number in reranked for t in searched) and any(t.number in reranked for t in base):
+                    epochs = next(iter(reranked.values()))["epochs"]
+                    assert config is not None and config.rerank is not None  # else nothing is reranked
+                    folds = f", {config.rerank.folds}-fold" if config.rerank.folds else ""
+                    lines.append(_versus(searched, base, value, f"re-rank score ({epochs} epochs{folds})"))
+            # a short recipe favours shallow networks that converge fast (docs/results.md: Proxy fidelity), so the
+            # honest comparison is each network trained at the final recipe and scored on the test split
+            if best:
+                lines.append(f"to compare at a final recipe on the test split: archsearch export STUDY --trial N "
+                             f"--epochs E --out DIR for the pick (trial {best[0].number}) and each baseline (trials "
+                             + ", ".join(str(t.number) for t in sorted(base, key=lambda t: t.number)) + ")")
+    missing = {family: why for family, why in baseline_status(trials).items() if why is not None}
+    if missing:
+        lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in missing.items()))
+    if reranked:
+        lines.append(f"re-ranked: {len(reranked)} trial(s): "
+                     + ", ".join(f"{n} {v['val_accuracy']:.4f}" for n, v in sorted(reranked.items())))
+    return "\n".join(lines)
+
+
+def _versus(searched: list[FrozenTrial], base: list[FrozenTrial], value: Callable[[FrozenTrial], float],
+            what: str) -> str:
+    top, found = max(base, key=value), max(searched, key=value)
+    return (f"best searched candidate (trial {found.number}) {value(found):.4f} vs best baseline "
+            f"({top.user_attrs[BASELINE_ATTR]}, trial {top.number}) {value(top):.4f} by {what}: "
+            f"{value(found) - value(top):+.4f}")
+
+
+def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
+    """Why a search ended without a feasible trial, and what to change, in one line; None if it has one."""
+    if best_trials(study, config):
+        return None
+    trials = study.get_trials(deepcopy=False)
+    over = [t for t in trials if t.state == TrialState.COMPLETE and not counts(t)]
+    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS_ATTR) for t in trials)
+    why = []
+    if failed:
+        why.append(f"{failed} trial(s) failed (their errors are on the trial lines; `archsearch report` lists them)")
+    if over:
+        by_metric: dict[str, int] = {}
+        for t in over:
+            for metric, excess in (t.constraints or {}).items():
+                if excess > 0:
+                    by_metric[metric] = by_metric.get(metric, 0) + 1
+        which = ", ".join(f"budget.{_BUDGET_FIELD.get(m, m)} {config.budget.limit(m):g} ({n})"
+                          for m, n in sorted(by_metric.items(), key=lambda kv: -kv[1])) or "see the trial lines"
+        why.append(f"{len(over)} candidate(s) were over the budget ({which}): raise that limit, or make the space "
+                   f"smaller (width_mult, channels, depth)")
+    if not why:
+        return "no feasible trial: no trial finished (raise --timeout, or run the same command again to go on)"
+    return f"no feasible trial: {'; '.join(why)}; then run the same command again"

@@ -1,0 +1,326 @@
+"""Brief training of a candidate on in-memory tensors: the loop that runs a recipe (:mod:`archsearch.config.recipe`),
+and the scoring of a trained network."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from archsearch.config.recipe import (  # noqa: F401 (re-exported: archsearch.search.train is where the recipe was and is imported from)
+    AUGMENTATIONS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,
+    augment_batch,
+    lr_factor,
+    make_optimizer,
+    param_groups,
+)
+from archsearch.core import interrupt
+from archsearch.core.errors import ConfigError
+from archsearch.search.parallel import default_threads, set_threads
+from archsearch.search.train_state import LearningCurve, data_key, load_state, save_state
+
+# --------------------------------------------------------------------------------------------------
+# the training loop
+
+_SUBSET_SEED = 0  # fixed on purpose: every trial trains on the same subset, so trials compare architectures
+_EARLY_CHECK_STEP = 10  # one extra host sync after this many steps catches an lr that blows up at once
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite; the message says when and at which learning rate."""
+
+
+@dataclass
+class TrainResult:
+    """What one call of :func:`train` measured."""
+
+    val_accuracy: float  # accuracy on the validation tensors after the last epoch done
+    history: list[float]  # validation accuracy after each epoch
+    epochs_done: int
+    train_seconds: float  # wall time of the whole call
+    compute_seconds: float  # time in training steps and evaluations (the rest is setup and bookkeeping)
+    resumed_epochs: int = 0  # epochs taken from a checkpoint instead of trained by this call
+    curve: LearningCurve = field(default_factory=LearningCurve)  # losses and accuracy after each epoch
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` to a device that exists on this machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was requested but CUDA is not available here; use 'cpu' or 'auto'")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} does not exist: there are {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _autocast(device: torch.device) -> tuple[AbstractContextManager[Any], torch.dtype | None]:
+    """Mixed precision context for ``device`` and its dtype (None: full fp32 on CPU)."""
+    if device.type != "cuda":
+        return nullcontext(), None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype), dtype
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    preprocess: nn.Module | None = None,
+) -> float:
+    """Top-1 accuracy of ``model`` on (x, y), in eval mode and batches of ``batch_size``; restores the mode.
+    ``preprocess`` turns each batch of stored images into the network's input (see :func:`train`)."""
+    return _score(model, x, y, batch_size=batch_size, device=device, preprocess=preprocess)[0]
+
+
+@torch.inference_mode()
+def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, device: torch.device,
+           preprocess: nn.Module | None) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy (no label smoothing) of ``model`` on (x, y)."""
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
+    was_training = model.training
+    model.eval()
+    ctx, _ = _autocast(device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    pre = _on(preprocess, device)
+    for i in range(0, len(x), batch_size):
+        xb = _input(x[i : i + batch_size].to(device, non_blocking=True), pre)
+        yb = y[i : i + batch_size].to(device, non_blocking=True)
+        with ctx:
+            logits = model(xb)
+        correct += (logits.argmax(dim=1) == yb).sum()
+        loss += F.cross_entropy(logits.float(), yb, reduction="sum")
+    model.train(was_training)
+    return correct.item() / len(x), loss.item() / len(x)  # the host syncs
+
+
+def train(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    on_epoch: Callable[[int, float], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    preprocess: nn.Module | None = None,
+    curve: LearningCurve | None = None,
+    threads: int | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on (N, C, H, W) images with int64 labels.
+
+    Without ``preprocess`` the images are the network's input (normalized float tensors). With it, they are
+    stored images (uint8 pixels, say: a quarter of float32's memory) and ``preprocess`` (e.g.
+    :meth:`DataBundle.preprocess() <archsearch.data.bundle.DataBundle.preprocess>`) turns each batch into the
+    network's input on ``device``, before augmentation.
+
+    ``threads``: torch's intra-op threads on the CPU while training (None: archsearch's default, one, which
+    never collapses beside another CPU-bound job; :mod:`archsearch.search.parallel`); the number before is restored.
+
+    ``curve``: a :class:`LearningCurve` that each epoch's losses and accuracy are appended to as training runs
+    (the caller can read it in ``on_epoch``, e.g. before it prunes); a new one when None. It is also the result's.
+
+    Evaluates on the validation tensors after every epoch and calls ``on_epoch(epoch_index, val_acc)``;
+    an exception raised there (e.g. ``optuna.TrialPruned``) propagates unchanged. Raises
+    :class:`TrainingDiverged` when the loss stops being finite. The model ends in eval mode on ``device``.
+
+    ``checkpoint``: a file that holds the whole state of the loop after each epoch (weights, optimizer and
+    scaler state, the batch generator, the step, the history, the time spent). When it exists, training
+    continues from it, and ends with what an uninterrupted run would have on the same machine; a killed
+    training loses at most the epoch in progress. A checkpoint written by another recipe, for other training
+    data or for another network is refused with a :class:`~archsearch.core.errors.ConfigError` that names it.
+    The caller deletes the file once the result is safe.
+    """
+    before = set_threads(default_threads() if threads is None else threads) if device.type == "cpu" else None
+    try:
+        return _train(model, x_train, y_train, x_val, y_val, config, device=device, on_epoch=on_epoch,
+                      checkpoint=checkpoint, preprocess=preprocess, curve=curve)
+    finally:
+        if before is not None:
+            set_threads(before)
+
+
+def _train(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    on_epoch: Callable[[int, float], None] | None,
+    checkpoint: str | os.PathLike | None,
+    preprocess: nn.Module | None,
+    curve: LearningCurve | None,
+) -> TrainResult:
+    t0 = time.perf_counter()
+    if len(x_train) != len(y_train) or len(x_train) == 0:
+        raise ValueError(
+            f"x_train and y_train must be non-empty and of equal length, got {len(x_train)} and {len(y_train)}"
+        )
+    torch.manual_seed(config.seed)
+
+    # data: a fixed subset, then everything on the device once, in channels_last like the model
+    if config.train_subset is not None and config.train_subset < len(x_train):
+        keep = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(_SUBSET_SEED))
+        keep = keep[: config.train_subset]
+        x_train, y_train = x_train[keep], y_train[keep]
+    pre = _on(preprocess, device)
+    x_train = x_train.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y_train = y_train.to(device, non_blocking=True)
+    x_val = x_val.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y_val = y_val.to(device, non_blocking=True)
+    gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
+
+    # Module.to takes memory_format (torch._C._nn._parse_to), which its typed overloads leave out
+    model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
+    ctx, amp_dtype = _autocast(device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # bf16 needs no scaling
+    optimizer = make_optimizer(model, config, device)
+
+    # batches: keep the ragged last one, unless it is a single sample and BatchNorm would fail on it
+    n, bs = len(x_train), config.batch_size
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())  # BatchNorm1d/2d/3d/Sync
+    starts = [i for i in range(0, n, bs) if not (has_bn and n - i == 1)]
+    if not starts:
+        raise ValueError("a single training sample cannot train a model with BatchNorm")
+    # the schedule spans config.epochs even when config.seconds stops training earlier
+    total_steps = config.epochs * len(starts)
+    tail_from = len(starts) - max(1, len(starts) // 4)
+    warmup_steps = round(config.warmup_epochs * len(starts))
+
+    history: list[float] = []
+    compute_seconds, spent_before, finished = 0.0, 0.0, False
+    step = 0
+    path = Path(checkpoint) if checkpoint is not None else None
+    key = data_key(x_train, y_train) if path is not None else None
+    curve = LearningCurve() if curve is None else curve
+    if path is not None and path.exists():
+        assert key is not None  # set where path is
+        state = load_state(path, config, key, device)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:  # other layers or shapes: the checkpoint of another network
+            raise ConfigError(f"checkpoint of another network ({e}); delete it to start over", path=path) from None
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, step, finished = list(state["history"]), state["step"], state["finished"]
+        curve.resume(state.get("curve"), len(history))
+        compute_seconds, spent_before = state["compute_seconds"], state["train_seconds"]
+    resumed = len(history)
+    try:
+        for epoch in range(resumed, config.epochs if not finished else resumed):
+            t_epoch = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=device)  # stays on the device: no sync per step
+            tail_sum = torch.zeros((), device=device)  # the epoch's last quarter of steps
+            perm = torch.randperm(n, device=device, generator=gen)
+            for k, i in enumerate(starts):
+                interrupt.check()  # a Ctrl-C during a search stops here, outside any storage write
+                lr = config.lr * lr_factor(step, total_steps, warmup_steps, config.schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                idx = perm[i : i + bs]
+                xb, yb = _input(x_train[idx], pre), y_train[idx]
+                if config.augment != "none":
+                    xb = augment_batch(xb, config.augment, gen).contiguous(memory_format=torch.channels_last)
+                # forward, backward, update
+                with ctx:
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += loss.detach()
+                if k >= tail_from:
+                    tail_sum += loss.detach()
+                step += 1
+                if step == _EARLY_CHECK_STEP:
+                    _check_finite(loss_sum, epoch, config, step, lr)
+            _check_finite(loss_sum, epoch, config, step, lr)  # the epoch's host sync: the time below is real
+            val_acc, val_loss = _score(model, x_val, y_val, batch_size=config.eval_batch_size, device=device,
+                                       preprocess=pre)
+            compute_seconds += time.perf_counter() - t_epoch
+            history.append(val_acc)
+            curve.add(loss_sum.item() / len(starts), tail_sum.item() / (len(starts) - tail_from), val_loss, val_acc)
+            out_of_time = config.seconds is not None and spent_before + time.perf_counter() - t0 >= config.seconds
+            if path is not None:
+                save_state(path, {
+                    "config": dataclasses.asdict(config), "data": key, "device": device.type,
+                    "curve": curve.to_dict(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(), "history": history, "step": step,
+                    "finished": out_of_time or epoch + 1 == config.epochs, "compute_seconds": compute_seconds,
+                    "train_seconds": spent_before + time.perf_counter() - t0,
+                })
+            if on_epoch is not None:
+                on_epoch(epoch, val_acc)
+            if out_of_time:
+                break
+    finally:
+        model.eval()
+    return TrainResult(
+        val_accuracy=history[-1],
+        history=history,
+        curve=curve,
+        epochs_done=len(history),
+        train_seconds=spent_before + time.perf_counter() - t0,
+        compute_seconds=compute_seconds,
+        resumed_epochs=resumed,
+    )
+
+
+def _on(preprocess: nn.Module | None, device: torch.device) -> nn.Module | None:
+    return None if preprocess is None else preprocess.to(device)
+
+
+def _input(xb: torch.Tensor, preprocess: nn.Module | None) -> torch.Tensor:
+    """A batch as the network takes it: preprocessed where a ``preprocess`` is given, in channels_last."""
+    if preprocess is not None:
+        xb = preprocess(xb)
+    elif not xb.is_floating_point():
+        raise TypeError(f"images of dtype {xb.dtype} need a `preprocess` that turns them into float inputs")
+    return xb.contiguous(memory_format=torch.channels_last)
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, config: TrainConfig, step: int, lr: float) -> None:
+    """Raise :class:`TrainingDiverged` if the accumulated loss is NaN/inf (one host sync)."""
+    if not torch.isfinite(loss_sum).item():
+        raise TrainingDiverged(
+            f"training loss is not finite ({loss_sum.item()}) in epoch {epoch + 1}/{config.epochs} "
+            f"by global step {step}, at lr={lr:.4g} (base lr={config.lr:.4g}, schedule={config.schedule!r})"
+        )

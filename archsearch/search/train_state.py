@@ -1,0 +1,83 @@
+"""What a training keeps: its learning curve, and its checkpoint (its whole state after each epoch, written
+atomically, checked to belong to this recipe and these training images before a training resumes from it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from archsearch.core.errors import ConfigError
+
+
+@dataclass
+class LearningCurve:
+    """What a training measured after each epoch, one list entry an epoch (None: an epoch trained before the
+    curve was recorded, in a checkpoint of an older archsearch)."""
+
+    train_loss: list[float | None] = field(default_factory=list)  # mean training loss over the epoch
+    train_loss_tail: list[float | None] = field(default_factory=list)  # over the epoch's last quarter of steps
+    val_loss: list[float | None] = field(default_factory=list)  # mean cross-entropy on validation, no smoothing
+    val_accuracy: list[float | None] = field(default_factory=list)
+
+    def add(self, train_loss: float, train_loss_tail: float, val_loss: float, val_accuracy: float) -> None:
+        for name, value in zip(_CURVE_KEYS, (train_loss, train_loss_tail, val_loss, val_accuracy), strict=True):
+            getattr(self, name).append(float(value))
+
+    def to_dict(self) -> dict[str, list[float | None]]:
+        return {name: list(getattr(self, name)) for name in _CURVE_KEYS}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LearningCurve:
+        return cls(**{name: list(d.get(name, [])) for name in _CURVE_KEYS})
+
+    def resume(self, saved: dict[str, Any] | None, epochs: int) -> None:
+        """Take a checkpoint's curve of ``epochs`` epochs (padded with None where it has fewer)."""
+        loaded = LearningCurve.from_dict(saved or {})
+        for name in _CURVE_KEYS:
+            values = getattr(loaded, name)[:epochs]
+            getattr(self, name)[:] = [None] * (epochs - len(values)) + values
+
+
+_CURVE_KEYS = ("train_loss", "train_loss_tail", "val_loss", "val_accuracy")
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Write ``state`` to ``path`` atomically: a reader sees the previous epoch's file or this one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def data_key(x: torch.Tensor, y: torch.Tensor) -> list:
+    """What tells one training set from another, cheaply: its size, the sum of its pixels, its class counts."""
+    return [len(y), round(x.sum(dtype=torch.float64).item(), 3), y.bincount().tolist()]
+
+
+def load_state(path: Path, config: Any, data_key: list, device: torch.device) -> dict:
+    """The state saved in ``path``, after checking that it belongs to this recipe and training set."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or not a checkpoint: say which file, never train over it silently
+        raise ConfigError(f"not a readable training checkpoint ({e}); delete it to start over", path=path) from e
+    saved = state.get("config") if isinstance(state, dict) else None
+    now = dataclasses.asdict(config)
+    if not isinstance(saved, dict):
+        raise ConfigError("not a training checkpoint of archsearch (no recipe in it); delete it to start over",
+                          path=path)
+    diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
+    saved_data = state.get("data") or [None, None, None]
+    if saved_data[0] != data_key[0]:
+        diff.append(f"training images: saved {saved_data[0]}, now {data_key[0]}")
+    elif saved_data != data_key:
+        diff.append("the same number of training images, but other images or labels")
+    if state.get("device") != device.type:  # the batch generator's state is the device's own kind
+        diff.append(f"device: saved {state.get('device')}, now {device.type}")
+    if diff:
+        raise ConfigError(f"checkpoint of another training ({'; '.join(diff)}); delete it to start over", path=path)
+    return state

@@ -1,0 +1,1 @@
+"""The search space: its file and sampling, budget fitting, and the seed baselines."""

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +15,9 @@ from archsearch.core import interrupt
 from archsearch.export.folder import export
 from archsearch.search.parallel import default_threads, set_threads
 
-__all__ = ["add_parser", "cmd_export", "positive_int"]
+__all__ = ["add_parser", "cmd_export", "disk_full", "positive_int"]
+
+_FULL_BYTES = 1 << 20  # less free space than this after a failed write: the disk is full
 
 
 def positive_int(text: str) -> int:
@@ -81,4 +85,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"\ninterrupted: nothing is written to {out} yet; the retrain's state after its last finished epoch "
               f"is kept beside it; run the same command to resume", file=sys.stderr)
         return 130
+    except (OSError, RuntimeError) as e:  # ONNX's writer reports a full disk as a RuntimeError
+        if not disk_full(e, Path(out).absolute().parent):
+            raise
+        print(f"archsearch: no space left on the device of {Path(out).absolute().parent}: nothing is written to {out} "
+              f"(a half-written folder is removed); the retrain's state after its last finished epoch is kept "
+              f"where it fitted; free space and run the same command to resume", file=sys.stderr)
+        return 1
     return 0
+
+
+def disk_full(error: BaseException, folder: Path) -> bool:
+    """Whether ``error`` is a write that failed because ``folder``'s file system is full."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    if "No space left on device" in str(error):
+        return True
+    try:  # a C++ writer's "file write failed" names no cause: ask the file system
+        return shutil.disk_usage(folder).free < _FULL_BYTES
+    except OSError:
+        return False

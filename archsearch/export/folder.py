@@ -63,6 +63,7 @@ from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR
 from archsearch.search.study import load_config_data, open_study
 from archsearch.search.summary import fmt_count
 from archsearch.search.train import resolve_device
+from archsearch.search.train_state import write_bytes
 
 __all__ = [
     "ExportError",
@@ -225,7 +226,7 @@ def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *
     arch = model.arch
     (tmp / ARCH_FILE).write_text(json.dumps(arch.to_dict(), indent=2) + "\n", encoding="utf-8")
     state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}  # a plain dict
-    torch.save(state, tmp / WEIGHTS_FILE)
+    write_bytes(tmp / WEIGHTS_FILE, lambda f: torch.save(state, f))
     (tmp / MODEL_FILE).write_text(model_source(arch, preprocessing, info["classes"]), encoding="utf-8")
 
     gen = torch.Generator().manual_seed(0)
@@ -255,7 +256,7 @@ def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *
         check(f"{MODEL_FILE} (bare)", _run_model_py(tmp, bare_x, bare=True), bare_reference)
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.export.export(full, (x,), dynamic_shapes={"x": {0: batch}})
-    torch.export.save(program, tmp / PROGRAM_FILE)
+    write_bytes(tmp / PROGRAM_FILE, lambda f: torch.export.save(program, f))
     with torch.no_grad():
         check(PROGRAM_FILE, program.module()(x))
     files = [ARCH_FILE, WEIGHTS_FILE, MODEL_FILE, PROGRAM_FILE]

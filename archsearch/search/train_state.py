@@ -4,7 +4,9 @@ atomically, checked to belong to this recipe and these training images before a 
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +52,22 @@ def save_state(path: Path, state: dict) -> None:
     """Write ``state`` to ``path`` atomically: a reader sees the previous epoch's file or this one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
+    write_bytes(tmp, lambda f: torch.save(state, f))
     os.replace(tmp, path)
+
+
+def write_bytes(path: Path, save: Callable[[io.BytesIO], Any]) -> None:
+    """``save`` into memory, then the bytes to ``path``: a full disk is then Python's OSError (ENOSPC), where
+    torch's own file writer fails with a RuntimeError and, destroyed later, aborts the process. A failed write
+    leaves no file."""
+    buffer = io.BytesIO()
+    save(buffer)
+    try:
+        with open(path, "wb") as f:
+            f.write(buffer.getbuffer())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def data_key(x: torch.Tensor, y: torch.Tensor) -> list:

@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import gc
-import os
-import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import optuna
 import torch
@@ -24,10 +23,11 @@ from archsearch.search.reachable import latency_table_of
 from archsearch.search.samplers import trial_snapshot
 from archsearch.search.train import TrainResult, train
 from archsearch.search.train_state import LearningCurve
+from archsearch.search.worker_identity import worker_alive, worker_id
 from archsearch.space.fit import Fit, budget_use, fit_shape, metric_values
 from archsearch.space.search_space import Space, suggest_architecture, suggest_shape
 
-__all__ = ["Objective", "budget_excess", "counts", "worker_id", "BASELINE_ATTR", "ARCH_ATTR"]
+__all__ = ["Objective", "budget_excess", "counts", "worker_id", "worker_alive", "BASELINE_ATTR", "ARCH_ATTR"]
 
 # trial user attributes (JSON) that archsearch writes and reads
 ARCH_ATTR = "arch"
@@ -48,43 +48,13 @@ def counts(t: FrozenTrial) -> bool:
     """Whether a trial uses up ``n_trials``: a network trained (complete or pruned), or running.
 
     An over-budget candidate is recorded COMPLETE with ``feasible`` False and never trained: it does not count
-    (the search caps how many it tries, :mod:`archsearch.search.study`).
+    (the search caps how many it tries, :mod:`archsearch.search.run_loop`).
     """
     return (t.state in (*COUNTED_STATES, TrialState.RUNNING)) and t.user_attrs.get(FEASIBLE_ATTR) is not False
 
 
 class SurplusTrial(RuntimeError):
     """A trial started by a worker while the study's last trials were already taken by others."""
-
-
-def _process_start(pid: int) -> str:
-    """The process's start time in clock ticks ('?' where unknown; 'dead' for a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return "?"
-    if fields[0] in ("Z", "X"):  # killed but not yet reaped by its parent
-        return "dead"
-    return fields[19]  # field 22 of stat: start time
-
-
-def worker_id() -> str:
-    """``host:pid:start``, which tells a dead worker from a live one on the same host (PIDs get reused)."""
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
-
-
-def worker_alive(worker: str) -> bool | None:
-    """Whether the worker that wrote ``worker`` still runs; None if it ran on another host."""
-    try:
-        host, pid, start = worker.rsplit(":", 2)
-        pid_ = int(pid)
-    except ValueError:
-        return None
-    if host != socket.gethostname():
-        return None
-    return _process_start(pid_) == start and start != "?"
 
 
 def budget_excess(config: StudyConfig, values: dict[str, float | None]) -> dict[str, float]:
@@ -238,6 +208,24 @@ class Objective:
         trial.set_user_attr("worker", worker_id())
         # the trial's snapshot of the study (read as it started, shared with the sampler) serves both checks
         taken = trial_snapshot(trial.study, (*COUNTED_STATES, optuna.trial.TrialState.RUNNING))
+        self._give_way_if_surplus(trial, taken)
+        candidate = self._candidate(trial)
+        if not self._within_budget(trial, candidate):
+            # over budget: recorded, never built for training; the sampler learns from the constraint
+            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            return self.score(0.0, candidate.cost, candidate.latency_ms)
+        earlier = self.earlier_result(taken, candidate.arch.id)
+        if earlier is not None:
+            return self._reuse(trial, earlier, t0)
+        result, curve = self._train(trial, candidate, t0)
+        self._record_result(trial, result, curve)
+        return self.score(result.val_accuracy, candidate.cost, candidate.latency_ms)
+
+    # -- the trial's steps, in order -------------------------------------------------------------
+
+    def _give_way_if_surplus(self, trial: optuna.Trial, taken: list[FrozenTrial]) -> None:
+        """Raise :class:`SurplusTrial` (marked ``surplus``) where the study's last trials are taken by others, or
+        an earlier trial runs the same queued baseline or retry."""
         if self.target is not None and self.is_surplus(trial, taken):
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
@@ -246,6 +234,9 @@ class Objective:
             if runner is not None:  # two starts queued this at once: the earlier trial runs it
                 trial.set_user_attr(SURPLUS_ATTR, True)
                 raise SurplusTrial(f"trial {runner} runs the same queued candidate")
+
+    def _candidate(self, trial: optuna.Trial) -> _Candidate:
+        """The trial's record (sampled and fitted, or queued) and its analytic cost, both recorded."""
         arch, fit = self.architecture(trial)
         cost = arch_cost(arch)
         trial.set_user_attr(ARCH_ATTR, arch.to_dict())
@@ -256,73 +247,69 @@ class Objective:
         trial.set_user_attr("macs", cost.macs)
         trial.set_user_attr("params", cost.params)
         trial.set_user_attr("peak_activation_bytes", cost.peak_activation_bytes)
+        return _Candidate(arch, cost)
 
-        latency_ms = None
-        model = None  # built once: to measure its latency, then to train it
-        constraints = self.constraints(cost, None)
-        within = not any(c > 0 for c in constraints.values())
-        if self.needs_latency() and (within or self.scores_latency()):
-            # the table's prediction first: an over-latency candidate is rejected without being built
-            latency_ms = self.latency_table().predict(arch)
-            trial.set_user_attr("latency_pred_ms", latency_ms)
-            trial.set_user_attr("latency_runtime", self.config.budget.latency.runtime)
-            constraints = self.constraints(cost, latency_ms)
-            if not any(c > 0 for c in constraints.values()):
-                # predicted within budget: the built network's measured latency decides, and is scored;
-                # measured at the table's speed (archsearch/latency/table.py), the wall time as timed beside it
-                model = self.build(arch)
-                lat, timed = self.latency_table().measure(model, (arch.in_chs, arch.resolution, arch.resolution))
-                latency_ms = lat.median_ms
-                trial.set_user_attr("latency_ms", latency_ms)
-                trial.set_user_attr("latency_p90_ms", lat.p90_ms)
-                trial.set_user_attr("latency_timed_ms", timed.median_ms)
-                constraints = self.constraints(cost, latency_ms)
-        feasible = not any(c > 0 for c in constraints.values())
+    def _within_budget(self, trial: optuna.Trial, candidate: _Candidate) -> bool:
+        """Whether the candidate is within the budget: its analytic cost, then its latency where the budget or
+        the score needs it. Records the constraints (what the sampler learns from), ``budget_use`` and
+        ``feasible``."""
+        constraints = self.constraints(candidate.cost, None)
+        if self.needs_latency() and (_within(constraints) or self.scores_latency()):
+            constraints = self._latency(trial, candidate)
+        feasible = _within(constraints)
         for metric, excess in constraints.items():
             trial.set_constraint(metric, excess)
-        use = budget_use(self.values(cost, latency_ms), self.limits())
+        use = budget_use(self.values(candidate.cost, candidate.latency_ms), self.limits())
         if use is not None:
             trial.set_user_attr("budget_use", use)
         trial.set_user_attr("feasible", feasible)
-        if not feasible:
-            # over budget: recorded, never built for training; the sampler learns from the constraint
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-            return self.score(0.0, cost, latency_ms)
+        return feasible
 
-        earlier = self.earlier_result(taken, arch.id)
-        if earlier is not None:
-            # the sampler proposed an architecture already trained: reuse its result, train nothing
-            trial.set_user_attr("duplicate_of", earlier.number)
-            for key in ("val_accuracy", "epochs_done", "latency_ms"):
-                if key in earlier.user_attrs:
-                    trial.set_user_attr(key, earlier.user_attrs[key])
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
-            if earlier.state == optuna.trial.TrialState.PRUNED:
-                raise optuna.TrialPruned(f"same architecture as pruned trial {earlier.number}")
-            return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
+    def _latency(self, trial: optuna.Trial, candidate: _Candidate) -> dict[str, float]:
+        """The candidate's latency, recorded (``candidate.latency_ms``), and the constraints it gives."""
+        arch = candidate.arch
+        # the table's prediction first: an over-latency candidate is rejected without being built
+        candidate.latency_ms = self.latency_table().predict(arch)
+        trial.set_user_attr("latency_pred_ms", candidate.latency_ms)
+        trial.set_user_attr("latency_runtime", self.config.budget.latency.runtime)
+        constraints = self.constraints(candidate.cost, candidate.latency_ms)
+        if _within(constraints):
+            # predicted within budget: the built network's measured latency decides, and is scored;
+            # measured at the table's speed (archsearch/latency/table.py), the wall time as timed beside it
+            candidate.model = self.build(arch)
+            lat, timed = self.latency_table().measure(candidate.model, (arch.in_chs, arch.resolution, arch.resolution))
+            candidate.latency_ms = lat.median_ms
+            trial.set_user_attr("latency_ms", candidate.latency_ms)
+            trial.set_user_attr("latency_p90_ms", lat.p90_ms)
+            trial.set_user_attr("latency_timed_ms", timed.median_ms)
+            constraints = self.constraints(candidate.cost, candidate.latency_ms)
+        return constraints
 
-        data = self.data_for(arch.resolution)
-        if model is None:
-            model = self.build(arch)
-        prune = not self.config.objective.multi_objective
-        last_epoch = self.config.training.epochs - 1
+    @staticmethod
+    def _reuse(trial: optuna.Trial, earlier: FrozenTrial, t0: float) -> float | tuple[float, float]:
+        """The sampler proposed an architecture already trained: reuse its result, train nothing."""
+        trial.set_user_attr("duplicate_of", earlier.number)
+        for key in ("val_accuracy", "epochs_done", "latency_ms"):
+            if key in earlier.user_attrs:
+                trial.set_user_attr(key, earlier.user_attrs[key])
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        if earlier.state == optuna.trial.TrialState.PRUNED:
+            raise optuna.TrialPruned(f"same architecture as pruned trial {earlier.number}")
+        return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
+
+    def _train(self, trial: optuna.Trial, candidate: _Candidate, t0: float) -> tuple[TrainResult, LearningCurve]:
+        """Train the candidate (the network built for its latency, or built now), pruned by the study's pruner; a
+        failure is recorded as the trial's ``error``, the time as ``seconds`` however it ends."""
+        data = self.data_for(candidate.arch.resolution)
+        model = candidate.model if candidate.model is not None else self.build(candidate.arch)
+        candidate.model = None  # held here only, so that an out-of-memory below frees it
         curve = LearningCurve()  # filled as the training runs: a pruned trial keeps its curve too
-
-        def on_epoch(epoch: int, accuracy: float) -> None:
-            if prune:
-                trial.report(accuracy, epoch)
-                # after the last epoch stopping saves nothing: the trained candidate completes with its value
-                if epoch < last_epoch and trial.should_prune():
-                    trial.set_user_attr("epochs_done", epoch + 1)
-                    trial.set_user_attr("val_accuracy", accuracy)
-                    trial.set_user_attr("curve", curve.to_dict())
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
-
+        on_epoch = self._pruning(trial, curve)
         try:
-            result = self.trainer(
+            return self.trainer(
                 model, data.x_train, data.y_train, data.x_val, data.y_val, self.config.training,
                 device=self.device, on_epoch=on_epoch, preprocess=data.preprocess(), curve=curve,
-            )
+            ), curve
         except optuna.TrialPruned:
             raise
         except torch.cuda.OutOfMemoryError as e:
@@ -338,12 +325,45 @@ class Objective:
         finally:
             trial.set_user_attr("seconds", time.perf_counter() - t0)
 
+    def _pruning(self, trial: optuna.Trial, curve: LearningCurve) -> Callable[[int, float], None]:
+        """The trainer's per-epoch callback: reports to the pruner (single objective only) and, pruned, records
+        how far the trial got before it raises ``TrialPruned``."""
+        prune = not self.config.objective.multi_objective
+        last_epoch = self.config.training.epochs - 1
+
+        def on_epoch(epoch: int, accuracy: float) -> None:
+            if prune:
+                trial.report(accuracy, epoch)
+                # after the last epoch stopping saves nothing: the trained candidate completes with its value
+                if epoch < last_epoch and trial.should_prune():
+                    trial.set_user_attr("epochs_done", epoch + 1)
+                    trial.set_user_attr("val_accuracy", accuracy)
+                    trial.set_user_attr("curve", curve.to_dict())
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
+
+        return on_epoch
+
+    @staticmethod
+    def _record_result(trial: optuna.Trial, result: TrainResult, curve: LearningCurve) -> None:
         trial.set_user_attr("val_accuracy", result.val_accuracy)
         trial.set_user_attr("epochs_done", result.epochs_done)
         trial.set_user_attr("curve", curve.to_dict())  # per epoch: train loss (all, last quarter), val loss, acc
         trial.set_user_attr("train_seconds", result.train_seconds)
         trial.set_user_attr("compute_seconds", result.compute_seconds)
-        return self.score(result.val_accuracy, cost, latency_ms)
+
+
+@dataclass
+class _Candidate:
+    """What a trial's steps learn of its candidate."""
+
+    arch: Arch
+    cost: Cost
+    latency_ms: float | None = None  # predicted, then measured where the prediction is within the budget
+    model: torch.nn.Module | None = None  # built once: to measure its latency, then to train it
+
+
+def _within(constraints: dict[str, float]) -> bool:
+    return not any(c > 0 for c in constraints.values())
 
 
 # ---------------------------------------------------------------------------------------------------------

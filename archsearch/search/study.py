@@ -10,12 +10,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Literal, NamedTuple
+from typing import IO, Any, Literal
 
 import numpy as np
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from archsearch.config.storage import make_storage, redact
 from archsearch.config.study_config import StudyConfig, fingerprint_matches, load_study_config
@@ -24,7 +24,7 @@ from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle, load_data
 from archsearch.search import rerank
 from archsearch.search.data_identity import check_data_identity
-from archsearch.search.objective import BASELINE_ATTR, COUNTED_STATES, SURPLUS_ATTR, Objective, counts, worker_id
+from archsearch.search.objective import BASELINE_ATTR, COUNTED_STATES, Objective
 from archsearch.search.parallel import Workers, WorkersFailed, default_threads, set_threads
 from archsearch.search.progress import StudyBar
 from archsearch.search.reachable import check_budget_reachable
@@ -35,21 +35,18 @@ from archsearch.search.recovery import (  # noqa: F401 (sweep_dead_workers: re-e
     recover,
     sweep_dead_workers,
 )
+from archsearch.search.run_loop import RunLoop
 from archsearch.search.samplers import make_pruner, make_sampler
-from archsearch.search.summary import finished_count, summary, trial_line
+from archsearch.search.summary import finished_count, summary
 from archsearch.search.train import TrainResult, make_optimizer, resolve_device, train
+from archsearch.search.worker_identity import worker_id
 from archsearch.space.search_space import Space
 
 __all__ = ["run", "run_workers", "open_study", "load_config_data"]
 
 FINGERPRINT_ATTR = "archsearch.fingerprint"
 COUNTED = COUNTED_STATES
-_WAIT_S = 0.5  # poll interval of a worker waiting for others' last trials
 _INTERRUPT_GRACE_S = 30.0  # after a Ctrl-C, how long run_workers waits for its workers to stop on their own
-# over-budget candidates cost no training and do not count toward n_trials; so that a space that rarely fits
-# cannot sample forever, a run stops after this many of them per network it is to train (at least the minimum)
-INFEASIBLE_PER_TRIAL = 10
-INFEASIBLE_MIN = 50
 
 
 def _directions(config: StudyConfig) -> list[Literal["maximize", "minimize"]]:
@@ -152,32 +149,6 @@ def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
     return space, data
 
 
-class _Counts(NamedTuple):
-    done: int  # networks trained: what n_trials counts
-    taken: int  # done, or running in any worker
-    failed: int  # failed by their own error or interrupted (not given way to another worker)
-    infeasible: int  # over the budget: never trained, not counted
-
-
-def _counts(study: optuna.Study) -> _Counts:
-    """The run loop's figures, from one read of the study."""
-    done = taken = failed = infeasible = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.FAIL:
-            failed += not t.user_attrs.get(SURPLUS_ATTR)
-        elif counts(t):
-            taken += 1
-            done += t.state in COUNTED
-        elif t.state == TrialState.COMPLETE:
-            infeasible += 1
-    return _Counts(done, taken, failed, infeasible)
-
-
-def infeasible_cap(target: int) -> int:
-    """How many over-budget candidates one run tries before it stops, for ``target`` networks to train."""
-    return max(INFEASIBLE_MIN, INFEASIBLE_PER_TRIAL * target)
-
-
 def run(
     config: StudyConfig | str | os.PathLike,
     *,
@@ -195,9 +166,10 @@ def run(
 
     Counted across restarts and workers, not per call; a trial that fails (an exception, a killed worker) is
     recorded as failed and does not count, nor does a candidate over the budget (never trained; a run stops
-    after ``max_infeasible`` of them, default :func:`infeasible_cap`). Returns the study. A Ctrl-C stops the run
-    at the next safe point, never inside a storage write (archsearch/core/interrupt.py); the interrupted trial runs
-    again on the next start. ``threads``: torch's threads meanwhile (default: one, :mod:`archsearch.search.parallel`).
+    after ``max_infeasible`` of them, default :func:`archsearch.search.run_loop.infeasible_cap`). Returns the
+    study. A Ctrl-C stops the run at the next safe point, never inside a storage write
+    (archsearch/core/interrupt.py); the interrupted trial runs again on the next start. ``threads``: torch's
+    threads meanwhile (default: one, :mod:`archsearch.search.parallel`).
     """
     before = set_threads(default_threads() if threads is None else threads)
     try:
@@ -225,14 +197,8 @@ def _run(
         config = load_study_config(config)
     target = config.n_trials if n_trials is None else n_trials
     timeout = config.timeout if timeout is None else timeout
-    space, data = load_config_data(config)
-    check_budget_reachable(config, space, data)
-    device = resolve_device(config.device)
-    data = data.to(device)
-    # the first optimizer of a process imports torch's compiler stack (seconds): pay it before the trials
-    make_optimizer(torch.nn.Linear(1, 1), config.training, device)
-
     prefix = f"[w{worker_index}] " if worker_index else ""
+    space, data, device = _load_checked(config)
     # trial failures are reported on our own trial lines; Optuna would add a traceback for each
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study, created = _open_study(config, create=True)
@@ -244,96 +210,74 @@ def _run(
         recover(study, requeue=False)  # a dead worker's trial beyond the target: failed, not run again
         return study  # nothing to do: the line above says so, `archsearch report` shows the results
     _reseed(study, config, worker_index)
-    swept, queued = recover(study)
-    # the baselines: enqueued by the creator; by another start where the creator died before it did
-    baselines_due = config.enqueue_baselines and ensure_baselines(study, config, data, created=created) is None
+    swept, queued, baselines_due = _recover(study, config, data, created=created)
     bar = StudyBar(study, target, config.training.epochs, name=config.name) if progress and stream else None
     if bar is not None:
         trainer = bar.watch(trainer)  # redrawn after each epoch: a long trial shows where it is
     objective = Objective(config, space, data, device=device, trainer=trainer, target=target)
+    say = _printer(stream, bar)
+    _say_recovered(say, prefix, swept, queued)
+    loop = RunLoop(study, config, data, objective, target=target, timeout=timeout, max_infeasible=max_infeasible,
+                   say=say, bar=bar, prefix=prefix, baselines_due=baselines_due)
+    _trials_then_rerank(loop, bar, say=lambda text: say(prefix + text))
+    if summarize:
+        say(summary(study, config))
+    return study
 
+
+def _load_checked(config: StudyConfig) -> tuple[Space, DataBundle, torch.device]:
+    """The space, and the data on the config's device; refused where the budget leaves nothing of the space."""
+    space, data = load_config_data(config)
+    check_budget_reachable(config, space, data)
+    device = resolve_device(config.device)
+    data = data.to(device)
+    # the first optimizer of a process imports torch's compiler stack (seconds): pay it before the trials
+    make_optimizer(torch.nn.Linear(1, 1), config.training, device)
+    return space, data, device
+
+
+def _recover(study: optuna.Study, config: StudyConfig, data: DataBundle, *,
+             created: bool) -> tuple[list[int], list[tuple[FrozenTrial, str]], bool]:
+    """:func:`recover` (dead workers' trials failed, trials without a verdict queued again), then the baselines
+    queued; returns what was failed, what was queued again, and whether the baselines are still due."""
+    swept, queued = recover(study)
+    # the baselines: enqueued by the creator; by another start where the creator died before it did
+    baselines_due = config.enqueue_baselines and ensure_baselines(study, config, data, created=created) is None
+    return swept, queued, baselines_due
+
+
+def _trials_then_rerank(loop: RunLoop, bar: StudyBar | None, *, say: Callable[[str], None]) -> None:
+    """The run's trials, then (unless too many of them failed) the re-rank of the best; the bar closed after."""
+    frozen = _freeze_long_lived()
+    try:
+        stopped_by_failures = loop.run()
+        if loop.config.rerank is not None and not stopped_by_failures:
+            rerank.rerank(loop.study, loop.config, loop.objective, say=say)
+    finally:
+        if frozen:
+            gc.unfreeze()
+        if bar is not None:
+            bar.close()
+
+
+def _printer(stream: IO[str] | None, bar: StudyBar | None) -> Callable[[str], None]:
+    """Print a run's line: above the progress bar if there is one, to ``stream`` (None: nowhere)."""
     def say(text: str) -> None:
         if stream is not None:
             (bar.write(text, stream) if bar is not None else print(text, file=stream, flush=True))
 
+    return say
+
+
+def _say_recovered(say: Callable[[str], None], prefix: str, swept: list[int],
+                   queued: list[tuple[FrozenTrial, str]]) -> None:
+    """What :func:`recover` did: dead workers' trials failed, trials without a verdict queued again."""
     if swept:
         say(f"{prefix}failed {len(swept)} trial(s) left RUNNING by a dead worker: {swept}")
     for t, why in queued:
         what = f"{t.user_attrs[BASELINE_ATTR]} baseline" if BASELINE_ATTR in t.user_attrs else t.user_attrs.get(
             "arch_id", "not yet sampled")
         say(f"{prefix}queued again: trial {t.number} ({what}), {why}")
-
-    def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.user_attrs.get(SURPLUS_ATTR):
-            return  # gave way to another worker's trial: nothing to report
-        say(prefix + trial_line(trial))
-        if bar is not None:
-            bar.refresh(force=True)
-
-    def stop_when_taken(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal baselines_due
-        if baselines_due:  # too early at the start to tell whether the creator enqueues them: asked again
-            baselines_due = ensure_baselines(study, config, data, created=False) is None
-        # a read between trials (outside any trial's time): other workers' trials started since count too
-        now = _counts(study)
-        if now.taken >= target or now.infeasible - at_start.infeasible >= infeasible_limit:
-            study.stop()
-
-    start = time.monotonic()
-    max_failures = max(10, target)  # guard against a space whose every trial fails
-    infeasible_limit = infeasible_cap(target) if max_infeasible is None else max_infeasible
-    at_start = _counts(study)
-    frozen = _freeze_long_lived()
-    stopped_by_failures = False
-    try:
-        while (now := _counts(study)).done < target:
-            done, taken = now.done, now.taken
-            left = None if timeout is None else timeout - (time.monotonic() - start)
-            if left is not None and left <= 0:
-                say(f"timeout of {timeout:g}s reached with {done}/{target} networks trained")
-                break
-            if (fails := now.failed - at_start.failed) >= max_failures:
-                say(f"stopping: {fails} trials failed in this run (see the trial lines for the errors)")
-                stopped_by_failures = True
-                break
-            if (over := now.infeasible - at_start.infeasible) >= infeasible_limit:
-                say(f"stopping: {over} candidates in this run were over the budget (the cap, --max-infeasible), "
-                    f"{done} of {target} networks trained; the budget leaves little of the space: raise it, or "
-                    f"narrow the space (`archsearch space {config.source or 'STUDY'}` shows how much fits)")
-                break
-            if taken >= target:
-                # the last trials run in other workers: wait for them to finish (or fail, then take over)
-                time.sleep(_WAIT_S)
-                interrupt.check()
-                sweep_dead_workers(study)
-                continue
-            try:
-                study.optimize(
-                    objective,
-                    n_trials=target - taken,
-                    timeout=left,
-                    catch=(Exception,),
-                    callbacks=[on_trial, stop_when_taken, interrupt.check],
-                    gc_after_trial=False,
-                )
-            except ValueError as e:
-                # the trial was finished elsewhere while this worker ran it: another worker took the same
-                # queued trial (a storage whose state changes are not atomic; SQLite's are, see
-                # config._use_wal), or a heartbeat sweep failed it as stale. Optuna cannot record this
-                # result; the stored one stands: go on instead of ending this worker.
-                if not str(e).startswith("Cannot tell a "):
-                    raise
-                say(f"{prefix}a trial this worker ran was finished by another worker meanwhile ({e}); going on")
-        if config.rerank is not None and not stopped_by_failures:
-            rerank.rerank(study, config, objective, say=lambda text: say(prefix + text))
-    finally:
-        if frozen:
-            gc.unfreeze()
-        if bar is not None:
-            bar.close()
-    if summarize:
-        say(summary(study, config))
-    return study
 
 
 def start_line(config: StudyConfig, created: bool, done: int, target: int) -> str:

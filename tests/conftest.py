@@ -61,6 +61,20 @@ TINY_STUDY: dict[str, Any] = {
     "enqueue_baselines": False,
 }
 
+
+# the first lines of a script that must run without archsearch: any import of it fails (an export's model.py
+# and files must be enough); the scripts of the export tests start with it
+WITHOUT_ARCHSEARCH = """\
+import importlib.abc, sys
+
+class _Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "archsearch":
+            raise ImportError("archsearch is blocked in this process")
+
+sys.meta_path.insert(0, _Blocked())
+"""
+
 DIGITS = {"name": "digits", "options": {}}  # a `dataset=` override: scikit-learn's 8x8 digits, 10 classes
 
 

@@ -24,7 +24,7 @@ from archsearch.core.errors import ConfigError
 from archsearch.export.folder import export
 from archsearch.search.study import run
 
-from conftest import TINY_SPACE, study_dict
+from conftest import TINY_SPACE, WITHOUT_ARCHSEARCH, study_dict
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -220,18 +220,12 @@ def test_a_dataset_too_big_for_memory_is_refused_before_decoding(tmp_path: Path,
 # ---------------------------------------------------------------------------------------------------------
 # a search, a changed folder, an export, and the raw files classified without archsearch
 
-CLASSIFY = textwrap.dedent(
+CLASSIFY = WITHOUT_ARCHSEARCH + textwrap.dedent(
     """
-    import importlib, importlib.abc, json, sys
+    import json, sys
     from pathlib import Path
     import torch
 
-    class Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "archsearch":
-                raise ImportError("archsearch is blocked in this process")
-
-    sys.meta_path.insert(0, Block())
     torch.set_num_threads(1)
     folder, test = Path(sys.argv[1]), Path(sys.argv[2])
     sys.path.insert(0, str(folder))

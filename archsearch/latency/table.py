@@ -6,64 +6,19 @@ stem, its max-pool, every block, the head) plus a per-network constant, the way 
 model from its kernels (https://dl.acm.org/doi/10.1145/3458864.3467882). Entries are measured once per
 target, on demand, and cached in a JSON file per target under ``studies/latency/``.
 
-What the plain sum misses, measured on this project's 2-core EPYC (1 thread, batch 1, 25 networks from
-search_spaces/mixed.yaml at 1x28x28, 2-9 ms each), and how it is modelled:
+Each entry is timed with a fixed *disturber* network, of the three families, run before each timed pass:
+a block timed alone, pass after pass, runs warmer than it does inside a network. The disturber is also the
+*reference*: its pass is timed too, and every entry, the per-network constant and every measurement are kept
+as a ratio to it and turned into milliseconds at one speed per table (``reference_ms``), because on a shared
+machine the core itself changes speed for seconds at a time. A measurement (:meth:`LatencyTable.measure`) thus
+says how long the network takes at the table's speed; the wall time as timed is kept beside it.
 
-- context: a block timed alone, pass after pass, runs with its weights, activations, the framework's
-  code paths and the branch predictor warm for exactly its own layers; inside a network the other
-  blocks have run in between. The plain sum of isolated blocks is 10% below the whole network
-  (median ratio 0.90, range 0.76-0.99). Writing a 4 MB buffer between timed passes (caches cold)
-  overshoots instead (ratio 1.24): a network is neither warm nor cold. So each entry is timed with a
-  fixed *disturber* network, of the three families, run before each timed pass: the ratio
-  becomes 1.00 (median; range 0.80-1.11, mostly measurement noise).
-- the network's own forward (``Net.forward``, its ``nn.Sequential`` containers, the ``Identity`` of
-  an absent max-pool) and what is left of the context effect: a per-network constant, measured once
-  per target on three calibration networks as the median of (measured latency - sum of entries).
-- the machine's speed: on a shared (virtual) machine the same network, one thread, no other process
-  of ours running, ran at 1.22 ms for a second and at 1.71 ms for the next three (thread CPU time
-  moved with wall time: the core itself ran slower, e.g. under a busy hyperthread sibling). An entry
-  measured in a slow phase stayed wrong for good, and a network measured in one was 40% off its
-  prediction: 70% of 100 networks were predicted within +-10%, and one network measured five times
-  spread by 10% (median over 8). The disturber is therefore also the *reference*: its pass before
-  each timed pass is timed too, and slows down with the machine (the ratio of the two medians varied
-  by +-4% where each alone varied by +-13%). Every entry, the constant and every measurement are kept
-  as that ratio, and turned into milliseconds at one speed per table: the reference's median time over
-  the calibration measurements (``reference_ms``). A measurement (:meth:`LatencyTable.measure`) thus
-  says how long the network takes at the table's speed; the wall time as timed is kept beside it.
+ONNX Runtime (``runtime: onnxruntime``) has a table of its own, timed by the same method with three changes:
+one session call (``CALL_KEY``) is taken off every part, the reference runs twice and only its second, warm pass
+is timed (:func:`_warm_then_timed`), and each entry is timed in ``ENTRY_ROUNDS`` rounds spread over the fill.
 
-Not modelled: a long run of identical blocks runs warmer than its entries (the ShuffleNet v1 baseline,
-8 identical units in a row, is overpredicted by about 10%) and blocks whose weights outgrow the L2
-cache run colder (MobileNet v1 x0.5's 512-channel 1x1 convolutions: underpredicted by about 7%). In
-mixed.yaml (runs of at most 3, at most 288 channels) neither shows: the residual per repeated block
-is -0.5%. ``archsearch latency check`` measures how well the table does for a space.
-
-ONNX Runtime (``runtime: onnxruntime``, :mod:`archsearch.latency.measure` says how a pass is timed) has a table of its
-own, its parts timed by the same method with two differences, each measured on this machine:
-
-- a part timed alone pays one session call (about 6 us, a tenth of a small network's time); a whole network
-  pays it once. The table times an almost empty session (``CALL_KEY``) and takes it off every part; the
-  per-network constant pays it once.
-- the reference's pass after a part ran as cold as the part left the caches (after a part with 1,024
-  channels, 3x slower), which made it a measure of the part, not of the machine: the reference runs twice
-  between timed passes, and only its second, warm pass is timed (:func:`_warm_then_timed`).
-
-- an entry timed once kept whatever phase the machine was in (two tables built one after the other predicted
-  the same 25 networks more than 10% apart for 13 of them): each entry is timed in ``ENTRY_ROUNDS`` (3) rounds
-  over all the parts being filled, every other round in reverse order, so that a part's rounds lie minutes
-  apart, and the round of its median ratio to the reference is kept. Measured on 100 networks against a
-  table built that way (the check's measurement the median of 3 rounds too): 66% within +-10% (median
-  |error| 6.4%, within +-5% 39%) against 60-64% (7.0-7.5%, 32-37%) with one round, for a build 2.5x as long
-  (200 candidates: 1,153 s); 49 of the 100 networks had rounds more than 10% apart, and the reference ran at
-  1.05-2.48x the table's time during the check, with nothing else of ours running.
-
-Not modelled for ONNX Runtime: it runs convolutions in a blocked layout (NCHWc) and converts a tensor into it
-and out of it at the graph's edges, so a part timed alone converts at both ends where inside a network it
-does not. Taking a measured conversion off each boundary (a 1x1 depthwise convolution timed alone on the
-boundary's shape) did not predict better (57-60% of 40 networks within +-10%, against 60-68%), nor did keeping
-the fastest of three measurements of a network (54-56% of 100, against 60-64%); both were tried on a busy
-machine. On a quiet one (an AMD EPYC with both cores free, 2026-12-06) the method as it stands predicted 94% of
-100 networks within +-10%, in two checks (median |error| 3.5-3.6%, worst 17-18%; 4-6 of the 100 had rounds
-more than 10% apart, against 49 on the busy machine): what limited it there was the machine, not the model.
+What each choice was measured against, and what the table does not model: docs/budgets.md, "How the table's
+method was measured" (``archsearch latency check`` measures how well the table does for a space).
 
 The table file's name and its content carry the key (device, threads, batch, torch version and the
 processor or GPU name, and for ONNX Runtime the runtime and its version): a table measured under any other key
@@ -105,7 +60,7 @@ TABLE_FORMAT = 1
 #: alone pays it, a whole network once, so it is taken off every part (and the constant pays it once)
 CALL_KEY = "call:relu:c1:1x1"
 CALIBRATION_ROUNDS = 3
-#: ONNX Runtime entries are measured in this many rounds over the parts being filled (docstring)
+#: ONNX Runtime entries are measured in this many rounds over the parts being filled (docs/budgets.md)
 ENTRY_ROUNDS = 3
 
 

@@ -7,9 +7,8 @@ Every block class implements three class methods next to its ``forward``:
 
 - ``validate(spec)`` raises ``ValueError`` for a spec it cannot build,
 - ``from_spec(spec)`` calls its explicit constructor,
-- ``cost(spec, tally)`` walks the same layers as ``forward`` on a :class:`~archsearch.network.tally.Tally`, so that
-MACs,
-  parameters and activation sizes are known from the record alone, with nothing built.
+- ``cost(spec, tally)`` walks the same layers as ``forward`` on a :class:`~archsearch.network.tally.Tally`, so
+  that MACs, parameters and activation sizes are known from the record alone, with nothing built.
 
 Users add a family with :func:`register_block` from their own code.
 """
@@ -188,9 +187,8 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """ShuffleNet's channel shuffle: (N, g*c, H, W) -> (N, c*g, H, W), interleaving the groups.
 
     A channels_last input stays channels_last (training runs so): the shuffle then permutes the innermost
-    axis, where a copy into the default layout sent the rest of the unit down slower kernels: a training step
-    of a network with ShuffleNet units is faster by 1.00-1.25x per round, median 1.09x (one thread, two runs
-    beside other jobs: ``python benchmarks/shuffle_layout.py``).
+    axis, where a copy into the default layout sent the rest of the unit down slower kernels (a training step
+    median 1.09x faster; docs/design.md, "Measured figures").
     """
     n, c, h, w = x.shape
     traced = isinstance(x, torch.fx.Proxy)  # torch.fx (archsearch.network.memory) knows no layout: the default path

@@ -303,10 +303,11 @@ def _reranked(study: optuna.Study, config: StudyConfig) -> bool:
 def _freeze_long_lived() -> bool:
     """Exempt what exists before the trials (torch and its compiler stack, Optuna, the data) from collection.
 
-    After the optimizer warm-up the process tracks about 290,000 objects, and a full collection walks
-    them all: 140-210 ms here, and the first trial's allocations triggered one in every run. Frozen
-    (``gc.freeze``, no collection first) they are skipped; what the trials create is collected as
-    before. Returns whether this call froze (False where objects were frozen already: not ours to thaw).
+    After the optimizer warm-up the process tracks about 290,000 objects, and the first trial's
+    allocations set off a full collection that walks them all (140-210 ms here; docs/design.md, "Measured
+    figures"). Frozen (``gc.freeze``, no collection first) they are skipped; what the trials create is
+    collected as before. Returns whether this call froze (False where objects were frozen already: not ours to
+    thaw).
     """
     if gc.get_freeze_count():
         return False

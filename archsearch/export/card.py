@@ -40,7 +40,7 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
     trained = {
         "train": "retrained on the training split with the study's recipe (as in the search)",
         "train+val": "retrained from scratch on training + validation data",
-    }.get(m.get("retrained", ""), "as given to archsearch.export.folder.save")
+    }.get(m.get("retrained", ""), "as given to archsearch.export.save")
     rows = [
         ("architecture", f"`{arch.id}`"),
         ("network input", f"{arch.in_chs}x{arch.resolution}x{arch.resolution}, {arch.num_classes} classes"),

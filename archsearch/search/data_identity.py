@@ -17,7 +17,7 @@ from archsearch.config.study_config import StudyConfig
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
 
-IDENTITY_ATTR = "archsearch.search.data_identity"
+IDENTITY_ATTR = "archsearch.data_identity"
 ACCEPT_ENV = "ARCHSEARCH_ACCEPT_DATA_CHANGE"
 
 

@@ -52,7 +52,7 @@ __all__ = [
 _UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
 CREATED_ATTR = "archsearch.created"  # study attrs: time.time() at creation, and the creating worker
 CREATED_BY_ATTR = "archsearch.created_by"
-BASELINES_ATTR = "archsearch.space.baselines"  # study attr: the baselines are enqueued
+BASELINES_ATTR = "archsearch.baselines"  # study attr: the baselines are enqueued
 _CREATOR_RECORD_S = 2.0  # a creator records itself milliseconds after creating the study
 _CREATOR_GRACE_S = 60.0  # a creator on another host enqueues the baselines within seconds of creating it
 

@@ -48,7 +48,7 @@ __all__ = [
     "PREFIX", "recipe", "recipe_key", "results", "candidates", "rerank", "best_reranked", "pending", "fold_indices",
 ]
 
-PREFIX = "archsearch.search.rerank."
+PREFIX = "archsearch.rerank."
 
 
 def _section(config: StudyConfig) -> RerankConfig:

@@ -93,7 +93,7 @@ def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, boo
         study.set_user_attr(CREATED_BY_ATTR, worker_id())
         study.set_user_attr(CREATED_ATTR, time.time())
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr("archsearch.config.study_config", {**config.to_dict(), "storage": redact(config.storage)})
+        study.set_user_attr("archsearch.config", {**config.to_dict(), "storage": redact(config.storage)})
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(_metric_names(config))  # what optuna-dashboard labels its axes with

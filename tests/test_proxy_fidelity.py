@@ -43,7 +43,7 @@ def test_table_from_the_committed_rows_alone(proxy, capsys) -> None:
     done = int(re.search(r"\((\d+) of 24 done\)", out).group(1))
     assert done == sum(1 for p in ROWS.glob("a*-reference.json"))
     for recipe in (*proxy.FULL.recipes, proxy.SCHEDULE):
-        if not any(ROWS.glob(f"a*-{recipe}.json")):  # a recipe added since: no rows yet, no tau
+        if len(list(ROWS.glob(f"a*-{recipe}.json"))) < 3:  # a recipe added since, still running: no tau yet
             continue
         line = next(line for line in out.splitlines() if line.startswith(f"| {recipe} |"))
         tau = float(re.search(r"\| (-?[01]\.\d{3}) \(", line).group(1))

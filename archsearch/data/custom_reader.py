@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from archsearch.core.errors import ConfigError
-from archsearch.data.readers import RawSplits, to_images, to_labels
+from archsearch.data.readers import RawSplits, check_images, to_images, to_labels
 
 _COLLATE_BATCH = 1024  # a Dataset is collated into tensors in batches of this many items
 
@@ -164,8 +164,4 @@ def _custom_part(spec: str, which: str, part: Any) -> tuple[torch.Tensor, torch.
     x, y = to_images(x, where), to_labels(y, where)
     if len(x) != len(y):
         raise ConfigError(f"{where}: {len(x)} images but {len(y)} labels")
-    if x.shape[2] != x.shape[3]:
-        raise ConfigError(f"{where}: images must be square, got {x.shape[2]}x{x.shape[3]}")
-    if not torch.isfinite(x).all():
-        raise ConfigError(f"{where}: images contain NaN or infinite values")
-    return x, y, dtype
+    return check_images(x, where), y, dtype

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from archsearch.core.errors import ConfigError
-from archsearch.data.readers import RawSplits, to_images
+from archsearch.data.readers import RawSplits, check_images, to_images
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -62,16 +62,11 @@ def read_arrays(root: str | os.PathLike | None, options: dict[str, Any]) -> RawS
 def _images(x: np.ndarray, key: str, path: Path) -> torch.Tensor:
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
         raise ConfigError(f"images must be uint8 or float, got {x.dtype}", path=path, key=key)
-    if x.ndim == 4 and x.shape[3] in (1, 3) and x.shape[1] not in (1, 3):
-        x = x.transpose(0, 3, 1, 2)  # N x H x W x C -> N x C x H x W
-    elif x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
+    t = to_images(x, f"{path}: {key}")  # N x H x W, N x H x W x C or N x C x H x W -> N x C x H x W
+    if t.shape[1] not in (1, 3):
         raise ConfigError(f"images must be N x H x W, N x H x W x C or N x C x H x W with C 1 or 3, got shape "
                           f"{x.shape}", path=path, key=key)
-    if x.shape[-1] != x.shape[-2]:
-        raise ConfigError(f"images must be square, got {x.shape[-2]}x{x.shape[-1]}", path=path, key=key)
-    if x.dtype != np.uint8 and not np.isfinite(x).all():
-        raise ConfigError("images contain NaN or infinite values", path=path, key=key)
-    return to_images(np.ascontiguousarray(x), f"{path}: {key}")
+    return check_images(t, f"{path}: {key}")
 
 
 def _labels(y: np.ndarray, key: str, x: torch.Tensor, n_classes: int | None, path: Path) -> torch.Tensor:

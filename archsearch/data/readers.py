@@ -315,6 +315,15 @@ def to_images(x: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     raise ConfigError(f"{where}: images must be uint8 or float, got {t.dtype}")
 
 
+def check_images(x: torch.Tensor, where: str) -> torch.Tensor:
+    """``x`` (from :func:`to_images`) if a network can take it: square images, finite values."""
+    if x.shape[2] != x.shape[3]:
+        raise ConfigError(f"{where}: images must be square, got {x.shape[2]}x{x.shape[3]}")
+    if x.is_floating_point() and not torch.isfinite(x).all():
+        raise ConfigError(f"{where}: images contain NaN or infinite values")
+    return x
+
+
 def to_labels(y: np.ndarray | torch.Tensor, where: str) -> torch.Tensor:
     t = torch.from_numpy(np.array(y)) if isinstance(y, np.ndarray) else y
     if t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:

@@ -14,6 +14,7 @@ import builtins
 import inspect
 import sys
 import textwrap
+from collections.abc import Sequence
 from typing import Any
 
 from archsearch.data.image_file import read_image
@@ -23,7 +24,7 @@ from archsearch.network.arch import Arch
 from archsearch.network.build import Net
 from archsearch.network.tally import Tally
 
-__all__ = ["ExportError", "MODEL_FILE", "model_source"]
+__all__ = ["ExportError", "MODEL_FILE", "class_names", "model_source"]
 
 MODEL_FILE = "model.py"
 
@@ -245,7 +246,7 @@ class _Closure:
         self.imports[name] = line
 
 
-def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes: list[str] | None = None) -> str:
+def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes: Sequence[str] | None = None) -> str:
     """The text of a standalone ``model.py`` for ``arch``: only torch and the standard library.
 
     With ``preprocessing`` its ``load()`` gives a network that takes raw images; without, one that takes the
@@ -253,9 +254,7 @@ def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes
     (``classes``, or "0".."N-1"). Where the raw images are 8-bit pixels of 1 or 3 channels, ``read_image(path)``
     reads an image file as archsearch's ``folder`` dataset does (Pillow, imported when called).
     """
-    names = [str(i) for i in range(arch.num_classes)] if classes is None else [str(c) for c in classes]
-    if len(names) != arch.num_classes:
-        raise ValueError(f"the network has {arch.num_classes} outputs but {len(names)} class names were given")
+    names = class_names(classes, arch.num_classes)
     images = preprocessing is not None and preprocessing.divisor == 255 and preprocessing.channels in (1, 3)
     if preprocessing is not None and (preprocessing.resolution, preprocessing.channels) != (
         arch.resolution, arch.in_chs
@@ -339,6 +338,14 @@ Generated from the source of archsearch's block classes; re-export rather than e
     text = "\n\n\n".join(p.strip("\n") for p in parts[:-1]) + "\n\n\n" + parts[-1]
     compile(text, MODEL_FILE, "exec")
     return text
+
+
+def class_names(classes: Sequence[str] | None, n: int) -> list[str]:
+    """One name per output: ``classes``, or "0".."n-1" where None."""
+    names = [str(i) for i in range(n)] if classes is None else [str(c) for c in classes]
+    if len(names) != n:
+        raise ValueError(f"the network has {n} outputs but {len(names)} class names were given")
+    return names
 
 
 def _image_source(preprocessing: Preprocessing) -> str:

@@ -52,7 +52,7 @@ from archsearch.config.study_config import StudyConfig, load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.data.preprocess import Preprocessing, WithPreprocessing
 from archsearch.export.card import model_card, pct
-from archsearch.export.codegen import MODEL_FILE, ExportError, model_source
+from archsearch.export.codegen import MODEL_FILE, ExportError, class_names, model_source
 from archsearch.export.selection import retrain, select_trials
 from archsearch.latency.measure import RUNTIMES, measure_latency
 from archsearch.network.arch import Arch
@@ -159,7 +159,7 @@ def save(
         "peak_activation_bytes": cost.peak_activation_bytes,
     }
     info.update(metrics or {})
-    info["classes"] = _class_names(classes, arch.num_classes)
+    info["classes"] = class_names(classes, arch.num_classes)
     if preprocessing is not None:
         info["preprocessing"] = preprocessing.to_dict()
     measured_here = info.get("latency_ms") is None
@@ -278,13 +278,6 @@ def _write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *
                 check(ONNX_FILE, torch.from_numpy(session.run(None, {"x": x.numpy()})[0]))
     info["checks"] = {"max_abs_logit_difference": checks, "batch": tuple(x.shape)}
     return files
-
-
-def _class_names(classes: Sequence[str] | None, n: int) -> list[str]:
-    names = [str(i) for i in range(n)] if classes is None else [str(c) for c in classes]
-    if len(names) != n:
-        raise ValueError(f"the network has {n} outputs but {len(names)} class names were given")
-    return names
 
 
 def _write_onnx(program: torch.export.ExportedProgram, x: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:

@@ -108,22 +108,6 @@ def write_study(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def load_benchmark(name: str, *, as_name: str | None = None) -> Any:
-    """``benchmarks/<name>.py`` imported as a module (``as_name``, default ``name``), with ``benchmarks/`` on the
-    path for its own imports: the scripts are not a package."""
-    import importlib.util
-    import sys
-
-    folder = Path(__file__).resolve().parents[1] / "benchmarks"
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    spec = importlib.util.spec_from_file_location(as_name or name, folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
 class Killed(Exception):
     """Stands in for the end of a process: raised from ``on_epoch`` once that epoch's checkpoint is written."""
 

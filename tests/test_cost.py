@@ -33,7 +33,7 @@ SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 SPACE_NAMES = ("mixed", "mobilenet", "shufflenet", "effnet")
 HIDDEN_HEAD = "mixed+hidden"
 SHAPES = ((1, 28), (3, 32))  # (channels, resolution)
-N_ARCHS = 100  # per space and input shape; benchmarks/cost_accuracy.py checks 500
+N_ARCHS = 100  # per space and input shape; benchmarks/cost/accuracy.py checks 500
 
 # thop with our convention: every layer that is not a convolution or a linear layer counts zero
 THOP_ZERO = {
@@ -149,7 +149,7 @@ def test_baselines_and_paper_networks_agree_too():
                                                 ("mixed", 1, 8, 20), (HIDDEN_HEAD, 1, 28, 30)])
 def test_analytic_peak_equals_the_measured_one(name, in_chs, res, n):
     # the measurement: a torch.fx trace walked in execution order, each tensor alive until its last use
-    # (archsearch/network/memory.py states the convention); benchmarks/peak_memory.py runs 200 of each space
+    # (archsearch/network/memory.py states the convention); benchmarks/cost/peak_memory.py runs 200 of each space
     for arch in random_archs(space(name), n, in_chs=in_chs, resolution=res, seed=11):
         analytic = arch_cost(arch).peak_activation_bytes
         assert measured_peak_bytes(build(arch), (arch.in_chs, arch.resolution, arch.resolution)) == analytic, arch.id

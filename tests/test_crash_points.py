@@ -1,23 +1,18 @@
-"""A kill at a storage write, then the same command again, ends in a whole study (benchmarks/crash_points.py).
+"""A kill at a storage write, then the same command again, ends in a whole study (benchmarks/faults/crash_points.py).
 
 12 of the points, spread over a small study's life (creation, the baselines, trials from ask to tell, the
 re-rank, the next start's sweep), on SQLite; 4 of them on PostgreSQL (conftest's throw-away server), 4
 with a second worker running beside the killed one, and 4 with a Ctrl-C (SIGINT) inside the write instead;
-``python benchmarks/crash_points.py`` runs all of them. Real ``archsearch search`` processes killed with SIGKILL;
+``python -m benchmarks.faults.crash_points`` runs all of them. Real ``archsearch search`` processes killed with SIGKILL;
 the second run is the same command in this process.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import crash_points  # noqa: E402
+from benchmarks.faults import crash_points
 
 POINTS = 12
 PG_POINTS = (0, 4, 7, 10)  # of the 12

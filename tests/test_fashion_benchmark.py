@@ -1,4 +1,4 @@
-"""benchmarks/fashion_mnist.py end to end on the real Fashion-MNIST files, at tiny sizes.
+"""benchmarks.fashion_mnist end to end on the real Fashion-MNIST files, at tiny sizes.
 
 One level (1 M MACs): 5 trials of each search (TPE and random, the 3 baselines among them) with a 1-epoch proxy on 500 images, a
 re-rank of the best candidate and the baselines, the final recipe on 300 images (1 epoch, 2 seeds) scored on
@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 import pytest
 import torch
+from conftest import Killed, killed_after_first_epoch
+from optuna.trial import TrialState
 
 from archsearch.config.storage import make_storage
-from conftest import Killed, killed_after_first_epoch, load_benchmark
+from benchmarks.fashion_mnist import level as level_module
+from benchmarks.fashion_mnist import run as fashion_mnist
+from benchmarks.rerank_fidelity import run as rerank_fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -36,17 +38,13 @@ TINY = ["--quick", "--levels", "1m", "--threads", "1", "--search-trials", "5", "
         "--seeds", "2", "--eval-limit", "500"]
 
 
-def _benchmark():
-    return load_benchmark("fashion_mnist", as_name="fashion_mnist_benchmark")
-
-
 def _lines(path: Path) -> dict[str, dict]:
     entries = [json.loads(line) for line in path.read_text().splitlines()]
     return {e["key"]: e for e in entries if e.get("kind") != "run"}
 
 
 def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, capsys, monkeypatch) -> None:
-    bench = _benchmark()
+    bench = fashion_mnist
     results, work = tmp_path / "results.jsonl", tmp_path / "work"
     argv = [*TINY, "--results", str(results), "--work", str(work)]
     assert bench.main(argv) == 0
@@ -83,9 +81,9 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
         assert search["best"]["number"] in {int(n) for n in search["reranked"]}
     assert done["settings"]["epochs"] == 1
 
-    # benchmarks/rerank_fidelity.py re-ranks the finished TPE search again with another recipe, on a copy of its
+    # benchmarks.rerank_fidelity re-ranks the finished TPE search again with another recipe, on a copy of its
     # journal (never written), side by side with its own re-rank; a rerun resumes and trains nothing
-    rf = load_benchmark("rerank_fidelity")
+    rf = rerank_fidelity
     journal = work / "studies" / "1m" / "tpe.journal"
     before_journal = journal.read_bytes()
     rf_argv = ["--level", "1m", "--epochs", "1", "--images", "200", "--results", str(results),
@@ -122,7 +120,6 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     lost = "row/1m/long/archsearch/e2/s1"
     kept = [line for line in results.read_text().splitlines() if json.loads(line)["key"] != lost]
     results.write_text("\n".join(kept) + "\n")
-    level_module = sys.modules["fmnist_level"]  # where a row trains (the benchmark imported it)
     monkeypatch.setattr(level_module, "train", killed_after_first_epoch(level_module.train))
     with pytest.raises(Killed):
         bench.main(argv)
@@ -167,13 +164,13 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     text = readme.read_text()
     assert "old" not in text and text.endswith("<!-- fashion-mnist-benchmark:end -->\nend\n")
     assert "| 1M | **archsearch** (trial" in text and "random search (trial" in text and "vs random search" in text
-    for png in ("fashion_mnist.png", "fashion_mnist_anytime.png"):
-        assert (copy_dir / "benchmarks" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("accuracy_vs_macs.png", "anytime.png"):
+        assert (copy_dir / "benchmarks" / "fashion_mnist" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "w2" / "studies").exists()  # no study was opened
 
 
 def test_other_settings_on_the_same_results_file_are_refused(tmp_path: Path) -> None:
-    bench = _benchmark()
+    bench = fashion_mnist
     results = bench.Results(tmp_path / "r.jsonl")
     bench.check_settings(results, bench.settings_of(bench.parse_args(["--quick"])))
     bench.check_settings(results, bench.settings_of(bench.parse_args(["--quick"])))  # the same: accepted
@@ -182,7 +179,7 @@ def test_other_settings_on_the_same_results_file_are_refused(tmp_path: Path) -> 
 
 
 def test_head_hidden_widths_join_the_searched_space_and_the_settings(tmp_path: Path) -> None:
-    bench = _benchmark()
+    bench = fashion_mnist
     settings = bench.settings_of(bench.parse_args(["--head-hidden", "0,64,128"]))
     assert settings.head_hidden == (0, 64, 128)
     level = bench.Level("1m", tmp_path / "w", tmp_path / "s", bench.Results(tmp_path / "r.jsonl"), settings)
@@ -202,8 +199,8 @@ def test_head_hidden_widths_join_the_searched_space_and_the_settings(tmp_path: P
 
 
 def test_space_file_replaces_the_studys_space_and_joins_the_settings(tmp_path: Path) -> None:
-    bench = _benchmark()
-    deep = "benchmarks/fashion_mnist_1m_deep/space.yaml"
+    bench = fashion_mnist
+    deep = "benchmarks/fashion_mnist/1m_deep/space.yaml"
     settings = bench.settings_of(bench.parse_args(["--space", str(bench.ROOT / deep)]))
     assert settings.space == deep  # stored relative to the checkout, so a results file moves with it
     level = bench.Level("1m", tmp_path / "w", tmp_path / "s", bench.Results(tmp_path / "r.jsonl"), settings)
@@ -237,7 +234,7 @@ def test_space_file_replaces_the_studys_space_and_joins_the_settings(tmp_path: P
 )
 def test_bad_options_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        _benchmark().parse_args(argv)
+        fashion_mnist.parse_args(argv)
     assert message in capsys.readouterr().err
 
 
@@ -246,6 +243,6 @@ def test_a_device_that_is_not_here_is_named_before_anything_runs(device: str, tm
     if device.startswith("cuda") and torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
     with pytest.raises(SystemExit, match=f"--device: device (must be|{device!r})"):
-        _benchmark().main(["--quick", "--device", device, "--results", str(tmp_path / "r.jsonl"),
+        fashion_mnist.main(["--quick", "--device", device, "--results", str(tmp_path / "r.jsonl"),
                            "--work", str(tmp_path / "w")])
     assert not (tmp_path / "r.jsonl").exists()

@@ -45,7 +45,7 @@ def _fits(space_name: str, budget: str, n: int, seed: int = 0):
 @pytest.mark.parametrize("budget", list(BUDGETS))
 @pytest.mark.parametrize("space_name", SPACES)
 def test_fitted_candidates_spend_the_budget_and_never_exceed_it(space_name, budget):
-    # a smaller sample than benchmarks/budget_fit.py's 200 (where >= 95% reach 0.95 but for the shufflenet
+    # a smaller sample than benchmarks/cost/budget_fit.py's 200 (where >= 95% reach 0.95 but for the shufflenet
     # space, whose coarser costs README states), so a lower share: 40 shapes give a noisier count
     _, limits, fits = _fits(space_name, budget, 40)
     for f in fits:

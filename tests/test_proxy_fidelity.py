@@ -1,4 +1,4 @@
-"""benchmarks/proxy_fidelity.py: its committed rows belong to the architectures the code draws today, and the
+"""benchmarks.proxy_fidelity: its committed rows belong to the architectures the code draws today, and the
 table is made from them alone (``--table`` trains nothing); a row of another architecture is refused, naming
 the file. Training itself is ``archsearch.search.train`` and the benchmark's final recipe, tested elsewhere; the
 script's ``--quick`` run (about 3 minutes) is left out of the suite for time.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_benchmark
+from benchmarks.proxy_fidelity import run as proxy_fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ROOT / "benchmarks" / "proxy_fidelity"
@@ -21,7 +21,7 @@ ROWS = ROOT / "benchmarks" / "proxy_fidelity"
 
 @pytest.fixture(scope="module")
 def proxy():
-    return load_benchmark("proxy_fidelity")
+    return proxy_fidelity
 
 
 def test_committed_rows_are_of_todays_architectures(proxy) -> None:

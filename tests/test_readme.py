@@ -1,7 +1,8 @@
-"""The docs' code cannot drift from the code: in README.md, CHANGELOG.md and docs/**/*.md every Python block runs as
-written from the repository root, every shell block parses, each command in them parses with the real command line
-(and names files that exist), the cheap ones run, every YAML block is a valid part of a study, and every relative
-link names a file (and a heading) that exists. A ``text`` block is output or a file layout, not code."""
+"""The docs' code cannot drift from the code: in README.md, CHANGELOG.md, docs/**/*.md and benchmarks/**/*.md every
+Python block runs as written from the repository root, every shell block parses, each command in them parses with
+the real command line (and names files or modules that exist), the cheap ones run, every YAML block is a valid part
+of a study, and every relative link names a file (and a heading) that exists. A ``text`` block is output or a file
+layout, not code."""
 
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from archsearch.core.errors import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-DOCS = [README, ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("**/*.md"))]
+DOCS = [README, ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("**/*.md")),
+        *sorted(p for p in (ROOT / "benchmarks").glob("**/*.md")
+                if "work" not in p.relative_to(ROOT).parts)]  # work/: git-ignored
 # a fence at the start of a line or indented inside a list item; its body is dedented by the fence's indent
 FENCE = re.compile(r"^( *)```(\w*)\n(.*?)^\1```", re.M | re.S)
 LANGUAGES = ("bash", "python", "yaml", "text")  # text: output or a folder layout, not code
@@ -128,6 +131,9 @@ def test_every_command_parses_and_names_files_that_exist(doc: str) -> None:
                 assert set(argv[2:]) <= {"--tests", "--cpu"}, f"{doc} line {line}: {argv}"
         elif program in ("python", "python3") and argv[1].endswith(".py"):
             assert (ROOT / argv[1]).is_file(), f"{doc} line {line}: {argv[1]} does not exist"
+        elif program in ("python", "python3") and argv[1] == "-m" and argv[2].startswith("benchmarks."):
+            module = ROOT / (argv[2].replace(".", "/") + ".py")  # run from the repository root
+            assert module.is_file(), f"{doc} line {line}: no module {argv[2]} ({_name(module)})"
         else:
             assert program in ("python", "python3", "optuna", "optuna-dashboard", "source", *SERVER_SETUP), \
                 f"{doc} line {line}: a command this test does not know: {shlex.join(argv)}"

@@ -250,7 +250,7 @@ def test_infeasible_candidates_are_not_trained(write_study):
         assert t.constraints and all(v > 0 for v in t.constraints.values()), t.constraints
         assert t.user_attrs["macs"] > 20000
         # nothing measured by a trainer; `seconds` is recorded (sampling, costing and storage writes: how
-        # near zero it is depends on the disk, see benchmarks/trial_overhead.py, so no bound is asserted)
+        # near zero it is depends on the disk, see benchmarks/speed/trial_overhead.py, so no bound is asserted)
         for key in ("val_accuracy", "epochs_done", "train_seconds", "compute_seconds"):
             assert key not in t.user_attrs
         assert t.user_attrs["seconds"] >= 0

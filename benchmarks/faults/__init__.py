@@ -1,0 +1,1 @@
+"""Does a study survive a process killed at any moment?"""

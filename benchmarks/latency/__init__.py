@@ -1,0 +1,1 @@
+"""How well does the latency table predict, and how do the runtimes compare?"""

@@ -1,0 +1,1 @@
+"""How well does a short search-time recipe rank networks?"""

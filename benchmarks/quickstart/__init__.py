@@ -1,0 +1,1 @@
+"""How does the quickstart fare over sampler seeds?"""

@@ -1,0 +1,1 @@
+"""Does an export's retrain give the same network with another thread count?"""

@@ -1,0 +1,1 @@
+"""Would a re-rank at the final recipe pick a better network?"""

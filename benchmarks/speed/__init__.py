@@ -1,0 +1,1 @@
+"""How fast is the pipeline, and where does its time go?"""

@@ -59,11 +59,11 @@ from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
 from archsearch.network.cost import arch_cost
 from archsearch.search import rerank
-from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR
 from archsearch.search.study import load_config_data, open_study
 from archsearch.search.summary import fmt_count
 from archsearch.search.train import resolve_device
 from archsearch.search.train_state import write_bytes
+from archsearch.search.trial_record import TrialRecord
 
 __all__ = [
     "ExportError",
@@ -365,8 +365,9 @@ def export(
     device = resolve_device(config.device)
     written = []
     for t, folder in zip(chosen, targets, strict=True):
-        arch = Arch.from_dict(t.user_attrs[ARCH_ATTR])
-        feasible = t.user_attrs.get("feasible", True)
+        record = TrialRecord.of(t)
+        arch = record.architecture()
+        feasible = not record.infeasible
         how = "train split, the search's recipe" if epochs is None else f"train+val, {epochs} epoch(s)"
         _say(stream, f"trial {t.number}: retraining {arch.id} ({how})"
                      + ("" if feasible else " [over budget: infeasible in the search]"))
@@ -385,20 +386,20 @@ def export(
             "trial": t.number,
             "trial_state": t.state.name,
             "trial_values": t.values,
-            "baseline": t.user_attrs.get(BASELINE_ATTR),
+            "baseline": record.baseline,
             "feasible": feasible,
-            "search_val_accuracy": t.user_attrs.get("val_accuracy"),
+            "search_val_accuracy": record.val_accuracy,
             "rerank": reranked,
             **measured,
             "budget": dataclasses.asdict(config.budget),
             "objective": dataclasses.asdict(config.objective),
             "command": command,
         }
-        if t.user_attrs.get("latency_ms") is not None:
+        if record.latency_ms is not None:
             lt = config.budget.latency
-            metrics["latency_ms"] = t.user_attrs["latency_ms"]
+            metrics["latency_ms"] = record.latency_ms
             metrics["latency"] = {"source": "trial", "device": lt.device, "threads": lt.threads, "batch": lt.batch,
-                                  "runtime": t.user_attrs.get("latency_runtime", "torch")}
+                                  "runtime": "torch" if record.latency_runtime is None else record.latency_runtime}
         save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution),
              classes=data.classes, onnx=onnx, force=force, stream=stream)
         ckpt.unlink(missing_ok=True)  # the folder holds the result now

@@ -18,9 +18,10 @@ from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
 from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
-from archsearch.search.objective import ARCH_ATTR, budget_excess
+from archsearch.search.objective import budget_excess
 from archsearch.search.summary import best_trials
 from archsearch.search.train import evaluate, resolve_device, train
+from archsearch.search.trial_record import ARCH_ATTR, TrialRecord
 
 __all__ = ["select_trials", "retrain"]
 
@@ -29,10 +30,10 @@ def _relative_excess(t: FrozenTrial, config: StudyConfig) -> dict[str, float]:
     """Per budgeted metric, value / limit - 1 (the trial's stored constraints, else from its attributes)."""
     if t.constraints:
         return dict(t.constraints)
-    a = t.user_attrs
-    values = {"macs": a.get("macs"), "params": a.get("params"), "latency": a.get("latency_ms"),
-              "peak_kb": None if a.get("peak_activation_bytes") is None else a["peak_activation_bytes"] / 1024,
-              "model_kb": None if a.get("params") is None else a["params"] * config.budget.bytes_per_param / 1024}
+    r = TrialRecord.of(t)
+    values = {"macs": r.macs, "params": r.params, "latency": r.latency_ms,
+              "peak_kb": None if r.peak_activation_bytes is None else r.peak_activation_bytes / 1024,
+              "model_kb": None if r.params is None else r.params * config.budget.bytes_per_param / 1024}
     return budget_excess(config, values)
 
 
@@ -53,10 +54,11 @@ def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
     if scored:
         worst, number, metric, t = min(scored, key=lambda s: (s[0], s[1]))
         limit = config.budget.limit(metric)
-        value = t.user_attrs.get({"latency": "latency_ms"}.get(metric, metric))
+        r = TrialRecord.of(t)
+        value = r.cost(metric)
         unit = {"macs": "MACs", "params": "params", "latency": "ms"}.get(metric, metric)
         shown = f"{value:,g} {unit}" if value is not None else metric
-        text += (f"; the nearest is trial {number} ({t.user_attrs.get('arch_id', '?')}) with {shown}, "
+        text += (f"; the nearest is trial {number} ({r.arch_id or '?'}) with {shown}, "
                  f"{100 * worst:.3g}% over the limit of {limit:,g}. Raise the budget or run more trials; "
                  f"`--trial {number}` exports it anyway")
     return ConfigError(text, path=config.source, key="budget")
@@ -81,14 +83,16 @@ def select_trials(
             span = "it has no trials" if last is None else f"its trials are numbered 0 to {last}"
             raise ConfigError(f"study {study.study_name!r} has no trial {trial}; {span}", path=config.source)
         t = found[0]
+        r = TrialRecord.of(t)
         if t.state != TrialState.COMPLETE:
+            epochs = "?" if r.epochs_done is None else r.epochs_done
             why = {
-                TrialState.PRUNED: f"was pruned after {t.user_attrs.get('epochs_done', '?')} epoch(s): the search "
+                TrialState.PRUNED: f"was pruned after {epochs} epoch(s): the search "
                                    f"stopped it as unpromising, so it has no final accuracy",
-                TrialState.FAIL: f"failed ({t.user_attrs.get('error', 'no error recorded')})",
+                TrialState.FAIL: f"failed ({'no error recorded' if r.error is None else r.error})",
             }.get(t.state, f"is {t.state.name} (not finished)")
             raise ConfigError(f"trial {trial} {why}; only complete trials can be exported", path=config.source)
-        if ARCH_ATTR not in t.user_attrs:
+        if r.arch is None:
             raise ConfigError(f"trial {trial} has no {ARCH_ATTR!r} user attribute: not an archsearch trial",
                               path=config.source)
         return [t]
@@ -100,7 +104,7 @@ def select_trials(
             from archsearch.report.study_report import pareto_front
 
             done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                    if t.user_attrs.get("feasible", True) and t.user_attrs.get("val_accuracy") is not None]
+                    if not (r := TrialRecord.of(t)).infeasible and r.val_accuracy is not None]
             front = pareto_front(done, "macs")
         return sorted(front, key=lambda t: t.number)
     return [max(front, key=lambda t: (t.values[0], -t.number))]

@@ -17,9 +17,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.errors import ConfigError
-from archsearch.report.text import COST_ATTR, Groups, pareto_front, short, state
-from archsearch.search.objective import BASELINE_ATTR
+from archsearch.report.text import Groups, pareto_front, short, state
 from archsearch.search.summary import fmt_count
+from archsearch.search.trial_record import TrialRecord
 from archsearch.space import baselines
 
 _BASELINE_STYLE = {  # family -> (marker, colour): distinct shapes, readable in grey too
@@ -32,16 +32,21 @@ _BASELINE_STYLE = {  # family -> (marker, colour): distinct shapes, readable in 
 _OTHER_BASELINE = ("P", "tab:olive")
 
 
+def _family(t: FrozenTrial) -> str:
+    """The family of a seed baseline's trial (one of ``Groups.baselines``)."""
+    family = TrialRecord.of(t).baseline
+    assert family is not None  # Groups.baselines holds the trials with a baseline family
+    return family
+
+
 def _plot_panel(ax: Any, g: Groups, metric: str, config: StudyConfig) -> None:
     from matplotlib import ticker
 
-    key = COST_ATTR[metric]
     base_ids = {t.number for t in g.baselines}
 
     def xy(trials: list[FrozenTrial]) -> tuple[list[float], list[float]]:
-        pts = [(t.user_attrs[key], 100 * t.user_attrs["val_accuracy"]) for t in trials
-               if t.user_attrs.get(key) is not None and t.user_attrs.get("val_accuracy") is not None]
-        return [p[0] for p in pts], [p[1] for p in pts]
+        pts = [p for t in trials if (p := TrialRecord.of(t).point(metric)) is not None]
+        return [p[0] for p in pts], [100 * p[1] for p in pts]
 
     others = [t for t in g.feasible if t.number not in base_ids]
     pruned = [t for t in g.pruned if t.number not in base_ids]
@@ -57,7 +62,7 @@ def _plot_panel(ax: Any, g: Groups, metric: str, config: StudyConfig) -> None:
         ax.step(fx, fy, where="post", color="tab:orange", lw=1.8, zorder=4, label=f"Pareto front ({len(front)})")
         ax.scatter(fx, fy, s=46, facecolors="none", edgecolors="tab:orange", lw=1.4, zorder=5)
     limit = config.budget.limit(metric)
-    xs = [t.user_attrs[key] for t in g.feasible + g.pruned + g.infeasible if t.user_attrs.get(key) is not None]
+    xs = [c for t in g.feasible + g.pruned + g.infeasible if (c := TrialRecord.of(t).cost(metric)) is not None]
     lo, hi = min(xs, default=1.0), max(xs + ([limit] if limit is not None else []), default=10.0)
     ax.set_xlim(lo / 1.25, hi * 1.25)  # room for the budget line and the labels
     ys = xy(g.feasible + g.pruned + g.baselines)[1]
@@ -68,7 +73,7 @@ def _plot_panel(ax: Any, g: Groups, metric: str, config: StudyConfig) -> None:
         bx, by = xy([t])
         if not bx:
             continue
-        family = t.user_attrs[BASELINE_ATTR]
+        family = _family(t)
         marker, colour = _BASELINE_STYLE.get(family, _OTHER_BASELINE)
         ax.scatter(bx, by, s=110, marker=marker, color=colour, edgecolors="black", lw=0.9, zorder=6,
                    label=f"baseline: {family}")
@@ -79,7 +84,7 @@ def _plot_panel(ax: Any, g: Groups, metric: str, config: StudyConfig) -> None:
         ax.scatter([], [], s=110, marker=marker, facecolors="none", edgecolors=colour, lw=1.2,
                    label=f"baseline: {family}, {why}: not plotted")
     # over budget trials were never trained: a faded rug along the bottom at their cost
-    over = [t.user_attrs[key] for t in g.infeasible if t.user_attrs.get(key) is not None]
+    over = [c for t in g.infeasible if (c := TrialRecord.of(t).cost(metric)) is not None]
     if over:
         ax.scatter(over, [0.015] * len(over), transform=ax.get_xaxis_transform(), marker="|", s=120,
                    color="tab:red", alpha=0.3, label=f"over budget ({len(g.infeasible)}; any limit; not trained)")
@@ -108,16 +113,15 @@ def _unplotted_baselines(g: Groups, config: StudyConfig) -> list[tuple[str, str]
     (the study enqueued none: it does not fit the budget even at its thinnest)."""
     by_family: dict[str, list[FrozenTrial]] = {}
     for t in g.baselines:
-        by_family.setdefault(t.user_attrs[BASELINE_ATTR], []).append(t)
+        by_family.setdefault(_family(t), []).append(t)
     out = []
     for family, trials in by_family.items():
-        if any(t.user_attrs.get("val_accuracy") is not None and t.user_attrs.get(COST_ATTR["macs"]) is not None
-               for t in trials):
+        if any(TrialRecord.of(t).point("macs") is not None for t in trials):
             continue
         last = max(trials, key=lambda t: t.number)
         if last.state == TrialState.FAIL:
             why = "failed"
-        elif last.state == TrialState.COMPLETE and last.user_attrs.get("feasible") is False:
+        elif last.state == TrialState.COMPLETE and TrialRecord.of(last).infeasible:
             why = "over budget"
         elif last.state in (TrialState.RUNNING, TrialState.WAITING):
             why = "not finished"
@@ -203,18 +207,15 @@ def _figure(study: optuna.Study, config: StudyConfig, g: Groups) -> Any:
 def _scatter_figure(g: Groups, metric: str, config: StudyConfig) -> Any:
     import plotly.graph_objects as go
 
-    key = COST_ATTR[metric]
-
     def trace(trials: list[FrozenTrial], name: str, **style: Any) -> Any:
-        pts = [t for t in trials if t.user_attrs.get(key) is not None and t.user_attrs.get("val_accuracy") is not None]
+        pts = [(t, r, p) for t in trials if (p := (r := TrialRecord.of(t)).point(metric)) is not None]
         text = [
-            f"trial {t.number} ({state(t)})<br>{t.user_attrs.get('arch_id', '?')}<br>acc "
-            f"{t.user_attrs['val_accuracy']:.4f}, {fmt_count(t.user_attrs.get('macs'))} MACs, "
-            f"{fmt_count(t.user_attrs.get('params'))} params"
-            + (f"<br>baseline: {t.user_attrs[BASELINE_ATTR]}" if BASELINE_ATTR in t.user_attrs else "")
-            for t in pts
+            f"trial {t.number} ({state(t)})<br>{r.arch_id or '?'}<br>acc "
+            f"{acc:.4f}, {fmt_count(r.macs)} MACs, {fmt_count(r.params)} params"
+            + (f"<br>baseline: {r.baseline}" if r.baseline is not None else "")
+            for t, r, (_, acc) in pts
         ]
-        return go.Scatter(x=[t.user_attrs[key] for t in pts], y=[100 * t.user_attrs["val_accuracy"] for t in pts],
+        return go.Scatter(x=[x for _, _, (x, _) in pts], y=[100 * acc for _, _, (_, acc) in pts],
                           name=name, text=text, hoverinfo="text", **style)
 
     base_ids = {t.number for t in g.baselines}
@@ -227,7 +228,7 @@ def _scatter_figure(g: Groups, metric: str, config: StudyConfig) -> Any:
                         line={"shape": "hv", "color": "darkorange"}, marker={"size": 9, "symbol": "circle-open"}))
     symbols = {"mobilenet": "square", "shufflenet": "triangle-up", "effnet": "diamond"}
     for t in sorted(g.baselines, key=lambda t: t.number):
-        family = t.user_attrs[BASELINE_ATTR]
+        family = _family(t)
         fig.add_trace(trace([t], f"baseline: {family}", mode="markers+text",
                             textposition="bottom right", texttemplate=f"{family}",
                             marker={"symbol": symbols.get(family, "cross"), "size": 13,

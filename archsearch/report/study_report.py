@@ -17,7 +17,7 @@ import inspect
 import math
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from archsearch.core.errors import ConfigError
 from archsearch.network.arch import Arch
 from archsearch.report.plots import write_html, write_png
 from archsearch.report.text import Groups, pareto_front, study_text
-from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR
+from archsearch.search.trial_record import TrialRecord
 
 __all__ = ["Report", "report", "pareto_front", "add_parser", "cmd_report"]
 
@@ -154,40 +154,39 @@ def _add_synthetic_trials(
     seen: dict[str, tuple[int, float]] = {}  # arch id -> (trial number, accuracy): a resampled one is a duplicate
     trials = []
     for number, ((family, arch), cost) in enumerate(zip(archs[:n], costs, strict=False), start=first):
-        attrs: dict[str, Any] = {
-            ARCH_ATTR: arch.to_dict(), "arch_id": arch.id, "macs": cost.macs, "params": cost.params,
-            "peak_activation_bytes": cost.peak_activation_bytes, "worker": "synthetic:0:0",
-            "seconds": rng.uniform(0.2, 3.0),
-        }
-        if family is not None:
-            attrs[BASELINE_ATTR] = family
+        record = TrialRecord(
+            arch=arch.to_dict(), arch_id=arch.id, macs=cost.macs, params=cost.params,
+            peak_activation_bytes=cost.peak_activation_bytes, worker="synthetic:0:0",
+            seconds=rng.uniform(0.2, 3.0), baseline=family,
+        )
         constraints = {m: v / limit - 1.0 for m, v in (("macs", cost.macs), ("params", cost.params))
                        if (limit := b.limit(m)) is not None}
         feasible = not any(c > 0 for c in constraints.values())
-        attrs["feasible"] = feasible
+        record = replace(record, feasible=feasible)
         acc = min(0.99, max(0.05, 0.6 + 0.3 * (math.log10(cost.macs) - lo) / span + rng.gauss(0, 0.04)))
         roll = rng.random()
         if feasible and arch.id in seen:  # the objective reuses the earlier result and trains nothing
-            attrs["duplicate_of"], acc = seen[arch.id]
+            earlier, acc = seen[arch.id]
+            record = replace(record, duplicate_of=earlier)
             roll = 1.0
         elif feasible:
             seen[arch.id] = (number, acc)
         if feasible and latency:
             shape = (arch.in_chs, arch.resolution, arch.resolution)
-            attrs["latency_ms"] = measure_latency(build(arch), shape, **quick).median_ms
+            record = replace(record, latency_ms=measure_latency(build(arch), shape, **quick).median_ms)
         if not feasible:
             state, values = TrialState.COMPLETE, ([0.0, float(cost.macs)] if multi else [0.0])
         elif family is None and roll < 0.03:
             state, values = TrialState.FAIL, None
-            attrs["error"] = "TrainingDiverged: training loss is not finite (nan) in epoch 1/6"
+            record = replace(record, error="TrainingDiverged: training loss is not finite (nan) in epoch 1/6")
         elif family is None and roll < 0.2 and not multi:
             state, values = TrialState.PRUNED, None
-            attrs.update(val_accuracy=acc - 0.15, epochs_done=1)
+            record = replace(record, val_accuracy=acc - 0.15, epochs_done=1)
         else:
             state, values = TrialState.COMPLETE, ([acc, float(cost.macs)] if multi else [acc])
-            attrs.update(val_accuracy=acc, epochs_done=config.training.epochs)
-        intermediate = {0: attrs["val_accuracy"]} if "val_accuracy" in attrs else {}
-        trials.append(optuna.trial.create_trial(state=state, values=values, user_attrs=attrs,
+            record = replace(record, val_accuracy=acc, epochs_done=config.training.epochs)
+        intermediate = {0: record.val_accuracy} if record.val_accuracy is not None else {}
+        trials.append(optuna.trial.create_trial(state=state, values=values, user_attrs=record.attrs(),
                                                 intermediate_values=intermediate, constraints=constraints))
     study.add_trials(trials)
 

@@ -15,10 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.storage import redact
 from archsearch.config.study_config import StudyConfig
-from archsearch.search.objective import BASELINE_ATTR
 from archsearch.search.summary import fmt_count
-
-COST_ATTR = {"macs": "macs", "params": "params", "latency": "latency_ms"}
+from archsearch.search.trial_record import COSTS, TrialRecord
 
 
 def pareto_front(trials: Sequence[FrozenTrial], metric: str = "macs") -> list[FrozenTrial]:
@@ -27,16 +25,15 @@ def pareto_front(trials: Sequence[FrozenTrial], metric: str = "macs") -> list[Fr
     ``metric`` is "macs", "params" or "latency"; trials without an accuracy or that cost are left out.
     Where trials tie on both, the earliest stands for them. Sorted by cost, cheapest first.
     """
-    if metric not in COST_ATTR:
-        raise ValueError(f"metric must be one of {sorted(COST_ATTR)}, got {metric!r}")
-    key = COST_ATTR[metric]
-    points = [t for t in trials if t.user_attrs.get("val_accuracy") is not None and t.user_attrs.get(key) is not None]
-    points.sort(key=lambda t: (t.user_attrs[key], -t.user_attrs["val_accuracy"], t.number))
+    if metric not in COSTS:
+        raise ValueError(f"metric must be one of {sorted(COSTS)}, got {metric!r}")
+    points = [(p, t) for t in trials if (p := TrialRecord.of(t).point(metric)) is not None]
+    points.sort(key=lambda pt: (pt[0][0], -pt[0][1], pt[1].number))
     front, best = [], -math.inf
-    for t in points:
-        if t.user_attrs["val_accuracy"] > best:
+    for (_, accuracy), t in points:
+        if accuracy > best:
             front.append(t)
-            best = t.user_attrs["val_accuracy"]
+            best = accuracy
     return front
 
 
@@ -54,14 +51,14 @@ class Groups:
     @classmethod
     def of(cls, trials: list[FrozenTrial]) -> Groups:
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
+        r = {t.number: TrialRecord.of(t) for t in trials}
         return cls(
             all=trials,
-            feasible=[t for t in complete if t.user_attrs.get("feasible", True)
-                      and t.user_attrs.get("val_accuracy") is not None],
-            infeasible=[t for t in complete if t.user_attrs.get("feasible") is False],
+            feasible=[t for t in complete if not r[t.number].infeasible and r[t.number].val_accuracy is not None],
+            infeasible=[t for t in complete if r[t.number].infeasible],
             pruned=[t for t in trials if t.state == TrialState.PRUNED],
             failed=[t for t in trials if t.state == TrialState.FAIL],
-            baselines=[t for t in trials if BASELINE_ATTR in t.user_attrs],
+            baselines=[t for t in trials if r[t.number].baseline is not None],
         )
 
 
@@ -74,26 +71,27 @@ def short(n: float) -> str:
 
 
 def state(t: FrozenTrial) -> str:
-    if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False:
+    r = TrialRecord.of(t)
+    if t.state == TrialState.COMPLETE and r.infeasible:
         return "INFEASIBLE"
-    if t.state == TrialState.PRUNED and t.user_attrs.get("epochs_done") is not None:
-        return f"PRUNED@{t.user_attrs['epochs_done']}"
+    if t.state == TrialState.PRUNED and r.epochs_done is not None:
+        return f"PRUNED@{r.epochs_done}"
     return t.state.name
 
 
 def _row(t: FrozenTrial) -> list[str]:
-    a = t.user_attrs
-    acc, lat, use = a.get("val_accuracy"), a.get("latency_ms"), a.get("budget_use")
+    r = TrialRecord.of(t)
+    acc, lat, use = r.val_accuracy, r.latency_ms, r.budget_use
     return [
         str(t.number),
         state(t),
         "-" if acc is None else f"{acc:.4f}",
-        fmt_count(a.get("macs")),
-        fmt_count(a.get("params")),
+        fmt_count(r.macs),
+        fmt_count(r.params),
         "-" if lat is None else f"{lat:.3f}",
         "-" if use is None else f"{use:.3f}",
-        f"* {a[BASELINE_ATTR]}" if BASELINE_ATTR in a else "",
-        str(a.get("arch_id", "?")),
+        f"* {r.baseline}" if r.baseline is not None else "",
+        str(r.arch_id or "?"),
     ]
 
 
@@ -109,21 +107,23 @@ def _table(rows: list[list[str]], header: list[str] = _HEADER) -> str:
 
 
 def _baseline_line(t: FrozenTrial, front: list[FrozenTrial], metric: str) -> str:
-    a = t.user_attrs
-    key = COST_ATTR[metric]
+    r = TrialRecord.of(t)
     unit = {"macs": "MACs", "params": "params", "latency": "ms"}[metric]
-    head = f"trial {t.number:>4}  {a[BASELINE_ATTR]:<10}  {state(t):<10}"
-    if a.get("val_accuracy") is None or t.state != TrialState.COMPLETE or a.get(key) is None:
-        return f"{head}  {a.get('error', 'no final accuracy')}"
-    where = f"acc {a['val_accuracy']:.4f} at {fmt_count(a[key])} {unit}"
+    head = f"trial {t.number:>4}  {r.baseline:<10}  {state(t):<10}"
+    point = r.point(metric)
+    if point is None or t.state != TrialState.COMPLETE:
+        return f"{head}  {'no final accuracy' if r.error is None else r.error}"
+    cost, acc = point
+    where = f"acc {acc:.4f} at {fmt_count(cost)} {unit}"
     if any(f.number == t.number for f in front):
         return f"{head}  {where}: on the front"
-    better = [f for f in front if f.user_attrs["val_accuracy"] >= a["val_accuracy"] and f.user_attrs[key] <= a[key]]
+    on_front = [(p, f.number) for f in front if (p := TrialRecord.of(f).point(metric)) is not None]  # all of it
+    better = [(p, n) for p, n in on_front if p[1] >= acc and p[0] <= cost]
     if not better:  # tied with an earlier trial of the same cost and accuracy
         return f"{head}  {where}: on the front (tied)"
-    best = min(better, key=lambda f: f.user_attrs[key])
-    return (f"{head}  {where}: beaten by trial {best.number} "
-            f"(acc {best.user_attrs['val_accuracy']:.4f} at {fmt_count(best.user_attrs[key])} {unit})")
+    (best_cost, best_acc), number = min(better, key=lambda pn: pn[0][0])
+    return (f"{head}  {where}: beaten by trial {number} "
+            f"(acc {best_acc:.4f} at {fmt_count(best_cost)} {unit})")
 
 
 def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) -> str:
@@ -135,9 +135,9 @@ def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) ->
         f"objective {config.objective.type}; budget {config.budget.describe()}",
         "",
     ]
-    ranked = [t for t in g.feasible + g.pruned if "duplicate_of" not in t.user_attrs
-              and t.user_attrs.get("val_accuracy") is not None]
-    ranked.sort(key=lambda t: (-t.user_attrs["val_accuracy"], t.user_attrs.get("macs") or 0, t.number))
+    scored = [(acc, r.macs or 0, t) for t in g.feasible + g.pruned
+              if (r := TrialRecord.of(t)).duplicate_of is None and (acc := r.val_accuracy) is not None]
+    ranked = [t for _, _, t in sorted(scored, key=lambda s: (-s[0], s[1], s[2].number))]
     if not ranked:
         lines.append("no trained trial yet: nothing to rank (run `archsearch search` first)")
         return "\n".join(lines)

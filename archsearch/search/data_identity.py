@@ -16,8 +16,8 @@ import optuna
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
+from archsearch.search.trial_record import DATA_IDENTITY_ATTR as IDENTITY_ATTR
 
-IDENTITY_ATTR = "archsearch.data_identity"
 ACCEPT_ENV = "ARCHSEARCH_ACCEPT_DATA_CHANGE"
 
 

@@ -23,25 +23,16 @@ from archsearch.search.reachable import latency_table_of
 from archsearch.search.samplers import trial_snapshot
 from archsearch.search.train import TrainResult, train
 from archsearch.search.train_state import LearningCurve
+from archsearch.search.trial_record import ARCH_ATTR, BASELINE_ATTR, TrialRecord, fit_attr
 from archsearch.search.worker_identity import worker_alive, worker_id
 from archsearch.space.fit import Fit, budget_use, fit_shape, metric_values
 from archsearch.space.search_space import Space, suggest_architecture, suggest_shape
 
+# ARCH_ATTR, BASELINE_ATTR: from archsearch.search.trial_record, which declares every trial attribute
 __all__ = ["Objective", "budget_excess", "counts", "worker_id", "worker_alive", "BASELINE_ATTR", "ARCH_ATTR"]
 
-# trial user attributes (JSON) that archsearch writes and reads
-ARCH_ATTR = "arch"
-FIT_ATTR = "fit"  # {"width_mult", "status", "extra"} of a budget-fitted candidate
-BASELINE_ATTR = "baseline"
-SURPLUS_ATTR = "surplus"
-# a trial that ended without a verdict (archsearch/search/recovery.py): Ctrl-C reached it, or its dead worker's
-# trial was failed by a sweep; a retry names the trial it repeats
-INTERRUPTED_ATTR = "interrupted"
-SWEPT_ATTR = "swept"
-RETRY_ATTR = "retry_of"
 #: the states of a finished trial; of them, :func:`counts` tells what ``n_trials`` counts
 COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-FEASIBLE_ATTR = "feasible"
 
 
 def counts(t: FrozenTrial) -> bool:
@@ -50,7 +41,7 @@ def counts(t: FrozenTrial) -> bool:
     An over-budget candidate is recorded COMPLETE with ``feasible`` False and never trained: it does not count
     (the search caps how many it tries, :mod:`archsearch.search.run_loop`).
     """
-    return (t.state in (*COUNTED_STATES, TrialState.RUNNING)) and t.user_attrs.get(FEASIBLE_ATTR) is not False
+    return (t.state in (*COUNTED_STATES, TrialState.RUNNING)) and not TrialRecord.of(t).infeasible
 
 
 class SurplusTrial(RuntimeError):
@@ -104,9 +95,9 @@ class Objective:
 
     def architecture(self, trial: optuna.Trial) -> tuple[Arch, Fit | None]:
         """The trial's record; with budget fitting, also how it was fitted (None for a fixed record)."""
-        fixed = trial.user_attrs.get(ARCH_ATTR)
-        if fixed is not None:  # an enqueued baseline (or a retried trial) carries its record
-            return Arch.from_dict(fixed), None
+        fixed = TrialRecord.of(trial)
+        if fixed.arch is not None:  # an enqueued baseline (or a retried trial) carries its record
+            return fixed.architecture(), None
         shape_of = {"in_chs": self.data.in_chs, "resolution": self.data.resolution,
                     "num_classes": self.data.num_classes}
         if not self.config.budget.fit:
@@ -186,8 +177,8 @@ class Objective:
     def earlier_result(taken: list[optuna.trial.FrozenTrial], arch_id: str) -> optuna.trial.FrozenTrial | None:
         """A finished trial among ``taken`` that trained the architecture ``arch_id``, if any."""
         for t in taken:
-            if (t.state in COUNTED_STATES and t.user_attrs.get("arch_id") == arch_id
-                    and t.user_attrs.get("val_accuracy") is not None):
+            record = TrialRecord.of(t)
+            if t.state in COUNTED_STATES and record.arch_id == arch_id and record.val_accuracy is not None:
                 return t
         return None
 
@@ -199,20 +190,20 @@ class Objective:
         except KeyboardInterrupt:
             # Optuna records the trial as FAIL; marked, it is no verdict and the next start queues it again
             # (archsearch/search/recovery.py)
-            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            TrialRecord(interrupted=True).write(trial)
             raise
 
     def _run(self, trial: optuna.Trial) -> float | tuple[float, float]:
         interrupt.check()
         t0 = time.perf_counter()
-        trial.set_user_attr("worker", worker_id())
+        TrialRecord(worker=worker_id()).write(trial)
         # the trial's snapshot of the study (read as it started, shared with the sampler) serves both checks
         taken = trial_snapshot(trial.study, (*COUNTED_STATES, optuna.trial.TrialState.RUNNING))
         self._give_way_if_surplus(trial, taken)
         candidate = self._candidate(trial)
         if not self._within_budget(trial, candidate):
             # over budget: recorded, never built for training; the sampler learns from the constraint
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            TrialRecord(seconds=time.perf_counter() - t0).write(trial)
             return self.score(0.0, candidate.cost, candidate.latency_ms)
         earlier = self.earlier_result(taken, candidate.arch.id)
         if earlier is not None:
@@ -227,26 +218,21 @@ class Objective:
         """Raise :class:`SurplusTrial` (marked ``surplus``) where the study's last trials are taken by others, or
         an earlier trial runs the same queued baseline or retry."""
         if self.target is not None and self.is_surplus(trial, taken):
-            trial.set_user_attr(SURPLUS_ATTR, True)
+            TrialRecord(surplus=True).write(trial)
             raise SurplusTrial(f"the study already has {self.target} trials finished or running before this one")
-        if BASELINE_ATTR in trial.user_attrs or RETRY_ATTR in trial.user_attrs:
+        queued = TrialRecord.of(trial)
+        if queued.baseline is not None or queued.retry_of is not None:
             runner = gives_way(trial)
             if runner is not None:  # two starts queued this at once: the earlier trial runs it
-                trial.set_user_attr(SURPLUS_ATTR, True)
+                TrialRecord(surplus=True).write(trial)
                 raise SurplusTrial(f"trial {runner} runs the same queued candidate")
 
     def _candidate(self, trial: optuna.Trial) -> _Candidate:
         """The trial's record (sampled and fitted, or queued) and its analytic cost, both recorded."""
         arch, fit = self.architecture(trial)
         cost = arch_cost(arch)
-        trial.set_user_attr(ARCH_ATTR, arch.to_dict())
-        if fit is not None:
-            trial.set_user_attr(FIT_ATTR, {"width_mult": fit.width_mult, "status": fit.status,
-                                           "extra": list(fit.extra)})
-        trial.set_user_attr("arch_id", arch.id)
-        trial.set_user_attr("macs", cost.macs)
-        trial.set_user_attr("params", cost.params)
-        trial.set_user_attr("peak_activation_bytes", cost.peak_activation_bytes)
+        TrialRecord(arch=arch.to_dict(), fit=None if fit is None else fit_attr(fit), arch_id=arch.id, macs=cost.macs,
+                    params=cost.params, peak_activation_bytes=cost.peak_activation_bytes).write(trial)
         return _Candidate(arch, cost)
 
     def _within_budget(self, trial: optuna.Trial, candidate: _Candidate) -> bool:
@@ -260,9 +246,7 @@ class Objective:
         for metric, excess in constraints.items():
             trial.set_constraint(metric, excess)
         use = budget_use(self.values(candidate.cost, candidate.latency_ms), self.limits())
-        if use is not None:
-            trial.set_user_attr("budget_use", use)
-        trial.set_user_attr("feasible", feasible)
+        TrialRecord(budget_use=use, feasible=feasible).write(trial)  # budget_use: where a limit is known
         return feasible
 
     def _latency(self, trial: optuna.Trial, candidate: _Candidate) -> dict[str, float]:
@@ -270,8 +254,8 @@ class Objective:
         arch = candidate.arch
         # the table's prediction first: an over-latency candidate is rejected without being built
         candidate.latency_ms = self.latency_table().predict(arch)
-        trial.set_user_attr("latency_pred_ms", candidate.latency_ms)
-        trial.set_user_attr("latency_runtime", self.config.budget.latency.runtime)
+        runtime = self.config.budget.latency.runtime
+        TrialRecord(latency_pred_ms=candidate.latency_ms, latency_runtime=runtime).write(trial)
         constraints = self.constraints(candidate.cost, candidate.latency_ms)
         if _within(constraints):
             # predicted within budget: the built network's measured latency decides, and is scored;
@@ -279,20 +263,17 @@ class Objective:
             candidate.model = self.build(arch)
             lat, timed = self.latency_table().measure(candidate.model, (arch.in_chs, arch.resolution, arch.resolution))
             candidate.latency_ms = lat.median_ms
-            trial.set_user_attr("latency_ms", candidate.latency_ms)
-            trial.set_user_attr("latency_p90_ms", lat.p90_ms)
-            trial.set_user_attr("latency_timed_ms", timed.median_ms)
+            TrialRecord(latency_ms=candidate.latency_ms, latency_p90_ms=lat.p90_ms,
+                        latency_timed_ms=timed.median_ms).write(trial)
             constraints = self.constraints(candidate.cost, candidate.latency_ms)
         return constraints
 
     @staticmethod
     def _reuse(trial: optuna.Trial, earlier: FrozenTrial, t0: float) -> float | tuple[float, float]:
         """The sampler proposed an architecture already trained: reuse its result, train nothing."""
-        trial.set_user_attr("duplicate_of", earlier.number)
-        for key in ("val_accuracy", "epochs_done", "latency_ms"):
-            if key in earlier.user_attrs:
-                trial.set_user_attr(key, earlier.user_attrs[key])
-        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        e = TrialRecord.of(earlier)
+        TrialRecord(duplicate_of=earlier.number, val_accuracy=e.val_accuracy, epochs_done=e.epochs_done,
+                    latency_ms=e.latency_ms, seconds=time.perf_counter() - t0).write(trial)  # those known
         if earlier.state == optuna.trial.TrialState.PRUNED:
             raise optuna.TrialPruned(f"same architecture as pruned trial {earlier.number}")
         return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
@@ -317,13 +298,13 @@ class Objective:
             del model
             gc.collect()
             torch.cuda.empty_cache()
-            trial.set_user_attr("error", f"CUDA out of memory: {str(e).splitlines()[0]}")
+            TrialRecord(error=f"CUDA out of memory: {str(e).splitlines()[0]}").write(trial)
             raise
         except Exception as e:
-            trial.set_user_attr("error", f"{type(e).__name__}: {e}")
+            TrialRecord(error=f"{type(e).__name__}: {e}").write(trial)
             raise
         finally:
-            trial.set_user_attr("seconds", time.perf_counter() - t0)
+            TrialRecord(seconds=time.perf_counter() - t0).write(trial)
 
     def _pruning(self, trial: optuna.Trial, curve: LearningCurve) -> Callable[[int, float], None]:
         """The trainer's per-epoch callback: reports to the pruner (single objective only) and, pruned, records
@@ -336,20 +317,15 @@ class Objective:
                 trial.report(accuracy, epoch)
                 # after the last epoch stopping saves nothing: the trained candidate completes with its value
                 if epoch < last_epoch and trial.should_prune():
-                    trial.set_user_attr("epochs_done", epoch + 1)
-                    trial.set_user_attr("val_accuracy", accuracy)
-                    trial.set_user_attr("curve", curve.to_dict())
+                    TrialRecord(epochs_done=epoch + 1, val_accuracy=accuracy, curve=curve.to_dict()).write(trial)
                     raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
 
         return on_epoch
 
     @staticmethod
     def _record_result(trial: optuna.Trial, result: TrainResult, curve: LearningCurve) -> None:
-        trial.set_user_attr("val_accuracy", result.val_accuracy)
-        trial.set_user_attr("epochs_done", result.epochs_done)
-        trial.set_user_attr("curve", curve.to_dict())  # per epoch: train loss (all, last quarter), val loss, acc
-        trial.set_user_attr("train_seconds", result.train_seconds)
-        trial.set_user_attr("compute_seconds", result.compute_seconds)
+        TrialRecord(val_accuracy=result.val_accuracy, epochs_done=result.epochs_done, curve=curve.to_dict(),
+                    train_seconds=result.train_seconds, compute_seconds=result.compute_seconds).write(trial)
 
 
 @dataclass
@@ -374,16 +350,15 @@ def has_verdict(t: FrozenTrial) -> bool:
     """COMPLETE, PRUNED, or FAIL by the trial's own error (not interrupted, swept, or given way)."""
     if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
-    a = t.user_attrs
-    return t.state == TrialState.FAIL and not (a.get(INTERRUPTED_ATTR) or a.get(SWEPT_ATTR) or a.get(SURPLUS_ATTR))
+    return t.state == TrialState.FAIL and not TrialRecord.of(t).ended_without_verdict
 
 
 def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
     """Numbers of the trials that another one repeats: ours (``retry_of``) and the heartbeat callback's."""
     out = set()
     for t in trials:
-        if RETRY_ATTR in t.user_attrs:
-            out.add(t.user_attrs[RETRY_ATTR])
+        if (repeats := TrialRecord.of(t).retry_of) is not None:
+            out.add(repeats)
         out.update(t.system_attrs.get("retry_history", ()))
     return out
 
@@ -392,14 +367,16 @@ def gives_way(trial: optuna.Trial) -> int | None:
     """For a queued baseline or retry: an earlier trial that has or will have the verdict this one would
     repeat (a trial of the same baseline family, or a retry of the same trial, queued, running or finished),
     or None."""
-    family, repeats_of = trial.user_attrs.get(BASELINE_ATTR), trial.user_attrs.get(RETRY_ATTR)
+    queued = TrialRecord.of(trial)
+    family, repeats_of = queued.baseline, queued.retry_of
     trials = trial.study.get_trials(deepcopy=False)
     repeated = retried_numbers(trials)  # a retry (ours or the heartbeat's) repeats a trial that has no verdict
     for t in trials:
         if t.number >= trial.number or not (t.state in (TrialState.WAITING, TrialState.RUNNING) or has_verdict(t)):
             continue
-        if repeats_of is not None and t.user_attrs.get(RETRY_ATTR) == repeats_of:
+        record = TrialRecord.of(t)
+        if repeats_of is not None and record.retry_of == repeats_of:
             return t.number
-        if family is not None and t.user_attrs.get(BASELINE_ATTR) == family and t.number not in repeated:
+        if family is not None and record.baseline == family and t.number not in repeated:
             return t.number
     return None

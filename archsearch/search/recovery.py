@@ -30,18 +30,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
 from archsearch.data.bundle import DataBundle
-from archsearch.search.objective import (
-    ARCH_ATTR,
-    BASELINE_ATTR,
-    INTERRUPTED_ATTR,
-    RETRY_ATTR,
-    SURPLUS_ATTR,
-    SWEPT_ATTR,
-    has_verdict,
-    retried_numbers,
-    worker_alive,
-)
+from archsearch.search.objective import has_verdict, retried_numbers, worker_alive
 from archsearch.search.optuna_internals import fail_trial_of_another_process
+from archsearch.search.trial_record import BASELINES_ATTR, CREATED_ATTR, CREATED_BY_ATTR, TrialRecord
 from archsearch.space import baselines
 
 __all__ = [
@@ -50,9 +41,6 @@ __all__ = [
 ]
 
 _UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
-CREATED_ATTR = "archsearch.created"  # study attrs: time.time() at creation, and the creating worker
-CREATED_BY_ATTR = "archsearch.created_by"
-BASELINES_ATTR = "archsearch.baselines"  # study attr: the baselines are enqueued
 _CREATOR_RECORD_S = 2.0  # a creator records itself milliseconds after creating the study
 _CREATOR_GRACE_S = 60.0  # a creator on another host enqueues the baselines within seconds of creating it
 
@@ -60,9 +48,10 @@ _CREATOR_GRACE_S = 60.0  # a creator on another host enqueues the baselines with
 def _why(t: FrozenTrial) -> str | None:
     if t.state != TrialState.FAIL:
         return None
-    if t.user_attrs.get(INTERRUPTED_ATTR):
+    record = TrialRecord.of(t)
+    if record.interrupted:
         return "interrupted"
-    if t.user_attrs.get(SWEPT_ATTR):
+    if record.swept:
         return "its worker died"
     return None
 
@@ -77,7 +66,7 @@ def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], li
     for t in trials:
         if t.state != TrialState.RUNNING:
             continue
-        worker = t.user_attrs.get("worker")
+        worker = TrialRecord.of(t).worker
         # a trial names its worker milliseconds after Optuna creates it; one that never did lost its
         # worker inside study.ask(), and neither the heartbeat nor a PID can tell: fail it after a bound
         unclaimed = worker is None and t.datetime_start is not None and (
@@ -86,24 +75,26 @@ def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], li
         if unclaimed or worker_alive(worker or "") is False:
             try:
                 # marked first: a kill between the two writes leaves a RUNNING trial that the next sweep fails
-                fail_trial_of_another_process(study, t, {SWEPT_ATTR: True})
+                fail_trial_of_another_process(study, t, TrialRecord(swept=True).attrs())
             except RuntimeError:  # finished meanwhile
                 continue
             failed.append(t.number)
     if not requeue:
         return failed, []
-    retried = {t.user_attrs[RETRY_ATTR] for t in trials if RETRY_ATTR in t.user_attrs}
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    retried = {r.retry_of for r in records.values() if r.retry_of is not None}
     queued = []
     for t in trials:
         why = "its worker died" if t.number in failed else _why(t)
-        if why is None or t.number in retried or RETRY_ATTR in t.user_attrs:  # a retry's retry: killed twice
+        record = records[t.number]
+        if why is None or t.number in retried or record.retry_of is not None:  # a retry's retry: killed twice
             continue
         if t.number not in failed and why != "interrupted" and not _stale(t, now):
             continue  # swept by another worker this instant, which queues it itself: not queued twice
-        keep = {k: t.user_attrs[k] for k in (BASELINE_ATTR, ARCH_ATTR) if k in t.user_attrs}
-        if BASELINE_ATTR not in keep:
-            keep.pop(ARCH_ATTR, None)  # a searched trial's record follows from its parameters again
-        study.enqueue_trial(t.params, user_attrs={**keep, RETRY_ATTR: t.number}, skip_if_exists=False)
+        # a baseline keeps its family and record; a searched trial's record follows from its parameters again
+        baseline = record.baseline
+        retry = TrialRecord(baseline=baseline, arch=None if baseline is None else record.arch, retry_of=t.number)
+        study.enqueue_trial(t.params, user_attrs=retry.attrs(), skip_if_exists=False)
         queued.append((t, why))
     return failed, queued
 
@@ -143,7 +134,7 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
             alive = worker_alive(creator)
             if alive or (alive is None and time.time() - attrs.get(CREATED_ATTR, 0.0) < _CREATOR_GRACE_S):
                 return None
-    present = {t.user_attrs[BASELINE_ATTR] for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs}
+    present = {TrialRecord.of(t).baseline for t in study.get_trials(deepcopy=False)}
     b = config.budget
     added = []
     for family in baselines.FAMILIES:
@@ -154,7 +145,7 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
             limits=b.limits(), bytes_per_param=b.bytes_per_param,
         )
         if arch is not None:
-            study.enqueue_trial({}, user_attrs={BASELINE_ATTR: family, ARCH_ATTR: arch.to_dict()})
+            study.enqueue_trial({}, user_attrs=TrialRecord(baseline=family, arch=arch.to_dict()).attrs())
             added.append(family)
     study.set_user_attr(BASELINES_ATTR, True)
     return added
@@ -165,7 +156,7 @@ def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     repeats = retried_numbers(trials)
     for t in sorted(trials, key=lambda t: t.number):
-        family = t.user_attrs.get(BASELINE_ATTR)
+        family = TrialRecord.of(t).baseline
         if family is None or out.get(family, "") is None or t.number in repeats and t.state == TrialState.FAIL:
             continue
         if has_verdict(t):
@@ -173,6 +164,6 @@ def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:
         elif t.state in (TrialState.WAITING, TrialState.RUNNING):
             out[family] = f"trial {t.number} {t.state.name.lower()}"
         else:
-            why = _why(t) or ("gave way" if t.user_attrs.get(SURPLUS_ATTR) else "failed")
+            why = _why(t) or ("gave way" if TrialRecord.of(t).surplus else "failed")
             out[family] = f"trial {t.number} {why}"
     return out

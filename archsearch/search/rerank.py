@@ -41,14 +41,15 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.config.study_config import ConfigError, RerankConfig, StudyConfig
 from archsearch.network.arch import Arch
 from archsearch.network.cost import arch_cost
-from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR, Objective, worker_alive, worker_id
+from archsearch.search.objective import Objective, worker_alive, worker_id
 from archsearch.search.train import TrainConfig
+from archsearch.search.trial_record import RERANK_PREFIX, TrialRecord
 
 __all__ = [
     "PREFIX", "recipe", "recipe_key", "results", "candidates", "rerank", "best_reranked", "pending", "fold_indices",
 ]
 
-PREFIX = "archsearch.rerank."
+PREFIX = RERANK_PREFIX
 
 
 def _section(config: StudyConfig) -> RerankConfig:
@@ -108,19 +109,21 @@ def results(study: optuna.Study, config: StudyConfig) -> dict[int, dict]:
 def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
     """The ``top`` feasible complete searched trials by search score, one per architecture, best first, then
     the feasible seed baselines (so that the summary compares searched and hand-designed at one fidelity)."""
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("feasible", True) and t.values is not None and ARCH_ATTR in t.user_attrs
-            and "duplicate_of" not in t.user_attrs]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    records = {t.number: TrialRecord.of(t) for t in complete}
+    done = [t for t in complete
+            if not (r := records[t.number]).infeasible and t.values is not None and r.arch is not None
+            and r.duplicate_of is None]
     done.sort(key=lambda t: (-t.values[0], t.number))
     searched: list[FrozenTrial] = []
     seen: set[str | None] = set()
     for t in done:
-        arch_id = t.user_attrs.get("arch_id")
-        if BASELINE_ATTR in t.user_attrs or arch_id in seen or len(searched) == top:
+        arch_id = records[t.number].arch_id
+        if records[t.number].baseline is not None or arch_id in seen or len(searched) == top:
             continue
         seen.add(arch_id)
         searched.append(t)
-    return searched + sorted((t for t in done if BASELINE_ATTR in t.user_attrs), key=lambda t: t.number)
+    return searched + sorted((t for t in done if records[t.number].baseline is not None), key=lambda t: t.number)
 
 
 def pending(study: optuna.Study, config: StudyConfig) -> bool:
@@ -159,7 +162,8 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             continue
         if _claimed_elsewhere(current, want):
             continue
-        arch = Arch.from_dict(t.user_attrs[ARCH_ATTR])
+        rec = TrialRecord.of(t)
+        arch = rec.architecture()
         if config.rerank.folds:
             # a dead worker's claim on this recipe keeps the folds it finished
             done = list(current.get("done", [])) if isinstance(current, dict) and current.get("recipe") == want else []
@@ -171,13 +175,13 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
                                        train_cfg, device=objective.device, preprocess=data.preprocess())
             accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
-        value = objective.score(accuracy, arch_cost(arch), t.user_attrs.get("latency_ms"))
+        value = objective.score(accuracy, arch_cost(arch), rec.latency_ms)
         record = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
         study.set_user_attr(key, record if folds is None else {**record, "folds": folds})
-        tag = f" [{t.user_attrs[BASELINE_ATTR]}]" if BASELINE_ATTR in t.user_attrs else ""
+        tag = f" [{rec.baseline}]" if rec.baseline is not None else ""
         how = "" if folds is None else f", mean of {len(folds)} folds ({' '.join(f'{a:.4f}' for a in folds)})"
         say(f"re-rank trial {t.number:>4}  search {t.values[0]:.4f} -> {accuracy:.4f} after "
-            f"{epochs} epochs{how} ({seconds:.1f}s)  {t.user_attrs.get('arch_id')}{tag}")
+            f"{epochs} epochs{how} ({seconds:.1f}s)  {rec.arch_id}{tag}")
     return results(study, config)
 
 

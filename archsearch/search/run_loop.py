@@ -14,10 +14,11 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.config.study_config import StudyConfig
 from archsearch.core import interrupt
 from archsearch.data.bundle import DataBundle
-from archsearch.search.objective import COUNTED_STATES, SURPLUS_ATTR, Objective, counts
+from archsearch.search.objective import COUNTED_STATES, Objective, counts
 from archsearch.search.progress import StudyBar
 from archsearch.search.recovery import ensure_baselines, sweep_dead_workers
 from archsearch.search.summary import trial_line
+from archsearch.search.trial_record import TrialRecord
 
 __all__ = ["RunLoop", "infeasible_cap"]
 
@@ -45,7 +46,7 @@ def _counts(study: optuna.Study) -> _Counts:
     done = taken = failed = infeasible = 0
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.FAIL:
-            failed += not t.user_attrs.get(SURPLUS_ATTR)
+            failed += not TrialRecord.of(t).surplus
         elif counts(t):
             taken += 1
             done += t.state in COUNTED_STATES
@@ -135,7 +136,7 @@ class RunLoop:
     # -- study.optimize's callbacks, after each trial --------------------------------------------------
 
     def _on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.user_attrs.get(SURPLUS_ATTR):
+        if TrialRecord.of(trial).surplus:
             return  # gave way to another worker's trial: nothing to report
         self.say(self.prefix + trial_line(trial))
         if self.bar is not None:

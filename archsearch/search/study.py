@@ -24,13 +24,11 @@ from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle, load_data
 from archsearch.search import rerank
 from archsearch.search.data_identity import check_data_identity
-from archsearch.search.objective import BASELINE_ATTR, COUNTED_STATES, Objective
+from archsearch.search.objective import COUNTED_STATES, Objective
 from archsearch.search.parallel import Workers, WorkersFailed, default_threads, set_threads
 from archsearch.search.progress import StudyBar
 from archsearch.search.reachable import check_budget_reachable
 from archsearch.search.recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
-    CREATED_ATTR,
-    CREATED_BY_ATTR,
     ensure_baselines,
     recover,
     sweep_dead_workers,
@@ -39,12 +37,12 @@ from archsearch.search.run_loop import RunLoop
 from archsearch.search.samplers import make_pruner, make_sampler
 from archsearch.search.summary import finished_count, summary
 from archsearch.search.train import TrainResult, make_optimizer, resolve_device, train
+from archsearch.search.trial_record import CONFIG_ATTR, CREATED_ATTR, CREATED_BY_ATTR, FINGERPRINT_ATTR, TrialRecord
 from archsearch.search.worker_identity import worker_id
 from archsearch.space.search_space import Space
 
 __all__ = ["run", "run_workers", "open_study", "load_config_data"]
 
-FINGERPRINT_ATTR = "archsearch.fingerprint"
 COUNTED = COUNTED_STATES
 _INTERRUPT_GRACE_S = 30.0  # after a Ctrl-C, how long run_workers waits for its workers to stop on their own
 
@@ -93,7 +91,7 @@ def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, boo
         study.set_user_attr(CREATED_BY_ATTR, worker_id())
         study.set_user_attr(CREATED_ATTR, time.time())
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr("archsearch.config", {**config.to_dict(), "storage": redact(config.storage)})
+        study.set_user_attr(CONFIG_ATTR, {**config.to_dict(), "storage": redact(config.storage)})
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(_metric_names(config))  # what optuna-dashboard labels its axes with
@@ -275,8 +273,8 @@ def _say_recovered(say: Callable[[str], None], prefix: str, swept: list[int],
     if swept:
         say(f"{prefix}failed {len(swept)} trial(s) left RUNNING by a dead worker: {swept}")
     for t, why in queued:
-        what = f"{t.user_attrs[BASELINE_ATTR]} baseline" if BASELINE_ATTR in t.user_attrs else t.user_attrs.get(
-            "arch_id", "not yet sampled")
+        record = TrialRecord.of(t)
+        what = f"{record.baseline} baseline" if record.baseline is not None else record.arch_id or "not yet sampled"
         say(f"{prefix}queued again: trial {t.number} ({what}), {why}")
 
 

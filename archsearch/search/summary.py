@@ -9,9 +9,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import _BUDGET_FIELD, StudyConfig
 from archsearch.search import rerank
-from archsearch.search.objective import BASELINE_ATTR, SURPLUS_ATTR, counts
 from archsearch.search.objective import COUNTED_STATES as COUNTED
+from archsearch.search.objective import counts
 from archsearch.search.recovery import baseline_status
+from archsearch.search.trial_record import TrialRecord
 
 __all__ = ["best_trials", "finished_count", "fmt_count", "infeasible_count", "no_feasible_reason",
            "progress_note", "summary", "trial_line"]
@@ -38,21 +39,22 @@ def fmt_count(n: float | None) -> str:
 
 
 def trial_line(t: FrozenTrial) -> str:
-    a = t.user_attrs
-    acc = a.get("val_accuracy")
+    r = TrialRecord.of(t)
+    acc = r.val_accuracy
     values = "-" if not t.values else "/".join(f"{v:.4g}" for v in t.values)
-    state = t.state.name if a.get("feasible", True) else "INFEASIBLE"
-    tag = f" [{a[BASELINE_ATTR]}]" if BASELINE_ATTR in a else ""
-    err = f" ({a['error']})" if t.state == TrialState.FAIL and "error" in a else ""
+    state = "INFEASIBLE" if r.infeasible else t.state.name
+    tag = f" [{r.baseline}]" if r.baseline is not None else ""
+    err = f" ({r.error})" if t.state == TrialState.FAIL and r.error is not None else ""
     latency = ""  # where the budget or the objective asks for it
-    if "latency_ms" in a:
-        latency = f"  latency {a['latency_ms']:.2f}ms"
-    elif "latency_pred_ms" in a:  # rejected on the table's prediction, never built
-        latency = f"  latency ~{a['latency_pred_ms']:.2f}ms"
+    if r.latency_ms is not None:
+        latency = f"  latency {r.latency_ms:.2f}ms"
+    elif r.latency_pred_ms is not None:  # rejected on the table's prediction, never built
+        latency = f"  latency ~{r.latency_pred_ms:.2f}ms"
+    seconds = 0.0 if r.seconds is None else r.seconds
     return (
-        f"trial {t.number:>4}  {state:<10} macs {fmt_count(a.get('macs')):>7}  params {fmt_count(a.get('params')):>7}"
-        f"{latency}  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {a.get('seconds', 0.0):6.1f}s"
-        f"  {a.get('arch_id', '?')}{tag}{err}"
+        f"trial {t.number:>4}  {state:<10} macs {fmt_count(r.macs):>7}  params {fmt_count(r.params):>7}"
+        f"{latency}  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {seconds:6.1f}s"
+        f"  {r.arch_id or '?'}{tag}{err}"
     )
 
 
@@ -65,7 +67,7 @@ def best_trials(study: optuna.Study, config: StudyConfig | None = None) -> list[
         return [top]
     done = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get("feasible", True) and t.values is not None
+        if not TrialRecord.of(t).infeasible and t.values is not None
     ]
     if not done:
         return []
@@ -96,8 +98,9 @@ def progress_note(study: optuna.Study) -> str:
 def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     trials = study.get_trials(deepcopy=False)
     by_state = {s.name: sum(t.state == s for t in trials) for s in TrialState}
-    infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("feasible") is False)
-    surplus = sum(1 for t in trials if t.user_attrs.get(SURPLUS_ATTR))
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and records[t.number].infeasible)
+    surplus = sum(1 for r in records.values() if r.surplus)
     gave_way = f" ({surplus} gave way to other workers)" if surplus else ""
     # "trained": built and trained, to the end or until pruned (what n_trials counts and `archsearch report` ranks)
     lines = [
@@ -108,8 +111,8 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     ]
     best = best_trials(study, config)
     reranked = rerank.results(study, config) if config is not None else {}
-    base = [t for t in trials if BASELINE_ATTR in t.user_attrs and t.state == TrialState.COMPLETE
-            and t.user_attrs.get("feasible", True)]
+    base = [t for t in trials if records[t.number].baseline is not None and t.state == TrialState.COMPLETE
+            and not records[t.number].infeasible]
     if len(study.directions) == 1:
         lines.append(("best feasible trial (by re-rank):" if reranked else "best feasible trial:") if best
                      else "no feasible trial yet")
@@ -120,8 +123,8 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     if base:
         lines.append("seed baselines at the same budget:")
         lines += [f"  {trial_line(t)}" for t in sorted(base, key=lambda t: t.number)]
-        searched = [t for t in trials if t.state == TrialState.COMPLETE and BASELINE_ATTR not in t.user_attrs
-                    and t.user_attrs.get("feasible", True) and t.values is not None]
+        searched = [t for t in trials if t.state == TrialState.COMPLETE and records[t.number].baseline is None
+                    and not records[t.number].infeasible and t.values is not None]
         if searched and len(study.directions) == 1:
             lines.append(_versus(searched, base, lambda t: t.values[0], "search score"))
             if reranked:
@@ -152,7 +155,7 @@ def _versus(searched: list[FrozenTrial], base: list[FrozenTrial], value: Callabl
             what: str) -> str:
     top, found = max(base, key=value), max(searched, key=value)
     return (f"best searched candidate (trial {found.number}) {value(found):.4f} vs best baseline "
-            f"({top.user_attrs[BASELINE_ATTR]}, trial {top.number}) {value(top):.4f} by {what}: "
+            f"({TrialRecord.of(top).baseline}, trial {top.number}) {value(top):.4f} by {what}: "
             f"{value(found) - value(top):+.4f}")
 
 
@@ -162,7 +165,7 @@ def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
         return None
     trials = study.get_trials(deepcopy=False)
     over = [t for t in trials if t.state == TrialState.COMPLETE and not counts(t)]
-    failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get(SURPLUS_ATTR) for t in trials)
+    failed = sum(t.state == TrialState.FAIL and not TrialRecord.of(t).surplus for t in trials)
     why = []
     if failed:
         why.append(f"{failed} trial(s) failed (their errors are on the trial lines; `archsearch report` lists them)")

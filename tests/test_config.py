@@ -22,10 +22,12 @@ from archsearch.config.study_config import (
     LatencyTarget,
     ObjectiveConfig,
     PrunerConfig,
+    RerankConfig,
     SamplerConfig,
     StudyConfig,
     load_study_config,
     study_config_from_dict,
+    study_schema,
 )
 from archsearch.search.samplers import make_pruner, make_sampler
 from archsearch.space.search_space import sample_shapes
@@ -475,19 +477,24 @@ def test_a_fingerprint_of_an_older_archsearch_still_matches(study_dir: Path) -> 
     assert not fingerprint_matches({**cfg.fingerprint(), "space": "0" * 64}, cfg)
 
 
-def test_every_train_config_field_is_declared_with_its_default() -> None:
-    from archsearch.config.study_schema import TrainingModel
+@pytest.mark.parametrize("cls", [TrainConfig, DatasetConfig, LatencyTarget, ObjectiveConfig, SamplerConfig])
+def test_each_key_is_declared_once(study_dir: Path, cls: type) -> None:
+    # the class the code reads is the file's schema: a file without the section gets that class's own defaults,
+    # the shipped JSON Schema lists its fields, and built in code, the same declaration validates
+    cfg = load_study_config(_write(study_dir, B))
+    section = {TrainConfig: cfg.training, DatasetConfig: cfg.dataset, LatencyTarget: cfg.budget.latency,
+               ObjectiveConfig: cfg.objective, SamplerConfig: cfg.sampler}[cls]
+    assert type(section) is cls and section == cls()
+    assert list(study_schema()["$defs"][cls.__name__]["properties"]) == [f.name for f in dataclasses.fields(cls)]
+    with pytest.raises(ValueError, match=r"^epochs: expected an integer >= 1 and <= 10000, got int 0$"):
+        TrainConfig(epochs=0)
 
-    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    assert {name: info.default for name, info in TrainingModel.model_fields.items()} == fields
 
-
-def test_rerank_defaults_are_the_dataclass_defaults() -> None:
-    from archsearch.config.study_config import RerankConfig
-    from archsearch.config.study_schema import RerankModel
-
-    assert {name: info.default for name, info in RerankModel.model_fields.items()} == {
-        f.name: f.default for f in dataclasses.fields(RerankConfig)}
+def test_a_key_left_out_of_the_file_is_the_declared_default(study_dir: Path) -> None:
+    read = load_study_config(_write(study_dir, B + "training: {lr: 0.1}\nrerank: {top: 2}\n"))
+    assert read.training == TrainConfig(lr=0.1) and read.training.momentum == TrainConfig().momentum
+    assert read.rerank == RerankConfig(top=2) and read.rerank.epochs == RerankConfig().epochs
+    assert read.budget == Budget(max_macs=1e6, fit=True)  # fit: null in the class, resolved by the objective
 
 
 def _shipped_copy(tmp_path: Path) -> Path:

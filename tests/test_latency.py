@@ -134,12 +134,12 @@ def test_a_table_is_keyed_by_device_threads_batch_torch_version_and_hardware():
 
 @pytest.mark.parametrize(
     "target, match",
-    [(LatencyTarget("tpu", 1, 1), "device must be one of"), (LatencyTarget("cpu", 0, 1), "threads must be"),
-     (LatencyTarget("cpu", 1, 0), "batch must be")],
+    [(("tpu", 1, 1), "device: expected one of 'cpu', 'cuda', got str 'tpu'"),
+     (("cpu", 0, 1), "threads: expected an integer >= 1"), (("cpu", 1, 0), "batch: expected an integer >= 1")],
 )
-def test_table_key_refuses_bad_targets(target, match):
+def test_a_bad_target_cannot_be_built(target, match):
     with pytest.raises(ValueError, match=match):
-        table_key(target)
+        table_key(LatencyTarget(*target))
 
 
 def test_a_different_thread_count_or_torch_version_does_not_reuse_a_table(tmp_path, capsys):

@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
-from archsearch.config.study_schema import study_schema
+from archsearch.config.study_config import study_schema
 from archsearch.core.schema import SCHEMA_DIR, SCHEMAS, schema_text
 from archsearch.space.search_space import space_schema
 

@@ -1,13 +1,17 @@
-"""The training recipe: :class:`TrainConfig` (what a trial trains with), and the optimizer, learning-rate schedule
-and augmentation it names. :mod:`archsearch.search.train` runs it."""
+"""The training recipe: :class:`TrainConfig` (what a trial trains with, declared once: the study file's ``training``
+keys, validated in code too), and the optimizer, learning-rate schedule and augmentation it names.
+:mod:`archsearch.search.train` runs it."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from archsearch.core.schema import Int, Number, declared
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "TrainConfig", "augment_batch", "lr_factor", "param_groups",
            "make_optimizer"]
@@ -17,48 +21,26 @@ SCHEDULES = ("cosine", "constant", "step", "onecycle")
 AUGMENTATIONS = ("none", "shift", "flip", "shift+flip")
 
 
-@dataclass(frozen=True)
+@declared()
 class TrainConfig:
-    """The training recipe of one trial (and of a final retrain)."""
+    """The training recipe of every trial (and of a final retrain): the study file's ``training`` section."""
 
-    epochs: int = 5
-    seconds: float | None = None  # wall-clock cap per trial; training stops after the epoch that crosses it
-    train_subset: int | None = None  # use at most this many training samples (None: all)
-    batch_size: int = 128
-    eval_batch_size: int = 1024
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    augment: str = "none"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {self.augment!r}")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.seconds is not None and not self.seconds > 0:
-            raise ValueError(f"seconds must be > 0, got {self.seconds}")
-        if self.train_subset is not None and self.train_subset < 1:
-            raise ValueError(f"train_subset must be >= 1, got {self.train_subset}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {self.batch_size}, {self.eval_batch_size}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError("weight_decay must be >= 0 and momentum in [0, 1)")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+    epochs: Int(1, 10_000) = 5  # type: ignore[valid-type]
+    seconds: Number(0, 1e7, lo_open=True) | None = Field(  # type: ignore[valid-type]
+        default=None, description="wall-clock cap per trial: training stops after the epoch that crosses it")
+    train_subset: Int(1, 10**9) | None = Field(  # type: ignore[valid-type]
+        default=None, description="train on at most this many images (a fixed subset); null: all")
+    batch_size: Int(1, 65536) = 128  # type: ignore[valid-type]
+    eval_batch_size: Int(1, 65536) = 1024  # type: ignore[valid-type]
+    optimizer: Literal[OPTIMIZERS] = "sgd"  # type: ignore[valid-type]
+    lr: Number(0, 10, lo_open=True) = 0.05  # type: ignore[valid-type]
+    momentum: Number(0, 1, hi_open=True) = 0.9  # type: ignore[valid-type]
+    weight_decay: Number(0, 1) = 5e-4  # type: ignore[valid-type]
+    schedule: Literal[SCHEDULES] = "cosine"  # type: ignore[valid-type]
+    warmup_epochs: Number(0, 10_000) = 0.0  # type: ignore[valid-type]
+    label_smoothing: Number(0, 1, hi_open=True) = 0.0  # type: ignore[valid-type]
+    augment: Literal[AUGMENTATIONS] = "none"  # type: ignore[valid-type]
+    seed: Int(0, 2**32 - 1) = 0  # type: ignore[valid-type]
 
 
 _SHIFT_PAD = 2  # `shift` augmentation: translate by up to this many pixels

@@ -1,9 +1,10 @@
-"""The study YAML: declared as pydantic models, validated into the frozen dataclasses the rest of the code reads.
+"""The study YAML: :class:`StudyConfig`, declared once as a frozen pydantic dataclass that the rest of the code reads.
 
-The models (:class:`StudyModel` and its sections) are the one statement of what each key accepts; the shipped JSON
-Schema (``archsearch schema study``) is generated from them. A bad value is a
-:class:`~archsearch.core.errors.ConfigError` naming the file, the dotted key path and what was expected
-(:mod:`archsearch.core.schema`); rules that span sections (an objective and its budget) are checked after.
+Its fields and its sections' (:mod:`archsearch.config.study_schema`, :class:`~archsearch.config.recipe.TrainConfig`)
+are the one statement of what each key accepts; the shipped JSON Schema (``archsearch schema study``) is generated
+from them. A bad value is a :class:`~archsearch.core.errors.ConfigError` naming the file, the dotted key path and
+what was expected (:mod:`archsearch.core.schema`); rules that span sections (an objective and its budget) are
+checked after. Also here: the study's fingerprint, which tells whether stored trials are comparable.
 """
 
 import dataclasses
@@ -12,164 +13,119 @@ import importlib.util
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Annotated, Any, Literal, NoReturn
+
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, StringConstraints, ValidationInfo
+from pydantic.json_schema import SkipJsonSchema
 
 from archsearch.config.recipe import TrainConfig
-from archsearch.config.storage import SQLITE_PREFIX
-from archsearch.config.study_schema import StudyModel
+from archsearch.config.study_schema import (
+    _BUDGET_FIELD,
+    BUDGET_KEYS,
+    DEVICES,
+    PRECISION_BYTES,
+    Budget,
+    DatasetConfig,
+    LatencyTarget,
+    ObjectiveConfig,
+    PrunerConfig,
+    RerankConfig,
+    SamplerConfig,
+    _space_file,
+    _storage_url,
+)
 from archsearch.core.errors import ConfigError, load_yaml, show
-from archsearch.core.schema import Model, validate
-from archsearch.space.search_space import Space, space_from_dict
+from archsearch.core.schema import (
+    AcceptsNull,
+    Bool,
+    Expect,
+    Int,
+    Number,
+    Section,
+    declared,
+    did_you_mean,
+    fail,
+    json_schema,
+    keys,
+    validate,
+)
+from archsearch.space.search_space import Space, SpaceModel, space_from_dict
+
+__all__ = ["StudyConfig", "DatasetConfig", "LatencyTarget", "Budget", "ObjectiveConfig", "SamplerConfig",
+           "PrunerConfig", "RerankConfig", "TrainConfig", "ConfigError", "BUDGET_KEYS", "PRECISION_BYTES",
+           "FIT_SCHEME", "load_study_config", "study_config_from_dict", "study_schema", "fingerprint_matches",
+           "merge_overrides"]
 
 _FINGERPRINT_SCHEMA = 2  # 2: the space as parsed (1: its file's bytes, see fingerprint_matches)
 FIT_SCHEME = 1  # bump when budget fitting picks other widths for the same shape and budget
 
 
-# ---------------------------------------------------------------------------------------------
-# The configuration dataclasses
-# ---------------------------------------------------------------------------------------------
+def _space_keys(value: dict[str, Any]) -> dict[str, Any]:
+    for key in value:
+        if key not in SpaceModel.model_fields:
+            fail(f"expected keys of a search-space file ({', '.join(SpaceModel.model_fields)}), got "
+                 f"{show(key)}{did_you_mean(key, SpaceModel.model_fields)}")
+    return value
 
 
-@dataclass(frozen=True)
-class DatasetConfig:
-    """Which data a candidate is trained and scored on."""
-
-    name: str = "digits"  # a built-in (DATASETS) or "module:function"
-    root: Path | None = None  # absolute; None: the loader's default
-    val_fraction: float = 0.2
-    download: bool = False
-    options: dict[str, Any] = field(default_factory=dict)  # extra keyword options for the loader
-    channels: int | None = None  # folder: 1 or 3; None: what the images are
-    test_fraction: float | None = None  # folder without test/: the share carved off as test (None: 0.2)
+def _pruner_not_null(value: Any) -> Any:
+    if value is None:
+        fail("expected a mapping such as {type: median}; for no pruning write `pruner: {type: none}`, got null")
+    return value
 
 
-@dataclass(frozen=True)
-class LatencyTarget:
-    """Where the latency budget is measured."""
-
-    device: str = "cpu"
-    threads: int = 1
-    batch: int = 1
-    runtime: str = "torch"  # or "onnxruntime"
-
-    def describe(self) -> str:
-        """``cpu, 1 thread(s), batch 1`` (``..., onnxruntime`` for that runtime)."""
-        runtime = "" if self.runtime == "torch" else f", {self.runtime}"
-        return f"{self.device}, {self.threads} thread(s), batch {self.batch}{runtime}"
+def _default_pruner(data: dict[str, Any]) -> PrunerConfig:
+    """Without a pruner section: median, none for objective pareto (Optuna cannot prune multi-objective studies)."""
+    return PrunerConfig(type="none" if data["objective"].multi_objective else "median")
 
 
-@dataclass(frozen=True)
-class Budget:
-    """Hardware budget of a candidate; None means "no limit on this cost"."""
-
-    max_macs: float | None = None
-    max_params: float | None = None
-    max_latency_ms: float | None = None
-    latency: LatencyTarget = field(default_factory=LatencyTarget)
-    max_peak_activation_kb: float | None = None  # KiB of float32 activations alive at once, batch 1 (cost.py)
-    max_model_kb: float | None = None  # KiB of parameters at ``model_precision``
-    model_precision: str = "float32"  # float32 (4 bytes a parameter) or int8 (1)
-    # budget fitting (archsearch/space/fit.py): the sampler picks the shape, the widths are scaled to the budget.
-    # None in the YAML: on for the constrained and soft objectives, off for pareto (a front needs spread)
-    fit: bool | None = None
-
-    def limit(self, metric: str) -> float | None:
-        """The limit on ``metric`` ("macs", "params" or "latency")."""
-        return getattr(self, _BUDGET_FIELD[metric])
-
-    def limits(self) -> dict[str, float]:
-        """The metrics that have a limit, with it."""
-        return {m: limit for m in _BUDGET_FIELD if (limit := self.limit(m)) is not None}
-
-    @property
-    def bytes_per_param(self) -> int:
-        return PRECISION_BYTES[self.model_precision]
-
-    def describe(self) -> str:
-        """The limits as YAML keys, with the precision and latency target they are counted at; "none"."""
-        parts = [f"{key}={getattr(self, key):,g}" for key in BUDGET_KEYS if getattr(self, key) is not None]
-        if self.max_model_kb is not None:
-            parts.append(f"weights at {self.model_precision}")
-        if self.max_latency_ms is not None:
-            parts.append(f"latency on {self.latency.describe()}")
-        return ", ".join(parts) or "none"
+def _not_a_key(value: Any, info: ValidationInfo) -> Any:
+    if value is not None and info.context is not None:  # context: validating a file
+        fail(f"unknown key 'source'; valid keys here: {', '.join(_TOP)}")
+    return value
 
 
-_BUDGET_FIELD = {"macs": "max_macs", "params": "max_params", "latency": "max_latency_ms",
-                 "peak_kb": "max_peak_activation_kb", "model_kb": "max_model_kb"}
-BUDGET_KEYS = tuple(_BUDGET_FIELD.values())  # max_macs, ..., the YAML keys of the limits
-PRECISION_BYTES = {"float32": 4, "int8": 1}
-
-
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    """How a trained candidate is scored.
-
-    constrained: accuracy, with over-budget candidates marked infeasible (trial.set_constraint).
-    soft: MnasNet's reward ``acc * (cost / target) ** soft_weight`` (https://arxiv.org/abs/1807.11626).
-    pareto: two objectives, accuracy (max) and ``pareto_metric`` (min).
-    """
-
-    type: str = "constrained"
-    soft_weight: float = -0.07
-    soft_metric: str = "macs"
-    pareto_metric: str = "macs"
-
-    @property
-    def multi_objective(self) -> bool:
-        return self.type == "pareto"
-
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    type: str = "tpe"
-    seed: int | None = 0
-
-
-@dataclass(frozen=True)
-class PrunerConfig:
-    type: str = "median"
-
-
-@dataclass(frozen=True)
-class RerankConfig:
-    """The search's last step: its ``top`` feasible candidates trained again with a longer recipe.
-
-    ``epochs`` and ``train_subset`` replace the study's training recipe's (None: all training images).
-    ``folds`` (None: off): score each candidate by k-fold cross-validation over the search's training and
-    validation images together, the mean of ``folds`` trainings, instead of one training scored on the
-    validation split (:mod:`archsearch.search.rerank`).
-    """
-
-    top: int = 5
-    epochs: int = 8
-    train_subset: int | None = None
-    folds: int | None = None
-
-
-@dataclass(frozen=True)
+@declared(kw_only=True)
 class StudyConfig:
-    """One validated study YAML. Build it with :func:`load_study_config` or :func:`study_config_from_dict`."""
+    """One study: what to search, on which data, against which budget, and where the trials are kept.
 
-    name: str
-    storage: str  # an Optuna storage URL, or "journal:<absolute path>"
-    space_path: Path  # absolute
-    space_overrides: Mapping[str, Any] | None = None  # space keys replaced for this study (merge_overrides)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    resolution: int | None = None  # None: the dataset's own
-    training: TrainConfig = field(default_factory=TrainConfig)
-    budget: Budget = field(default_factory=Budget)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    pruner: PrunerConfig = field(default_factory=PrunerConfig)
-    n_trials: int = 30
-    timeout: float | None = None
-    device: str = "auto"
-    enqueue_baselines: bool = True
-    rerank: RerankConfig | None = None  # None: no re-rank
-    source: Path | None = field(default=None, compare=False)  # the YAML it was read from
+    Build it with :func:`load_study_config` or :func:`study_config_from_dict`.
+    """
+
+    name: Annotated[str, Strict(), Expect("1 to 64 characters from A-Z a-z 0-9 _ . -"),
+                    StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = Field(
+        description="the study's name in its storage")
+    storage: Annotated[str, Expect("a storage URL string or null"), BeforeValidator(_storage_url), AcceptsNull()] \
+        = Field(default=None, validate_default=True, description="null: sqlite:///<this file's folder>/<name>.db; "
+                "sqlite:///<file>, postgresql://..., mysql://... or journal:<file> (files relative to this file)")
+    space_path: Annotated[Path, Expect("a file or directory path"), BeforeValidator(_space_file)] = Field(
+        alias="space", description="the search-space YAML (relative to this file)")
+    space_overrides: Annotated[dict[str, Any], Expect("a mapping of search-space keys"),
+                               AfterValidator(_space_keys)] | None = Field(
+        default=None, description="keys of the space file replaced for this study, e.g. {resolution_mult: [1.0]} (a "
+                          "mapping such as stem merged key by key, a list replaced whole); the file is not changed")
+    dataset: Section(DatasetConfig) = Field(default_factory=DatasetConfig)  # type: ignore[valid-type]
+    resolution: Int(4, 1024) | None = Field(  # type: ignore[valid-type]
+        default=None, description="input size the images are resized to; null: the dataset's own")
+    training: Section(TrainConfig) = Field(default_factory=TrainConfig)  # type: ignore[valid-type]
+    budget: Section(Budget) = Field(default_factory=Budget)  # type: ignore[valid-type]
+    objective: Section(ObjectiveConfig) = Field(default_factory=ObjectiveConfig)  # type: ignore[valid-type]
+    sampler: Section(SamplerConfig) = Field(default_factory=SamplerConfig)  # type: ignore[valid-type]
+    # multi-objective studies cannot prune: a pareto study without a pruner section gets none
+    pruner: Annotated[PrunerConfig, BeforeValidator(_pruner_not_null)] = Field(
+        default_factory=_default_pruner, description="median by default; none for objective pareto")
+    n_trials: Int(1, 10**7) = Field(default=30, description="finished trials the study should hold")  # type: ignore
+    timeout: Number(0, 1e8, lo_open=True) | None = Field(  # type: ignore[valid-type]
+        default=None, description="seconds; stops starting new trials")
+    device: Literal[DEVICES] = Field(default="auto", description="auto: cuda when available")  # type: ignore
+    enqueue_baselines: Bool = Field(default=True, description="start with the seed MobileNet/ShuffleNet/EffNet "
+                                                      "scaled to the budget")
+    rerank: RerankConfig | None = Field(default=None, description="null: no re-rank")
+    # not a key of the file: the YAML it was read from
+    source: Annotated[SkipJsonSchema[Path | None], Field(exclude=True), BeforeValidator(_not_a_key)] = field(
+        default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-able dict; ``study_config_from_dict(cfg.to_dict()) == cfg`` (all paths are absolute)."""
@@ -269,8 +225,14 @@ def _space_digest(space: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-_TOP = tuple(StudyModel.model_fields)  # the YAML's key order
-_TOP_FIELD = {"space": "space_path"}  # YAML key -> StudyConfig field, where they differ
+_TOP = tuple(keys(StudyConfig))  # the YAML's key order
+
+
+def study_schema() -> dict[str, Any]:
+    """The study YAML's JSON Schema (shipped as archsearch/schemas/study.schema.json)."""
+    return json_schema(StudyConfig, title="archsearch study",
+                       description="An archsearch study file: `archsearch search <file>` (docs/guide.md: Study "
+                                   "configuration).")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,44 +263,17 @@ def study_config_from_dict(
     base_dir = Path(base_dir).absolute()
     if not isinstance(data, Mapping):
         raise ConfigError(f"expected a mapping at the top level, got {show(data)}", path=path)
-    model: StudyModel = validate(StudyModel, dict(data), path=path, context={"base_dir": base_dir})
-    objective = _dataclass(ObjectiveConfig, model.objective)
-    pareto = objective.multi_objective
-    latency = _dataclass(LatencyTarget, model.budget.latency if model.budget else None)
-    budget = _dataclass(Budget, model.budget, latency=latency)
-    # multi-objective studies cannot prune: a pareto study without a pruner section gets none
-    pruner = PrunerConfig("none" if pareto and "pruner" not in model.model_fields_set else model.pruner.type)
-    _check_objective_budget(objective, budget, pruner, path)
-    if budget.fit is None:
-        budget = dataclasses.replace(budget, fit=not pareto)
-    training = _dataclass(TrainConfig, model.training)
-    dataset = _dataclass(DatasetConfig, model.dataset)
-    dataset = dataclasses.replace(dataset, options=dict(dataset.options or {}))
-    if model.rerank is not None and pareto:
+    cfg: StudyConfig = validate(StudyConfig, dict(data), path=path, context={"base_dir": base_dir})
+    pareto = cfg.objective.multi_objective
+    _check_objective_budget(cfg.objective, cfg.budget, cfg.pruner, path)
+    if cfg.rerank is not None and pareto:
         raise ConfigError("a re-rank picks one best candidate by a longer recipe, but objective 'pareto' has a "
                           "front: remove `rerank` (or set it to null)", path=path, key="rerank")
-    space_path = cast(Path, model.space)  # a string in the YAML, made an absolute Path by StudyModel's validator
-    if model.space_overrides:
-        _check_space_overrides(space_path, model.space_overrides, path)
-    return StudyConfig(
-        name=model.name,
-        storage=model.storage or f"{SQLITE_PREFIX}{(base_dir / (model.name + '.db')).resolve()}",
-        space_path=space_path,
-        space_overrides=model.space_overrides or None,
-        dataset=dataset,
-        resolution=model.resolution,
-        training=training,
-        budget=budget,
-        objective=objective,
-        sampler=_dataclass(SamplerConfig, model.sampler),
-        pruner=pruner,
-        n_trials=model.n_trials,
-        timeout=model.timeout,
-        device=model.device,
-        enqueue_baselines=model.enqueue_baselines,
-        rerank=None if model.rerank is None else _dataclass(RerankConfig, model.rerank),
-        source=path,
-    )
+    if cfg.space_overrides:
+        _check_space_overrides(cfg.space_path, cfg.space_overrides, path)
+    fit = not pareto if cfg.budget.fit is None else cfg.budget.fit
+    return dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, fit=fit),
+                               space_overrides=cfg.space_overrides or None, source=path)
 
 
 def merge_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -363,12 +298,6 @@ def _check_space_overrides(space_path: Path, overrides: Mapping[str, Any], path:
             ("space_overrides", f"{e.key}: {e.message}" if e.key else e.message)
         raise ConfigError(f"{message} (with the overrides applied to {space_path.name})", path=path,
                           key=key) from None
-
-
-def _dataclass(cls: type, section: Model | None, **override: Any) -> Any:
-    """The frozen dataclass of a validated section (a null or missing section: all defaults)."""
-    values = {} if section is None else {k: getattr(section, k) for k in type(section).model_fields}
-    return cls(**{**values, **override})
 
 
 def _check_objective_budget(objective: ObjectiveConfig, budget: Budget, pruner: PrunerConfig,

@@ -1,8 +1,10 @@
-"""The study YAML, declared: pydantic models for every section, the source of ``archsearch schema study``.
+"""The study YAML's sections, declared once: frozen pydantic dataclasses that are both the file's schema and the
+config classes the code reads.
 
-:func:`archsearch.config.study_config.study_config_from_dict` validates a file with :class:`StudyModel` and builds
-the frozen dataclasses the rest of the code reads; the shipped ``archsearch/schemas/study.schema.json`` is
-:func:`study_schema`'s output. Defaults equal the dataclasses' (a test holds it).
+Each field is stated here only: its type, bounds, default and description. The same declaration validates a file
+(:func:`archsearch.config.study_config.study_config_from_dict`, errors located by :mod:`archsearch.core.schema`),
+validates a config built in code (``TrainConfig(epochs=0)`` is a ValueError), and generates the shipped JSON Schema
+(``archsearch schema study``). The study itself, :class:`~archsearch.config.study_config.StudyConfig`, holds these.
 """
 
 import keyword
@@ -13,14 +15,12 @@ import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, StringConstraints, ValidationInfo
 
-from archsearch.config.recipe import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
-from archsearch.config.storage import normalize_storage
+from archsearch.config.storage import SQLITE_PREFIX, normalize_storage
 from archsearch.core.errors import show
-from archsearch.core.schema import Expect, Int, Model, Number, did_you_mean, fail, json_schema
+from archsearch.core.schema import Bool, Expect, Int, Number, OneOf, OrNull, Section, declared, did_you_mean, fail
 from archsearch.data.readers import DATASETS
-from archsearch.space.search_space import SpaceModel
 
 OBJECTIVES = ("constrained", "soft", "pareto")
 SOFT_METRICS = ("macs", "params", "latency")
@@ -31,24 +31,20 @@ DEVICES = ("auto", "cpu", "cuda")
 LATENCY_DEVICES = ("cpu", "cuda")
 LATENCY_RUNTIMES = ("torch", "onnxruntime")  # what measure_latency can run (archsearch.latency.measure)
 
-
-_TC = TrainConfig()
 _SEED = Int(0, 2**32 - 1)
 _BATCH = Int(1, 65536)
 _ENTRY_POINT = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
-
-
-def _fspath(value: Any) -> Any:
-    """A ``pathlib.Path`` given in code counts as the string it spells."""
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _base_dir(info: ValidationInfo) -> Path:
     return (info.context or {}).get("base_dir") or Path.cwd()
 
 
-def _resolve(value: str, info: ValidationInfo) -> Path:
-    """A non-empty path, made absolute against the YAML's directory."""
+def _resolve(value: Any, info: ValidationInfo) -> Path:
+    """A non-empty path (a string, or a ``pathlib.Path`` in code), made absolute against the YAML's directory."""
+    value = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if not isinstance(value, str):
+        fail(f"expected a file or directory path, got {show(value)}")
     if not value.strip() or "\x00" in value:
         fail(f"expected a file or directory path, got {show(value)}")
     try:
@@ -57,7 +53,7 @@ def _resolve(value: str, info: ValidationInfo) -> Path:
         fail(f"cannot resolve path {value!r}: {e}")
 
 
-def _space_file(value: str, info: ValidationInfo) -> Path:
+def _space_file(value: Any, info: ValidationInfo) -> Path:
     path = _resolve(value, info)
     try:
         mode = path.stat().st_mode
@@ -88,7 +84,13 @@ def _scalar(value: Any) -> Any:
     return value
 
 
-def _storage_url(value: str, info: ValidationInfo) -> str:
+def _storage_url(value: Any, info: ValidationInfo) -> str:
+    """A storage URL, normalized; null: ``sqlite:///<the YAML's folder>/<name>.db``."""
+    if value is None:
+        name = info.data.get("name", "")  # missing where the name was bad: that error is reported first
+        return f"{SQLITE_PREFIX}{(_base_dir(info) / (name + '.db')).resolve()}"
+    if not isinstance(value, str):
+        fail(f"expected a storage URL string or null, got {show(value)}")
     try:
         return normalize_storage(value, _base_dir(info))
     except ValueError as e:
@@ -96,178 +98,143 @@ def _storage_url(value: str, info: ValidationInfo) -> str:
 
 
 _DATASET_EXPECT = f"a built-in dataset ({', '.join(map(repr, DATASETS))}) or 'module:function' naming a loader"
-_PathText = Annotated[str, Expect("a file or directory path"), BeforeValidator(_fspath)]
+_Path = Annotated[Path, Expect("a file or directory path"), BeforeValidator(_resolve)]
 _Identifier = Annotated[str, Expect("option names must be Python identifiers (they become keyword arguments)"),
                         StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
-class DatasetModel(Model):
+@declared()
+class DatasetConfig:
     """Which data a candidate is trained and scored on."""
 
-    name: Annotated[str, Expect(_DATASET_EXPECT), AfterValidator(_dataset_name)] = Field(
-        "digits", description=f"{', '.join(DATASETS)}, or module:function naming a loader; folder: `root` "
-                              "holds one subfolder per class (or train/ and test/); arrays: `root` is an .npz file")
-    root: Annotated[_PathText | None, Field(description="the data's folder (relative to this file); "
-                                                        "null: the loader's default")] = None
+    name: Annotated[str, Strict(), Expect(_DATASET_EXPECT), AfterValidator(_dataset_name)] = Field(
+        default="digits", description=f"{', '.join(DATASETS)}, or module:function naming a loader; folder: `root` "
+                                      "holds one subfolder per class (or train/ and test/); arrays: `root` is an "
+                                      ".npz file")
+    root: _Path | None = Field(default=None, description="the data's folder (relative to this file); null: the "
+                                                         "loader's default")
     val_fraction: Number(0, 1, lo_open=True, hi_open=True) = Field(  # type: ignore[valid-type]
-        0.2, description="share of the training images held out to score candidates")
-    download: bool = Field(False, description="let the loader download (never in tests)")
-    options: dict[_Identifier, Annotated[Any, AfterValidator(_scalar)]] | None = Field(
-        None, description="extra keyword options for the loader: name -> scalar")
-    channels: Literal[1, 3] | None = Field(
-        None, description="folder: 1 (greyscale) or 3 (RGB) channels; null: 3 if any image is in colour, else 1")
+        default=0.2, description="share of the training images held out to score candidates")
+    download: Bool = Field(default=False, description="let the loader download (never in tests)")
+    options: OrNull(dict[_Identifier, Annotated[Any, AfterValidator(_scalar)]], dict) = Field(  # type: ignore
+        default_factory=dict, description="extra keyword options for the loader: name -> scalar")
+    channels: OneOf(1, 3) | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="folder: 1 (greyscale) or 3 (RGB) channels; null: 3 if any image is in colour, else 1")
     test_fraction: Number(0, 1, lo_open=True, hi_open=True) | None = Field(  # type: ignore[valid-type]
-        None, description="folder without test/: the share of each class carved off as the test split; null: 0.2")
-
-    @field_validator("root")
-    @classmethod
-    def _root(cls, value: str | None, info: ValidationInfo) -> Path | None:
-        return None if value is None else _resolve(value, info)
+        default=None,
+        description="folder without test/: the share of each class carved off as the test split; null: 0.2")
 
 
-class LatencyModel(Model):
+@declared()
+class LatencyTarget:
     """Where the latency budget is measured."""
 
     device: Literal[LATENCY_DEVICES] = "cpu"  # type: ignore[valid-type]
-    runtime: Literal[LATENCY_RUNTIMES] = Field(  # type: ignore[valid-type]
-        "torch", description="what runs the timed passes: PyTorch eager mode, or ONNX Runtime (CPU) on the network "
-                             "exported to ONNX, as model.onnx ships it")
-    threads: Int(1, 1024) = Field(1, description="intra-op threads while timing (torch's or ONNX Runtime's)")  # type: ignore[valid-type]
+    threads: Int(1, 1024) = Field(default=1, description="intra-op threads while timing (torch's or ONNX Runtime's)")  # type: ignore[valid-type]
     batch: _BATCH = 1  # type: ignore[valid-type]
+    runtime: Literal[LATENCY_RUNTIMES] = Field(  # type: ignore[valid-type]
+        default="torch", description="what runs the timed passes: PyTorch eager mode, or ONNX Runtime (CPU) on the "
+                                     "network "
+                             "exported to ONNX, as model.onnx ships it")
+
+    def describe(self) -> str:
+        """``cpu, 1 thread(s), batch 1`` (``..., onnxruntime`` for that runtime)."""
+        runtime = "" if self.runtime == "torch" else f", {self.runtime}"
+        return f"{self.device}, {self.threads} thread(s), batch {self.batch}{runtime}"
 
 
-class BudgetModel(Model):
+@declared()
+class Budget:
     """The hardware budget of one candidate; null: no limit on this cost."""
 
     max_macs: Number(0, 1e15, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        None, description="multiply-accumulates of one image (batch 1); YAML 1.1: write 3.0e+6, not 3e6")
+        default=None, description="multiply-accumulates of one image (batch 1); YAML 1.1: write 3.0e+6, not 3e6")
     max_params: Number(0, 1e12, lo_open=True) | None = None  # type: ignore[valid-type]
     max_latency_ms: Number(0, 1e7, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        None, description="milliseconds per batch on `latency`'s target")
-    latency: LatencyModel | None = None
+        default=None, description="milliseconds per batch on `latency`'s target")
+    latency: Section(LatencyTarget) = Field(default_factory=LatencyTarget)  # type: ignore[valid-type]
     max_peak_activation_kb: Number(0, 1e9, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        None, description="KiB of float32 activations alive at once at batch 1 (the RAM a forward pass needs)")
+        default=None, description="KiB of float32 activations alive at once at batch 1 (the RAM a forward pass needs)")
     max_model_kb: Number(0, 1e9, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        None, description="KiB of parameters at model_precision (the flash or disk that holds the weights)")
+        default=None, description="KiB of parameters at model_precision (the flash or disk that holds the weights)")
     model_precision: Literal["float32", "int8"] = Field(
-        "float32", description="bytes per parameter for max_model_kb: float32 4, int8 1")
-    fit: bool | None = Field(None, description="scale every candidate's widths to the budget's edge; "
+        default="float32", description="bytes per parameter for max_model_kb: float32 4, int8 1")
+    # budget fitting (archsearch/space/fit.py): the sampler picks the shape, the widths are scaled to the budget
+    fit: Bool | None = Field(default=None, description="scale every candidate's widths to the budget's edge; "
                                                "null: on, except for objective pareto")
 
+    def limit(self, metric: str) -> float | None:
+        """The limit on ``metric`` ("macs", "params" or "latency")."""
+        return getattr(self, _BUDGET_FIELD[metric])
 
-class ObjectiveModel(Model):
-    """How a trained candidate is scored."""
+    def limits(self) -> dict[str, float]:
+        """The metrics that have a limit, with it."""
+        return {m: limit for m in _BUDGET_FIELD if (limit := self.limit(m)) is not None}
+
+    @property
+    def bytes_per_param(self) -> int:
+        return PRECISION_BYTES[self.model_precision]
+
+    def describe(self) -> str:
+        """The limits as YAML keys, with the precision and latency target they are counted at; "none"."""
+        parts = [f"{key}={getattr(self, key):,g}" for key in BUDGET_KEYS if getattr(self, key) is not None]
+        if self.max_model_kb is not None:
+            parts.append(f"weights at {self.model_precision}")
+        if self.max_latency_ms is not None:
+            parts.append(f"latency on {self.latency.describe()}")
+        return ", ".join(parts) or "none"
+
+
+_BUDGET_FIELD = {"macs": "max_macs", "params": "max_params", "latency": "max_latency_ms",
+                "peak_kb": "max_peak_activation_kb", "model_kb": "max_model_kb"}
+BUDGET_KEYS = tuple(_BUDGET_FIELD.values())  # max_macs, ..., the YAML keys of the limits
+PRECISION_BYTES = {"float32": 4, "int8": 1}
+
+
+@declared()
+class ObjectiveConfig:
+    """How a trained candidate is scored.
+
+    constrained: accuracy, with over-budget candidates marked infeasible (trial.set_constraint).
+    soft: MnasNet's reward ``acc * (cost / target) ** soft_weight`` (https://arxiv.org/abs/1807.11626).
+    pareto: two objectives, accuracy (max) and ``pareto_metric`` (min).
+    """
 
     type: Literal[OBJECTIVES] = Field(  # type: ignore[valid-type]
-        "constrained", description="constrained: accuracy within the budget; soft: MnasNet's reward; "
+        default="constrained", description="constrained: accuracy within the budget; soft: MnasNet's reward; "
                                    "pareto: accuracy against a cost")
     soft_weight: Number(-10, 0) = -0.07  # type: ignore[valid-type]
     soft_metric: Literal[SOFT_METRICS] = "macs"  # type: ignore[valid-type]
     pareto_metric: Literal[PARETO_METRICS] = "macs"  # type: ignore[valid-type]
 
+    @property
+    def multi_objective(self) -> bool:
+        return self.type == "pareto"
 
-class SamplerModel(Model):
+
+@declared()
+class SamplerConfig:
     type: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
     seed: _SEED | None = 0  # type: ignore[valid-type]
 
 
-class PrunerModel(Model):
-    # default= by keyword: mypy (dataclass_transform) misses a positional default, and PrunerModel() is called
+@declared()
+class PrunerConfig:
     type: Literal[PRUNERS] = Field(default="median", description="none for no pruning")  # type: ignore[valid-type]
 
 
-class RerankModel(Model):
-    """The search's last step: its top candidates trained again with a longer recipe."""
+@declared()
+class RerankConfig:
+    """The search's last step: its top feasible candidates trained again with a longer recipe.
+
+    ``epochs`` and ``train_subset`` replace the study's training recipe's; ``folds`` scores each candidate by
+    k-fold cross-validation instead of one training scored on the validation split (:mod:`archsearch.search.rerank`).
+    """
 
     top: Int(1, 1000) = 5  # type: ignore[valid-type]
     epochs: Int(1, 10_000) = 8  # type: ignore[valid-type]
-    train_subset: Int(1, 10**9) | None = Field(None, description="null: all training images")  # type: ignore
+    train_subset: Int(1, 10**9) | None = Field(default=None, description="null: all training images")  # type: ignore
     folds: Int(2, 20) | None = Field(  # type: ignore[valid-type]
-        None, description="score by k-fold cross-validation over the training and validation images together "
+        default=None, description="score by k-fold cross-validation over the training and validation images together "
         "(the mean of k trainings, fold i from the recipe's seed + i); null: one training, the validation split")
-
-
-class TrainingModel(Model):
-    """The training recipe of every trial (the defaults are TrainConfig's)."""
-
-    epochs: Int(1, 10_000) = _TC.epochs  # type: ignore[valid-type]
-    seconds: Number(0, 1e7, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        _TC.seconds, description="wall-clock cap per trial: training stops after the epoch that crosses it")
-    train_subset: Int(1, 10**9) | None = Field(  # type: ignore[valid-type]
-        _TC.train_subset, description="train on at most this many images (a fixed subset); null: all")
-    batch_size: _BATCH = _TC.batch_size  # type: ignore[valid-type]
-    eval_batch_size: _BATCH = _TC.eval_batch_size  # type: ignore[valid-type]
-    optimizer: Literal[OPTIMIZERS] = _TC.optimizer  # type: ignore[valid-type]
-    lr: Number(0, 10, lo_open=True) = _TC.lr  # type: ignore[valid-type]
-    momentum: Number(0, 1, hi_open=True) = _TC.momentum  # type: ignore[valid-type]
-    weight_decay: Number(0, 1) = _TC.weight_decay  # type: ignore[valid-type]
-    schedule: Literal[SCHEDULES] = _TC.schedule  # type: ignore[valid-type]
-    warmup_epochs: Number(0, 10_000) = _TC.warmup_epochs  # type: ignore[valid-type]
-    label_smoothing: Number(0, 1, hi_open=True) = _TC.label_smoothing  # type: ignore[valid-type]
-    augment: Literal[AUGMENTATIONS] = _TC.augment  # type: ignore[valid-type]
-    seed: _SEED = _TC.seed  # type: ignore[valid-type]
-
-
-class StudyModel(Model):
-    """One study: what to search, on which data, against which budget, and where the trials are kept."""
-
-    name: Annotated[str, Expect("1 to 64 characters from A-Z a-z 0-9 _ . -"),
-                    StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = Field(
-        description="the study's name in its storage")
-    storage: Annotated[str, Expect("a storage URL string or null")] | None = Field(
-        None, description="null: sqlite:///<this file's folder>/<name>.db; sqlite:///<file>, postgresql://..., "
-                          "mysql://... or journal:<file> (files relative to this file)")
-    space: _PathText = Field(description="the search-space YAML (relative to this file)")
-    space_overrides: Annotated[dict[str, Any], Expect("a mapping of search-space keys")] | None = Field(
-        None, description="keys of the space file replaced for this study, e.g. {resolution_mult: [1.0]} (a "
-                          "mapping such as stem merged key by key, a list replaced whole); the file is not changed")
-    dataset: DatasetModel | None = None
-    resolution: Int(4, 1024) | None = Field(  # type: ignore[valid-type]
-        None, description="input size the images are resized to; null: the dataset's own")
-    training: TrainingModel | None = None
-    budget: BudgetModel | None = None
-    objective: ObjectiveModel | None = None
-    sampler: SamplerModel | None = None
-    pruner: PrunerModel = Field(PrunerModel(), description="median by default; none for objective pareto")
-    n_trials: Int(1, 10**7) = Field(30, description="finished trials the study should hold")  # type: ignore
-    timeout: Number(0, 1e8, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        None, description="seconds; stops starting new trials")
-    device: Literal[DEVICES] = Field("auto", description="auto: cuda when available")  # type: ignore
-    enqueue_baselines: bool = Field(True, description="start with the seed MobileNet/ShuffleNet/EffNet "
-                                                      "scaled to the budget")
-    rerank: RerankModel | None = Field(None, description="null: no re-rank")
-
-    @field_validator("space")
-    @classmethod
-    def _space(cls, value: str, info: ValidationInfo) -> Path:
-        return _space_file(value, info)
-
-    @field_validator("space_overrides")
-    @classmethod
-    def _space_overrides(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        for key in value or {}:
-            if key not in SpaceModel.model_fields:
-                fail(f"expected keys of a search-space file ({', '.join(SpaceModel.model_fields)}), got "
-                     f"{show(key)}{did_you_mean(key, SpaceModel.model_fields)}")
-        return value
-
-    @field_validator("storage")
-    @classmethod
-    def _storage(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return None if value is None else _storage_url(value, info)
-
-    @field_validator("pruner", mode="before")
-    @classmethod
-    def _pruner_not_null(cls, value: Any) -> Any:
-        if value is None:
-            fail("expected a mapping such as {type: median}; for no pruning write `pruner: {type: none}`, got null")
-        return value
-
-
-
-
-def study_schema() -> dict[str, Any]:
-    """The study YAML's JSON Schema (shipped as archsearch/schemas/study.schema.json)."""
-    return json_schema(StudyModel, title="archsearch study",
-                       description="An archsearch study file: `archsearch search <file>` (docs/guide.md: Study "
-                                   "configuration).")

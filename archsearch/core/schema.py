@@ -1,7 +1,8 @@
 """The declared schemas' plumbing: constrained field types, pydantic's errors as one located ConfigError, JSON Schema.
 
-The study and space files are declared as pydantic v2 models (:mod:`archsearch.config.study_config`,
-:mod:`archsearch.space.search_space`) built from the field types here. :func:`validate` runs a model on parsed YAML
+The study and space files are declared as pydantic v2 models (:mod:`archsearch.space.search_space`) and frozen
+pydantic dataclasses (:mod:`archsearch.config.study_schema`, the config classes the code reads) built from the field
+types here. :func:`validate` runs a model on parsed YAML
 and turns the first error into a
 :class:`~archsearch.core.errors.ConfigError` that names the file, the dotted key path and what was expected, with the
 hints users need: "did you mean" for unknown keys and names, and YAML 1.1's reading of ``1e-3`` as a string.
@@ -11,35 +12,90 @@ statement of what a key accepts. :func:`json_schema` gives the same declaration 
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import json
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import annotated_types
 import pydantic
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
+from typing_extensions import dataclass_transform
 
 from archsearch.core.errors import ConfigError, short, show
 
-__all__ = ["Model", "Expect", "Int", "Number", "OneOf", "Choices", "validate", "fail", "json_schema", "SCHEMA_DIR",
+__all__ = ["Model", "declared", "DECLARED", "Bool", "Str", "Section", "OrNull", "AcceptsNull", "Expect", "Int",
+           "Number", "OneOf", "Choices", "validate", "fail", "json_schema", "keys", "SCHEMA_DIR",
            "SCHEMAS"]
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"  # shipped: <kind>.schema.json
 SCHEMAS = ("study", "space")
+T = TypeVar("T")
 
 
 class Model(BaseModel):
     """A section of a YAML file: no unknown keys, no coercion (a quoted number stays a string), immutable."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# Lax at the class level, since a strict pydantic dataclass refuses a mapping for a nested section; every leaf is
+# strict on its own (Int, Number, Bool, Str, OneOf; a Literal of strings takes only those strings).
+DECLARED = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(Field, FieldInfo, dataclasses.field))
+def declared(*, kw_only: bool = False) -> Callable[[type[T]], type[T]]:
+    """A config class: a frozen pydantic dataclass that is a file's section and what the code reads.
+
+    Still a dataclass (positional arguments, ``dataclasses.replace`` and ``asdict``), validated when built in code
+    too: a bad value is a ConfigError naming the key, worded as for a file (``TrainConfig(epochs=0)``: "epochs:
+    expected an integer >= 1 and <= 10000, got int 0").
+    """
+    def wrap(cls: type[T]) -> type[T]:
+        dc: Any = pydantic.dataclasses.dataclass(frozen=True, kw_only=kw_only, config=DECLARED)(cls)
+        init, names = dc.__init__, [f.name for f in dataclasses.fields(dc) if f.init]
+
+        @functools.wraps(init)
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:  # noqa: N807
+            try:
+                init(self, *args, **kwargs)
+            except pydantic.ValidationError as e:  # a positional argument's error names its index: use its name
+                raise _config_error(dc, e, names=names) from None
+
+        dc.__init__ = __init__
+        return dc
+
+    return wrap
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+
+
+class AcceptsNull:
+    """JSON Schema: the field also accepts null (where a validator reads null as the default)."""
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
+        return {"anyOf": [handler(core_schema), {"type": "null"}]}
+
+
+def OrNull(annotation: Any, default: Any) -> Any:  # noqa: N802 - a type factory, used like a type
+    """``annotation``, where null in the file means ``default()``."""
+    return Annotated[annotation, BeforeValidator(lambda value: default() if value is None else value), AcceptsNull()]
+
+
+def Section(cls: type) -> Any:  # noqa: N802
+    """A nested section: a mapping of ``cls``'s keys; null or missing: all defaults."""
+    return OrNull(cls, cls)
 
 
 @dataclass(frozen=True)
@@ -111,15 +167,26 @@ def fail(message: str) -> NoReturn:
 # -------------------------------------------------------------------------------------------------
 
 
-def validate(model: type[BaseModel], data: Any, *, path: Any = None, context: Mapping[str, Any] | None = None) -> Any:
+def validate(model: type, data: Any, *, path: Any = None, context: Mapping[str, Any] | None = None) -> Any:
     """``model`` validated from ``data``; the first error (unknown keys first) as a located ConfigError."""
     try:
-        return model.model_validate(data, context=dict(context or {}))
+        return pydantic.TypeAdapter(model).validate_python(data, context=dict(context or {}))
     except pydantic.ValidationError as e:
-        errors = e.errors(include_url=False)
-        first = next((x for x in errors if x["type"] in ("invalid_key", "extra_forbidden")), errors[0])
-        loc, message = _explain(model, first)
-        raise ConfigError(message, path=path, key=dotted(loc) or None) from None
+        raise _config_error(model, e, path=path) from None
+
+
+def _config_error(model: type, e: pydantic.ValidationError, *, path: Any = None,
+                  names: list[str] | None = None) -> ConfigError:
+    """The first error (unknown keys first) as a located ConfigError; ``names``: positional arguments' fields."""
+    errors = e.errors(include_url=False)
+    first: dict[str, Any] = dict(next((x for x in errors if x["type"] in ("invalid_key", *_UNKNOWN)), errors[0]))
+    if names and first["loc"] and isinstance(first["loc"][0], int) and 0 <= first["loc"][0] < len(names):
+        first["loc"] = (names[first["loc"][0]], *first["loc"][1:])
+    loc, message = _explain(model, first)
+    return ConfigError(message, path=path, key=dotted(loc) or None)
+
+
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")  # a model's, a dataclass's
 
 
 def dotted(loc: tuple[str | int, ...]) -> str:
@@ -130,7 +197,7 @@ def dotted(loc: tuple[str | int, ...]) -> str:
     return out
 
 
-def _explain(model: type[BaseModel], error: Mapping[str, Any]) -> tuple[tuple, str]:
+def _explain(model: type, error: Mapping[str, Any]) -> tuple[tuple, str]:
     """The key path of ``error`` and the message today's users read."""
     kind, loc, value = error["type"], tuple(error["loc"]), error["input"]
     if loc and loc[-1] == "[key]":  # a mapping key of the wrong kind, e.g. an option name that is no identifier
@@ -138,10 +205,10 @@ def _explain(model: type[BaseModel], error: Mapping[str, Any]) -> tuple[tuple, s
         return loc[:-2], f"{_expected((owner, []), key=True)}, got {show(loc[-2])}"
     if kind == "invalid_key":
         return loc[:-1], f"keys must be strings, got {show(loc[-1])}"
-    if kind == "extra_forbidden":
-        keys = _keys(_field_at(model, loc[:-1])[0])
-        return loc, f"unknown key {short(loc[-1])}{did_you_mean(loc[-1], keys)}; valid keys here: {', '.join(keys)}"
-    if kind == "missing":
+    if kind in _UNKNOWN:
+        valid = keys(_field_at(model, loc[:-1])[0])
+        return loc, f"unknown key {short(loc[-1])}{did_you_mean(loc[-1], valid)}; valid keys here: {', '.join(valid)}"
+    if kind in ("missing", "missing_argument"):
         return loc, "missing required key"
     if kind == "archsearch":
         return loc, error["ctx"]["message"]
@@ -153,14 +220,14 @@ def _explain(model: type[BaseModel], error: Mapping[str, Any]) -> tuple[tuple, s
     return loc, f"expected {_expected((annotation, metadata))}, got {show(value)}{hint(value)}{suggestion}"
 
 
-def _field_at(model: type[BaseModel], loc: tuple) -> tuple[Any, list]:
+def _field_at(model: type, loc: tuple) -> tuple[Any, list]:
     """The annotation (Optional unwrapped) and constraint metadata of the field at ``loc``."""
     annotation: Any = model
     metadata: list = []
     for part in loc:
         annotation = _unwrap(annotation)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):
-            info = annotation.model_fields[part]
+        if _fields(annotation) and isinstance(part, str):
+            info = _fields(annotation)[_by_key(annotation).get(part, part)]
             annotation, metadata = info.annotation, list(info.metadata)
         elif typing.get_origin(annotation) in (list, tuple) and isinstance(part, int):
             annotation, metadata = typing.get_args(annotation)[0], []
@@ -197,11 +264,20 @@ def _literal(annotation: Any) -> tuple:
     return typing.get_args(annotation) if typing.get_origin(annotation) is Literal else ()
 
 
-def _keys(annotation: Any) -> list[str]:
-    annotation = _unwrap(annotation)
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
-    return []
+def _fields(annotation: Any) -> dict[str, pydantic.fields.FieldInfo]:
+    """A model's or pydantic dataclass's fields by name; {} for anything else."""
+    return (getattr(annotation, "__pydantic_fields__", None) if isinstance(annotation, type) else None) or {}
+
+
+def _by_key(annotation: Any) -> dict[str, str]:
+    """The keys a file writes (a field's alias, else its name) -> field names; excluded fields are no keys."""
+    return {info.alias or name: name for name, info in _fields(annotation).items() if not info.exclude}
+
+
+def keys(annotation: Any) -> list[str]:
+    """The keys of a declared section, in the declaration's order (the file's)."""
+    return list(_by_key(_unwrap(annotation)))
+
 
 
 def _expected(field: tuple[Any, list], *, key: bool = False) -> str:
@@ -218,8 +294,8 @@ def _expected(field: tuple[Any, list], *, key: bool = False) -> str:
         return "true or false"
     if annotation in (int, float):
         return f"{'an integer' if annotation is int else 'a number'} {_bounds(metadata)}".rstrip()
-    if keys := _keys(annotation):
-        return f"a mapping with keys {', '.join(keys)}"
+    if valid := keys(annotation):
+        return f"a mapping with keys {', '.join(valid)}"
     if annotation is str:
         return "a string"
     return f"{getattr(annotation, '__name__', annotation)}"
@@ -289,9 +365,9 @@ def did_you_mean(word: Any, options: Any) -> str:
 # -------------------------------------------------------------------------------------------------
 
 
-def json_schema(model: type[BaseModel], *, title: str, description: str) -> dict[str, Any]:
+def json_schema(model: type, *, title: str, description: str) -> dict[str, Any]:
     """The model's JSON Schema (draft 2020-12), as shipped in ``archsearch/schemas/`` and printed by the CLI."""
-    schema = model.model_json_schema(mode="validation")
+    schema = pydantic.TypeAdapter(model).json_schema(mode="validation")
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title,
             "description": description, **{k: v for k, v in schema.items() if k not in ("title", "description")}}
 

@@ -603,7 +603,7 @@ def test_make_storage_runs_a_study(tmp_path: Path, scheme: str) -> None:
 
 
 def test_make_storage_sqlite_settings(tmp_path: Path) -> None:
-    storage = make_storage(f"sqlite:///{tmp_path / 'h.db'}")
+    storage = make_storage(f"sqlite:///{tmp_path / 'h.db'}").backend
     assert isinstance(storage, optuna.storages.RDBStorage)
     assert storage.heartbeat_interval is not None and storage.grace_period > storage.heartbeat_interval
     assert isinstance(storage.heartbeat_stale_trial_callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
@@ -613,10 +613,10 @@ def test_make_storage_sqlite_settings(tmp_path: Path) -> None:
 def test_make_storage_relative_and_empty_files(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty.db").write_bytes(b"")  # SQLite treats an empty file as a new database
-    assert isinstance(make_storage("sqlite:///empty.db"), optuna.storages.RDBStorage)
+    assert isinstance(make_storage("sqlite:///empty.db").backend, optuna.storages.RDBStorage)
     (tmp_path / "empty.log").write_bytes(b"")
     assert isinstance(make_storage("journal:empty.log"), optuna.storages.JournalStorage)
-    assert isinstance(make_storage("sqlite:///:memory:"), optuna.storages.RDBStorage)
+    assert isinstance(make_storage("sqlite:///:memory:").backend, optuna.storages.RDBStorage)
 
 
 def _text_file(path: Path) -> Path:

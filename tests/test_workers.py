@@ -260,7 +260,7 @@ from archsearch.core.errors import ConfigError
 print("ready", flush=True)
 for line in sys.stdin:
     try:
-        make_storage(line.strip()).engine.dispose()
+        make_storage(line.strip()).backend.engine.dispose()
         print("ok", flush=True)
     except ConfigError as e:
         print(str(e).splitlines()[0], flush=True)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from archsearch.cli import export as export_cli
 from archsearch.cli import latency as latency_cli
-from archsearch.core.errors import ConfigError
+from archsearch.core.errors import ConfigError, StorageUnreachable
 from archsearch.core.text import input_shape, table
 from archsearch.network.cost import arch_cost
 from archsearch.report import study_report as report
@@ -159,7 +159,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("\ninterrupted: finished trials are stored (the interrupted ones run again); run the same command "
               "to resume", file=sys.stderr)
         return 130
-    except WorkersFailed as e:
+    except (WorkersFailed, StorageUnreachable) as e:
         print(f"archsearch: {e}", file=sys.stderr)
         return 1
     reason = no_feasible_reason(study, config)
@@ -170,7 +170,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _schemas() -> dict:
-    from archsearch.config.study_schema import study_schema
+    from archsearch.config.study_config import study_schema
     from archsearch.space.search_space import space_schema
 
     return {"study": study_schema, "space": space_schema}
@@ -280,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"archsearch: error: {e}", file=sys.stderr)
         return 2
+    except StorageUnreachable as e:  # report, export: the study's database went away
+        print(f"archsearch: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # the reader went away (`archsearch space ... | head`): no traceback; point stdout at devnull so that
         # Python's flush at exit does not raise again

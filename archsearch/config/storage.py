@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 import optuna.storages.journal
 
+from archsearch.config.study_storage import StudyStorage
 from archsearch.core.errors import ConfigError, show
 
 __all__ = ["make_storage", "normalize_storage", "redact", "sqlite_file", "RDB_SCHEMES"]
@@ -33,6 +34,7 @@ RDB_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql
 HEARTBEAT_INTERVAL_S = 60
 HEARTBEAT_GRACE_PERIOD_S = 180
 HEARTBEAT_MAX_RETRY = 1  # a candidate that kills its worker twice is not retried again
+RECONNECT_S = 300.0  # a database server that went away: how long each call is retried before the worker stops
 SQLITE_TIMEOUT_S = 60  # several workers on one sqlite file wait for the lock instead of failing
 _OPEN_ATTEMPTS = 5  # tries to open an RDB storage that other workers may be creating at the same instant
 
@@ -76,7 +78,10 @@ def sqlite_file(url: str) -> tuple[str | None, str]:
     return (None if file in ("", ":memory:") else file), mark + query
 
 
-def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+def make_storage(url: str, *, create: bool = True, heartbeat_s: int = HEARTBEAT_INTERVAL_S,
+                 grace_s: int = HEARTBEAT_GRACE_PERIOD_S, reconnect_s: float = RECONNECT_S,
+                 stale_attrs: dict[str, Any] | None = None,
+                 stale_callback: Callable[[optuna.Study, Any], None] | None = None) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (as :attr:`StudyConfig.storage` holds it).
 
     sqlite/postgresql/mysql: ``RDBStorage`` with heartbeats (a dead worker's trial becomes FAIL and is
@@ -85,6 +90,11 @@ def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     database, or an SQLite database that is not an Optuna storage (or not a journal, for journal:), is
     refused before Optuna opens it, so a foreign file is never modified. With ``create=False`` a missing
     file is an error instead of a new, empty storage (for commands that read a study).
+
+    ``heartbeat_s``/``grace_s``: a worker's trial records a beat every ``heartbeat_s``; one silent for
+    ``grace_s`` is marked with ``stale_attrs``, failed, and passed to ``stale_callback`` (which may queue it again;
+    None: Optuna's retry, once) by the next worker to start a trial. ``reconnect_s``: how long a call to a
+    database server that went away is retried. Both: :class:`~archsearch.config.study_storage.StudyStorage`.
     """
     if not isinstance(url, str):
         raise ConfigError(f"expected a storage URL string, got {show(url)}", key="storage")
@@ -103,17 +113,21 @@ def make_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         if file_text is not None:
             _prepare_file(Path(file_text), _check_sqlite_file, create=create)
     try:
-        storage = _rdb_storage(url, engine_kwargs)
+        callback = stale_callback or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_MAX_RETRY)
+        storage = _rdb_storage(url, engine_kwargs, heartbeat_s, grace_s, callback)
     except ImportError as e:
         raise ConfigError(f"no database driver for {redact(url)!r}: {e}", key="storage") from None
     except Exception as e:  # sqlalchemy errors (unreachable server, bad schema version) are user-facing
         raise ConfigError(f"cannot open storage {redact(url)!r}: {type(e).__name__}: {e}", key="storage") from None
-    if url.startswith(SQLITE_PREFIX):
+    sqlite = url.startswith(SQLITE_PREFIX)
+    if sqlite:
         _use_wal(storage)
-    return storage
+    return StudyStorage(storage, reconnect_s=None if sqlite else reconnect_s,
+                        name=redact(url), stale_attrs=stale_attrs)
 
 
-def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat_s: int, grace_s: int,
+                 callback: Callable[[optuna.Study, Any], None]) -> optuna.storages.RDBStorage:
     """``RDBStorage`` with heartbeats, retried where workers open a new database at the same instant.
 
     Optuna creates its tables without a lock, so of several processes opening a new database together
@@ -124,7 +138,7 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDB
 
     for attempt in range(_OPEN_ATTEMPTS):
         try:
-            return _rdb_storage_once(url, engine_kwargs)
+            return _rdb_storage_once(url, engine_kwargs, heartbeat_s, grace_s, callback)
         except sqlalchemy.exc.SQLAlchemyError:
             if attempt == _OPEN_ATTEMPTS - 1:
                 raise
@@ -132,18 +146,17 @@ def _rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDB
     raise AssertionError("unreachable")
 
 
-def _rdb_storage_once(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+def _rdb_storage_once(url: str, engine_kwargs: dict[str, Any], heartbeat_s: int, grace_s: int,
+                      callback: Callable[[optuna.Study, Any], None]) -> optuna.storages.RDBStorage:
     with warnings.catch_warnings():
         # heartbeat_interval and the retry callback are marked experimental; they are what we want
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=HEARTBEAT_GRACE_PERIOD_S,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=HEARTBEAT_MAX_RETRY
-            ),
+            heartbeat_interval=heartbeat_s,
+            grace_period=grace_s,
+            heartbeat_stale_trial_callback=callback,
         )
 
 

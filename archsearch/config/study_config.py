@@ -31,6 +31,7 @@ from archsearch.config.study_schema import (
     LatencyTarget,
     ObjectiveConfig,
     PrunerConfig,
+    RecoveryConfig,
     RerankConfig,
     SamplerConfig,
     _space_file,
@@ -123,6 +124,7 @@ class StudyConfig:
     enqueue_baselines: Bool = Field(default=True, description="start with the seed MobileNet/ShuffleNet/EffNet "
                                                       "scaled to the budget")
     rerank: RerankConfig | None = Field(default=None, description="null: no re-rank")
+    recovery: Section(RecoveryConfig) = Field(default_factory=RecoveryConfig)  # type: ignore[valid-type]
     # not a key of the file: the YAML it was read from
     source: Annotated[SkipJsonSchema[Path | None], Field(exclude=True), BeforeValidator(_not_a_key)] = field(
         default=None, compare=False)
@@ -146,7 +148,7 @@ class StudyConfig:
 
         The search space is hashed as parsed (its YAML's data with the study's ``space_overrides``, without
         ``description``), so comments and layout do not count; n_trials, timeout, device, storage, the sampler,
-        enqueue_baselines and rerank are left out because changing them does not change what a trial
+        enqueue_baselines, rerank and recovery are left out because changing them does not change what a trial
         measured (a re-rank result records its own recipe). Budget fitting is its own key, present only
         when on, so that studies made before it existed resume with ``fit: false``.
         """
@@ -271,6 +273,9 @@ def study_config_from_dict(
                           "front: remove `rerank` (or set it to null)", path=path, key="rerank")
     if cfg.space_overrides:
         _check_space_overrides(cfg.space_path, cfg.space_overrides, path)
+    if cfg.recovery.grace_s <= cfg.recovery.heartbeat_s:
+        raise ConfigError(f"expected more than heartbeat_s ({cfg.recovery.heartbeat_s}): a trial is failed only after "
+                          f"it missed a heartbeat, got {cfg.recovery.grace_s}", path=path, key="recovery.grace_s")
     fit = not pareto if cfg.budget.fit is None else cfg.budget.fit
     return dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, fit=fit),
                                space_overrides=cfg.space_overrides or None, source=path)

@@ -225,6 +225,25 @@ class PrunerConfig:
 
 
 @declared()
+class RecoveryConfig:
+    """How a study rides out faults beyond one process (docs/workers.md: What each fault does).
+
+    The heartbeat tells a worker on another host that died (power, network) from a slow one: each running trial
+    records a beat every ``heartbeat_s``; one silent for ``grace_s`` is failed and run again. A database server that
+    goes away (a restart, a failover) pauses the workers for up to ``reconnect_s``.
+    """
+
+    heartbeat_s: Int(1, 3600) = Field(  # type: ignore[valid-type]
+        default=60, description="seconds between a running trial's heartbeats (server databases and SQLite)")
+    grace_s: Int(2, 86_400) = Field(  # type: ignore[valid-type]
+        default=180, description="a running trial whose last heartbeat is this old has lost its worker: it is "
+                                 "failed and run again (more than heartbeat_s)")
+    reconnect_s: Number(0, 86_400) = Field(  # type: ignore[valid-type]
+        default=300, description="a PostgreSQL/MySQL server that went away: how long the workers wait for it "
+                                 "before they stop (the same command resumes)")
+
+
+@declared()
 class RerankConfig:
     """The search's last step: its top feasible candidates trained again with a longer recipe.
 

@@ -28,6 +28,16 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
+class StorageUnreachable(BaseException):
+    """The study's database stayed unreachable longer than the study allows (``recovery.reconnect_s``); the
+    message names it and says that the same command resumes. The CLI prints it without a traceback.
+
+    Not an ``Exception``, like ``KeyboardInterrupt``: it must pass through ``study.optimize(catch=...)``, which
+    would otherwise record it as the trial's own failure (and try to store that, on the same lost database).
+    The running trial stays RUNNING: a dead worker's, run again by the next start.
+    """
+
+
 _repr = reprlib.Repr()
 _repr.maxstring = 60
 _repr.maxother = 60

@@ -7,18 +7,22 @@ installed Optuna and fails with the name of what changed, so an upgrade that mov
   reading it again costs nothing, where ``get_trials`` is a round of SQL queries (:mod:`archsearch.search.samplers`);
 - TPE's constant liar switched per trial (``TPESampler._constant_liar``): on only while other trials run;
 - a trial of another (dead) process finished from outside it (``study._storage`` by ``FrozenTrial._trial_id``):
-  the worker that owns it is gone, so no ``Trial`` object can do it (:mod:`archsearch.search.recovery`).
+  the worker that owns it is gone, so no ``Trial`` object can do it (:mod:`archsearch.search.recovery`);
+- the heartbeat's sweep (``optuna.storages.fail_stale_trials``, experimental), which asks the storage for the stale
+  trials (``BaseHeartbeat._get_stale_trial_ids``) before it fails them: where
+  :class:`~archsearch.config.study_storage.StudyStorage` marks them as a lost worker's.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Container
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["cached_trials", "set_constant_liar", "fail_trial_of_another_process"]
+__all__ = ["cached_trials", "set_constant_liar", "fail_trial_of_another_process", "fail_stale_trials"]
 
 
 def cached_trials(study: optuna.Study, states: Container[TrialState]) -> list[FrozenTrial]:
@@ -38,3 +42,11 @@ def fail_trial_of_another_process(study: optuna.Study, trial: FrozenTrial, attrs
     for key, value in attrs.items():
         study._storage.set_trial_user_attr(trial._trial_id, key, value)
     study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the study's trials whose heartbeat is older than the storage's grace period, and call the storage's
+    stale-trial callback on each (what ``study.optimize`` does before each trial; nothing without heartbeats)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)

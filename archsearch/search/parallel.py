@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.core import interrupt
+from archsearch.core.errors import StorageUnreachable
 
 __all__ = ["usable_cores", "default_workers", "default_threads", "set_threads", "Workers", "WorkersFailed"]
 
@@ -94,6 +96,9 @@ def _main(stop: Any, parent: int, target: Callable[..., Any], args: tuple) -> No
         target(*args)
     except KeyboardInterrupt:
         pass  # the parent says what was kept; a worker stopped at a safe point has nothing to add
+    except StorageUnreachable as e:  # one line, not a traceback; the parent says that a worker died
+        print(f"archsearch: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 class WorkersFailed(RuntimeError):

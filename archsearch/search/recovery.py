@@ -6,8 +6,14 @@ A trial that ended without one is queued again, once:
 - ``interrupted``: Ctrl-C (SIGINT) reached it; Optuna records it as FAIL;
 - ``swept``: its worker on this host is gone (killed, or it never claimed the trial it asked for).
 
-A retry (``retry_of``: the trial it repeats) that again ends without a verdict stays FAIL: a worker killed
-twice. Trials failed by Optuna's heartbeat (workers on other hosts) are retried by Optuna's own callback.
+- ``swept`` too: its worker on another host stopped beating for ``recovery.grace_s`` (Optuna's heartbeat fails it;
+  :func:`stale_trial_callback` queues it).
+
+A searched trial's retry (``retry_of``: the trial it repeats) that again ends without a verdict stays FAIL: a worker
+killed twice, and the search samples another. A seed baseline runs again until it has a verdict of its own (the
+comparison the study exists for), unless its worker was lost at ``BASELINE_LOSSES`` tries: a candidate that kills
+its worker every time (the kernel's out-of-memory killer) rather than a worker killed from outside, which the
+summary names.
 
 Each step is idempotent, so that a kill at any moment of a sweep loses nothing: a dead worker's trial is
 marked ``swept`` while still RUNNING, then failed (the state change is the claim: one sweeper makes it), and
@@ -22,6 +28,7 @@ verdict.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 
@@ -36,10 +43,11 @@ from archsearch.search.trial_record import BASELINES_ATTR, CREATED_ATTR, CREATED
 from archsearch.space import baselines
 
 __all__ = [
-    "BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines", "recover",
-    "sweep_dead_workers",
+    "BASELINE_LOSSES", "BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines",
+    "queue_retry", "recover", "stale_trial_callback", "sweep_dead_workers", "worker_losses",
 ]
 
+BASELINE_LOSSES = 4  # a seed baseline whose worker was lost at this many tries is given up (it kills its worker)
 _UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
 _CREATOR_RECORD_S = 2.0  # a creator records itself milliseconds after creating the study
 _CREATOR_GRACE_S = 60.0  # a creator on another host enqueues the baselines within seconds of creating it
@@ -86,17 +94,54 @@ def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], li
     queued = []
     for t in trials:
         why = "its worker died" if t.number in failed else _why(t)
-        record = records[t.number]
-        if why is None or t.number in retried or record.retry_of is not None:  # a retry's retry: killed twice
+        if why is None or t.number in retried or not _may_retry(t.number, records):
             continue
         if t.number not in failed and why != "interrupted" and not _stale(t, now):
             continue  # swept by another worker this instant, which queues it itself: not queued twice
-        # a baseline keeps its family and record; a searched trial's record follows from its parameters again
-        baseline = record.baseline
-        retry = TrialRecord(baseline=baseline, arch=None if baseline is None else record.arch, retry_of=t.number)
-        study.enqueue_trial(t.params, user_attrs=retry.attrs(), skip_if_exists=False)
+        queue_retry(study, t, records[t.number])
         queued.append((t, why))
     return failed, queued
+
+
+def _may_retry(number: int, records: dict[int, TrialRecord]) -> bool:
+    """A searched trial is run again once (a retry's retry is a worker killed twice: the search samples another);
+    a seed baseline until it has a verdict of its own, unless its worker was lost at each of its last
+    ``BASELINE_LOSSES`` tries (a candidate that kills its worker, not a worker killed from outside)."""
+    record = records[number]
+    if record.baseline is None:
+        return record.retry_of is None
+    return worker_losses(number, records) < BASELINE_LOSSES
+
+
+def worker_losses(number: int, records: dict[int, TrialRecord]) -> int:
+    """How many tries of the candidate, up to and including trial ``number``, lost their worker (Ctrl-C not
+    counted: an interrupt is the user's, not the candidate's)."""
+    losses, seen = 0, set()
+    at: int | None = number
+    while at is not None and at in records and at not in seen:
+        seen.add(at)
+        losses += bool(records[at].swept)
+        at = records[at].retry_of
+    return losses
+
+
+def queue_retry(study: optuna.Study, t: FrozenTrial, record: TrialRecord) -> None:
+    """Queue trial ``t`` again: a baseline keeps its family and record; a searched trial's record follows from its
+    parameters again."""
+    baseline = record.baseline
+    retry = TrialRecord(baseline=baseline, arch=None if baseline is None else record.arch, retry_of=t.number)
+    study.enqueue_trial(t.params, user_attrs=retry.attrs(), skip_if_exists=False)
+
+
+def stale_trial_callback(study: optuna.Study, t: FrozenTrial) -> None:
+    """Optuna's heartbeat failed ``t`` (its worker stopped beating: another host that died, or lost the network;
+    marked ``swept`` just before, see :class:`~archsearch.config.study_storage.StudyStorage`): queue it again by
+    the rule of :func:`recover`, in place of Optuna's own retry callback."""
+    records = {u.number: TrialRecord.of(u) for u in study.get_trials(deepcopy=False)}
+    records[t.number] = dataclasses.replace(records.get(t.number, TrialRecord.of(t)), swept=True)
+    if any(r.retry_of == t.number for r in records.values()) or not _may_retry(t.number, records):
+        return
+    queue_retry(study, t, records[t.number])
 
 
 def _stale(t: FrozenTrial, now: datetime.datetime) -> bool:

@@ -15,6 +15,7 @@ from archsearch.config.study_config import StudyConfig
 from archsearch.core import interrupt
 from archsearch.data.bundle import DataBundle
 from archsearch.search.objective import COUNTED_STATES, Objective, counts
+from archsearch.search.optuna_internals import fail_stale_trials
 from archsearch.search.progress import StudyBar
 from archsearch.search.recovery import ensure_baselines, sweep_dead_workers
 from archsearch.search.summary import trial_line
@@ -109,10 +110,12 @@ class RunLoop:
         return None
 
     def _wait_for_others(self) -> None:
-        # the last trials run in other workers: wait for them to finish (or fail, then take over)
+        # the last trials run in other workers: wait for them to finish (or fail, then take over); a worker on
+        # another host that died is told by its heartbeat, which Optuna checks only as a trial starts
         time.sleep(_WAIT_S)
         interrupt.check()
         sweep_dead_workers(self.study)
+        fail_stale_trials(self.study)
 
     def _optimize(self, *, n_trials: int, timeout: float | None) -> None:
         try:

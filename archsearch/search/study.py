@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from archsearch.config.storage import make_storage, redact
 from archsearch.config.study_config import StudyConfig, fingerprint_matches, load_study_config
 from archsearch.core import interrupt
-from archsearch.core.errors import ConfigError
+from archsearch.core.errors import ConfigError, StorageUnreachable
 from archsearch.data.bundle import DataBundle, load_data
 from archsearch.search import rerank
 from archsearch.search.data_identity import check_data_identity
@@ -31,6 +31,7 @@ from archsearch.search.reachable import check_budget_reachable
 from archsearch.search.recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
     ensure_baselines,
     recover,
+    stale_trial_callback,
     sweep_dead_workers,
 )
 from archsearch.search.run_loop import RunLoop
@@ -65,7 +66,10 @@ def open_study(config: StudyConfig, *, create: bool = True) -> optuna.Study:
 
 def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, bool]:
     """The study and whether this call created it."""
-    storage = make_storage(config.storage, create=create)
+    r = config.recovery
+    storage = make_storage(config.storage, create=create, heartbeat_s=r.heartbeat_s, grace_s=r.grace_s,
+                           reconnect_s=r.reconnect_s, stale_attrs=TrialRecord(swept=True).attrs(),
+                           stale_callback=stale_trial_callback)
     fingerprint = config.fingerprint()
     sampler = make_sampler(config.sampler, multi_objective=config.objective.multi_objective)
     pruner = make_pruner(config.pruner)
@@ -363,10 +367,16 @@ def run_workers(
         finally:
             if bar is not None:
                 bar.close()
-    study = open_study(config, create=False)
-    if stream is not None:
-        print(summary(study, config), file=stream, flush=True)
-    if failed := procs.failed():
+    failed = procs.failed()
+    try:
+        study = open_study(config, create=False)
+        if stream is not None:
+            print(summary(study, config), file=stream, flush=True)
+    except (ConfigError, StorageUnreachable):
+        if not failed:
+            raise
+        # the workers died of it (the database went away): theirs is the one line to say
+    if failed:
         # the others may have finished the study, but a script must not take a dead worker for a good run
         how = ", ".join(f"worker {i + 1} {'killed by signal ' + str(-code) if code < 0 else 'exit code ' + str(code)}"
                         for i, code in failed)

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,8 @@ from pathlib import Path
 import yaml
 
 from benchmarks.common import ROOT
+from benchmarks.faults import invariants
+from benchmarks.faults.invariants import trials_of
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
@@ -126,18 +127,6 @@ def count_writes() -> int:
         return int(proc.stderr.strip().splitlines()[-1].split()[1])
 
 
-def _trials(storage: str, name: str) -> list[dict]:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:  # killed before the study existed
-        return []
-    return [{"number": t.number, "state": t.state.name, "values": t.values, "attrs": t.user_attrs}
-            for t in study.get_trials(deepcopy=False)]
-
-
 def check_point(kill_at: int, *, in_process: bool = False, storage: str | None = None,
                 two_workers: bool = False, ctrl_c: bool = False) -> list[str]:
     """Kill at write ``kill_at``, run again, and return what did not hold (empty: all held).
@@ -172,8 +161,7 @@ def check_point(kill_at: int, *, in_process: bool = False, storage: str | None =
                         f"{first.stderr[-800:]}"]
         elif first.returncode != -9 and not (two_workers and first.returncode == 0):
             return [f"the first run was not killed (rc {first.returncode}): {first.stderr[-500:]}"]
-        before = {t["number"]: t for t in (_trials(url, name) if storage or db.exists() else [])
-                  if t["state"] in ("COMPLETE", "PRUNED", "FAIL")}
+        before = invariants.finished(trials_of(url, name) if storage or db.exists() else [])
         command = ["search", str(folder / "crash.yaml"), "--no-progress", "--workers", "1"]
         if in_process:
             from archsearch.cli.commands import main as cli
@@ -183,34 +171,10 @@ def check_point(kill_at: int, *, in_process: bool = False, storage: str | None =
             again = subprocess.run([sys.executable, "-m", "archsearch.cli", *command], cwd=folder, env=ENV,
                                    capture_output=True, text=True, timeout=600)
             code, err = again.returncode, again.stderr
-        broken = []
         if code != 0:
             return [f"the second run failed (rc {code}): {err[-800:]}"]
-        trials = _trials(url, name)
-        finished = [t for t in trials if t["state"] in ("COMPLETE", "PRUNED")]
-        if len(finished) != STUDY["n_trials"]:
-            broken.append(f"{len(finished)} finished trials, not {STUDY['n_trials']}")
-        if left := [t["number"] for t in trials if t["state"] in ("RUNNING", "WAITING")]:
-            broken.append(f"trials left RUNNING or WAITING: {left}")
-        families = {t["attrs"]["baseline"] for t in trials if "baseline" in t["attrs"]}
-        if not families:
-            broken.append("no seed baseline")
-        for family in sorted(families):
-            verdicts = [t["number"] for t in trials if t["attrs"].get("baseline") == family and (
-                t["state"] in ("COMPLETE", "PRUNED") or t["state"] == "FAIL" and not (
-                    t["attrs"].get("interrupted") or t["attrs"].get("swept") or t["attrs"].get("surplus")))]
-            if len(verdicts) != 1:
-                broken.append(f"baseline {family}: {len(verdicts)} verdicts (trials {verdicts})")
-        now = {t["number"]: t for t in trials}
-        for number, t in before.items():
-            if (now[number]["state"], now[number]["values"]) != (t["state"], t["values"]):
-                broken.append(f"finished trial {number} changed")
-        if storage is None:
-            with sqlite3.connect(db) as con:
-                (ok,) = con.execute("PRAGMA integrity_check").fetchone()
-            if ok != "ok":
-                broken.append(f"integrity_check: {ok}")
-        return broken
+        return invariants.broken(trials_of(url, name), n_trials=STUDY["n_trials"], before=before,
+                                 sqlite_db=db if storage is None else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -615,7 +615,7 @@ def test_make_storage_relative_and_empty_files(tmp_path: Path, monkeypatch) -> N
     (tmp_path / "empty.db").write_bytes(b"")  # SQLite treats an empty file as a new database
     assert isinstance(make_storage("sqlite:///empty.db").backend, optuna.storages.RDBStorage)
     (tmp_path / "empty.log").write_bytes(b"")
-    assert isinstance(make_storage("journal:empty.log"), optuna.storages.JournalStorage)
+    assert isinstance(make_storage("journal:empty.log").backend, optuna.storages.JournalStorage)
     assert isinstance(make_storage("sqlite:///:memory:").backend, optuna.storages.RDBStorage)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from archsearch.cli import export as export_cli
 from archsearch.cli import latency as latency_cli
-from archsearch.core.errors import ConfigError, StorageUnreachable
+from archsearch.core.errors import ConfigError, StorageFailed, storage_failure
 from archsearch.core.text import input_shape, table
 from archsearch.network.cost import arch_cost
 from archsearch.report import study_report as report
@@ -159,8 +159,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("\ninterrupted: finished trials are stored (the interrupted ones run again); run the same command "
               "to resume", file=sys.stderr)
         return 130
-    except (WorkersFailed, StorageUnreachable) as e:
+    except WorkersFailed as e:
         print(f"archsearch: {e}", file=sys.stderr)
+        return 1
+    except BaseException as e:
+        if (failure := storage_failure(e)) is None:
+            raise
+        print(f"archsearch: {failure}", file=sys.stderr)
         return 1
     reason = no_feasible_reason(study, config)
     if reason is not None:  # nothing to export or report: a script must not go on as if the search had worked
@@ -280,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"archsearch: error: {e}", file=sys.stderr)
         return 2
-    except StorageUnreachable as e:  # report, export: the study's database went away
+    except StorageFailed as e:  # report, export: the study's database went away
         print(f"archsearch: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:

@@ -8,6 +8,7 @@ file that is not a storage of the kind named is refused before Optuna opens it, 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import sqlite3
@@ -105,13 +106,16 @@ def make_storage(url: str, *, create: bool = True, heartbeat_s: int = HEARTBEAT_
     if url.startswith(JOURNAL_PREFIX):
         file = Path(url[len(JOURNAL_PREFIX) :])
         _prepare_file(file, _check_journal_file, create=create)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(file)))
+        return StudyStorage(optuna.storages.JournalStorage(_JournalFile(str(file))), reconnect_s=None,
+                            name=url, folder=file.parent)
     engine_kwargs: dict[str, Any] = {}
+    folder = None
     if url.startswith(SQLITE_PREFIX):
         engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
         file_text, _ = sqlite_file(url)
         if file_text is not None:
             _prepare_file(Path(file_text), _check_sqlite_file, create=create)
+            folder = Path(file_text).parent
     try:
         callback = stale_callback or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_MAX_RETRY)
         storage = _rdb_storage(url, engine_kwargs, heartbeat_s, grace_s, callback)
@@ -122,8 +126,38 @@ def make_storage(url: str, *, create: bool = True, heartbeat_s: int = HEARTBEAT_
     sqlite = url.startswith(SQLITE_PREFIX)
     if sqlite:
         _use_wal(storage)
-    return StudyStorage(storage, reconnect_s=None if sqlite else reconnect_s,
-                        name=redact(url), stale_attrs=stale_attrs)
+    return StudyStorage(storage, reconnect_s=None if sqlite else reconnect_s, name=redact(url), folder=folder,
+                        stale_attrs=stale_attrs)
+
+
+class _JournalFile(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file, whose append leaves no partial line behind where the disk fills: a partial last line
+    would be joined to the next append once space is freed, and the journal could not be read again."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._file_lock = optuna.storages.journal.JournalFileSymlinkLock(path)  # Optuna's default lock
+        super().__init__(path, lock_obj=self._file_lock)
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+        self._file_lock.acquire()  # blocks: as Optuna's own append, across processes and hosts
+        try:
+            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)  # unbuffered: nothing left to flush on failure
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    view = memoryview(text.encode("utf-8"))
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError:
+                    os.ftruncate(fd, size)  # freeing blocks needs no space
+                    raise
+            finally:
+                os.close(fd)
+        finally:
+            self._file_lock.release()
 
 
 def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat_s: int, grace_s: int,

@@ -5,7 +5,7 @@
 - **A database server that goes away** for a while (a restart, a failover) pauses the search instead of ending
   it (``reconnect_s``, PostgreSQL/MySQL): a call that fails because the connection is gone is tried again, with a
   growing pause, until the server answers or ``reconnect_s`` seconds have passed since the first failure; then
-  :class:`StorageUnreachable` ends the worker with one line (the study is safe; the same command resumes it).
+  :class:`StorageFailed` ends the worker with one line (the study is safe; the same command resumes it).
   SQLAlchemy's pool checks each connection before use (``pool_pre_ping``), so the first call after the server is
   back opens a fresh one. Only lost connections are retried: any other error (a constraint, a bad value) is
   raised at once. SQLite's errors (a full disk, a lock held past its timeout) do not pass by waiting: no retry.
@@ -21,10 +21,13 @@ second trial; the first has no worker and is swept as unclaimed, see :mod:`archs
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -32,29 +35,42 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
-from archsearch.core.errors import StorageUnreachable
+from archsearch.core.errors import StorageFailed
 
-__all__ = ["StudyStorage", "lost_connection"]
+__all__ = ["StudyStorage", "disk_full", "lost_connection"]
+
+_SQLITE_FULL = 13  # sqlite3.SQLITE_FULL
 
 _FIRST_PAUSE_S = 0.5
 _MAX_PAUSE_S = 10.0
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the disk is full: ENOSPC, or SQLite's SQLITE_FULL."""
+    for e in _chain(error):
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if isinstance(e, sqlite3.Error) and getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+    return False
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and all(e is not seen for seen in out):
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
 
 def lost_connection(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it) says the database connection is gone, rather than that the call
     was wrong: SQLAlchemy's OperationalError, InterfaceError or DisconnectionError from a server database."""
     import sqlalchemy.exc
 
-    seen: set[int] = set()
-    e: BaseException | None = error
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated:
-            return True
-        if isinstance(e, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError
-                      | sqlalchemy.exc.DisconnectionError):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    lost = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError)
+    return any(isinstance(e, lost) or isinstance(e, sqlalchemy.exc.DBAPIError) and e.connection_invalidated
+               for e in _chain(error))
 
 
 class StudyStorage(BaseStorage, BaseHeartbeat):
@@ -62,9 +78,10 @@ class StudyStorage(BaseStorage, BaseHeartbeat):
     seconds while the database is unreachable (None: not retried), and ``stale_attrs`` set on the trials the
     heartbeat finds stale. ``name`` (the redacted URL) is what the messages call it."""
 
-    def __init__(self, backend: optuna.storages.RDBStorage, *, reconnect_s: float | None, name: str,
+    def __init__(self, backend: BaseStorage, *, reconnect_s: float | None, name: str, folder: Path | None = None,
                  stale_attrs: dict[str, Any] | None = None, say: Callable[[str], None] | None = None) -> None:
-        self.backend = backend  # the RDBStorage: its engine, for who needs it (tests, tools)
+        self.backend = backend  # the RDBStorage (its engine, for who needs it: tests, tools) or JournalStorage
+        self._folder = folder  # a file storage's folder: named when its disk is full
         self._inner = optuna.storages.get_storage(backend)  # Optuna's cache in front of it, as Optuna would put it
         self._retry_s = reconnect_s
         self._stale_attrs = stale_attrs or {}
@@ -76,7 +93,7 @@ class StudyStorage(BaseStorage, BaseHeartbeat):
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self._gave_up is not None:
-            raise StorageUnreachable(self._gave_up)
+            raise StorageFailed(self._gave_up)
         failed_at: float | None = None
         pause = _FIRST_PAUSE_S
         while True:
@@ -88,6 +105,12 @@ class StudyStorage(BaseStorage, BaseHeartbeat):
                 else:
                     raise
             except Exception as e:
+                if disk_full(e):
+                    where = f"the device of {self._folder}" if self._folder is not None else "the device"
+                    self._gave_up = (f"no space left on {where}: the study's storage {self._name} cannot be written "
+                                     "(what was finished is stored, the file intact); free some space, then run the "
+                                     "same command to resume")
+                    raise StorageFailed(self._gave_up) from None
                 if self._retry_s is None or not lost_connection(e):
                     raise
                 failed_at = failed_at or time.monotonic()
@@ -96,7 +119,7 @@ class StudyStorage(BaseStorage, BaseHeartbeat):
                     self._gave_up = (f"storage {self._name} unreachable for {waited:.0f} s ({_one_line(e)}); "
                                      "what was finished is stored: run the same command again once the database "
                                      "is back")
-                    raise StorageUnreachable(self._gave_up) from None
+                    raise StorageFailed(self._gave_up) from None
                 time.sleep(min(pause, self._retry_s - waited))
                 pause = min(pause * 2, _MAX_PAUSE_S)
                 continue
@@ -217,7 +240,7 @@ class StudyStorage(BaseStorage, BaseHeartbeat):
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             self._call("record_heartbeat", trial_id)
-        except StorageUnreachable:
+        except StorageFailed:
             pass  # the heartbeat thread ends quietly; the worker's next call raises it where it is handled
 
     # not storage round trips: no retry

@@ -28,14 +28,28 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {message}" if where else message)
 
 
-class StorageUnreachable(BaseException):
-    """The study's database stayed unreachable longer than the study allows (``recovery.reconnect_s``); the
-    message names it and says that the same command resumes. The CLI prints it without a traceback.
+class StorageFailed(BaseException):
+    """The study's storage cannot go on: its database stayed unreachable longer than the study allows
+    (``recovery.reconnect_s``), or the disk under its file is full. The message names it and says that the same
+    command resumes; the CLI prints it without a traceback.
 
     Not an ``Exception``, like ``KeyboardInterrupt``: it must pass through ``study.optimize(catch=...)``, which
-    would otherwise record it as the trial's own failure (and try to store that, on the same lost database).
+    would otherwise record it as the trial's own failure (and try to store that, on the same storage).
     The running trial stays RUNNING: a dead worker's, run again by the next start.
     """
+
+
+def storage_failure(error: BaseException) -> StorageFailed | None:
+    """The :class:`StorageFailed` behind ``error``, if any: Optuna's ``study.optimize`` may raise another error
+    while it unwinds from one (its bookkeeping after a trial reads the same storage)."""
+    seen: list[BaseException] = []
+    e: BaseException | None = error
+    while e is not None and all(e is not s for s in seen):
+        if isinstance(e, StorageFailed):
+            return e
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    return None
 
 
 _repr = reprlib.Repr()

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from archsearch.core import interrupt
-from archsearch.core.errors import StorageUnreachable
+from archsearch.core.errors import storage_failure
 
 __all__ = ["usable_cores", "default_workers", "default_threads", "set_threads", "Workers", "WorkersFailed"]
 
@@ -96,8 +96,11 @@ def _main(stop: Any, parent: int, target: Callable[..., Any], args: tuple) -> No
         target(*args)
     except KeyboardInterrupt:
         pass  # the parent says what was kept; a worker stopped at a safe point has nothing to add
-    except StorageUnreachable as e:  # one line, not a traceback; the parent says that a worker died
-        print(f"archsearch: {e}", file=sys.stderr, flush=True)
+    except BaseException as e:
+        failure = storage_failure(e)
+        if failure is None:
+            raise
+        print(f"archsearch: {failure}", file=sys.stderr, flush=True)  # one line; the parent says a worker died
         sys.exit(1)
 
 

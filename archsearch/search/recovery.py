@@ -200,6 +200,7 @@ def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:
     """Per baseline family in the study: None where it has a verdict, else what happened to it."""
     out: dict[str, str | None] = {}
     repeats = retried_numbers(trials)
+    records = {t.number: TrialRecord.of(t) for t in trials}
     for t in sorted(trials, key=lambda t: t.number):
         family = TrialRecord.of(t).baseline
         if family is None or out.get(family, "") is None or t.number in repeats and t.state == TrialState.FAIL:
@@ -209,6 +210,10 @@ def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:
         elif t.state in (TrialState.WAITING, TrialState.RUNNING):
             out[family] = f"trial {t.number} {t.state.name.lower()}"
         else:
-            why = _why(t) or ("gave way" if TrialRecord.of(t).surplus else "failed")
+            record = TrialRecord.of(t)
+            why = _why(t) or ("gave way" if record.surplus else "failed")
+            if record.swept and not _may_retry(t.number, records):
+                why = (f"its worker died at each of {worker_losses(t.number, records)} tries: given up, as a "
+                       "candidate that kills its worker (out of memory?)")
             out[family] = f"trial {t.number} {why}"
     return out

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 from archsearch.config.storage import make_storage, redact
 from archsearch.config.study_config import StudyConfig, fingerprint_matches, load_study_config
 from archsearch.core import interrupt
-from archsearch.core.errors import ConfigError, StorageUnreachable
+from archsearch.core.errors import ConfigError, StorageFailed
 from archsearch.data.bundle import DataBundle, load_data
 from archsearch.search import rerank
 from archsearch.search.data_identity import check_data_identity
@@ -372,7 +372,7 @@ def run_workers(
         study = open_study(config, create=False)
         if stream is not None:
             print(summary(study, config), file=stream, flush=True)
-    except (ConfigError, StorageUnreachable):
+    except (ConfigError, StorageFailed):
         if not failed:
             raise
         # the workers died of it (the database went away): theirs is the one line to say

@@ -20,8 +20,9 @@ from archsearch.search.trial_record import TrialRecord
 __all__ = ["broken", "finished", "trials_of", "verdicts"]
 
 
-def trials_of(storage: str, name: str) -> list[dict[str, Any]]:
-    """The study's trials as plain dicts (number, state, values, attrs); [] where the study does not exist."""
+def trials_of(storage: Any, name: str) -> list[dict[str, Any]]:
+    """The study's trials as plain dicts (number, state, values, attrs); [] where the study does not exist.
+    ``storage``: a URL or an Optuna storage."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)

@@ -39,7 +39,7 @@ class Net(nn.Module):
         if arch.hidden:
             # the hidden layer feeds a ReLU: He's init, fan_in. At the classifier's std 0.01 the two small layers
             # in a row starve the start of training: a 1M network scored 50-56% after the 2-epoch proxy recipe,
-            # 78% with this init and 80-81% without the layer (seeds 0-1; benchmarks/fashion_mnist_1m_head/README.md)
+            # 78% with this init and 80-81% without the layer (seeds 0-1; benchmarks/fashion_mnist/1m_head/README.md)
             nn.init.kaiming_normal_(hidden.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ tensors alive at any node, that node's output included. The convention, the same
 - a block's input stays alive while a shortcut still needs it (ShuffleNet's residual and average-pooled
   concatenation), and no longer.
 
-``benchmarks/peak_memory.py`` compares the two on 200 random networks of each shipped space.
+``python -m benchmarks.cost.peak_memory`` compares the two on 200 random networks of each shipped space.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ by a worker on another host is left to that host: ``archsearch search`` there co
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -46,7 +47,7 @@ from archsearch.search.train import TrainConfig
 from archsearch.search.trial_record import RERANK_PREFIX, TrialRecord
 
 __all__ = [
-    "PREFIX", "recipe", "recipe_key", "results", "candidates", "rerank", "best_reranked", "pending", "fold_indices",
+    "PREFIX", "recipe", "recipe_key", "results", "candidates", "rerank", "pending", "fold_indices", "standard_error",
 ]
 
 PREFIX = RERANK_PREFIX
@@ -179,7 +180,10 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
         record = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
         study.set_user_attr(key, record if folds is None else {**record, "folds": folds})
         tag = f" [{rec.baseline}]" if rec.baseline is not None else ""
-        how = "" if folds is None else f", mean of {len(folds)} folds ({' '.join(f'{a:.4f}' for a in folds)})"
+        assert not isinstance(value, tuple)  # one objective: a re-rank is refused for pareto
+        se = None if folds is None else standard_error(folds, value, accuracy)
+        how = "" if folds is None else (f" ± {se:.4f}" if se is not None else "") + (
+            f", mean of {len(folds)} folds ({' '.join(f'{a:.4f}' for a in folds)})")
         say(f"re-rank trial {t.number:>4}  search {t.values[0]:.4f} -> {accuracy:.4f} after "
             f"{epochs} epochs{how} ({seconds:.1f}s)  {rec.arch_id}{tag}")
     return results(study, config)
@@ -212,13 +216,12 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
     return (sum(accuracies) / k, min(d["epochs"] for d in done), sum(d["seconds"] for d in done), accuracies)
 
 
-def best_reranked(study: optuna.Study, config: StudyConfig) -> FrozenTrial | None:
-    """The re-ranked trial with the best re-rank score (None before any result)."""
-    done = results(study, config)
-    if not done:
+def standard_error(folds: list[float], value: float, accuracy: float) -> float | None:
+    """The standard error of a score ``value`` that is the mean of the fold accuracies ``folds`` (scaled where the
+    score is a reward proportional to the accuracy); None for fewer than two folds."""
+    k = len(folds)
+    if k < 2:
         return None
-    trials = {t.number: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    scored = [(v["value"], -n) for n, v in done.items() if n in trials]
-    if not scored:
-        return None
-    return trials[-max(scored)[1]]
+    mean = sum(folds) / k
+    se = math.sqrt(sum((a - mean) ** 2 for a in folds) / (k - 1) / k)
+    return se * abs(value / accuracy) if accuracy else se

@@ -11,6 +11,7 @@ from archsearch.config.study_config import _BUDGET_FIELD, StudyConfig
 from archsearch.search import rerank
 from archsearch.search.objective import COUNTED_STATES as COUNTED
 from archsearch.search.objective import counts
+from archsearch.search.pick import Pick, pick, scored
 from archsearch.search.recovery import baseline_status
 from archsearch.search.trial_record import TrialRecord
 
@@ -63,8 +64,8 @@ def best_trials(study: optuna.Study, config: StudyConfig | None = None) -> list[
 
     With ``config`` and its ``rerank`` results, the best single-objective trial is the best re-ranked one.
     """
-    if config is not None and len(study.directions) == 1 and (top := rerank.best_reranked(study, config)):
-        return [top]
+    if config is not None and len(study.directions) == 1 and (chosen := pick(scored(study, config))):
+        return [chosen.chosen.trial]
     done = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not TrialRecord.of(t).infeasible and t.values is not None
@@ -146,9 +147,24 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     if missing:
         lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in missing.items()))
     if reranked:
-        lines.append(f"re-ranked: {len(reranked)} trial(s): "
-                     + ", ".join(f"{n} {v['val_accuracy']:.4f}" for n, v in sorted(reranked.items())))
+        assert config is not None  # else nothing is reranked
+        ranked = scored(study, config)
+        lines.append(f"re-ranked: {len(reranked)} trial(s), best first"
+                     + (" (mean ± standard error over folds)" if any(c.se is not None for c in ranked) else "")
+                     + ": " + ", ".join(f"{c.trial.number} {c.shown()}" for c in ranked))
+        chosen = pick(ranked)
+        if chosen is not None and chosen.by is not None:
+            lines.append(_tie_line(chosen))
     return "\n".join(lines)
+
+
+def _tie_line(chosen: Pick) -> str:
+    """Why the pick is not the best mean: the noise cannot tell the tied candidates apart."""
+    tied = ", ".join(f"trial {c.trial.number} {c.shown()}" for c in chosen.tied)
+    c = chosen.chosen
+    concern = f"{c.latency_ms:.2f} ms" if chosen.by == "latency" else f"{fmt_count(c.macs)} MACs"
+    return (f"re-rank: the best is not clear of the next by the noise ({tied}: within one standard error of their "
+            f"difference); picked trial {c.trial.number}, the one with the lowest {chosen.by} ({concern})")
 
 
 def _versus(searched: list[FrozenTrial], base: list[FrozenTrial], value: Callable[[FrozenTrial], float],

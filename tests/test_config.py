@@ -196,6 +196,11 @@ HOSTILE = [
     ),
     pytest.param(B.replace("max_macs: 1000000", "max_macs: 1000000, fit: yes please"), "budget.fit",
                  "true or false", id="fit-not-bool"),
+    pytest.param(B + "objective: {score: accuracy}\n", "objective.score", "'val_accuracy', 'val_loss'", id="score"),
+    pytest.param(B + "objective: {type: soft, score: val_loss}\n", "objective.score",
+                 r"'val_loss'.*'constrained' only.*got type 'soft'", id="score-loss-soft"),
+    pytest.param(BASE + "objective: {type: pareto, score: val_loss}\n", "objective.score",
+                 r"'val_loss'.*'constrained' only.*got type 'pareto'", id="score-loss-pareto"),
     pytest.param(B + "rerank: {top: 0}\n", "rerank.top", ">= 1", id="rerank-top-0"),
     pytest.param(BASE + "objective: {type: pareto}\nrerank: {top: 3}\n", "rerank", "pareto", id="rerank-pareto"),
     pytest.param(B + "rerank: {epoch: 8}\n", "rerank.epoch", "did you mean 'epochs'", id="rerank-typo"),
@@ -424,6 +429,17 @@ def test_fingerprint(study_dir: Path) -> None:
     assert cfg.fingerprint() == fp  # the space as parsed: comments, layout and the description do not count
     space.write_text("stages: [1]\n")
     assert cfg.fingerprint() != fp  # the space file's content, read again
+
+
+def test_the_score_is_in_the_fingerprint_only_when_not_the_default(study_dir: Path) -> None:
+    fp = load_study_config(_write(study_dir, B)).fingerprint()
+    # the objective as fingerprinted before `score` existed: every study made then resumes unchanged
+    assert fp["objective"] == {"type": "constrained", "soft_weight": -0.07, "soft_metric": "macs",
+                               "pareto_metric": "macs"}
+    assert load_study_config(_write(study_dir, B + "objective: {score: val_accuracy}\n")).fingerprint() == fp
+    by_loss = load_study_config(_write(study_dir, B + "objective: {score: val_loss}\n")).fingerprint()
+    assert by_loss["objective"]["score"] == "val_loss"
+    assert {k: v for k, v in by_loss.items() if k != "objective"} == {k: v for k, v in fp.items() if k != "objective"}
 
 
 def test_space_overrides_narrow_the_space_for_one_study(tmp_path: Path) -> None:

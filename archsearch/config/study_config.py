@@ -162,10 +162,13 @@ class StudyConfig:
             del budget["model_precision"]
         if budget["latency"]["runtime"] == "torch":  # the runtime came later too
             del budget["latency"]["runtime"]
+        objective = _plain(self.objective)
+        if objective["score"] == "val_accuracy":  # and the score: present only when not the default
+            del objective["score"]
         return {
             "schema": _FINGERPRINT_SCHEMA,
             "space": _space_digest(self.space_data()),
-            "objective": _plain(self.objective),
+            "objective": objective,
             "budget": budget,
             **({"budget.fit": FIT_SCHEME} if fit else {}),
             "dataset": {
@@ -315,6 +318,10 @@ def _check_objective_budget(objective: ObjectiveConfig, budget: Budget, pruner: 
         fail_at("budget", f"objective {objective.type!r} needs at least one of max_macs, max_params, "
                           "max_latency_ms, max_peak_activation_kb, max_model_kb (candidates are judged against "
                           "it), got none")
+    if objective.score == "val_loss" and objective.type != "constrained":
+        fail_at("objective.score", "score 'val_loss' is available with objective 'constrained' only (the soft reward "
+                                   "and the Pareto front are built from the accuracy): set `type: constrained` or "
+                                   f"`score: val_accuracy`, got type {objective.type!r}")
     if objective.type == "soft" and budget.limit(objective.soft_metric) is None:
         key = _BUDGET_FIELD[objective.soft_metric]
         fail_at(f"budget.{key}", f"objective 'soft' with soft_metric {objective.soft_metric!r} uses "

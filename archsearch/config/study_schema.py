@@ -25,6 +25,7 @@ from archsearch.data.readers import DATASETS
 OBJECTIVES = ("constrained", "soft", "pareto")
 SOFT_METRICS = ("macs", "params", "latency")
 PARETO_METRICS = ("macs", "latency")
+SCORES = ("val_accuracy", "val_loss")  # what a trained candidate's value is built from (objective.score)
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -199,6 +200,7 @@ class ObjectiveConfig:
     constrained: accuracy, with over-budget candidates marked infeasible (trial.set_constraint).
     soft: MnasNet's reward ``acc * (cost / target) ** soft_weight`` (https://arxiv.org/abs/1807.11626).
     pareto: two objectives, accuracy (max) and ``pareto_metric`` (min).
+    ``score: val_loss`` (constrained only) makes the value minus the final validation loss instead of the accuracy.
     """
 
     type: Literal[OBJECTIVES] = Field(  # type: ignore[valid-type]
@@ -207,6 +209,10 @@ class ObjectiveConfig:
     soft_weight: Number(-10, 0) = -0.07  # type: ignore[valid-type]
     soft_metric: Literal[SOFT_METRICS] = "macs"  # type: ignore[valid-type]
     pareto_metric: Literal[PARETO_METRICS] = "macs"  # type: ignore[valid-type]
+    score: Literal[SCORES] = Field(  # type: ignore[valid-type]
+        default="val_accuracy", description="what a trained candidate's value is built from: val_accuracy, its final "
+        "validation accuracy; val_loss, minus its final validation loss (objective constrained only), which ranked "
+        "candidates at least as well in docs/results.md (Scores from one training)")
 
     @property
     def multi_objective(self) -> bool:

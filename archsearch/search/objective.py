@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from archsearch.latency.table import LatencyTable
 from archsearch.network.arch import Arch
 from archsearch.network.build import build
 from archsearch.network.cost import Cost, arch_cost
+from archsearch.search import scoring
 from archsearch.search.reachable import latency_table_of
 from archsearch.search.samplers import trial_snapshot
 from archsearch.search.train import TrainResult, train
@@ -134,19 +136,10 @@ class Objective:
             self._latency_table = latency_table_of(self.config)
         return self._latency_table
 
-    def score(self, accuracy: float, cost: Cost, latency_ms: float | None) -> float | tuple[float, float]:
-        o, b = self.config.objective, self.config.budget
-        metric_value = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}
-        if o.type == "pareto":
-            value = metric_value[o.pareto_metric]
-            assert value is not None  # a latency that is scored is measured for every trial (scores_latency)
-            return accuracy, float(value)
-        if o.type == "soft":
-            target, value = b.limit(o.soft_metric), metric_value[o.soft_metric]
-            # the config requires a limit on the soft metric; a latency that is scored is always measured
-            assert target is not None and value is not None
-            return accuracy * (value / target) ** o.soft_weight
-        return accuracy
+    def score(self, accuracy: float, cost: Cost, latency_ms: float | None,
+              *, val_loss: float | None = None) -> float | tuple[float, float]:
+        """A candidate's value (:func:`archsearch.search.scoring.score`)."""
+        return scoring.score(self.config, accuracy, cost, latency_ms, val_loss=val_loss)
 
     def build(self, arch: Arch, *, seed: int | None = None) -> torch.nn.Module:
         """The candidate's network, its initial weights drawn from ``seed`` (None: the recipe's seed).
@@ -204,13 +197,14 @@ class Objective:
         if not self._within_budget(trial, candidate):
             # over budget: recorded, never built for training; the sampler learns from the constraint
             TrialRecord(seconds=time.perf_counter() - t0).write(trial)
-            return self.score(0.0, candidate.cost, candidate.latency_ms)
+            # never trained: the worst accuracy, or the worst loss (-inf) where the value is built from the loss
+            return self.score(0.0, candidate.cost, candidate.latency_ms, val_loss=math.inf)
         earlier = self.earlier_result(taken, candidate.arch.id)
         if earlier is not None:
             return self._reuse(trial, earlier, t0)
         result, curve = self._train(trial, candidate, t0)
         self._record_result(trial, result, curve)
-        return self.score(result.val_accuracy, candidate.cost, candidate.latency_ms)
+        return self.score(result.val_accuracy, candidate.cost, candidate.latency_ms, val_loss=curve.last_val_loss)
 
     # -- the trial's steps, in order -------------------------------------------------------------
 
@@ -307,18 +301,22 @@ class Objective:
             TrialRecord(seconds=time.perf_counter() - t0).write(trial)
 
     def _pruning(self, trial: optuna.Trial, curve: LearningCurve) -> Callable[[int, float], None]:
-        """The trainer's per-epoch callback: reports to the pruner (single objective only) and, pruned, records
-        how far the trial got before it raises ``TrialPruned``."""
+        """The trainer's per-epoch callback: reports to the pruner (single objective only) what the value is built
+        from (:func:`~archsearch.search.scoring.measured`; a loss is read from ``curve``, which the trainer fills
+        first) and, pruned, records how far the trial got before it raises ``TrialPruned``."""
         prune = not self.config.objective.multi_objective
+        by_accuracy = self.config.objective.score == "val_accuracy"
         last_epoch = self.config.training.epochs - 1
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             if prune:
-                trial.report(accuracy, epoch)
+                measured = scoring.measured(self.config.objective, accuracy, curve.last_val_loss)
+                trial.report(measured, epoch)
                 # after the last epoch stopping saves nothing: the trained candidate completes with its value
                 if epoch < last_epoch and trial.should_prune():
                     TrialRecord(epochs_done=epoch + 1, val_accuracy=accuracy, curve=curve.to_dict()).write(trial)
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at accuracy {accuracy:.4f}")
+                    at = f"accuracy {accuracy:.4f}" if by_accuracy else f"validation loss {-measured:.4f}"
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at {at}")
 
         return on_epoch
 

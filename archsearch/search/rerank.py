@@ -168,7 +168,8 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
         if config.rerank.folds:
             # a dead worker's claim on this recipe keeps the folds it finished
             done = list(current.get("done", [])) if isinstance(current, dict) and current.get("recipe") == want else []
-            accuracy, epochs, seconds, folds = _cross_validate(study, key, want, config, objective, arch, done)
+            accuracy, epochs, seconds, folds, val_loss = _cross_validate(study, key, want, config, objective, arch,
+                                                                         done)
         else:
             study.set_user_attr(key, {"worker": worker_id(), "recipe": want})
             data = objective.data_for(arch.resolution)
@@ -176,7 +177,9 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
                                        train_cfg, device=objective.device, preprocess=data.preprocess())
             accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
-        value = objective.score(accuracy, arch_cost(arch), rec.latency_ms)
+            val_loss = result.curve.last_val_loss
+        # the search's score (objective.score); under folds the mean of the folds' (each linear in the fold's measure)
+        value = objective.score(accuracy, arch_cost(arch), rec.latency_ms, val_loss=val_loss)
         record = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
         study.set_user_attr(key, record if folds is None else {**record, "folds": folds})
         tag = f" [{rec.baseline}]" if rec.baseline is not None else ""
@@ -190,9 +193,10 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
 
 
 def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConfig, objective: Objective,
-                    arch: Arch, done: list[dict]) -> tuple[float, int, float, list[float]]:
+                    arch: Arch, done: list[dict]) -> tuple[float, int, float, list[float], float | None]:
     """Train ``arch`` once per fold not in ``done`` (each fold's result kept in the claim as it finishes);
-    the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies."""
+    the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies, the mean
+    held-out loss (None where a fold has none: a claim by an archsearch before ``objective.score``)."""
     k, seed = _section(config).folds, config.training.seed
     assert k is not None  # called for a re-rank with folds
     data = objective.data_for(arch.resolution)
@@ -210,10 +214,12 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
         result = objective.trainer(objective.build(arch, seed=seed + i), x[~held], y[~held], x[held], y[held],
                                    fold_cfg, device=objective.device, preprocess=data.preprocess())
         done.append({"val_accuracy": result.val_accuracy, "epochs": result.epochs_done,
-                     "seconds": time.perf_counter() - t0})
+                     "seconds": time.perf_counter() - t0, "val_loss": result.curve.last_val_loss})
         study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})
     accuracies = [d["val_accuracy"] for d in done]
-    return (sum(accuracies) / k, min(d["epochs"] for d in done), sum(d["seconds"] for d in done), accuracies)
+    losses = [d["val_loss"] for d in done if d.get("val_loss") is not None]
+    val_loss = sum(losses) / k if len(losses) == k else None
+    return (sum(accuracies) / k, min(d["epochs"] for d in done), sum(d["seconds"] for d in done), accuracies, val_loss)
 
 
 def standard_error(folds: list[float], value: float, accuracy: float) -> float | None:

@@ -33,6 +33,11 @@ class LearningCurve:
     def to_dict(self) -> dict[str, list[float | None]]:
         return {name: list(getattr(self, name)) for name in _CURVE_KEYS}
 
+    @property
+    def last_val_loss(self) -> float | None:
+        """The last epoch's validation loss (None: no epoch recorded)."""
+        return self.val_loss[-1] if self.val_loss else None
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LearningCurve:
         return cls(**{name: list(d.get(name, [])) for name in _CURVE_KEYS})

@@ -12,6 +12,7 @@ import pytest
 from archsearch.config.study_config import load_study_config
 from archsearch.export.selection import select_trials
 from archsearch.search.pick import Scored, pick, scored
+from archsearch.search import rerank
 from archsearch.search.rerank import standard_error
 from archsearch.search.study import run
 from archsearch.search.summary import summary
@@ -28,9 +29,9 @@ def _candidate(number: int, value: float, se: float | None, *, macs: int, latenc
 def test_the_standard_error_is_the_folds_spread_over_root_k() -> None:
     folds = [0.90, 0.92, 0.91]
     sd = math.sqrt(((0.90 - 0.91) ** 2 + (0.92 - 0.91) ** 2) / 2)
-    assert standard_error(folds, 0.91, 0.91) == pytest.approx(sd / math.sqrt(3))
-    assert standard_error(folds, 0.455, 0.91) == pytest.approx(sd / math.sqrt(3) / 2)  # a reward half the accuracy
-    assert standard_error([0.9], 0.9, 0.9) is None
+    assert standard_error(folds) == pytest.approx(sd / math.sqrt(3))
+    assert standard_error([-0.31, -0.29, -0.30]) == pytest.approx(sd / math.sqrt(3))  # values of val_loss folds
+    assert standard_error([0.9]) is None
 
 
 def test_a_best_clear_of_the_noise_is_the_pick() -> None:
@@ -72,6 +73,9 @@ def test_a_cross_validated_study_shows_the_noise_and_exports_the_summarys_pick(w
     study = run(config, stream=None, progress=False)
     ranked = scored(study, config)
     assert len(ranked) >= 2 and all(c.se is not None and c.se >= 0 for c in ranked)
+    for c in ranked:  # each fold's value kept; the standard error is theirs
+        result = rerank.results(study, config)[c.trial.number]
+        assert len(result["fold_values"]) == 3 and c.se == pytest.approx(standard_error(result["fold_values"]))
     chosen = pick(ranked)
     assert chosen is not None
     text = summary(study, config)

@@ -57,7 +57,7 @@ def scored(study: optuna.Study, config: StudyConfig) -> list[Scored]:
         if number not in trials:
             continue
         record = TrialRecord.of(trials[number])
-        se = standard_error(list(result.get("folds") or []), result["value"], result["val_accuracy"])
+        se = standard_error(_fold_values(result))
         out.append(Scored(trials[number], result["value"], se, record.latency_ms, record.macs))
     return sorted(out, key=lambda s: (-s.value, s.trial.number))
 
@@ -82,3 +82,12 @@ def _within_noise(best: Scored, other: Scored) -> bool:
     if best.se is None or other.se is None:
         return False
     return best.value - other.value <= math.sqrt(best.se ** 2 + other.se ** 2)
+
+
+def _fold_values(result: dict) -> list[float]:
+    """Each fold's value: recorded (``fold_values``), or, in a result recorded before they were, each fold's
+    accuracy scaled as the value is (then always the accuracy, or a reward proportional to it)."""
+    if "fold_values" in result:
+        return [float(v) for v in result["fold_values"]]
+    folds, accuracy = result.get("folds") or [], result["val_accuracy"]
+    return [a * result["value"] / accuracy for a in folds] if accuracy else list(folds)

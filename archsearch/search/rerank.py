@@ -168,8 +168,8 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
         if config.rerank.folds:
             # a dead worker's claim on this recipe keeps the folds it finished
             done = list(current.get("done", [])) if isinstance(current, dict) and current.get("recipe") == want else []
-            accuracy, epochs, seconds, folds, val_loss = _cross_validate(study, key, want, config, objective, arch,
-                                                                         done)
+            accuracy, epochs, seconds, folds, losses = _cross_validate(study, key, want, config, objective, arch, done)
+            val_loss = None if losses is None else sum(losses) / len(losses)
         else:
             study.set_user_attr(key, {"worker": worker_id(), "recipe": want})
             data = objective.data_for(arch.resolution)
@@ -177,14 +177,22 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
                                        train_cfg, device=objective.device, preprocess=data.preprocess())
             accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
-            val_loss = result.curve.last_val_loss
-        # the search's score (objective.score); under folds the mean of the folds' (each linear in the fold's measure)
-        value = objective.score(accuracy, arch_cost(arch), rec.latency_ms, val_loss=val_loss)
-        record = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
-        study.set_user_attr(key, record if folds is None else {**record, "folds": folds})
-        tag = f" [{rec.baseline}]" if rec.baseline is not None else ""
+            val_loss, losses = result.curve.last_val_loss, None
+        # the search's score (objective.score); under folds the mean of the folds' values (one training: one value;
+        # a pareto study has no re-rank, so the value is one number)
+        cost = arch_cost(arch)
+        value = objective.score(accuracy, cost, rec.latency_ms, val_loss=val_loss)
         assert not isinstance(value, tuple)  # one objective: a re-rank is refused for pareto
-        se = None if folds is None else standard_error(folds, value, accuracy)
+        record: dict = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
+        se = None
+        if folds is not None:  # each fold's own value: their spread is the score's noise
+            fold_losses: list[float | None] = list(losses) if losses is not None else [None] * len(folds)
+            fold_values = [float(objective.score(a, cost, rec.latency_ms, val_loss=loss))  # type: ignore[arg-type]
+                           for a, loss in zip(folds, fold_losses, strict=True)]
+            record.update(folds=folds, fold_values=fold_values)
+            se = standard_error(fold_values)
+        study.set_user_attr(key, record)
+        tag = f" [{rec.baseline}]" if rec.baseline is not None else ""
         how = "" if folds is None else (f" ± {se:.4f}" if se is not None else "") + (
             f", mean of {len(folds)} folds ({' '.join(f'{a:.4f}' for a in folds)})")
         say(f"re-rank trial {t.number:>4}  search {t.values[0]:.4f} -> {accuracy:.4f} after "
@@ -193,10 +201,10 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
 
 
 def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConfig, objective: Objective,
-                    arch: Arch, done: list[dict]) -> tuple[float, int, float, list[float], float | None]:
+                    arch: Arch, done: list[dict]) -> tuple[float, int, float, list[float], list[float] | None]:
     """Train ``arch`` once per fold not in ``done`` (each fold's result kept in the claim as it finishes);
-    the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies, the mean
-    held-out loss (None where a fold has none: a claim by an archsearch before ``objective.score``)."""
+    the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies and
+    held-out losses (None where a fold has none: a claim by an archsearch before ``objective.score``)."""
     k, seed = _section(config).folds, config.training.seed
     assert k is not None  # called for a re-rank with folds
     data = objective.data_for(arch.resolution)
@@ -218,16 +226,15 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
         study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})
     accuracies = [d["val_accuracy"] for d in done]
     losses = [d["val_loss"] for d in done if d.get("val_loss") is not None]
-    val_loss = sum(losses) / k if len(losses) == k else None
-    return (sum(accuracies) / k, min(d["epochs"] for d in done), sum(d["seconds"] for d in done), accuracies, val_loss)
+    return (sum(accuracies) / k, min(d["epochs"] for d in done), sum(d["seconds"] for d in done), accuracies,
+            losses if len(losses) == k else None)
 
 
-def standard_error(folds: list[float], value: float, accuracy: float) -> float | None:
-    """The standard error of a score ``value`` that is the mean of the fold accuracies ``folds`` (scaled where the
-    score is a reward proportional to the accuracy); None for fewer than two folds."""
-    k = len(folds)
+def standard_error(values: list[float]) -> float | None:
+    """The standard error of the mean of ``values`` (the sample standard deviation over the square root of their
+    number); None for fewer than two."""
+    k = len(values)
     if k < 2:
         return None
-    mean = sum(folds) / k
-    se = math.sqrt(sum((a - mean) ** 2 for a in folds) / (k - 1) / k)
-    return se * abs(value / accuracy) if accuracy else se
+    mean = sum(values) / k
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1) / k)

@@ -564,19 +564,20 @@ class _RunsACommand:
 
 
 def test_exports_load_weights_only(tmp_path):
-    export = pytest.importorskip("archsearch.export.folder", reason="archsearch/export/folder.py is not there yet")
+    from archsearch.export import codegen, folder as export, formats
+
     arch = effnet(0.25, in_chs=1, resolution=8, num_classes=4)
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / export.ARCH_FILE).write_text(json.dumps(arch.to_dict()))
-    (folder / export.MODEL_FILE).write_text(export.model_source(arch))
+    (folder / formats.ARCH_FILE).write_text(json.dumps(arch.to_dict()))
+    (folder / codegen.MODEL_FILE).write_text(codegen.model_source(arch))
     marker = tmp_path / "pwned"
-    torch.save({"stem.conv.weight": _RunsACommand(marker)}, folder / export.WEIGHTS_FILE)
+    torch.save({"stem.conv.weight": _RunsACommand(marker)}, folder / formats.WEIGHTS_FILE)
 
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         export.load(folder)
     # the standalone model.py of the export loads the same way
-    proc = subprocess.run([sys.executable, export.MODEL_FILE], cwd=folder, env=ONE_THREAD_ENV, capture_output=True,
+    proc = subprocess.run([sys.executable, codegen.MODEL_FILE], cwd=folder, env=ONE_THREAD_ENV, capture_output=True,
                           text=True, timeout=DEADLINE_S)
     assert proc.returncode != 0 and "Weights only load failed" in proc.stderr, proc.stderr[-2000:]
     assert not marker.exists(), "loading an export ran a command"

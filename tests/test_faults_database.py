@@ -25,7 +25,7 @@ from tests.hosts import PgServer, postgres_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-N_TRIALS = 10
+N_TRIALS = 8
 
 pytestmark = pytest.mark.skipif(postgres_bindir() is None or os.geteuid() != 0,
                                 reason="needs PostgreSQL's server binaries (apt-get install postgresql) and root "
@@ -44,7 +44,7 @@ def _study(folder: Path, url: str, **extra: Any) -> Path:
     """A study whose trials take a second or two (the fault lands while they train)."""
     study = copy.deepcopy(TINY_STUDY)
     study.update(storage=url, n_trials=N_TRIALS, **extra)
-    study["dataset"]["options"].update(n_train=12000, n_test=500, resolution=16)
+    study["dataset"]["options"].update(n_train=8000, n_test=500, resolution=16)
     study["budget"] = {"max_macs": 400000}  # at 16x16: every candidate and baseline fits
     study["enqueue_baselines"] = True
     study["training"]["epochs"] = 2

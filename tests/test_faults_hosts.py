@@ -24,7 +24,7 @@ from tests.conftest import TINY_SPACE, TINY_STUDY
 from tests.hosts import Hosts, PgServer, hosts_unavailable, postgres_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
-N_TRIALS = 10
+N_TRIALS = 8
 HEARTBEAT_S, GRACE_S = 1, 4
 
 
@@ -46,10 +46,10 @@ def test_a_host_that_vanishes_mid_trial_loses_nothing(tmp_path: Path, hosts: Hos
         study = copy.deepcopy(TINY_STUDY)
         study.update(storage=server.url, n_trials=N_TRIALS,
                      recovery={"heartbeat_s": HEARTBEAT_S, "grace_s": GRACE_S})
-        study["dataset"]["options"].update(n_train=12000, n_test=500, resolution=16)
+        study["dataset"]["options"].update(n_train=8000, n_test=500, resolution=16)
         study["budget"] = {"max_macs": 400000}  # at 16x16: every candidate and baseline fits
         study["enqueue_baselines"] = True
-        study["training"]["epochs"] = 3  # a few seconds a trial: the power cut lands in one
+        study["training"]["epochs"] = 2  # seconds a trial: the power cut lands in one
         (tmp_path / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
         (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -43,3 +43,27 @@ def test_fail_a_trial_through_the_storage(tmp_path) -> None:
     assert failed.state == TrialState.FAIL and failed.user_attrs == {"swept": True}
     with pytest.raises(RuntimeError):  # finished already: what recovery catches
         fail_trial_of_another_process(study, failed, {"swept": True})
+
+
+def test_the_heartbeat_sweep_asks_the_storage_for_stale_trials_before_it_fails_them(tmp_path) -> None:
+    """``fail_stale_trials`` calls ``BaseHeartbeat._get_stale_trial_ids`` and only then fails the trials: where
+    archsearch's StudyStorage marks them as a lost worker's (``swept``), and calls the stale-trial callback after."""
+    import time
+
+    from archsearch.config.storage import make_storage
+    from archsearch.search.optuna_internals import fail_stale_trials
+
+    called = []
+    storage = make_storage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_s=1, grace_s=2, stale_attrs={"swept": True},
+                           stale_callback=lambda study, trial: called.append(trial.number))
+    study = optuna.create_study(storage=storage)
+    with pytest.warns(UserWarning, match="Heartbeat"):  # ask() outside optimize(): Optuna says so
+        trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    time.sleep(3)  # older than the grace period: stale
+    fail_stale_trials(study)
+    [stale] = study.get_trials()
+    assert stale.state == TrialState.FAIL, "optuna.storages.fail_stale_trials no longer fails a stale trial"
+    assert stale.user_attrs == {"swept": True}, \
+        "fail_stale_trials no longer asks BaseHeartbeat._get_stale_trial_ids first: StudyStorage cannot mark the trial"
+    assert called == [stale.number]

@@ -4,17 +4,16 @@ resumes, and leaves no half-written export folder. A real file system that fills
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import DIGITS
 
 from archsearch.config.study_config import load_study_config
 from archsearch.search.study import run
-
-from conftest import DIGITS
+from tests.faults import tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -22,18 +21,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 2 MiB tmpfs mounted at ``tmp_path / "disk"`` (skipped where this process may not mount one)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True,
-                          text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "2m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def test_an_export_onto_a_full_disk_says_so_in_one_line_and_leaves_no_half_folder(write_study, tmp_path: Path,

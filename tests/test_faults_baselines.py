@@ -4,19 +4,16 @@ tries (one that kills its worker, such as the out-of-memory killer's pick) is gi
 
 from __future__ import annotations
 
-import copy
 import datetime
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from archsearch.config.study_config import load_study_config
@@ -25,28 +22,18 @@ from archsearch.search.study import open_study
 from archsearch.search.summary import summary
 from archsearch.search.trial_record import TrialRecord
 from benchmarks.faults import invariants
-from tests.conftest import TINY_SPACE, TINY_STUDY
+from tests.faults import ENV, fault_study, search_argv
 
-ROOT = Path(__file__).resolve().parents[1]
 N_TRIALS = 8
 
 
 def _study(folder: Path) -> Path:
-    study = copy.deepcopy(TINY_STUDY)
-    study.update(n_trials=N_TRIALS, enqueue_baselines=True, budget={"max_macs": 400000})
-    study["dataset"]["options"].update(n_train=6000, n_test=500, resolution=16)
-    study["training"]["epochs"] = 2
-    (folder / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return fault_study(folder, n_trials=N_TRIALS, n_train=6000)
 
 
 def _start(path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "archsearch.cli", "search", str(path), "--workers", "2",
-                             "--no-progress"], cwd=path.parent, env={**os.environ, "OMP_NUM_THREADS": "1",
-                                                                     "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(search_argv(path, 2), cwd=path.parent, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def _kill_when_running(proc: subprocess.Popen[str], url: str, family: str, retry_of: int | None) -> int:

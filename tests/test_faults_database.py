@@ -8,23 +8,18 @@ invariants of the crash-point test (benchmarks/faults/invariants.py).
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from benchmarks.faults import invariants
-from tests.conftest import TINY_SPACE, TINY_STUDY
+from tests.faults import ENV, fault_study, search_argv
 from tests.hosts import PgServer, postgres_bindir
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 N_TRIALS = 8
 
 pytestmark = pytest.mark.skipif(postgres_bindir() is None or os.geteuid() != 0,
@@ -41,22 +36,11 @@ def server() -> Any:
 
 
 def _study(folder: Path, url: str, **extra: Any) -> Path:
-    """A study whose trials take a second or two (the fault lands while they train)."""
-    study = copy.deepcopy(TINY_STUDY)
-    study.update(storage=url, n_trials=N_TRIALS, **extra)
-    study["dataset"]["options"].update(n_train=8000, n_test=500, resolution=16)
-    study["budget"] = {"max_macs": 400000}  # at 16x16: every candidate and baseline fits
-    study["enqueue_baselines"] = True
-    study["training"]["epochs"] = 2
-    (folder / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    return path
+    return fault_study(folder, n_trials=N_TRIALS, storage=url, **extra)
 
 
 def _search(path: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "archsearch.cli", "search", str(path), "--workers", "2",
-                             "--no-progress"], cwd=path.parent, env=ENV, stdout=subprocess.PIPE,
+    return subprocess.Popen(search_argv(path, 2), cwd=path.parent, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 

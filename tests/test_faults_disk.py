@@ -5,40 +5,24 @@ intact (SQLite's integrity check; the journal reads back); once space is freed t
 
 from __future__ import annotations
 
-import copy
-import os
-import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from benchmarks.faults import invariants
-from tests.conftest import TINY_SPACE, TINY_STUDY
+from tests.faults import ENV, fault_study, search_argv, tmpfs
 
-ROOT = Path(__file__).resolve().parents[1]
 N_TRIALS = 12
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 16 MiB tmpfs at ``tmp_path / "disk"`` (skipped where this process may not mount one)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root")
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(disk)], capture_output=True,
-                          text=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "16m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 def _fill(disk: Path) -> Path:
@@ -56,13 +40,8 @@ def _fill(disk: Path) -> Path:
 @pytest.mark.parametrize("storage", ["sqlite:///study.db", "journal:study.journal"])
 def test_a_disk_that_fills_under_the_study_stops_it_whole_and_the_same_command_resumes(
         small_disk: Path, storage: str) -> None:
-    study = copy.deepcopy(TINY_STUDY)
-    study.update(storage=storage, n_trials=N_TRIALS, enqueue_baselines=True, budget={"max_macs": 400000})
-    study["dataset"]["options"].update(n_train=6000, n_test=500, resolution=16)
-    (small_disk / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
-    (small_disk / "study.yaml").write_text(yaml.safe_dump(study))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "archsearch.cli", "search", "study.yaml", "--workers", "2", "--no-progress"]
+    fault_study(small_disk, n_trials=N_TRIALS, n_train=6000, epochs=1, storage=storage)
+    env, command = ENV, search_argv("study.yaml", 2)
     url = f"sqlite:///{small_disk / 'study.db'}" if storage.startswith("sqlite") else \
         f"journal:{small_disk / 'study.journal'}"
     import optuna

@@ -7,23 +7,18 @@ here. The trial is failed once its heartbeat is ``grace_s`` old, and run again.
 
 from __future__ import annotations
 
-import copy
 import datetime
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from benchmarks.faults import invariants
 from archsearch.search.trial_record import TrialRecord
-from tests.conftest import TINY_SPACE, TINY_STUDY
+from benchmarks.faults import invariants
+from tests.faults import ENV, fault_study, search_argv
 from tests.hosts import Hosts, PgServer, hosts_unavailable, postgres_bindir
 
-ROOT = Path(__file__).resolve().parents[1]
 N_TRIALS = 8
 HEARTBEAT_S, GRACE_S = 1, 4
 
@@ -43,17 +38,9 @@ def hosts() -> Any:
 def test_a_host_that_vanishes_mid_trial_loses_nothing(tmp_path: Path, hosts: Hosts) -> None:
     server = PgServer(hosts=hosts, netns=0)
     try:
-        study = copy.deepcopy(TINY_STUDY)
-        study.update(storage=server.url, n_trials=N_TRIALS,
-                     recovery={"heartbeat_s": HEARTBEAT_S, "grace_s": GRACE_S})
-        study["dataset"]["options"].update(n_train=8000, n_test=500, resolution=16)
-        study["budget"] = {"max_macs": 400000}  # at 16x16: every candidate and baseline fits
-        study["enqueue_baselines"] = True
-        study["training"]["epochs"] = 2  # seconds a trial: the power cut lands in one
-        (tmp_path / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE))
-        (tmp_path / "study.yaml").write_text(yaml.safe_dump(study))
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        argv = [sys.executable, "-m", "archsearch.cli", "search", "study.yaml", "--workers", "1", "--no-progress"]
+        fault_study(tmp_path, n_trials=N_TRIALS, storage=server.url,
+                    recovery={"heartbeat_s": HEARTBEAT_S, "grace_s": GRACE_S})
+        env, argv = ENV, search_argv("study.yaml", 1)
         logs = [tmp_path / "host1.log", tmp_path / "host2.log"]
         hosts.spawn(1, argv, cwd=tmp_path, env=env, log=logs[0])
         survivor = hosts.spawn(2, argv, cwd=tmp_path, env=env, log=logs[1])

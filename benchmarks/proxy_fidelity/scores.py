@@ -114,7 +114,28 @@ def score_table(out: Path, recipes: list[str], seed_pair: tuple[str, str], noise
         lines += ["", f"Against the mean of the reference's 2 seeds ({len(ref2)} architectures):", "",
                   "| recipe | score | Kendall tau [90%] | Spearman | top 5 | archs | cost per candidate |",
                   "|---|---|---|---|---|---|---|", *_recipe_lines(rows, recipes, ref2)]
+        lines += ["", *_noise_lines(rows, ref, ref2, noise, seed_pair)]
     return lines
+
+
+def _noise_lines(rows: dict[tuple[int, str], dict], ref: dict[int, float], ref2: dict[int, float], noise: str,
+                 seed_pair: tuple[str, str]) -> list[str]:
+    """How far apart the top of the 2-seed reference is, against how far one training moves with its seed."""
+    top = sorted(ref2.values(), reverse=True)
+    moves_ref = [abs(ref[i] - rows[(i, noise)]["accuracy"]) * 100 for i in ref2]
+    first, second = seed_pair
+    pair = [i for i in ref2 if (i, first) in rows and (i, second) in rows]
+    moves_proxy = [abs(rows[(i, first)]["accuracy"] - rows[(i, second)]["accuracy"]) * 100 for i in pair]
+    out = [f"The top {TOP} of the 2-seed reference span {(top[0] - top[TOP - 1]) * 100:.2f} points (all "
+           f"{len(top)}: {(top[0] - top[-1]) * 100:.2f}); one reference training moves {statistics.median(moves_ref):.2f} "
+           f"points with its seed (median, max {max(moves_ref):.2f})"]
+    if len(pair) >= 5:
+        mean = [(rows[(i, first)]["accuracy"] + rows[(i, second)]["accuracy"]) / 2 for i in pair]
+        st = rank_stats(mean, [ref2[i] for i in pair])
+        out[0] += (f", one {first} training {statistics.median(moves_proxy):.2f} (max {max(moves_proxy):.2f}); the "
+                   f"mean of {first}'s 2 seeds ranks them at tau {st['tau']:.3f} against the 2-seed reference "
+                   f"({len(pair)} architectures)")
+    return out
 
 
 def _recipe_lines(rows: dict[tuple[int, str], dict], recipes: list[str], ref: dict[int, float]) -> list[str]:

@@ -127,8 +127,8 @@ def _noise_lines(rows: dict[tuple[int, str], dict], ref: dict[int, float], ref2:
     pair = [i for i in ref2 if (i, first) in rows and (i, second) in rows]
     moves_proxy = [abs(rows[(i, first)]["accuracy"] - rows[(i, second)]["accuracy"]) * 100 for i in pair]
     out = [f"The top {TOP} of the 2-seed reference span {(top[0] - top[TOP - 1]) * 100:.2f} points (all "
-           f"{len(top)}: {(top[0] - top[-1]) * 100:.2f}); one reference training moves {statistics.median(moves_ref):.2f} "
-           f"points with its seed (median, max {max(moves_ref):.2f})"]
+           f"{len(top)}: {(top[0] - top[-1]) * 100:.2f}); one reference training moves "
+           f"{statistics.median(moves_ref):.2f} points with its seed (median, max {max(moves_ref):.2f})"]
     if len(pair) >= 5:
         mean = [(rows[(i, first)]["accuracy"] + rows[(i, second)]["accuracy"]) / 2 for i in pair]
         st = rank_stats(mean, [ref2[i] for i in pair])

@@ -1,6 +1,6 @@
 """A study's database storage as the search uses it: Optuna's, with two faults beyond one process handled.
 
-:class:`StudyStorage` wraps an RDB storage (Optuna's cached one):
+:class:`StudyStorage` wraps a study's storage (an RDB storage behind Optuna's cache, or a journal file):
 
 - **A database server that goes away** for a while (a restart, a failover) pauses the search instead of ending
   it (``reconnect_s``, PostgreSQL/MySQL): a call that fails because the connection is gone is tried again, with a
@@ -17,6 +17,10 @@ A write whose commit reached the server just before the connection dropped may b
 Optuna makes is idempotent but two: ``set_trial_state_values`` (a second try finds the trial finished; it is
 taken as done where the trial holds the state asked for) and ``create_new_trial`` (a second try makes a
 second trial; the first has no worker and is swept as unclaimed, see :mod:`archsearch.search.recovery`).
+
+It leans on two parts of Optuna that are not public: the ``BaseHeartbeat`` interface it implements, and
+``fail_stale_trials`` asking ``_get_stale_trial_ids`` before it fails the trials; tests/test_optuna_internals.py
+checks both (with :mod:`archsearch.search.optuna_internals`, which keeps the others).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ _SQLITE_FULL = 13  # sqlite3.SQLITE_FULL
 
 _FIRST_PAUSE_S = 0.5
 _MAX_PAUSE_S = 10.0
+
 
 def disk_full(error: BaseException) -> bool:
     """Whether ``error`` (or what caused it) says the disk is full: ENOSPC, or SQLite's SQLITE_FULL."""
@@ -74,9 +79,9 @@ def lost_connection(error: BaseException) -> bool:
 
 
 class StudyStorage(BaseStorage, BaseHeartbeat):
-    """``backend`` (an RDB storage, behind Optuna's cache), with each call retried for up to ``reconnect_s``
-    seconds while the database is unreachable (None: not retried), and ``stale_attrs`` set on the trials the
-    heartbeat finds stale. ``name`` (the redacted URL) is what the messages call it."""
+    """``backend`` (an RDB storage, behind Optuna's cache, or a journal storage), with each call retried for up
+    to ``reconnect_s`` seconds while the database is unreachable (None: not retried), and ``stale_attrs`` set on
+    the trials the heartbeat finds stale. ``name`` (the redacted URL) is what the messages call it."""
 
     def __init__(self, backend: BaseStorage, *, reconnect_s: float | None, name: str, folder: Path | None = None,
                  stale_attrs: dict[str, Any] | None = None, say: Callable[[str], None] | None = None) -> None:

@@ -11,6 +11,7 @@ IDX files are not installed.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -21,8 +22,11 @@ from conftest import Killed, killed_after_first_epoch
 from optuna.trial import TrialState
 
 from archsearch.config.storage import make_storage
+from archsearch.search import rerank
+from archsearch.search.study import open_study
 from benchmarks.fashion_mnist import level as level_module
 from benchmarks.fashion_mnist import run as fashion_mnist
+from benchmarks.fashion_mnist.search import search_record, study_digest
 from benchmarks.rerank_fidelity import run as rerank_fidelity
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +234,8 @@ def test_space_file_replaces_the_studys_space_and_joins_the_settings(tmp_path: P
         (["--quick", "--readme"], "--quick figures are only a smoke check"),
         (["--head-hidden", "0,64,x"], "--head-hidden: expected comma-separated integers such as 0,64,128"),
         (["--head-hidden", "0,-64"], "--head-hidden: expected distinct integers >= 0, got '0,-64'"),
+        (["--rerank-folds", "1"], "--rerank-folds: expected an integer from 2 to 20, got '1'"),
+        (["--rerank-folds", "x"], "--rerank-folds: expected an integer from 2 to 20, got 'x'"),
     ],
 )
 def test_bad_options_are_named(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -246,3 +252,75 @@ def test_a_device_that_is_not_here_is_named_before_anything_runs(device: str, tm
         fashion_mnist.main(["--quick", "--device", device, "--results", str(tmp_path / "r.jsonl"),
                            "--work", str(tmp_path / "w")])
     assert not (tmp_path / "r.jsonl").exists()
+
+
+FOLDS_PICK = ROOT / "benchmarks" / "fashion_mnist" / "folds_pick"
+
+
+def _readme_command(folder: Path) -> list[str]:
+    """The options of the ``python -m benchmarks.fashion_mnist.run`` command in ``folder``'s README."""
+    lines = [line for line in (folder / "README.md").read_text().splitlines()
+             if line.startswith("python -m benchmarks.fashion_mnist.run ")]
+    assert len(lines) == 1, lines
+    return shlex.split(lines[0])[3:]
+
+
+def test_rerank_folds_reranks_copies_of_the_finished_1m_and_10m_searches(tmp_path: Path) -> None:
+    bench = fashion_mnist
+    args = bench.parse_args(_readme_command(FOLDS_PICK))
+    settings = bench.settings_of(args)
+    assert settings == bench.dataclasses.replace(bench.FULL, rerank_folds=3) and args.threads == 1
+    assert args.levels == ["1m", "10m"] and args.parts == ["search", "rows"]
+    # its own results file, which the command's settings match (its first line), holding the main file's 1M and
+    # 10M baseline rows as they are there
+    results = bench.Results((ROOT / args.results).resolve())
+    assert results.path == FOLDS_PICK / "results.jsonl" != bench.RESULTS
+    assert next(iter(results.read())) == "settings"
+    bench.check_settings(results, settings, store=False)
+    main = bench.Results(bench.RESULTS).read()
+    baselines = {k: v for k, v in results.read().items() if v.get("kind") == "baseline"}
+    assert len(baselines) == 18 and all(main[k] == v for k, v in baselines.items())
+    assert {v["level"] for v in baselines.values()} == {"1m", "10m"}
+    # the study: the level's, re-ranked by 3 folds, on copies of the main benchmark's journals
+    studies = (ROOT / args.studies).resolve()
+    assert studies == FOLDS_PICK / "studies" != bench.STUDIES_DIR
+    for name in ("1m", "10m"):
+        level = bench.Level(name, tmp_path / "w", studies, results, settings)
+        plain = bench.Level(name, tmp_path / "w", bench.STUDIES_DIR, bench.Results(bench.RESULTS), bench.FULL)
+        for sampler in ("tpe", "random"):
+            config, before = level.config(sampler), plain.config(sampler)
+            assert config.rerank == bench.dataclasses.replace(before.rerank, folds=3)
+            assert (config.rerank.top, config.rerank.epochs, config.rerank.train_subset) == (5, 2, 30000)
+            assert config.fingerprint() == before.fingerprint()  # the same trials ...
+            assert study_digest(config) != study_digest(before)  # ... another pick
+            journal = studies / name / f"{sampler}.journal"
+            assert config.storage == f"journal:{journal}"
+            main_journal = bench.STUDIES_DIR / name / f"{sampler}.journal"
+            assert journal.read_bytes().startswith(main_journal.read_bytes())  # a copy, appended to by the re-rank
+
+
+def test_the_search_record_picks_among_candidates_within_the_noise_by_fewer_macs(tmp_path: Path) -> None:
+    bench = fashion_mnist
+    shutil.copytree(bench.STUDIES_DIR / "1m", tmp_path / "s" / "1m")  # the main 1M TPE search, on a copy
+    results = bench.Results(tmp_path / "r.jsonl")
+    plain = bench.Level("1m", tmp_path / "w", tmp_path / "s", results, bench.FULL).config("tpe")
+    config = bench.Level("1m", tmp_path / "w", tmp_path / "s", results,
+                         bench.dataclasses.replace(bench.FULL, rerank_folds=3)).config("tpe")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = open_study(bench.dataclasses.replace(config, rerank=None), create=False)
+    # without folds (the main run's re-rank): the best re-ranked mean, the main file's pick
+    record = search_record(study, plain, level="1m", sampler="tpe", budget=30)
+    main = bench.Results(bench.RESULTS).get("search/1m/tpe")
+    assert record["best"]["number"] == main["best"]["number"] == 11 and record["pick"]["by"] is None
+    # 3 folds: trial 11 best by 0.002, trial 21 (fewer MACs) within the noise of it, the others clear of both
+    want = rerank.recipe_key(config)
+    folds = {11: [0.858, 0.862, 0.860], 21: [0.855, 0.861, 0.858]}
+    for t in rerank.candidates(study, 5):
+        values = folds.get(t.number, [0.80, 0.80, 0.80])
+        study.set_user_attr(f"{rerank.PREFIX}{t.number}", {
+            "val_accuracy": sum(values) / 3, "value": sum(values) / 3, "epochs": 2, "seconds": 1.0, "recipe": want,
+            "folds": values, "fold_values": values})
+    record = search_record(study, config, level="1m", sampler="tpe", budget=30)
+    assert record["best"]["number"] == 21 and record["pick"] == {"tied": [11, 21], "by": "MACs"}
+    assert record["export_pick"] == 21 and record["reranked_se"]["11"] == pytest.approx(0.002 / 3 ** 0.5)
+    assert record["study"] == study_digest(config) != main["study"]

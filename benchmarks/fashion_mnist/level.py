@@ -113,6 +113,10 @@ class Level:
         if settings.rerank is not None:
             top, epochs, images = settings.rerank
             config = dataclasses.replace(config, rerank=RerankConfig(top=top, epochs=epochs, train_subset=images))
+        if settings.rerank_folds is not None:  # the same re-rank, scored by k-fold cross-validation
+            if config.rerank is None:
+                raise SystemExit(f"error: --rerank-folds: {path} has no rerank section to cross-validate")
+            config = dataclasses.replace(config, rerank=dataclasses.replace(config.rerank, folds=settings.rerank_folds))
         self.base = dataclasses.replace(config, training=proxy)
         self.final = config.training  # the final recipe: the study's own, with the settings' epochs and images
 

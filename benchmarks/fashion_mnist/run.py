@@ -47,6 +47,9 @@ the search.
 ``--head-hidden 0,64,128`` adds the space key ``head_hidden`` (a hidden FC layer in the head, 0: none) to both
 searches: an experiment beside the main file, with its own ``--results`` and ``--studies`` (the setting is stored
 with the others). ``--space FILE`` does the same with a whole space file in place of the study's ``mixed.yaml``.
+``--rerank-folds 3`` scores the study's re-rank by 3-fold cross-validation (``folds: 3``), so the pick knows each
+candidate's standard error (archsearch/search/pick.py: within the noise of the best, the lower latency or fewer
+MACs); on copies of finished journals it re-ranks those searches again without searching.
 
 This module runs the parts; ``level.py`` is one level (its searches, its rows and the final recipe),
 ``store.py`` holds the settings and the results file, ``search.py``
@@ -189,6 +192,17 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _folds(text: str) -> int:
+    """A re-rank's folds, as ``rerank.folds`` takes them (2 to 20)."""
+    try:
+        folds = int(text)
+    except ValueError:
+        folds = 0
+    if not 2 <= folds <= 20:
+        raise argparse.ArgumentTypeError(f"expected an integer from 2 to 20, got {text!r}")
+    return folds
+
+
 def _space_file(text: str) -> str:
     """A space file as stored in the settings: relative to the repository root where it lies inside it."""
     path = Path(text).resolve()
@@ -241,6 +255,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     g.add_argument("--space", type=_space_file, default=None,
                    help="a search-space file both searches use instead of the study's (mixed.yaml); the study's "
                         "space_overrides still apply")
+    g.add_argument("--rerank-folds", type=_folds, default=None,
+                   help="score the study's re-rank by k-fold cross-validation (rerank.folds: k, 2-20; default: the "
+                        "study's, one training on the validation split)")
     args = p.parse_args(argv)
     if args.readme and args.quick:
         p.error("--readme writes the benchmark's figures into docs/results.md; --quick figures are only a smoke check")

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
-from archsearch.search import rerank
+from archsearch.search import pick, rerank
 from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR
 from archsearch.search.study import COUNTED
 
@@ -88,17 +88,25 @@ def study_digest(config: StudyConfig) -> str:
 
 def search_record(study: optuna.Study, config: StudyConfig, *, level: str, sampler: str,
                   budget: int) -> dict[str, Any]:
-    """The finished search of ``budget`` trials: its network (the best searched candidate by the re-rank score
-    where it has one, else by the search score), its re-rank, its anytime curve and checkpoints."""
+    """The finished search of ``budget`` trials: its network (the searched candidate the re-rank picks where it has
+    one, else the best by the search score), its re-rank, its anytime curve and checkpoints.
+
+    The re-rank's pick is :func:`archsearch.search.pick.pick` among the searched (not baseline) candidates: the best
+    mean, or, where a cross-validated re-rank (``folds``) leaves others within the noise of it, the lower latency or
+    fewer MACs among those; without folds, the best mean. ``pick`` records the tied and what chose among them,
+    ``export_pick`` the trial ``archsearch export`` would take (the seed baselines among the candidates)."""
     candidates = searched(study)
     if not candidates:
         raise RuntimeError(f"{level}/{sampler}: the search has no complete feasible candidate beyond the baselines")
     reranked = rerank.results(study, config)
-    by_rerank = [t for t in candidates if t.number in reranked]
-    if by_rerank:
-        best = max(by_rerank, key=lambda t: (reranked[t.number]["value"], -t.number))
+    scores = pick.scored(study, config)
+    numbers = {t.number for t in candidates}
+    chosen = pick.pick([s for s in scores if s.trial.number in numbers])
+    if chosen is not None:
+        best = next(t for t in candidates if t.number == chosen.chosen.trial.number)
     else:
         best = max(candidates, key=lambda t: (t.values[0], -t.number))
+    exported = pick.pick(scores)
     trials = study.get_trials(deepcopy=False)
     curve, checkpoints = anytime(trials, budget)
     return {
@@ -114,7 +122,11 @@ def search_record(study: optuna.Study, config: StudyConfig, *, level: str, sampl
                        and "duplicate_of" not in t.user_attrs),
         "infeasible": sum(1 for t in trials if t.user_attrs.get("feasible") is False),
         "best": {**trial_record(best), "rerank": reranked.get(best.number)},
+        "pick": None if chosen is None else {"tied": [s.trial.number for s in chosen.tied], "by": chosen.by},
+        "export_pick": None if exported is None else exported.chosen.trial.number,
         "reranked": {str(n): v["val_accuracy"] for n, v in reranked.items()},
+        # each re-ranked candidate's standard error under folds (None: one training)
+        "reranked_se": {str(s.trial.number): s.se for s in scores},
         "curve": curve,
         "checkpoints": checkpoints,
         "created": now(),

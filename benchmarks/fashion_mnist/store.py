@@ -43,6 +43,9 @@ class Settings:
     # the search space file both searches use instead of the study YAML's (relative to the repository root);
     # None: the study's own (mixed.yaml). Its space_overrides (28x28 only) still apply
     space: str | None = None
+    # the re-rank scored by k-fold cross-validation (the study's rerank with ``folds: k``), which makes each
+    # candidate's standard error known to the pick (archsearch/search/pick.py); None: the study's own (no folds)
+    rerank_folds: int | None = None
 
 
 FULL = Settings(search_trials=30, search_epochs=None, search_subset=None, val_fraction=None, rerank=None,

@@ -620,3 +620,14 @@ def test_the_trials_run_with_what_existed_before_them_frozen(write_study):
     finally:
         gc.unfreeze()
     assert any(o is callers for o in gc.get_objects())
+
+
+def test_a_finished_study_with_a_new_rerank_says_the_rerank_is_left_and_runs_it(write_study):
+    path = write_study(n_trials=3, rerank={"top": 1, "epochs": 1})
+    run(load_study_config(path), stream=None, progress=False)
+    changed = load_study_config(write_study(n_trials=3, rerank={"top": 1, "epochs": 2}))  # another recipe
+    trainer, text = CountingTrainer(), io.StringIO()
+    study = run(changed, trainer=trainer, stream=text, progress=False)
+    first = text.getvalue().splitlines()[0]
+    assert first.endswith("3 of 3 trials finished; the re-rank is left to run"), first
+    assert len(study.trials) == 3 and trainer.calls >= 1  # the re-rank's trainings, no search trial

@@ -207,7 +207,8 @@ def _run(
     check_data_identity(study, config, data)
     done = 0 if created else finished_count(study)
     if stream is not None and not worker_index:  # workers: run_workers says it once
-        print(start_line(config, created, done, target), file=stream, flush=True)
+        print(start_line(config, created, done, target, reranked=created or _reranked(study, config)), file=stream,
+              flush=True)
     if done >= target and _reranked(study, config):
         recover(study, requeue=False)  # a dead worker's trial beyond the target: failed, not run again
         return study  # nothing to do: the line above says so, `archsearch report` shows the results
@@ -282,11 +283,14 @@ def _say_recovered(say: Callable[[str], None], prefix: str, swept: list[int],
         say(f"{prefix}queued again: trial {t.number} ({what}), {why}")
 
 
-def start_line(config: StudyConfig, created: bool, done: int, target: int) -> str:
-    """``new study X``, ``resuming study X: N of M trials finished`` or, when nothing is left, ``... finished``."""
+def start_line(config: StudyConfig, created: bool, done: int, target: int, *, reranked: bool = True) -> str:
+    """``new study X``, ``resuming study X: N of M trials finished`` or, when nothing is left, ``... finished``
+    (``reranked``: the config's re-rank has every result; else the trials are done and the re-rank is left)."""
     where = redact(config.storage)
     if created:
         return f"new study {config.name} ({where}): {target} trials to run"
+    if done >= target and not reranked:
+        return f"resuming study {config.name} ({where}): {done} of {target} trials finished; the re-rank is left to run"
     if done >= target:
         return (f"study {config.name} ({where}) is finished: {done} of {target} trials; nothing to run (raise "
                 f"n_trials, or pass --n-trials, to run more; `archsearch report {config.source or ''}` shows the "
@@ -354,7 +358,8 @@ def run_workers(
         target = config.n_trials if n_trials is None else n_trials
         if stream is not None:
             done = 0 if created else finished_count(study)
-            print(start_line(config, created, done, target) + f" ({workers} workers)", file=stream, flush=True)
+            line = start_line(config, created, done, target, reranked=created or _reranked(study, config))
+            print(f"{line} ({workers} workers)", file=stream, flush=True)
         if config.enqueue_baselines:  # here, before the workers start
             ensure_baselines(study, config, data, created=created)
         interrupt.check()

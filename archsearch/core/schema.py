@@ -77,6 +77,8 @@ def declared(*, kw_only: bool = False) -> Callable[[type[T]], type[T]]:
         return dc
 
     return wrap
+
+
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
 

@@ -5,6 +5,7 @@ tries (one that kills its worker, such as the out-of-memory killer's pick) is gi
 from __future__ import annotations
 
 import datetime
+import io
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from optuna.trial import TrialState
 
 from archsearch.config.study_config import load_study_config
 from archsearch.search.recovery import BASELINE_LOSSES, recover
-from archsearch.search.study import open_study
+from archsearch.search.study import open_study, run
 from archsearch.search.summary import summary
 from archsearch.search.trial_record import TrialRecord
 from benchmarks.faults import invariants
@@ -29,6 +30,13 @@ N_TRIALS = 8
 
 def _study(folder: Path) -> Path:
     return fault_study(folder, n_trials=N_TRIALS, n_train=6000)
+
+
+def _study_named(folder: Path, name: str, n_trials: int) -> Path:
+    """The same study under another name, in the same storage."""
+    (folder / name).mkdir()
+    return fault_study(folder / name, n_trials=n_trials, n_train=6000, name=name,
+                       storage=f"sqlite:///{folder / 'tiny.db'}")
 
 
 def _start(path: Path) -> subprocess.Popen[str]:
@@ -99,3 +107,44 @@ def test_a_baseline_that_kills_its_worker_every_time_is_given_up_and_named(tmp_p
     text = summary(study, config)
     assert (f"mobilenet (trial {BASELINE_LOSSES - 1} its worker died at each of {BASELINE_LOSSES} tries: given up"
             in text), text
+
+
+def test_a_finished_study_whose_baseline_an_older_archsearch_gave_up_runs_it_again(tmp_path: Path) -> None:
+    """The issue's state: n_trials done, the ShuffleNet baseline lost at its try and at its retry (the old rule
+    stopped there), the study "finished". The next start runs it, beyond n_trials, and says so."""
+    from archsearch.search.study import load_config_data
+    from archsearch.search.trial_record import BASELINES_ATTR
+    from archsearch.space import baselines
+
+    path = _study(tmp_path)
+    config = load_study_config(path)
+    run(config, stream=None, progress=False)
+    study = open_study(config, create=False)
+    _, data = load_config_data(config)
+    arch = baselines.fit_to_budget("shufflenet", in_chs=data.in_chs, resolution=data.resolution,
+                                   num_classes=data.num_classes, limits=config.budget.limits(),
+                                   bytes_per_param=config.budget.bytes_per_param)
+    assert arch is not None
+    # the old state, in a study of its own: every trained trial but ShuffleNet's, whose two tries were both lost
+    kept = [t for t in study.trials if t.state == TrialState.COMPLETE and TrialRecord.of(t).baseline != "shufflenet"]
+    config = load_study_config(_study_named(tmp_path, "legacy", len(kept)))
+    study = open_study(config)
+    for t in kept:
+        study.add_trial(t)
+    retry_of = None
+    for _ in range(2):
+        lost = optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=TrialRecord(
+            baseline="shufflenet", arch=arch.to_dict(), retry_of=retry_of, swept=True).attrs())
+        lost.datetime_start = lost.datetime_complete = datetime.datetime.now() - datetime.timedelta(minutes=5)
+        study.add_trial(lost)
+        retry_of = study.trials[-1].number
+    study.set_user_attr(BASELINES_ATTR, True)
+
+    text = io.StringIO()
+    study = run(config, stream=text, progress=False)
+    first = text.getvalue().splitlines()[0]
+    assert first.endswith("trials finished; the shufflenet baseline, still without a result, run"), first
+    trials = invariants.trials_of(config.storage, config.name)
+    [verdict] = invariants.verdicts(trials, "shufflenet")
+    assert TrialRecord.of(next(t for t in trials if t["number"] == verdict)["attrs"]).retry_of == retry_of
+    assert "without a result" not in summary(study, config)

@@ -44,7 +44,7 @@ from archsearch.space import baselines
 
 __all__ = [
     "BASELINE_LOSSES", "BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines",
-    "queue_retry", "recover", "stale_trial_callback", "sweep_dead_workers", "worker_losses",
+    "owed_baselines", "queue_retry", "recover", "stale_trial_callback", "sweep_dead_workers", "worker_losses",
 ]
 
 BASELINE_LOSSES = 4  # a seed baseline whose worker was lost at this many tries is given up (it kills its worker)
@@ -194,6 +194,25 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
             added.append(family)
     study.set_user_attr(BASELINES_ATTR, True)
     return added
+
+
+def owed_baselines(trials: list[FrozenTrial]) -> list[str]:
+    """The seed baseline families still owed a verdict that a start runs even in a study whose ``n_trials`` are
+    done: the last try queued, or ended without a verdict and not given up (a study left so by an archsearch that
+    retried a baseline only once)."""
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    last: dict[str, FrozenTrial] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if (family := records[t.number].baseline) is not None:
+            last[family] = t
+    out = []
+    for family, why in baseline_status(trials).items():
+        final = last.get(family)
+        if why is None or final is None:
+            continue
+        if final.state == TrialState.WAITING or _why(final) is not None and _may_retry(final.number, records):
+            out.append(family)
+    return out
 
 
 def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:

@@ -30,13 +30,14 @@ from archsearch.search.progress import StudyBar
 from archsearch.search.reachable import check_budget_reachable
 from archsearch.search.recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
     ensure_baselines,
+    owed_baselines,
     recover,
     stale_trial_callback,
     sweep_dead_workers,
 )
 from archsearch.search.run_loop import RunLoop
 from archsearch.search.samplers import make_pruner, make_sampler
-from archsearch.search.summary import finished_count, summary
+from archsearch.search.summary import finished_count, left_to_run, start_line, summary
 from archsearch.search.train import TrainResult, make_optimizer, resolve_device, train
 from archsearch.search.trial_record import CONFIG_ATTR, CREATED_ATTR, CREATED_BY_ATTR, FINGERPRINT_ATTR, TrialRecord
 from archsearch.search.worker_identity import worker_id
@@ -206,12 +207,14 @@ def _run(
     study, created = _open_study(config, create=True)
     check_data_identity(study, config, data)
     done = 0 if created else finished_count(study)
+    left = None if created else left_to_run(study, config, done, target)
     if stream is not None and not worker_index:  # workers: run_workers says it once
-        print(start_line(config, created, done, target, reranked=created or _reranked(study, config)), file=stream,
-              flush=True)
-    if done >= target and _reranked(study, config):
+        print(start_line(config, created, done, target, left=left), file=stream, flush=True)
+    if done >= target and left is None:
         recover(study, requeue=False)  # a dead worker's trial beyond the target: failed, not run again
         return study  # nothing to do: the line above says so, `archsearch report` shows the results
+    if done >= target:  # a baseline owed its verdict runs beyond n_trials (a study left so by an older archsearch)
+        target = done + len(owed_baselines(study.get_trials(deepcopy=False)))
     _reseed(study, config, worker_index)
     swept, queued, baselines_due = _recover(study, config, data, created=created)
     bar = StudyBar(study, target, config.training.epochs, name=config.name) if progress and stream else None
@@ -283,29 +286,6 @@ def _say_recovered(say: Callable[[str], None], prefix: str, swept: list[int],
         say(f"{prefix}queued again: trial {t.number} ({what}), {why}")
 
 
-def start_line(config: StudyConfig, created: bool, done: int, target: int, *, reranked: bool = True) -> str:
-    """``new study X``, ``resuming study X: N of M trials finished`` or, when nothing is left, ``... finished``
-    (``reranked``: the config's re-rank has every result; else the trials are done and the re-rank is left)."""
-    where = redact(config.storage)
-    if created:
-        return f"new study {config.name} ({where}): {target} trials to run"
-    if done >= target and not reranked:
-        return f"resuming study {config.name} ({where}): {done} of {target} trials finished; the re-rank is left to run"
-    if done >= target:
-        return (f"study {config.name} ({where}) is finished: {done} of {target} trials; nothing to run (raise "
-                f"n_trials, or pass --n-trials, to run more; `archsearch report {config.source or ''}` shows the "
-                f"results)")
-    return f"resuming study {config.name} ({where}): {done} of {target} trials finished"
-
-
-def _reranked(study: optuna.Study, config: StudyConfig) -> bool:
-    """Every candidate of the config's re-rank has its result (True without a re-rank)."""
-    if config.rerank is None:
-        return True
-    done = rerank.results(study, config)
-    return all(t.number in done for t in rerank.candidates(study, config.rerank.top))
-
-
 def _freeze_long_lived() -> bool:
     """Exempt what exists before the trials (torch and its compiler stack, Optuna, the data) from collection.
 
@@ -358,7 +338,8 @@ def run_workers(
         target = config.n_trials if n_trials is None else n_trials
         if stream is not None:
             done = 0 if created else finished_count(study)
-            line = start_line(config, created, done, target, reranked=created or _reranked(study, config))
+            left = None if created else left_to_run(study, config, done, target)
+            line = start_line(config, created, done, target, left=left)
             print(f"{line} ({workers} workers)", file=stream, flush=True)
         if config.enqueue_baselines:  # here, before the workers start
             ensure_baselines(study, config, data, created=created)

@@ -7,16 +7,17 @@ from collections.abc import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.config.storage import redact
 from archsearch.config.study_config import _BUDGET_FIELD, StudyConfig
 from archsearch.search import rerank
 from archsearch.search.objective import COUNTED_STATES as COUNTED
 from archsearch.search.objective import counts
 from archsearch.search.pick import Pick, pick, scored
-from archsearch.search.recovery import baseline_status
+from archsearch.search.recovery import baseline_status, owed_baselines
 from archsearch.search.trial_record import TrialRecord
 
-__all__ = ["best_trials", "finished_count", "fmt_count", "infeasible_count", "no_feasible_reason",
-           "progress_note", "summary", "trial_line"]
+__all__ = ["best_trials", "finished_count", "fmt_count", "infeasible_count", "left_to_run", "no_feasible_reason",
+           "progress_note", "reranked", "start_line", "summary", "trial_line"]
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -198,3 +199,37 @@ def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
     if not why:
         return "no feasible trial: no trial finished (raise --timeout, or run the same command again to go on)"
     return f"no feasible trial: {'; '.join(why)}; then run the same command again"
+
+
+def left_to_run(study: optuna.Study, config: StudyConfig, done: int, target: int) -> str | None:
+    """What a study whose ``n_trials`` are done still runs (None: nothing): a baseline owed its verdict, the
+    re-rank."""
+    if done < target:
+        return None
+    owed = owed_baselines(study.get_trials(deepcopy=False))
+    if owed:
+        return f"the {', '.join(owed)} baseline{'s' if len(owed) > 1 else ''}, still without a result, run"
+    return None if reranked(study, config) else "the re-rank is left to run"
+
+
+def start_line(config: StudyConfig, created: bool, done: int, target: int, *, left: str | None = None) -> str:
+    """``new study X``, ``resuming study X: N of M trials finished`` or, when nothing is left, ``... finished``
+    (``left``: what runs though the trials are done, from :func:`left_to_run`)."""
+    where = redact(config.storage)
+    if created:
+        return f"new study {config.name} ({where}): {target} trials to run"
+    if done >= target and left is not None:
+        return f"resuming study {config.name} ({where}): {done} of {target} trials finished; {left}"
+    if done >= target:
+        return (f"study {config.name} ({where}) is finished: {done} of {target} trials; nothing to run (raise "
+                f"n_trials, or pass --n-trials, to run more; `archsearch report {config.source or ''}` shows the "
+                f"results)")
+    return f"resuming study {config.name} ({where}): {done} of {target} trials finished"
+
+
+def reranked(study: optuna.Study, config: StudyConfig) -> bool:
+    """Every candidate of the config's re-rank has its result (True without a re-rank)."""
+    if config.rerank is None:
+        return True
+    done = rerank.results(study, config)
+    return all(t.number in done for t in rerank.candidates(study, config.rerank.top))

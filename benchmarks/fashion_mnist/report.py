@@ -8,6 +8,7 @@ import math
 import os
 import statistics
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def _by_seed(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 
 def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]], anytime_rows: list[dict],
-             settings: Settings) -> str:
+             settings: Settings, superseded: Sequence[dict[str, Any]] = ()) -> str:
     lines = [
         "| budget | model | epochs | test accuracy (mean ± std) | seeds | MACs | params | CPU latency "
         "| architecture |",
@@ -104,6 +105,12 @@ def markdown(entries: list[dict[str, Any]], searches: dict[str, dict[str, Any]],
                              f"{s['infeasible']} infeasible)")
         if parts:
             lines.append(f"- {level.upper()}: " + "; ".join(parts) + ".")
+    for level in LEVELS:  # searched rows another search of the level replaced (supersede.py): kept, named
+        old = [e for e in superseded if e["level"] == level]
+        if old:
+            lines.append(f"- {level.upper()}, superseded ({old[0]['why']}): " + ", ".join(
+                f"{'archsearch' if e['family'] == 'archsearch' else 'random search'} (trial {e['trial']}) "
+                f"{100 * e['acc']:.2f} ± {100 * e['std']:.2f}%" for e in old) + ".")
     long = [e for e in entries if e["kind"] == "long"]
     for e in long:
         verdict = "" if e["level"] != "3m" else \
@@ -250,7 +257,11 @@ def report(results: Results, settings: Settings, out: Path, readme: Path | None 
     anytime_rows = [e for e in done.values() if e.get("kind") == "anytime"]
     searches = {f"{e['level']}/{e['sampler']}": e for e in done.values() if e.get("kind") == "search"}
     entries = summarise(rows)
-    table = markdown(entries, searches, anytime_rows, settings)
+    # searched rows kept as superseded-searched, each group with the reason it was replaced
+    old_rows = [{**e, "kind": "searched"} for e in done.values() if e.get("kind") == "superseded-searched"]
+    why = {e["level"]: e.get("superseded", "") for e in old_rows}
+    superseded = [{**e, "why": why[e["level"]]} for e in summarise(old_rows)]
+    table = markdown(entries, searches, anytime_rows, settings, superseded)
     out.mkdir(parents=True, exist_ok=True)
     png, anytime_png = out / "accuracy_vs_macs.png", out / "anytime.png"
     if entries:
@@ -261,6 +272,9 @@ def report(results: Results, settings: Settings, out: Path, readme: Path | None 
         plot_anytime(searches, anytime_rows, final_rows, settings.anytime_level, anytime_png)
     (out / "results.md").write_text(table, encoding="utf-8")
     if readme is not None:
+        if not readme.is_file():
+            raise SystemExit(f"error: --readme-file: {readme} is not a file (the document whose results section "
+                             f"is replaced)")
         if not entries:
             raise SystemExit(f"error: --readme: no finished rows in {results.path}")
         # the plots go to the checkout's benchmarks/fashion_mnist/ (a copy's own in tests), linked from the document

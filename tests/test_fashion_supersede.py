@@ -18,37 +18,57 @@ from benchmarks.fashion_mnist import supersede
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks" / "fashion_mnist"
-WHY = "the 3-fold re-rank and the noise-aware pick"
+WHY = "the 3-fold re-rank and the noise-aware pick, issue #36"
+
+
+EXP = "folds_pick/results.jsonl"  # the experiment's results file, relative to the main one
+
+
+def _before(path: Path) -> str:
+    """The main results file as it was before the experiment's 1M searches were brought in: itself until they are;
+    after, without what moved in and with the superseded entries as they were."""
+    out = []
+    for e in map(json.loads, path.read_text().splitlines()):
+        if e.get("level") == "1m" and e.get("moved_from") == EXP:
+            continue
+        if e.get("level") == "1m" and e.get("superseded_by") == EXP:
+            e = {k: v for k, v in e.items() if k not in ("superseded", "superseded_by")}
+            e.update(key=e["key"].split("/", 2)[2], kind=e["kind"].removeprefix("superseded-"))
+        out.append(json.dumps(e, sort_keys=True) + "\n")
+    return "".join(out)
+
+
+def _rerank(yaml: Path, folds: int | None) -> None:
+    """The study's re-rank line, with ``folds`` (or without: one training a candidate)."""
+    line = "rerank: {top: 5, epochs: 2, train_subset: 30000" + (f", folds: {folds}" if folds else "") + "}"
+    text, n = re.subn(r"(?m)^rerank: .*$", line, yaml.read_text())
+    assert n == 1
+    yaml.write_text(text)
 
 
 @pytest.fixture()
 def copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """The main and folds_pick results and 1M journals, and the study YAMLs, copied; the benchmark reads the YAMLs
-    from the copy."""
-    (tmp_path / "main" / "studies").mkdir(parents=True)
-    shutil.copy(BENCH / "results.jsonl", tmp_path / "main" / "results.jsonl")
-    shutil.copytree(BENCH / "studies" / "1m", tmp_path / "main" / "studies" / "1m")
-    (tmp_path / "exp").mkdir()
-    shutil.copy(BENCH / "folds_pick" / "results.jsonl", tmp_path / "exp" / "results.jsonl")
-    shutil.copytree(BENCH / "folds_pick" / "studies" / "1m", tmp_path / "exp" / "studies" / "1m")
+    """The main results (as before the move) and 1M journals, folds_pick's beside them, and the study YAMLs with
+    one re-rank training: copies; the benchmark reads the YAMLs from the copy."""
+    main = tmp_path / "main"
+    (main / "studies").mkdir(parents=True)
+    (main / "results.jsonl").write_text(_before(BENCH / "results.jsonl"))
+    shutil.copytree(BENCH / "studies" / "1m", main / "studies" / "1m")
+    (main / "folds_pick").mkdir()
+    shutil.copy(BENCH / EXP, main / EXP)
+    shutil.copytree(BENCH / "folds_pick" / "studies" / "1m", main / "folds_pick" / "studies" / "1m")
     shutil.copytree(ROOT / "studies", tmp_path / "yaml" / "studies")
     shutil.copytree(ROOT / "search_spaces", tmp_path / "yaml" / "search_spaces")
+    _rerank(tmp_path / "yaml" / "studies" / "fmnist_1m.yaml", None)
     monkeypatch.setattr(level_module, "STUDIES", tmp_path / "yaml" / "studies")
-    return {"main": tmp_path / "main" / "results.jsonl", "studies": tmp_path / "main" / "studies",
-            "exp": tmp_path / "exp" / "results.jsonl", "exp_studies": tmp_path / "exp" / "studies",
-            "yaml": tmp_path / "yaml" / "studies" / "fmnist_1m.yaml", "work": tmp_path / "work"}
+    return {"main": main / "results.jsonl", "studies": main / "studies", "exp": main / EXP,
+            "exp_studies": main / "folds_pick" / "studies", "yaml": tmp_path / "yaml" / "studies" / "fmnist_1m.yaml",
+            "work": tmp_path / "work"}
 
 
 def _argv(c: dict[str, Path], why: str = WHY) -> list[str]:
     return ["--from", str(c["exp"]), "--from-studies", str(c["exp_studies"]), "--levels", "1m", "--why", why,
             "--results", str(c["main"]), "--studies", str(c["studies"])]
-
-
-def _fold(yaml: Path, folds: int = 3) -> None:
-    text = yaml.read_text()
-    line = "rerank: {top: 5, epochs: 2, train_subset: 30000}"
-    assert line in text
-    yaml.write_text(text.replace(line, line[:-1] + f", folds: {folds}}}"))
 
 
 def _snapshot(c: dict[str, Path]) -> dict[str, bytes]:
@@ -60,20 +80,26 @@ def test_an_experiments_searches_replace_the_main_files_and_it_resumes_with_noth
     c = copies
     before = {e["key"]: e for e in map(json.loads, c["main"].read_text().splitlines())}
     theirs = {e["key"]: e for e in map(json.loads, c["exp"].read_text().splitlines())}
-    _fold(c["yaml"])  # the study now says what the experiment ran with
+    _rerank(c["yaml"], 3)  # the study now says what the experiment ran with
     assert supersede.main(_argv(c)) == 0
     assert "8 entries superseded, 8 moved in" in capsys.readouterr().out
     after = {e["key"]: e for e in map(json.loads, c["main"].read_text().splitlines())}
     moved = [k for k in theirs if re.fullmatch(r"(search/1m/\w+|row/1m/searched/\w+/e8/s\d)", k)]
     assert len(moved) == 8
     for key in moved:
-        assert after[key] == {**theirs[key], "moved_from": "../exp/results.jsonl"}
+        assert after[key] == {**theirs[key], "moved_from": EXP}
         old = next(v for k, v in after.items() if k.startswith("superseded/") and k.endswith("/" + key))
         assert old["kind"] == "superseded-" + before[key]["kind"] and old["superseded"] == WHY
         assert {k: v for k, v in old.items() if k not in ("key", "kind", "superseded", "superseded_by")} \
             == {k: v for k, v in before[key].items() if k not in ("key", "kind")}  # kept whole
     untouched = [k for k in before if k not in moved]
     assert all(after[k] == before[k] for k in untouched)  # baselines, other levels, runs: as they were
+    committed = [e for e in map(json.loads, (BENCH / "results.jsonl").read_text().splitlines())]
+    if any(e.get("moved_from") == EXP and e.get("level") == "1m" for e in committed):  # the move made in the repo
+        def undated(e: dict) -> dict:
+            return {**e, "key": re.sub(r"^superseded/[0-9-]+/", "superseded/", e["key"])}
+        made = [undated(e) for e in map(json.loads, c["main"].read_text().splitlines()) if e.get("level") == "1m"]
+        assert made == [undated(e) for e in committed if e.get("level") == "1m"]
     for sampler in ("tpe", "random"):  # the longer journal replaced the main one
         journal = f"1m/{sampler}.journal"
         assert (c["studies"] / journal).read_bytes() == (c["exp_studies"] / journal).read_bytes()
@@ -103,11 +129,10 @@ def test_refusals_name_what_is_wrong_and_write_nothing(copies: dict[str, Path]) 
     # the YAML still says one re-rank training: the main file could not resume with the experiment's searches
     with pytest.raises(SystemExit, match=r"search/1m/tpe in .* was not searched with what studies/fmnist_1m\.yaml"):
         supersede.main(_argv(c))
-    _fold(c["yaml"], folds=2)
+    _rerank(c["yaml"], 2)
     with pytest.raises(SystemExit, match="was not searched with what"):
         supersede.main(_argv(c))
-    c["yaml"].write_text((ROOT / "studies" / "fmnist_1m.yaml").read_text())
-    _fold(c["yaml"])
+    _rerank(c["yaml"], 3)
     # a main journal that is not a prefix of the experiment's: its trials would be lost
     journal = c["studies"] / "1m" / "random.journal"
     journal.write_bytes(journal.read_bytes() + b'{"op_code": 0}\n')

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import typing
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +37,7 @@ from torch import nn
 from archsearch import EFFNET_PAPER, Arch, Stage, Stem, build
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
+from archsearch.data.preprocess import Preprocessing
 from archsearch.export.folder import export, load, model_source, save, select_trials
 from archsearch.cli.export import add_parser
 from archsearch.search.study import open_study, run
@@ -250,6 +253,32 @@ def test_weights_are_a_plain_dict_of_tensors(exported: dict[str, Any], name: str
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
+def test_model_py_names_nothing_it_does_not_define(exported: dict[str, Any], name: str, tmp_path: Path) -> None:
+    """A linter in the user's project finds no undefined name in model.py, annotations included, and
+    ``typing.get_type_hints`` resolves every class's; so too where it takes 8-bit images (``read_image``)."""
+    path = exported["folders"][name] / "model.py"
+    arch = ARCHS[name]
+    images = Preprocessing(raw="8-bit pixels", divisor=255.0, mean=(0.5,) * arch.in_chs, std=(0.25,) * arch.in_chs,
+                           source_resolution=arch.resolution, resolution=arch.resolution)
+    (tmp_path / "model.py").write_text(model_source(arch, images))
+    assert "def read_image(" in (tmp_path / "model.py").read_text()
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", "--select", "F",
+                           str(path), str(tmp_path / "model.py")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout
+    spec = importlib.util.spec_from_file_location(f"exported_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+        classes = [c for c in vars(module).values() if inspect.isclass(c) and c.__module__ == spec.name]
+        assert {"BlockSpec", "Block", "Net"} <= {c.__name__ for c in classes}
+        for cls in classes:
+            typing.get_type_hints(cls)
+    finally:
+        del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("name", list(ARCHS))
 def test_model_py_imports_only_torch_and_the_standard_library(exported: dict[str, Any], name: str) -> None:
     source = (exported["folders"][name] / "model.py").read_text()
     assert source == model_source(ARCHS[name])
@@ -259,7 +288,8 @@ def test_model_py_imports_only_torch_and_the_standard_library(exported: dict[str
             imported |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module)
-    assert imported == {"__future__", "dataclasses", "pathlib", "sys", "torch"}  # sys: `python model.py IMAGE`
+    # sys: `python model.py IMAGE`; typing: ClassVar, which the block classes annotate with
+    assert imported == {"__future__", "dataclasses", "pathlib", "sys", "torch", "typing"}
     assert "archsearch" not in {m.split(".")[0] for m in imported}
     # generated from the block classes: their search-time half (validate, cost) and the registry are left out
     assert "def cost(" not in source and "def validate(" not in source and "register_block" not in source

@@ -14,6 +14,7 @@ import builtins
 import inspect
 import sys
 import textwrap
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,9 +87,10 @@ if __name__ == "__main__":
 
     net = load()
     with torch.no_grad():
-        if len(sys.argv) > 1 and "read_image" in globals():
+        read = globals().get("read_image")  # defined above where the network takes 8-bit images
+        if len(sys.argv) > 1 and read is not None:
             for path in sys.argv[1:]:
-                print(f"{{path}}: {{CLASSES[net(read_image(path)).argmax(1).item()]}}")
+                print(f"{{path}}: {{CLASSES[net(read(path)).argmax(1).item()]}}")
         else:
             logits = net(torch.zeros(1, *INPUT_SHAPE))
             print(f"{{ARCH_ID}}: logits shape {{tuple(logits.shape)}}")
@@ -96,20 +98,29 @@ if __name__ == "__main__":
 
 
 class _Names(ast.NodeVisitor):
-    """Names a piece of code reads and binds; annotations are skipped (they stay strings in model.py)."""
+    """Names a piece of code reads and binds, and the names its annotations read apart (annotations stay
+    strings in model.py: what they name is imported where the standard library or torch has it, so that linters
+    and ``typing.get_type_hints`` find it, and otherwise left as written)."""
 
     def __init__(self) -> None:
         self.loads: set[str] = set()
         self.bound: set[str] = set()
+        self.annotated: set[str] = set()
 
     def visit_Name(self, node: ast.Name) -> None:
         (self.loads if isinstance(node.ctx, ast.Load) else self.bound).add(node.id)
 
+    def _annotation(self, node: ast.expr | None) -> None:
+        if node is not None:
+            self.annotated.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
+
     def visit_arg(self, node: ast.arg) -> None:
         self.bound.add(node.arg)
+        self._annotation(node.annotation)
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self.bound.add(node.name)
+        self._annotation(node.returns)
         for child in (*node.decorator_list, node.args, *node.body):
             self.visit(child)
 
@@ -117,6 +128,7 @@ class _Names(ast.NodeVisitor):
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         self.visit(node.target)
+        self._annotation(node.annotation)
         if node.value is not None:
             self.visit(node.value)
 
@@ -212,6 +224,13 @@ class _Closure:
                     raise ExportError(f"{obj.__qualname__} reads {name!r}, which its module does not define")
                 continue
             self._need(name, module_globals[name], obj)
+        for name in sorted(names.annotated - names.loads - names.bound - {obj.__name__}):
+            value = module_globals.get(name)
+            if value is not None and getattr(typing, name, None) is value:  # ClassVar, Any, ...
+                self._import(name, f"from typing import {name}")
+            elif inspect.ismodule(value) and _allowed_module(value.__name__) or inspect.isclass(value) and (
+                    _allowed_module(value.__module__) or value.__module__ in self.home):
+                self._need(name, value, obj)
         self._active.discard(id(obj))
         self._done.add(id(obj))
         self.sources.append(source)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -235,3 +236,37 @@ def test_the_html_can_load_plotly_from_its_cdn(make_study: Callable[..., Path]) 
     page = report(path, png=False, plotly_js="cdn").html.read_text()
     assert re.search(r'<script[^>]+src="https://cdn\.plot\.ly/', page)
     assert len(page) < inline / 20, (len(page), inline)
+
+
+def test_the_rerank_and_its_pick_of_a_real_search(tmp_path: Path) -> None:
+    """The committed 1M Fashion-MNIST search, re-ranked with 3 folds: the report shows each re-ranked candidate's
+    mean and standard error, the candidates the noise ties, and the trial export takes; the same record as the
+    benchmark's. With another re-rank recipe, it says the re-rank has not run with it."""
+    root = Path(__file__).resolve().parents[1]
+    journal = tmp_path / "tpe.journal"
+    journal.write_bytes((root / "benchmarks" / "fashion_mnist" / "studies" / "1m" / "tpe.journal").read_bytes())
+    data = yaml.safe_load((root / "studies" / "fmnist_1m.yaml").read_text())
+    data.update(storage=f"journal:{journal}", space=str(root / "search_spaces" / "mixed.yaml"))
+    assert data["rerank"] == {"top": 5, "epochs": 2, "train_subset": 30000, "folds": 3}
+    path = tmp_path / "fmnist_1m.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    text = report(path, png=False, html=False).text
+    section = text.split("re-rank (top 5, 2 epochs on 30,000 images, 3 folds):\n")[1].splitlines()
+    record = next(json.loads(line) for line in (root / "benchmarks" / "fashion_mnist" / "results.jsonl")
+                  .read_text().splitlines() if json.loads(line)["key"] == "search/1m/tpe")
+    ranked = re.findall(r"(\d+) (0\.\d{4}) ± (0\.\d{4})", section[0])
+    assert len(ranked) == len(record["reranked"]) == 8  # the 5 searched candidates and the 3 baselines
+    for number, mean, se in ranked:
+        assert float(mean) == pytest.approx(record["reranked"][number], abs=5e-5)
+        assert float(se) == pytest.approx(record["reranked_se"][number], abs=5e-5)
+    assert [float(m) for _, m, _ in ranked] == sorted((float(m) for _, m, _ in ranked), reverse=True)
+    tied = ", ".join(f"trial {n}" for n in record["pick"]["tied"])
+    assert re.fullmatch(rf"  re-rank: the best is not clear of the next by the noise \({tied.replace(', ', '.*, ')}.*"
+                        rf"\); picked trial {record['export_pick']}, the one with the lowest MACs \(.* MACs\)",
+                        section[1]), section[1]
+    assert section[2] == f"  `archsearch export` takes trial {record['export_pick']}"
+
+    data["rerank"]["folds"] = 2
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert "re-rank (top 5, 2 epochs on 30,000 images, 2 folds): not run yet with this recipe" \
+        in report(path, png=False, html=False).text

@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.storage import redact
 from archsearch.config.study_config import StudyConfig
-from archsearch.search.summary import fmt_count
+from archsearch.search.summary import best_trials, fmt_count, rerank_lines
 from archsearch.search.trial_record import COSTS, TrialRecord
 
 
@@ -155,4 +155,18 @@ def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) ->
         front = pareto_front(g.feasible, "macs")
         lines += ["", "seed baselines (same budget) against the accuracy-vs-MACs front:"]
         lines += [f"  {_baseline_line(t, front, 'macs')}" for t in sorted(g.baselines, key=lambda t: t.number)]
+    if config.rerank is not None and len(study.directions) == 1:
+        rr = config.rerank
+        recipe = (f"top {rr.top}, {rr.epochs} epochs on "
+                  f"{'all' if rr.train_subset is None else f'{rr.train_subset:,}'} images"
+                  + (f", {rr.folds} folds" if rr.folds else ""))
+        found = rerank_lines(study, config)
+        if found:
+            best = best_trials(study, config)
+            lines += ["", f"re-rank ({recipe}):", *(f"  {line}" for line in found)]
+            if best:
+                lines.append(f"  `archsearch export` takes trial {best[0].number}")
+        else:
+            lines += ["", f"re-rank ({recipe}): not run yet with this recipe (`archsearch search` runs it once the "
+                          f"study holds its trials)"]
     return "\n".join(lines)

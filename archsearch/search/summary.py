@@ -17,7 +17,7 @@ from archsearch.search.recovery import baseline_status, owed_baselines
 from archsearch.search.trial_record import TrialRecord
 
 __all__ = ["best_trials", "finished_count", "fmt_count", "infeasible_count", "left_to_run", "no_feasible_reason",
-           "progress_note", "reranked", "start_line", "summary", "trial_line"]
+           "progress_note", "rerank_lines", "reranked", "start_line", "summary", "trial_line"]
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -149,14 +149,23 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
         lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in missing.items()))
     if reranked:
         assert config is not None  # else nothing is reranked
-        ranked = scored(study, config)
-        lines.append(f"re-ranked: {len(reranked)} trial(s), best first"
-                     + (" (mean ± standard error over folds)" if any(c.se is not None for c in ranked) else "")
-                     + ": " + ", ".join(f"{c.trial.number} {c.shown()}" for c in ranked))
-        chosen = pick(ranked)
-        if chosen is not None and chosen.by is not None:
-            lines.append(_tie_line(chosen))
+        lines += rerank_lines(study, config)
     return "\n".join(lines)
+
+
+def rerank_lines(study: optuna.Study, config: StudyConfig) -> list[str]:
+    """The re-rank's results under the study's recipe, best first (with their standard errors under folds), and
+    why the pick is not the best mean where the noise ties them; none where nothing is re-ranked."""
+    ranked = scored(study, config)
+    if not ranked:
+        return []
+    lines = [f"re-ranked: {len(ranked)} trial(s), best first"
+             + (" (mean ± standard error over folds)" if any(c.se is not None for c in ranked) else "")
+             + ": " + ", ".join(f"{c.trial.number} {c.shown()}" for c in ranked)]
+    chosen = pick(ranked)
+    if chosen is not None and chosen.by is not None:
+        lines.append(_tie_line(chosen))
+    return lines
 
 
 def _tie_line(chosen: Pick) -> str:

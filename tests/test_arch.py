@@ -10,6 +10,9 @@ import torch
 from torch import nn
 
 from archsearch.network.arch import Arch, Stage, Stem
+from archsearch.network.blocks import ConvBlock, DepthwiseSeparable, EffNetBlock, ShuffleUnit
+from archsearch.network.build import build
+from archsearch.network.cost import arch_cost
 from archsearch.space.baselines import (
     EFFNET_PAPER,
     FAMILIES,
@@ -19,9 +22,6 @@ from archsearch.space.baselines import (
     mobilenet_v1,
     shufflenet_v1,
 )
-from archsearch.network.blocks import ConvBlock, DepthwiseSeparable, EffNetBlock, ShuffleUnit
-from archsearch.network.build import build
-from archsearch.network.cost import arch_cost
 from archsearch.space.search_space import load_space, sample_architectures
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -339,7 +339,7 @@ def test_effnet_paper_effnet_layers():
     blocks = [net.stem, *(b for stage in net.stages for b in stage)]
     assert all(isinstance(b, EffNetBlock) for b in blocks) and len(blocks) == 3
     assert isinstance(net.stem_pool, nn.Identity)
-    for b, (cin, mid, cout) in zip(blocks, [(3, 32, 64), (64, 64, 128), (128, 128, 256)]):
+    for b, (cin, mid, cout) in zip(blocks, [(3, 32, 64), (64, 64, 128), (128, 128, 256)], strict=True):
         assert _convs(b) == [
             (cin, mid, (1, 1), (1, 1), 1),
             (mid, mid, (1, 3), (1, 1), mid),

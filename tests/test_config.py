@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from archsearch.config.storage import make_storage
 from archsearch.config.study_config import (
     Budget,
     DatasetConfig,
@@ -29,11 +30,10 @@ from archsearch.config.study_config import (
     study_config_from_dict,
     study_schema,
 )
-from archsearch.search.samplers import make_pruner, make_sampler
-from archsearch.space.search_space import sample_shapes
-from archsearch.config.storage import make_storage
 from archsearch.core.errors import ConfigError
+from archsearch.search.samplers import make_pruner, make_sampler
 from archsearch.search.train import TrainConfig
+from archsearch.space.search_space import sample_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = REPO / "studies"

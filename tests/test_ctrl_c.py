@@ -15,12 +15,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import DIGITS
 from optuna.trial import TrialState
 
 from archsearch.config.study_config import load_study_config
 from archsearch.search.study import run
-
-from conftest import DIGITS
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 DEADLINE_S = 120

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from archsearch.data.bundle import DATASETS, DataBundle, clear_cache, load_data
 from archsearch.core.errors import ConfigError
+from archsearch.data.bundle import DATASETS, DataBundle, clear_cache, load_data
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -325,7 +325,8 @@ def test_custom_function_returning_datasets(custom_module):
         ("archsearch_no_such_module_xyz:load", {}, "cannot import module 'archsearch_no_such_module_xyz'"),
         ("{mod}:missing", {}, "has no function 'missing'"),
         ("{mod}:NOT_A_FUNCTION", {}, "has no function 'NOT_A_FUNCTION'"),
-        ("{mod}:wrong_return", {}, r"expected the function to return \(train, test\) or \(train, test, class_names\), got str"),
+        ("{mod}:wrong_return", {},
+         r"expected the function to return \(train, test\) or \(train, test, class_names\), got str"),
         ("{mod}:wrong_part", {}, r"expected an \(x, y\) pair of tensors/arrays or a torch Dataset, got dict"),
         ("{mod}:pairs", {"colour": "red"}, r"takes no option\(s\) \['colour'\]"),
         ("{mod}:datasets", {"n": 3}, r"takes no option\(s\) \['n'\]"),

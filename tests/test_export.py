@@ -30,20 +30,19 @@ import optuna
 import pytest
 import torch
 import yaml
+from conftest import TINY_SPACE, Killed, killed_after_first_epoch, study_dict
 from filelock import FileLock
 from optuna.trial import TrialState
 from torch import nn
 
 from archsearch import EFFNET_PAPER, Arch, Stage, Stem, build
+from archsearch.cli.export import add_parser
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.data.preprocess import Preprocessing
 from archsearch.export.folder import export, load, model_source, save, select_trials
-from archsearch.cli.export import add_parser
 from archsearch.search.study import open_study, run
 from archsearch.search.summary import best_trials
-
-from conftest import TINY_SPACE, Killed, killed_after_first_epoch, study_dict
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

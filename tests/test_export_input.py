@@ -17,15 +17,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_SPACE, WITHOUT_ARCHSEARCH, study_dict
 
 from archsearch import Arch, Stage, Stem, build
-from archsearch.data.bundle import load_data
 from archsearch.core.errors import ConfigError
-from archsearch.export.folder import export, load, save
+from archsearch.data.bundle import load_data
 from archsearch.data.preprocess import Preprocess, Preprocessing, WithPreprocessing
+from archsearch.export.folder import export, load, save
 from archsearch.search.study import run
-
-from conftest import TINY_SPACE, WITHOUT_ARCHSEARCH, study_dict
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": ""}
 FASHION = Path("/usr/share/datasets/fashion-mnist")

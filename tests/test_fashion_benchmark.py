@@ -1,11 +1,11 @@
 """benchmarks.fashion_mnist end to end on the real Fashion-MNIST files, at tiny sizes.
 
-One level (1 M MACs): 5 trials of each search (TPE and random, the 3 baselines among them) with a 1-epoch proxy on 500 images, a
-re-rank of the best candidate and the baselines, the final recipe on 300 images (1 epoch, 2 seeds) scored on
-the first 500 test images, the long rows (2 epochs) and the anytime checkpoints at the same level. The second
-invocation must train nothing; a row lost from the results file is trained again, and only it; ``--readme`` on a
-copy of the results file regenerates a README section without training. Skipped only where the Fashion-MNIST
-IDX files are not installed.
+One level (1 M MACs): 5 trials of each search (TPE and random, the 3 baselines among them) with a 1-epoch proxy
+on 500 images, a re-rank of the best candidate and the baselines, the final recipe on 300 images (1 epoch, 2
+seeds) scored on the first 500 test images, the long rows (2 epochs) and the anytime checkpoints at the same
+level. The second invocation must train nothing; a row lost from the results file is trained again, and only it;
+``--readme`` on a copy of the results file regenerates a README section without training. Skipped only where the
+Fashion-MNIST IDX files are not installed.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from archsearch.cli import commands as cli
-from archsearch.network.arch import make_divisible
 from archsearch.config.study_config import load_study_config
+from archsearch.network.arch import make_divisible
 from archsearch.network.cost import arch_cost
 from archsearch.space.fit import CAPPED, FITTED, INFEASIBLE, budget_use, cost_values, fit_shape, summarize
 from archsearch.space.search_space import Shape, StageShape, load_space, sample_shapes, space_from_dict
@@ -64,7 +64,7 @@ def test_a_fitted_record_is_the_largest_multiplier_within_budget(space_name):
     space, limits, fits = _fits(space_name, "fmnist_3m", 30, seed=1)
     shapes = sample_shapes(space, 30, in_chs=1, resolution=28, num_classes=10, seed=1)
     high = max(space.width_mult)
-    for shape, f in zip(shapes, fits):
+    for shape, f in zip(shapes, fits, strict=True):
         assert f.status in (FITTED, CAPPED)
         if f.status == CAPPED:
             assert f.arch == shape.at(high)
@@ -86,7 +86,7 @@ def test_breakpoints_are_where_the_record_changes():
     assert points[0] == 0.25 and points == sorted(points) and points[-1] <= 4.0 * (1 + 1e-9)
     records = [shape.at(p) for p in points]
     assert len(set(records)) > 20
-    for p, q, rec in zip(points, points[1:], records):
+    for p, q, rec in zip(points, points[1:], records, strict=False):
         assert shape.at((p + q) / 2) == rec  # constant in between: the record changes only at a point
         assert shape.at(q * (1 - 1e-6)) == rec
     assert shape.at(4.0) == records[-1]
@@ -179,7 +179,7 @@ def test_a_head_with_a_hidden_layer_is_fitted_with_the_rest():
     shapes = sample_shapes(space, 40, in_chs=1, resolution=28, num_classes=10, seed=2)
     assert {s.hidden for s in shapes} == {0, 256}
     fits = [fit_shape(s, limits, low=min(space.width_mult), high=max(space.width_mult)) for s in shapes]
-    for shape, f in zip(shapes, fits):
+    for shape, f in zip(shapes, fits, strict=True):
         assert f.arch.hidden == shape.hidden
         if f.feasible:
             assert arch_cost(f.arch).macs <= 1e6, f.arch.id

@@ -15,16 +15,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import TINY_SPACE, WITHOUT_ARCHSEARCH, study_dict
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from archsearch.core.errors import ConfigError
 from archsearch.data import image_cache
 from archsearch.data.bundle import clear_cache, load_data
-from archsearch.core.errors import ConfigError
 from archsearch.export.folder import export
 from archsearch.search.study import run
-
-from conftest import TINY_SPACE, WITHOUT_ARCHSEARCH, study_dict
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -200,7 +199,8 @@ def test_one_class_only_and_files_without_an_image_extension(tmp_path: Path) -> 
 ])
 def test_bad_arrays_name_the_file_and_key(tmp_path: Path, arrays: dict, key: str | None, match: str) -> None:
     base = {"x_train": np.zeros((4, 5, 5), np.uint8), "y_train": np.array([0, 1, 2, 1]),
-            "x_test": np.zeros((3, 5, 5), np.uint8), "y_test": np.array([0, 1, 2]), "classes": np.array(["a", "b", "c"])}
+            "x_test": np.zeros((3, 5, 5), np.uint8), "y_test": np.array([0, 1, 2]),
+            "classes": np.array(["a", "b", "c"])}
     base.update(arrays)
     np.savez(tmp_path / "bad.npz", **{k: v for k, v in base.items() if v is not None})
     with pytest.raises(ConfigError, match=match) as info:

@@ -1,4 +1,5 @@
-"""archsearch/core/interrupt.py: the first Ctrl-C waits for a safe point, a second one does not, an ignored one stays so."""
+"""archsearch/core/interrupt.py: the first Ctrl-C waits for a safe point, a second one does not, an ignored one
+stays so."""
 
 from __future__ import annotations
 

@@ -15,22 +15,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_SPACE
 from optuna.trial import TrialState
 
-from archsearch.latency import table as lat
 from archsearch.cli import latency as latency_cli
+from archsearch.cli.latency import parse_target
+from archsearch.config.study_config import LatencyTarget, load_study_config
+from archsearch.latency import table as lat
+from archsearch.latency.measure import measure_latency
+from archsearch.latency.table import LatencyTable, parts_of, table_for, table_key
 from archsearch.network.arch import Arch, Stage, Stem
 from archsearch.network.build import build
-from archsearch.config.study_config import LatencyTarget, load_study_config
-from archsearch.latency.table import LatencyTable, parts_of, table_for, table_key
-from archsearch.cli.latency import parse_target
-from archsearch.latency.measure import measure_latency
-from archsearch.space.search_space import load_space, sample_architectures
 from archsearch.search.reachable import cheapest
 from archsearch.search.study import load_config_data, open_study, run
 from archsearch.search.summary import best_trials
-
-from conftest import TINY_SPACE
+from archsearch.space.search_space import load_space, sample_architectures
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 CPU1 = LatencyTarget("cpu", 1, 1)
@@ -73,7 +72,7 @@ def test_parts_chain_like_the_built_network(arch):
     # same input sizes: each part's output is the next part's declared input
     x = torch.randn(2, arch.in_chs, arch.resolution, arch.resolution)
     with torch.inference_mode():
-        for part, module in zip(parts, modules):
+        for part, module in zip(parts, modules, strict=True):
             assert tuple(x.shape[1:]) == part.input_shape, part.key
             x = module.eval()(x)
         assert x.shape == net(torch.randn(2, arch.in_chs, arch.resolution, arch.resolution)).shape

@@ -9,8 +9,8 @@ import pytest
 from optuna.trial import TrialState
 
 from archsearch.config.study_config import load_study_config
-from archsearch.network.cost import arch_cost
 from archsearch.network.arch import Arch
+from archsearch.network.cost import arch_cost
 from archsearch.search.study import run
 from archsearch.search.summary import best_trials
 

@@ -1,4 +1,5 @@
-"""The Optuna internals archsearch uses (archsearch/search/optuna_internals.py) still exist and still behave as relied on.
+"""The Optuna internals archsearch uses (archsearch/search/optuna_internals.py) still exist and still behave as
+relied on.
 
 Each test names the private attribute it checks, so an Optuna upgrade that moves one fails here, loudly, instead
 of somewhere in a search."""
@@ -16,7 +17,8 @@ from archsearch.search.optuna_internals import cached_trials, fail_trial_of_anot
 
 def test_study_get_trials_with_use_cache() -> None:
     assert "use_cache" in inspect.signature(optuna.Study._get_trials).parameters, \
-        "optuna.Study._get_trials(use_cache=...) is gone: archsearch.search.optuna_internals.cached_trials needs another way"
+        ("optuna.Study._get_trials(use_cache=...) is gone: archsearch.search.optuna_internals.cached_trials needs "
+         "another way")
     study = optuna.create_study()
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
     trials = cached_trials(study, (TrialState.COMPLETE,))

@@ -1,4 +1,5 @@
-"""archsearch/search/parallel.py: the cores a process may use (affinity, cgroup quota), and the defaults drawn from them."""
+"""archsearch/search/parallel.py: the cores a process may use (affinity, cgroup quota), and the defaults drawn
+from them."""
 
 from __future__ import annotations
 

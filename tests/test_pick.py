@@ -8,16 +8,15 @@ import math
 
 import optuna
 import pytest
+from conftest import TINY_SPACE
 
 from archsearch.config.study_config import load_study_config
 from archsearch.export.selection import select_trials
-from archsearch.search.pick import Scored, pick, scored
 from archsearch.search import rerank
+from archsearch.search.pick import Scored, pick, scored
 from archsearch.search.rerank import standard_error
 from archsearch.search.study import run
 from archsearch.search.summary import summary
-
-from conftest import TINY_SPACE
 
 
 def _candidate(number: int, value: float, se: float | None, *, macs: int, latency_ms: float | None = None) -> Scored:

@@ -8,15 +8,14 @@ import io
 import socket
 
 import pytest
+from conftest import DIGITS
 from optuna.trial import TrialState
 
 from archsearch.config.study_config import load_study_config
-from archsearch.search.objective import BASELINE_ATTR
 from archsearch.search import recovery
+from archsearch.search.objective import BASELINE_ATTR
 from archsearch.search.recovery import baseline_status, ensure_baselines, recover
 from archsearch.search.study import COUNTED, load_config_data, open_study, run
-
-from conftest import DIGITS
 
 # the tests drive trials with ask/tell, as a worker's pieces do, on a storage with heartbeats
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")

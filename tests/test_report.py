@@ -18,13 +18,12 @@ from typing import Any
 import optuna
 import pytest
 import yaml
+from conftest import TINY_SPACE, study_dict
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import load_study_config
 from archsearch.report.study_report import _add_synthetic_trials, add_parser, pareto_front, report
 from archsearch.search.study import open_study, run
-
-from conftest import TINY_SPACE, study_dict
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 pytest.importorskip("plotly")

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_SPACE
 from optuna.trial import TrialState
 
-from archsearch.search import rerank
 from archsearch.config.study_config import load_study_config
 from archsearch.export.folder import select_trials
-from archsearch.space.fit import CAPPED, FITTED
+from archsearch.search import rerank
 from archsearch.search.study import open_study, run
 from archsearch.search.summary import best_trials, summary
 from archsearch.search.train import TrainResult, train
-
-from conftest import TINY_SPACE
+from archsearch.space.fit import CAPPED, FITTED
 
 pytestmark = pytest.mark.slow  # real searches
 
@@ -71,7 +70,7 @@ def test_rerank_trains_the_top_candidates_and_the_baselines_again_once(write_stu
     assert sorted(done) == sorted(t.number for t in top)
     assert len(top) == 2 + len(baselines) and len(baselines) >= 1
     assert trainer.epochs.count(3) == len(top)  # each trained once at the re-rank's recipe
-    for n, result in done.items():
+    for result in done.values():
         assert result["epochs"] == 3 and 0 <= result["val_accuracy"] <= 1
         assert result["recipe"]["epochs"] == 3 and result["recipe"]["train_subset"] is None
 
@@ -116,7 +115,8 @@ def test_a_dead_workers_rerank_claim_is_taken_over(write_study):
     study.set_user_attr(f"{rerank.PREFIX}999", {"worker": f"{socket.gethostname()}:999999:1",
                                                  "recipe": study.user_attrs[key]["recipe"]})
     assert not rerank.pending(study, config)
-    study.set_user_attr(f"{rerank.PREFIX}998", {"worker": rerank.worker_id(), "recipe": study.user_attrs[key]["recipe"]})
+    study.set_user_attr(f"{rerank.PREFIX}998", {"worker": rerank.worker_id(),
+                                                "recipe": study.user_attrs[key]["recipe"]})
     assert rerank.pending(study, config)  # this process's own claim: live
     study.set_user_attr(f"{rerank.PREFIX}998", None)
     trainer = CountingTrainer()
@@ -134,8 +134,8 @@ def test_fold_indices_are_a_stratified_partition_drawn_from_the_seed():
     for c in range(3):
         counts = [int((y[f] == c).sum()) for f in folds]
         assert max(counts) - min(counts) <= 1, (c, counts)
-    assert all(torch.equal(a, b) for a, b in zip(folds, rerank.fold_indices(y, 3, seed=0)))
-    assert any(not torch.equal(a, b) for a, b in zip(folds, rerank.fold_indices(y, 3, seed=1)))
+    assert all(torch.equal(a, b) for a, b in zip(folds, rerank.fold_indices(y, 3, seed=0), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(folds, rerank.fold_indices(y, 3, seed=1), strict=True))
 
 
 class FoldTrainer(CountingTrainer):
@@ -160,7 +160,7 @@ def test_a_cross_validated_rerank_scores_the_mean_of_its_folds_and_resumes_a_can
     top = rerank.candidates(study, 1)
     assert sorted(done) == sorted(t.number for t in top)
     assert any("baseline" in t.user_attrs for t in top) and "baseline" not in top[0].user_attrs
-    reranked = [s for s, e in zip(trainer.sizes, trainer.epochs) if e == 2]
+    reranked = [s for s, e in zip(trainer.sizes, trainer.epochs, strict=True) if e == 2]
     assert len(reranked) == 3 * len(top)
     pool = reranked[0][0] + reranked[0][1]  # training + held-out images of a fold
     for i, (n_train, n_held, seed) in enumerate(reranked[:3]):

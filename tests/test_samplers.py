@@ -6,13 +6,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import ReadCounter
 from optuna.trial import TrialState
 
 from archsearch.config.storage import make_storage
 from archsearch.search.samplers import ArchTPESampler, PerTrialPruner
 from archsearch.space.search_space import load_space, suggest_architecture
-
-from conftest import ReadCounter
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
 # ask/tell on a storage with heartbeats, outside optimize(): Optuna warns, and it is what these tests do

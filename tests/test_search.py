@@ -7,9 +7,9 @@ fraction of a second. Torch runs on one thread, in this process and in the subpr
 
 from __future__ import annotations
 
-import io
 import dataclasses
 import gc
+import io
 import itertools
 import os
 import signal
@@ -25,19 +25,18 @@ import optuna
 import pytest
 import torch
 import yaml
+from conftest import DIGITS, TINY_SPACE, ReadCounter
 from optuna.trial import TrialState
 
 import archsearch
-from archsearch.network.arch import Arch, Stage, Stem
-from archsearch.space.baselines import FAMILIES, fit_to_budget
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
+from archsearch.network.arch import Arch, Stage, Stem
 from archsearch.search.objective import Objective
 from archsearch.search.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers
 from archsearch.search.summary import finished_count
 from archsearch.search.train import TrainResult, train
-
-from conftest import DIGITS, TINY_SPACE, ReadCounter
+from archsearch.space.baselines import FAMILIES, fit_to_budget
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -399,7 +398,7 @@ def _smallest_macs_by_enumeration(path: Path) -> int:
     names = list(choices)
     return min(
         archsearch.arch_cost(archsearch.suggest_architecture(
-            optuna.trial.FixedTrial(dict(zip(names, combo))), space,
+            optuna.trial.FixedTrial(dict(zip(names, combo, strict=True))), space,
             in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes,
         )).macs
         for combo in itertools.product(*choices.values())

@@ -11,9 +11,9 @@ import pytest
 import torch
 import yaml
 
+from archsearch.core.errors import ConfigError
 from archsearch.network.arch import Arch, Stage, Stem
 from archsearch.network.build import build
-from archsearch.core.errors import ConfigError
 from archsearch.space.search_space import Space, load_space, space_from_dict, suggest_architecture
 
 SPACES_DIR = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -243,7 +243,7 @@ def brute_force_size(sp: Space) -> int:
         options += [st.depth, st.blocks, st.channels, st.groups, st.kernel]
     seen = set()
     for values in itertools.product(*options):
-        trial = optuna.trial.FixedTrial(dict(zip(names, values)))
+        trial = optuna.trial.FixedTrial(dict(zip(names, values, strict=True)))
         suggest_architecture(trial, sp, in_chs=1, resolution=28, num_classes=10)
         seen.add(frozenset(trial.params.items()))
     return len(seen)

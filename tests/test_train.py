@@ -8,6 +8,7 @@ import optuna
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Killed, stop_after
 from sklearn.datasets import load_digits
 from torch import nn
 
@@ -23,7 +24,6 @@ from archsearch.search.train import (
     resolve_device,
     train,
 )
-from conftest import Killed, stop_after
 
 CPU = torch.device("cpu")
 FAST = dict(epochs=5, lr=0.2, batch_size=32)  # reaches ~0.97-0.98 val accuracy on digits for seeds 0-5
@@ -184,7 +184,7 @@ def test_finished_checkpoint_gives_the_final_weights_without_training(digits: Di
     again = train(again_model, *digits, TrainConfig(**RESUME), device=CPU, checkpoint=ckpt)
     assert again.resumed_epochs == 3 and again.history == first.history
     assert again.compute_seconds == first.compute_seconds <= again.train_seconds  # the time spent before counts
-    for a, b in zip(first_model.state_dict().values(), again_model.state_dict().values()):
+    for a, b in zip(first_model.state_dict().values(), again_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert not again_model.training
 
@@ -271,7 +271,7 @@ def test_flip_mirrors_about_half_the_batch() -> None:
     out = augment_batch(x, "flip", torch.Generator().manual_seed(0))
     flipped = [torch.equal(o, x[0].flip(2)) for o in out]
     kept = [torch.equal(o, x[0]) for o in out]
-    assert all(f or k for f, k in zip(flipped, kept))
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
     assert 16 < sum(flipped) < 48
 
 

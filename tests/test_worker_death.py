@@ -14,11 +14,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import DIGITS
 from optuna.trial import TrialState
 
 from archsearch.search.summary import finished_count
-
-from conftest import DIGITS
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 DEADLINE_S = 180

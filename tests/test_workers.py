@@ -35,17 +35,16 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import TINY_SPACE
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.network.arch import Arch
-from archsearch.space.baselines import FAMILIES, effnet, fit_to_budget
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
+from archsearch.network.arch import Arch
 from archsearch.search.objective import counts
-from archsearch.space.search_space import load_space
 from archsearch.search.study import COUNTED, load_config_data, open_study, run
-
-from conftest import TINY_SPACE
+from archsearch.space.baselines import FAMILIES, effnet, fit_to_budget
+from archsearch.space.search_space import load_space
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 POLL_S = 0.05
@@ -107,7 +106,7 @@ def create_schema(url: str) -> None:
 
 def wait_all(procs: list[subprocess.Popen], logs: list[Path]) -> None:
     """Wait for every process; each must exit 0 (its stderr in the message otherwise)."""
-    for proc, log in zip(procs, logs):
+    for proc, log in zip(procs, logs, strict=True):
         try:
             proc.wait(timeout=DEADLINE_S)
         except subprocess.TimeoutExpired:
@@ -201,7 +200,7 @@ def start_together(path: Path, n: int, tmp_path: Path, tag: str) -> tuple[list[s
                 cwd=tmp_path,
                 env=ONE_THREAD_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
             ))
-    for proc, log in zip(procs, logs):
+    for proc, log in zip(procs, logs, strict=True):
         line = proc.stdout.readline()
         assert line == "ready\n", f"a worker did not start: {line!r}\n{log.read_text()[-3000:]}"
     for proc in procs:
@@ -404,7 +403,7 @@ def test_workers_killed_at_random_moments_lose_nothing(write_study, tmp_path):
         return proc, log
 
     create_schema(load_study_config(path).storage)  # processes that make it at the same instant race (xfail)
-    procs, logs = map(list, zip(start(), start()))
+    procs, logs = map(list, zip(start(), start(), strict=True))
     snapshots: list[dict[int, tuple]] = []
     killed: list[FrozenTrial | None] = []
     try:
@@ -564,7 +563,8 @@ class _RunsACommand:
 
 
 def test_exports_load_weights_only(tmp_path):
-    from archsearch.export import codegen, folder as export, formats
+    from archsearch.export import codegen, formats
+    from archsearch.export import folder as export
 
     arch = effnet(0.25, in_chs=1, resolution=8, num_classes=4)
     folder = tmp_path / "model"

@@ -1,8 +1,8 @@
 """The analytic peak activation memory against a measurement, on random networks of every shipped space.
 
-The measurement is :func:`archsearch.network.memory.measured_peak_bytes` (a ``torch.fx`` trace walked in execution order,
-each tensor alive until its last use; the module docstring states the convention). Prints, per space, how many
-of the sampled networks agree exactly, and the worst ratio where they do not.
+The measurement is :func:`archsearch.network.memory.measured_peak_bytes` (a ``torch.fx`` trace walked in execution
+order, each tensor alive until its last use; the module docstring states the convention). Prints, per space, how
+many of the sampled networks agree exactly, and the worst ratio where they do not.
 
     python -m benchmarks.cost.peak_memory                 # 200 networks of each space at 1x28x28
     python -m benchmarks.cost.peak_memory --samples 20 --input 3x32x32

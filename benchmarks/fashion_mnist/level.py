@@ -35,7 +35,8 @@ from benchmarks.common import ROOT, claim, read_json, write_json
 from benchmarks.fashion_mnist.search import now, search_record, spent, study_digest
 from benchmarks.fashion_mnist.store import LEVELS, SAMPLERS, Results, Settings, say
 
-STUDIES = ROOT / "studies"  # studies/fmnist_<level>.yaml: each level's space, proxy, budget and re-rank
+STUDIES = ROOT / "studies"
+CPU = torch.device("cpu")  # studies/fmnist_<level>.yaml: each level's space, proxy, budget and re-rank
 
 # -------------------------------------------------------------------------------------------------
 # training one row: the final recipe
@@ -54,7 +55,7 @@ def machine(device: torch.device | None = None) -> dict[str, str]:
 
 def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int, subset: int | None = None,
                 eval_limit: int | None = None, checkpoint: Path | None = None,
-                device: torch.device = torch.device("cpu")) -> dict[str, Any]:
+                device: torch.device = CPU) -> dict[str, Any]:
     """Train ``arch`` from ``seed`` on the training and validation splits (the first ``subset`` images), score
     the test split (its first ``eval_limit`` images); the measured record. With ``checkpoint``, the training
     resumes from that file when it exists and saves itself there after each epoch. On a CUDA ``device`` the
@@ -122,7 +123,8 @@ class Level:
 
     def config(self, sampler: str) -> StudyConfig:
         name = self.base.name if sampler == "tpe" else f"{self.base.name}-{sampler}"
-        cfg = dataclasses.replace(self.base, name=name, storage=f"journal:{(self.studies / f'{sampler}.journal').resolve()}")
+        journal = (self.studies / f"{sampler}.journal").resolve()
+        cfg = dataclasses.replace(self.base, name=name, storage=f"journal:{journal}")
         if sampler != "tpe":
             cfg = dataclasses.replace(cfg, sampler=SamplerConfig(sampler, self.base.sampler.seed))
         return cfg

@@ -201,7 +201,7 @@ def plot_anytime(searches: dict[str, dict[str, Any]], anytime_rows: list[dict], 
         s = searches.get(f"{level}/{sampler}")
         if not s or not s["curve"]:
             continue
-        xs, ys = zip(*s["curve"])
+        xs, ys = zip(*s["curve"], strict=True)
         ax.step(xs, [100 * y for y in ys], style, where="post", color=colors[sampler],
                 label=f"{sampler}: best-so-far validation accuracy")
     # the final test accuracy (seed 0) of each search's pick so far: its checkpoints, then its network's row
@@ -216,7 +216,7 @@ def plot_anytime(searches: dict[str, dict[str, Any]], anytime_rows: list[dict], 
         if s and final is not None:
             points.append((s["spent_seconds"], 100 * final["test_accuracy"]))
         if points:
-            xs, ys = zip(*sorted(points))
+            xs, ys = zip(*sorted(points), strict=True)
             ax.plot(xs, ys, marker, color=colors[sampler], linestyle=":",
                     label=f"{sampler}: final test accuracy of its pick so far (seed 0)")
     ax.set_xlabel("search time (summed trial seconds, one core)")

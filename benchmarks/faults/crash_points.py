@@ -193,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         points = sorted({1 + round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
     print(f"one whole run makes {total} storage writes; killing at {len(points)} of them", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = dict(zip(points, pool.map(
-            lambda k: check_point(k, storage=args.storage, two_workers=args.two_workers, ctrl_c=args.ctrl_c), points)))
+        def check(k: int) -> bool:
+            return check_point(k, storage=args.storage, two_workers=args.two_workers, ctrl_c=args.ctrl_c)
+
+        results = dict(zip(points, pool.map(check, points), strict=True))
     for k, broken in results.items():
         if broken:
             print(f"kill at write {k}: " + "; ".join(broken), flush=True)

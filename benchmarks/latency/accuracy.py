@@ -43,7 +43,8 @@ def main() -> int:
     common = ["--space", args.space, "--input", args.input, "--classes", args.classes, "--dir", args.dir,
               "--runtime", args.runtime]
     for command, samples in (("build", args.build_samples), ("check", args.samples)):
-        argv = [command, args.target, "--samples", samples, *common, *(["--rounds", args.rounds] * (command == "check"))]
+        rounds = ["--rounds", args.rounds] if command == "check" else []
+        argv = [command, args.target, "--samples", samples, *common, *rounds]
         print(f"$ archsearch latency {' '.join(argv)}", flush=True)
         ns = parser.parse_args(["latency", *argv])
         if rc := ns.func(ns):

@@ -2,8 +2,8 @@
 
 For each sampled network (``mixed.yaml`` and each single-family space), the bare network is timed in eager mode
 and in an ONNX Runtime session (:func:`archsearch.latency.measure.measure_latency`, CPU, batch 1, the same threads),
-in three interleaved rounds, the fastest of each kept, so that both see the machine in the same states. Prints the eager/ONNX Runtime
-ratio per space (median and range) and the networks that gain most and least, and draws the scatter
+in three interleaved rounds, the fastest of each kept, so that both see the machine in the same states. Prints the
+eager/ONNX Runtime ratio per space (median and range) and the networks that gain most and least, and draws the scatter
 (``benchmarks/latency/runtimes.png``). With ``--dynamo N`` it also times N networks exported by the dynamo
 exporter (as ``archsearch export`` writes ``model.onnx``) beside the TorchScript exporter the latency table uses.
 
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = pairs
         ratios = [e / o for e, o in pairs]
         worst += [(r, name, f"{arch_cost(a).macs / 1e6:.2f}M MACs, eager {e:.3f} ms, ONNX Runtime {o:.3f} ms: {a.id}")
-                  for r, a, (e, o) in zip(ratios, archs, pairs)]
+                  for r, a, (e, o) in zip(ratios, archs, pairs, strict=True)]
         print(f"{name}.yaml: {n} networks, eager {min(e for e, _ in pairs):.3f}-{max(e for e, _ in pairs):.3f} ms, "
               f"ONNX Runtime {min(o for _, o in pairs):.3f}-{max(o for _, o in pairs):.3f} ms; eager / ONNX "
               f"Runtime median {statistics.median(ratios):.1f}x (range {min(ratios):.1f}x-{max(ratios):.1f}x)",

@@ -234,7 +234,8 @@ def run_schedule(out: Path, plan: Plan, archs: list, config, data) -> None:
                 trial = study.ask()
                 curve: list[float] = []
 
-                def on_epoch(epoch: int, accuracy: float) -> None:
+                def on_epoch(epoch: int, accuracy: float, curve: list[float] = curve,
+                             trial: optuna.Trial = trial) -> None:  # this row's curve and trial, bound now
                     curve.append(accuracy)
                     trial.report(accuracy, epoch + 1)  # steps are epochs done, the pruner's resource
                     if epoch + 1 < max_epochs and trial.should_prune():

@@ -87,7 +87,7 @@ def with_baselines(out: Path, plan: Plan, rows: dict[tuple[int, str], dict], ref
         pairs = [(rows[(i, name)]["accuracy"], ref[i]["accuracy"]) for i in shipped if (i, name) in rows]
         scored = {f: m[name]["accuracy"] for f, m in found.items() if m.get(name) is not None}
         pairs += [(scored[f], found[f]["reference"]["accuracy"]) for f in scored]
-        tau = kendalltau(*zip(*pairs)).statistic if len(pairs) >= 3 else None
+        tau = kendalltau(*zip(*pairs, strict=True)).statistic if len(pairs) >= 3 else None
         order = ", ".join(f"{f} {100 * v:.2f}" for f, v in sorted(scored.items(), key=lambda kv: -kv[1]))
         lines.append(f"| {name} | {'-' if tau is None else f'{tau:.3f}'} ({len(pairs)}) | {order or '-'} |")
     return lines

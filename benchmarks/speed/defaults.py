@@ -120,7 +120,7 @@ def main() -> None:
                                     "--out", str(out), "--no-onnx", *extra], log)
                         results.setdefault(("export", load, which), []).append(s)
                         print(f"  export {load:<6} {which}: {s:7.1f} s", flush=True)
-                for run in range(args.runs):
+                for _ in range(args.runs):
                     s = _example(log)
                     results.setdefault(("example", load, "new"), []).append(s)
                     print(f"  README's Python example {load:<6}: {s:7.1f} s", flush=True)

@@ -60,7 +60,7 @@ def make_folder(root: Path, n_train: int, n_test: int) -> None:
         x, y = _idx(f"{prefix}-images-idx3-ubyte")[:n], _idx(f"{prefix}-labels-idx1-ubyte")[:n]
         for label in range(10):
             (root / part / f"class_{label}").mkdir(parents=True)
-        for i, (image, label) in enumerate(zip(x, y)):
+        for i, (image, label) in enumerate(zip(x, y, strict=True)):
             Image.fromarray(image).save(root / part / f"class_{label}" / f"{i:05d}.png")
 
 

@@ -72,11 +72,12 @@ def main() -> None:
 
         # the command a user types: the installed console script, or the same entry point from this checkout
         script = shutil.which("archsearch")
-        command = [script] if script else [sys.executable, "-c", "import sys; from archsearch.cli.commands import main; "
-                                                               "sys.exit(main(sys.argv[1:]))"]
+        entry = "import sys; from archsearch.cli.commands import main; sys.exit(main(sys.argv[1:]))"
+        command = [script] if script else [sys.executable, "-c", entry]
         cold = [fresh([*command, "report", str(path)]) for _ in range(args.repeats)]
         bare = [fresh([sys.executable, "-c", "import archsearch"]) for _ in range(args.repeats)]
-        print(f"`{'archsearch' if script else 'archsearch.cli.commands.main'} report` as a fresh command (python start, "
+        name = "archsearch" if script else "archsearch.cli.commands.main"
+        print(f"`{name} report` as a fresh command (python start, "
               f"imports, study, PNG, HTML): median of {len(cold)} {statistics.median(cold):.2f} s, max "
               f"{max(cold):.2f} s; of which `import archsearch` alone (torch, optuna): median "
               f"{statistics.median(bare):.2f} s ({os.getloadavg()[0]:.2f} load average)")

@@ -57,7 +57,7 @@ def main() -> int:
                     opts[k].step()
                 ms[k].append(1000 * (time.perf_counter() - t0) / args.steps)
         blocks.channel_shuffle = new_shuffle
-        ratios = ", ".join(f"{o / n:.2f}" for o, n in zip(ms["old"], ms["new"]))
+        ratios = ", ".join(f"{o / n:.2f}" for o, n in zip(ms["old"], ms["new"], strict=True))
         print(f"{name}: ms/step old {', '.join(f'{v:.0f}' for v in ms['old'])}; new "
               f"{', '.join(f'{v:.0f}' for v in ms['new'])}; old/new per round {ratios}", flush=True)
     return 0

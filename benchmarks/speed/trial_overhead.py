@@ -299,7 +299,8 @@ def one_run(args: argparse.Namespace, timers: Timers) -> dict[str, float]:
         outside = inside - sum(r["compute"] for r in rows)
         shares = [(r["duration"] - r["compute"]) / r["duration"] for r in rows]
         print("  per trial (share outside compute, duration): " + ", ".join(
-            f"{100 * s:.1f}% {r['duration']:.2f}s" for s, r in sorted(zip(shares, rows), key=lambda x: x[0])))
+            f"{100 * s:.1f}% {r['duration']:.2f}s"
+            for s, r in sorted(zip(shares, rows, strict=True), key=lambda x: x[0])))
         print(f"  outside compute: median {100 * statistics.median(shares):.1f}% per trial, "
               f"{pct(outside, inside).strip()} of their {inside:.2f} s")
     for kind in ("infeasible", "duplicate", "failed"):

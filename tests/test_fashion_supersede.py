@@ -132,6 +132,7 @@ def test_refusals_name_what_is_wrong_and_write_nothing(copies: dict[str, Path]) 
     _rerank(c["yaml"], 2)
     with pytest.raises(SystemExit, match="was not searched with what"):
         supersede.main(_argv(c))
+    assert _snapshot(c) == snap
     _rerank(c["yaml"], 3)
     # a main journal that is not a prefix of the experiment's: its trials would be lost
     journal = c["studies"] / "1m" / "random.journal"
@@ -139,6 +140,10 @@ def test_refusals_name_what_is_wrong_and_write_nothing(copies: dict[str, Path]) 
     snap = _snapshot(c)
     with pytest.raises(SystemExit, match=r"random\.journal is not a prefix of .*replacing it would lose trials"):
         supersede.main(_argv(c))
+    assert _snapshot(c) == snap
+    # the experiment's journals not where --from-studies says
+    with pytest.raises(SystemExit, match=r"no such journal \(--from-studies names"):
+        supersede.main([*_argv(c)[:3], str(c["exp_studies"].parent), *_argv(c)[4:]])
     assert _snapshot(c) == snap
     # rows made with other settings are not comparable
     lines = c["exp"].read_text().splitlines()

@@ -90,6 +90,8 @@ def plan(main: Path, other: Path, levels: list[str], why: str, *, studies: Path,
     for level in levels:
         for sampler in SAMPLERS:
             src, dst = other_studies / level / f"{sampler}.journal", studies / level / f"{sampler}.journal"
+            if not src.is_file():
+                raise SystemExit(f"error: {src}: no such journal (--from-studies names the experiment's --studies)")
             new = src.read_bytes()
             old = dst.read_bytes() if dst.exists() else b""
             if not new.startswith(old):

@@ -228,9 +228,9 @@ class _Closure:
             value = module_globals.get(name)
             if value is not None and getattr(typing, name, None) is value:  # ClassVar, Any, ...
                 self._import(name, f"from typing import {name}")
-            elif inspect.ismodule(value) and _allowed_module(value.__name__) or inspect.isclass(value) and (
-                    _allowed_module(value.__module__) or value.__module__ in self.home):
-                self._need(name, value, obj)
+            elif (inspect.ismodule(value) and _allowed_module(value.__name__)) or (inspect.isclass(value) and (
+                    _allowed_module(value.__module__) or value.__module__ in self.home)):
+                self._need(name, value, obj)  # anything else an annotation names stays as written
         self._active.discard(id(obj))
         self._done.add(id(obj))
         self.sources.append(source)

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         points = sorted({1 + round(i * (total - 1) / max(n - 1, 1)) for i in range(n)})
     print(f"one whole run makes {total} storage writes; killing at {len(points)} of them", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        def check(k: int) -> bool:
+        def check(k: int) -> list[str]:
             return check_point(k, storage=args.storage, two_workers=args.two_workers, ctrl_c=args.ctrl_c)
 
         results = dict(zip(points, pool.map(check, points), strict=True))

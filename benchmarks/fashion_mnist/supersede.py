@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
     write(args.results.resolve(), entries)
-    moved = sum(1 for e in entries if "moved_from" in e)
-    gone = sum(1 for e in entries if e.get("superseded") == args.why and e.get("superseded_by"))
+    moved = sum(1 for e in entries if "moved_from" in e and e.get("level") in levels)
+    gone = sum(1 for e in entries if e["key"].startswith(f"superseded/{date.today().isoformat()}/")
+               and e.get("superseded_by") and e.get("level") in levels)
     print(f"{args.results}: {gone} entries superseded, {moved} moved in from {args.other}; {len(copies)} journals "
           f"replaced by their longer copies")
     return 0

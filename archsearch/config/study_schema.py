@@ -263,3 +263,9 @@ class RerankConfig:
     folds: Int(2, 20) | None = Field(  # type: ignore[valid-type]
         default=None, description="score by k-fold cross-validation over the training and validation images together "
         "(the mean of k trainings, fold i from the recipe's seed + i); null: one training, the validation split")
+
+    def describe(self) -> str:
+        """``top 5, 2 epochs on 30,000 images, 3 folds`` (``all images``; no folds: one training)."""
+        images = "all" if self.train_subset is None else f"{self.train_subset:,}"
+        folds = f", {self.folds} folds" if self.folds else ""
+        return f"top {self.top}, {self.epochs} epochs on {images} images{folds}"

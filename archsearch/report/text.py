@@ -156,10 +156,7 @@ def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) ->
         lines += ["", "seed baselines (same budget) against the accuracy-vs-MACs front:"]
         lines += [f"  {_baseline_line(t, front, 'macs')}" for t in sorted(g.baselines, key=lambda t: t.number)]
     if config.rerank is not None and len(study.directions) == 1:
-        rr = config.rerank
-        recipe = (f"top {rr.top}, {rr.epochs} epochs on "
-                  f"{'all' if rr.train_subset is None else f'{rr.train_subset:,}'} images"
-                  + (f", {rr.folds} folds" if rr.folds else ""))
+        recipe = config.rerank.describe()
         found = rerank_lines(study, config)
         if found:
             best = best_trials(study, config)

@@ -366,5 +366,6 @@ def test_every_trial_records_its_learning_curve(write_study) -> None:
     assert len(trained) == 2
     for t in trained:
         curve = t.user_attrs["curve"]
-        assert set(curve) == {"train_loss", "train_loss_tail", "val_loss", "val_accuracy"}
+        assert set(curve) == {"train_loss", "train_loss_tail", "val_loss", "val_accuracy", "val_balanced_accuracy",
+                              "val_macro_f1"}
         assert all(len(v) == 2 for v in curve.values()) and curve["val_accuracy"][-1] == t.user_attrs["val_accuracy"]

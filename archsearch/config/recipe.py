@@ -13,7 +13,8 @@ from torch import nn
 
 from archsearch.core.schema import Int, Number, declared
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "TrainConfig", "augment_batch", "lr_factor", "param_groups",
+__all__ = ["TRAINING_KEYS_LATER",
+           "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "TrainConfig", "augment_batch", "lr_factor", "param_groups",
            "make_optimizer"]
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
@@ -26,6 +27,10 @@ class TrainConfig:
     """The training recipe of every trial (and of a final retrain): the study file's ``training`` section."""
 
     epochs: Int(1, 10_000) = 5  # type: ignore[valid-type]
+    steps: Int(1, 10**9) | None = Field(  # type: ignore[valid-type]
+        default=None, description="train for this many optimizer steps (batches) instead of `epochs`: a length "
+        "that does not shrink with the data, for a folder of a few hundred images (docs/data.md: How long to "
+        "train); null: `epochs`")
     seconds: Number(0, 1e7, lo_open=True) | None = Field(  # type: ignore[valid-type]
         default=None, description="wall-clock cap per trial: training stops after the epoch that crosses it")
     train_subset: Int(1, 10**9) | None = Field(  # type: ignore[valid-type]
@@ -40,8 +45,20 @@ class TrainConfig:
     warmup_epochs: Number(0, 10_000) = 0.0  # type: ignore[valid-type]
     label_smoothing: Number(0, 1, hi_open=True) = 0.0  # type: ignore[valid-type]
     augment: Literal[AUGMENTATIONS] = "none"  # type: ignore[valid-type]
+    class_weight: Literal["balanced"] | None = Field(
+        default=None, description="balanced: weigh each class's loss by n / (classes x its count in the training "
+        "split), scikit-learn's class_weight='balanced', so a rare class counts as much as a common one; null: "
+        "every image alike")
+    sampler: Literal["balanced"] | None = Field(
+        default=None, description="balanced: draw each epoch's batches with replacement, each image with a "
+        "probability inverse to its class's count, so every class is seen about equally often; null: each image "
+        "once an epoch, shuffled")
     seed: Int(0, 2**32 - 1) = 0  # type: ignore[valid-type]
 
+
+#: recipe keys added after studies were made with this recipe: left out of the study's fingerprint, a re-rank's
+#: recorded recipe and a checkpoint's check while they are null, so that those made before still match
+TRAINING_KEYS_LATER = ("steps", "class_weight", "sampler")
 
 _SHIFT_PAD = 2  # `shift` augmentation: translate by up to this many pixels
 

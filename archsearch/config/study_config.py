@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, NoReturn
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, StringConstraints, ValidationInfo
 from pydantic.json_schema import SkipJsonSchema
 
-from archsearch.config.recipe import TrainConfig
+from archsearch.config.recipe import TRAINING_KEYS_LATER, TrainConfig
 from archsearch.config.study_schema import (
     _BUDGET_FIELD,
     BUDGET_KEYS,
@@ -162,6 +162,10 @@ class StudyConfig:
             del budget["model_precision"]
         if budget["latency"]["runtime"] == "torch":  # the runtime came later too
             del budget["latency"]["runtime"]
+        training = _plain(self.training)
+        for key in TRAINING_KEYS_LATER:  # came later: present only when set
+            if training[key] is None:
+                del training[key]
         objective = _plain(self.objective)
         if objective["score"] == "val_accuracy":  # and the score: present only when not the default
             del objective["score"]
@@ -179,7 +183,7 @@ class StudyConfig:
                 # the folder dataset's keys came later: present only when set, so older studies resume unchanged
                 **{k: v for k in ("channels", "test_fraction") if (v := getattr(self.dataset, k)) is not None},
             },
-            "training": _plain(self.training),
+            "training": training,
         }
 
 

@@ -25,7 +25,7 @@ from archsearch.data.readers import DATASETS
 OBJECTIVES = ("constrained", "soft", "pareto")
 SOFT_METRICS = ("macs", "params", "latency")
 PARETO_METRICS = ("macs", "latency")
-SCORES = ("val_accuracy", "val_loss")  # what a trained candidate's value is built from (objective.score)
+SCORES = ("val_accuracy", "val_loss", "balanced_accuracy", "macro_f1")  # what a candidate's value is built from
 SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
 DEVICES = ("auto", "cpu", "cuda")
@@ -125,6 +125,10 @@ class DatasetConfig:
     test_fraction: Number(0, 1, lo_open=True, hi_open=True) | None = Field(  # type: ignore[valid-type]
         default=None,
         description="folder without test/: the share of each class carved off as the test split; null: 0.2")
+    bad_files: Literal["stop", "skip"] = Field(
+        default="stop", description="folder: image files that cannot be read (empty, not an image, truncated or "
+        "corrupt); stop: the search refuses to start and lists them all; skip: they are left out, counted and "
+        "named in a one-line note")
 
 
 @declared()
@@ -200,7 +204,9 @@ class ObjectiveConfig:
     constrained: accuracy, with over-budget candidates marked infeasible (trial.set_constraint).
     soft: MnasNet's reward ``acc * (cost / target) ** soft_weight`` (https://arxiv.org/abs/1807.11626).
     pareto: two objectives, accuracy (max) and ``pareto_metric`` (min).
-    ``score: val_loss`` (constrained only) makes the value minus the final validation loss instead of the accuracy.
+    ``score: val_loss`` (constrained only) makes the value minus the final validation loss instead of the accuracy;
+    ``balanced_accuracy`` (the mean recall over classes) and ``macro_f1`` (the mean F1 over classes), both on the
+    validation split, see a rare class that overall accuracy hides (docs/guide.md: Scores for imbalanced data).
     """
 
     type: Literal[OBJECTIVES] = Field(  # type: ignore[valid-type]
@@ -212,7 +218,9 @@ class ObjectiveConfig:
     score: Literal[SCORES] = Field(  # type: ignore[valid-type]
         default="val_accuracy", description="what a trained candidate's value is built from: val_accuracy, its final "
         "validation accuracy; val_loss, minus its final validation loss (objective constrained only), which ranked "
-        "candidates at least as well in docs/results.md (Scores from one training)")
+        "candidates at least as well in docs/results.md (Scores from one training); balanced_accuracy, the mean "
+        "recall over classes, and macro_f1, the mean F1 over classes, on the validation split: for imbalanced data, "
+        "where always predicting the common class scores well on accuracy")
 
     @property
     def multi_objective(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from archsearch.core.class_metrics import ClassMetrics
 from archsearch.network.arch import Arch
 
 __all__ = ["exact", "model_card", "pct"]
@@ -56,6 +57,7 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
         *_runtime_rows(m.get("latency_by_runtime")),
         ("validation accuracy", pct(m.get("val_accuracy"))),
         ("test accuracy", pct(m.get("test_accuracy"))),
+        *_balanced_rows(m),
     ]
     if "search_val_accuracy" in m:
         rows.append(("validation accuracy in the search", pct(m.get("search_val_accuracy"))))
@@ -74,6 +76,7 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     command = m.get("command")
     made = f"\nMade by:\n\n```\n{command}\n```\n" if command else ""
+    made += _per_class_section(m)
     return f"""# {arch.id}
 
 {trained.capitalize()}.
@@ -105,6 +108,40 @@ bare = model.load(bare=True)                         # the network alone (also a
 Files: {', '.join(f'`{f}`' for f in m.get('files', []))}. `weights.pt` (the bare network's weights) loads with
 `torch.load(..., weights_only=True)`.
 """
+
+
+def _balanced_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """Balanced accuracy and macro-F1 of each split scored, and what always predicting the common class scores."""
+    rows = []
+    for split, name in (("val", "validation"), ("test", "test")):
+        c = m.get(split)
+        if isinstance(c, dict) and "balanced_accuracy" in c:
+            rows += [(f"{name} balanced accuracy", pct(c["balanced_accuracy"])),
+                     (f"{name} macro-F1", f"{c['macro_f1']:.4f}")]
+    c = _judged(m)
+    if c is not None:
+        rows.append(("majority-class rate", f"always predicting `{c.majority_class}` scores {pct(c.majority_rate)} "
+                                            f"({'test' if isinstance(m.get('test'), dict) else 'validation'} split)"))
+    return rows
+
+
+def _judged(m: dict[str, Any]) -> ClassMetrics | None:
+    """The per-class figures the card shows: the test split's, else the validation split's (None: neither)."""
+    for split in ("test", "val"):
+        c = m.get(split)
+        if isinstance(c, dict) and "confusion_matrix" in c:
+            return ClassMetrics.from_matrix(c["confusion_matrix"], c.get("classes"))
+    return None
+
+
+def _per_class_section(m: dict[str, Any]) -> str:
+    c = _judged(m)
+    if c is None:
+        return ""
+    split = "test" if isinstance(m.get("test"), dict) else "validation"
+    warning = c.chance_note(f"This network ({split} split)")
+    return (f"\n## Per class ({split} split)\n\n" + (f"**Warning: {warning}.**\n\n" if warning else "")
+            + c.markdown() + "\n")
 
 
 def _takes(arch: Arch, p: dict[str, Any] | None) -> str:

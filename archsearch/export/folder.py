@@ -47,6 +47,7 @@ import torch
 
 from archsearch.config.storage import redact
 from archsearch.config.study_config import StudyConfig, load_study_config
+from archsearch.core.class_metrics import ClassMetrics
 from archsearch.core.errors import ConfigError
 from archsearch.data.preprocess import Preprocessing, WithPreprocessing
 from archsearch.export.card import model_card, pct
@@ -64,7 +65,7 @@ from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
 from archsearch.network.cost import arch_cost
 from archsearch.search import rerank
-from archsearch.search.study import load_config_data, open_study
+from archsearch.search.study import load_config_data, open_study, print_notes
 from archsearch.search.summary import fmt_count
 from archsearch.search.train import resolve_device
 from archsearch.search.trial_record import TrialRecord
@@ -263,6 +264,7 @@ def export(
     for folder in targets:
         _check_target(folder, force)
     _, data = load_config_data(config)
+    print_notes(data, stream)
     device = resolve_device(config.device)
     written = []
     for t, folder in zip(chosen, targets, strict=True):
@@ -306,8 +308,15 @@ def export(
         ckpt.unlink(missing_ok=True)  # the folder holds the result now
         m = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
         acc = f"val {pct(m['val_accuracy'])}, " if m["val_accuracy"] is not None else ""
-        _say(stream, f"  wrote {folder}: {acc}test {pct(m['test_accuracy'])}, {fmt_count(m['macs'])} MACs, "
-                     f"{m['latency_ms']:.3f} ms ({', '.join(m['files'])})")
+        balanced = f" (balanced {pct(m['test']['balanced_accuracy'])})" if m.get("test") else ""
+        _say(stream, f"  wrote {folder}: {acc}test {pct(m['test_accuracy'])}{balanced}, {fmt_count(m['macs'])} "
+                     f"MACs, {m['latency_ms']:.3f} ms ({', '.join(m['files'])})")
+        judged = m.get("test") or m.get("val")
+        if judged:
+            note = ClassMetrics.from_matrix(judged["confusion_matrix"], judged["classes"]).chance_note(
+                f"trial {t.number}'s network")
+            if note:
+                _say(stream, f"  warning: {note} (card.md: Per class)")
         written.append(folder)
     return written
 

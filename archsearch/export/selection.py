@@ -14,13 +14,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.storage import redact
 from archsearch.config.study_config import StudyConfig
+from archsearch.core.class_metrics import ClassMetrics, confusion
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
 from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
 from archsearch.search.objective import budget_excess
 from archsearch.search.summary import best_trials
-from archsearch.search.train import evaluate, resolve_device, train
+from archsearch.search.train import predict, resolve_device, train
 from archsearch.search.trial_record import ARCH_ATTR, TrialRecord
 
 __all__ = ["select_trials", "retrain"]
@@ -134,7 +135,8 @@ def retrain(
         x, y = data.x_train, data.y_train
         result = train(model, x, y, data.x_val, data.y_val, recipe, device=device, checkpoint=checkpoint,
                        preprocess=data.preprocess(), on_epoch=on_epoch)
-        measured = {"retrained": "train", "val_accuracy": result.val_accuracy}
+        measured = {"retrained": "train", "val_accuracy": result.val_accuracy,
+                    "val": _class_metrics(result.val_confusion, data.classes)}
     else:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs must be an int >= 1, got {epochs!r}")
@@ -144,13 +146,17 @@ def retrain(
         x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
         result = train(model, x, y, x_eval, y_eval, recipe, device=device, checkpoint=checkpoint,
                        preprocess=data.preprocess(), on_epoch=on_epoch)
-        measured = {"retrained": "train+val", "val_accuracy": None}
-    test = None
+        measured = {"retrained": "train+val", "val_accuracy": None, "val": None}
+    test, per_class = None, None
     if has_test:
-        test = evaluate(model, data.x_test, data.y_test, batch_size=recipe.eval_batch_size, device=device,
-                        preprocess=data.preprocess())
+        predicted = predict(model, data.x_test, data.y_test, batch_size=recipe.eval_batch_size, device=device,
+                            preprocess=data.preprocess())
+        per_class = ClassMetrics.from_matrix(confusion(data.y_test.cpu(), predicted, arch.num_classes),
+                                             data.classes or None).to_dict()
+        test = per_class["accuracy"]
     measured.update(
         test_accuracy=test,
+        test=per_class,
         trained_on=min(len(y), recipe.train_subset or len(y)),  # images trained on (train() takes a subset)
         epochs=result.epochs_done,
         train_seconds=result.train_seconds,
@@ -160,3 +166,10 @@ def retrain(
                  "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
     )
     return model.cpu().eval(), measured
+
+
+def _class_metrics(matrix: list[list[int]] | None, classes: tuple[str, ...] | None) -> dict[str, Any] | None:
+    """metrics.json's per-class figures of one split (:class:`~archsearch.core.class_metrics.ClassMetrics`)."""
+    if matrix is None:
+        return None
+    return ClassMetrics.from_matrix(matrix, classes or None).to_dict()

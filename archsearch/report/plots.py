@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
+from archsearch.core.class_metrics import ClassMetrics
 from archsearch.core.errors import ConfigError
 from archsearch.report.text import Groups, pareto_front, short, state
 from archsearch.search.summary import fmt_count
@@ -240,6 +241,36 @@ def _scatter_figure(g: Groups, metric: str, config: StudyConfig) -> Any:
     fig.update_yaxes(title="validation accuracy (%)")
     fig.update_layout(title=f"validation accuracy vs {metric} (hover for the architecture)", height=560)
     return fig
+
+
+def write_confusion_png(path: Path, title: str, metrics: ClassMetrics) -> None:
+    """The confusion matrix as a picture: counts in each cell, shaded by the share of the true class (its row),
+    so a rare class's misses show as plainly as a common one's; each row labelled with its recall."""
+    _need("matplotlib", "the confusion-matrix plot", "--no-plot")
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = np.asarray(metrics.matrix)
+    share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    k = len(metrics.classes)
+    side = min(14.0, 2.5 + 0.6 * k)
+    fig = Figure(figsize=(side + 1.5, side), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8 if k > 12 else 10,
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(k), metrics.classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), [f"{c} (recall {r:.2f})" for c, r in zip(metrics.classes, metrics.recall, strict=True)])
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{title}\naccuracy {100 * metrics.accuracy:.1f}%, balanced accuracy "
+                 f"{100 * metrics.balanced_accuracy:.1f}%, macro-F1 {metrics.macro_f1:.3f}", fontsize=10)
+    fig.savefig(path)
 
 
 def write_html(path: Path, study: optuna.Study, config: StudyConfig, g: Groups, text: str,

@@ -27,8 +27,8 @@ from optuna.trial import TrialState
 from archsearch.config.study_config import StudyConfig, load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.network.arch import Arch
-from archsearch.report.plots import write_html, write_png
-from archsearch.report.text import Groups, pareto_front, study_text
+from archsearch.report.plots import write_confusion_png, write_html, write_png
+from archsearch.report.text import Groups, judged_trial, pareto_front, study_text
 from archsearch.search.trial_record import TrialRecord
 
 __all__ = ["Report", "report", "pareto_front", "add_parser", "cmd_report"]
@@ -40,6 +40,7 @@ class Report:
     text: str
     png: Path | None
     html: Path | None
+    confusion_png: Path | None = None  # the pick's confusion matrix on the validation split, where recorded
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ def report(
     study = open_study(config, create=False)
     g = Groups.of(study.get_trials(deepcopy=False))
     text = study_text(study, config, g, top)
-    png_path = html_path = None
+    png_path = html_path = confusion_path = None
     if png or html:
         assert folder is not None  # refused above
         try:
@@ -98,10 +99,15 @@ def report(
         if png:
             png_path = folder / f"{config.name}_report.png"
             write_png(png_path, study, config, g)
+            judged = judged_trial(study, config)
+            if judged is not None:
+                confusion_path = folder / f"{config.name}_confusion.png"
+                write_confusion_png(confusion_path, f"study {config.name}, trial {judged[0].number} (the pick), "
+                                                    "validation split", judged[1])
         if html:
             html_path = folder / f"{config.name}_report.html"
             write_html(html_path, study, config, g, text, plotly_js)
-    return Report(text, png_path, html_path)
+    return Report(text, png_path, html_path, confusion_path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,7 +224,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = report(args.config, out=args.out, top=args.top, png=not args.no_plot, html=not args.no_html,
                     plotly_js=args.plotly_js)
     print(result.text)
-    written = [str(p) for p in (result.png, result.html) if p is not None]
+    written = [str(p) for p in (result.png, result.confusion_png, result.html) if p is not None]
     if written:
         print(f"\nwrote {', '.join(written)}")
     return 0

@@ -15,6 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.storage import redact
 from archsearch.config.study_config import StudyConfig
+from archsearch.core.class_metrics import ClassMetrics
 from archsearch.search.summary import best_trials, fmt_count, rerank_lines
 from archsearch.search.trial_record import COSTS, TrialRecord
 
@@ -155,6 +156,7 @@ def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) ->
         front = pareto_front(g.feasible, "macs")
         lines += ["", "seed baselines (same budget) against the accuracy-vs-MACs front:"]
         lines += [f"  {_baseline_line(t, front, 'macs')}" for t in sorted(g.baselines, key=lambda t: t.number)]
+    lines += per_class_lines(study, config)
     if config.rerank is not None and len(study.directions) == 1:
         recipe = config.rerank.describe()
         found = rerank_lines(study, config)
@@ -167,3 +169,22 @@ def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) ->
             lines += ["", f"re-rank ({recipe}): not run yet with this recipe (`archsearch search` runs it once the "
                           f"study holds its trials)"]
     return "\n".join(lines)
+
+
+def judged_trial(study: optuna.Study, config: StudyConfig) -> tuple[FrozenTrial, ClassMetrics] | None:
+    """The trial ``archsearch export`` takes (the first of a Pareto front) and its validation split's per-class
+    figures; None where it has none (no feasible trial, or a study made before they were recorded)."""
+    best = best_trials(study, config)
+    metrics = TrialRecord.of(best[0]).class_metrics() if best else None
+    return None if metrics is None else (best[0], metrics)
+
+
+def per_class_lines(study: optuna.Study, config: StudyConfig) -> list[str]:
+    """The pick's per-class figures on the validation split (none where they were not recorded)."""
+    judged = judged_trial(study, config)
+    if judged is None:
+        return []
+    t, metrics = judged
+    note = metrics.chance_note(f"trial {t.number}")
+    return ["", f"trial {t.number} (the pick) on the validation split, per class (its search training):",
+            *(f"  {line}" for line in metrics.lines()), *([f"  warning: {note}"] if note else [])]

@@ -23,7 +23,7 @@ from archsearch.network.cost import Cost, arch_cost
 from archsearch.search import scoring
 from archsearch.search.reachable import latency_table_of
 from archsearch.search.samplers import trial_snapshot
-from archsearch.search.train import TrainResult, train
+from archsearch.search.train import TrainResult, planned_epochs, train
 from archsearch.search.train_state import LearningCurve
 from archsearch.search.trial_record import ARCH_ATTR, BASELINE_ATTR, TrialRecord, fit_attr
 from archsearch.search.worker_identity import worker_alive, worker_id
@@ -137,9 +137,9 @@ class Objective:
         return self._latency_table
 
     def score(self, accuracy: float, cost: Cost, latency_ms: float | None,
-              *, val_loss: float | None = None) -> float | tuple[float, float]:
-        """A candidate's value (:func:`archsearch.search.scoring.score`)."""
-        return scoring.score(self.config, accuracy, cost, latency_ms, val_loss=val_loss)
+              **figures: float | None) -> float | tuple[float, float]:
+        """A candidate's value (:func:`archsearch.search.scoring.score`; ``figures``: its keyword figures)."""
+        return scoring.score(self.config, accuracy, cost, latency_ms, **figures)
 
     def build(self, arch: Arch, *, seed: int | None = None) -> torch.nn.Module:
         """The candidate's network, its initial weights drawn from ``seed`` (None: the recipe's seed).
@@ -198,13 +198,14 @@ class Objective:
             # over budget: recorded, never built for training; the sampler learns from the constraint
             TrialRecord(seconds=time.perf_counter() - t0).write(trial)
             # never trained: the worst accuracy, or the worst loss (-inf) where the value is built from the loss
-            return self.score(0.0, candidate.cost, candidate.latency_ms, val_loss=math.inf)
+            return self.score(0.0, candidate.cost, candidate.latency_ms, val_loss=math.inf, balanced_accuracy=0.0,
+                              macro_f1=0.0)
         earlier = self.earlier_result(taken, candidate.arch.id)
         if earlier is not None:
             return self._reuse(trial, earlier, t0)
         result, curve = self._train(trial, candidate, t0)
         self._record_result(trial, result, curve)
-        return self.score(result.val_accuracy, candidate.cost, candidate.latency_ms, val_loss=curve.last_val_loss)
+        return self.score(result.val_accuracy, candidate.cost, candidate.latency_ms, **curve.last())
 
     # -- the trial's steps, in order -------------------------------------------------------------
 
@@ -266,8 +267,9 @@ class Objective:
     def _reuse(trial: optuna.Trial, earlier: FrozenTrial, t0: float) -> float | tuple[float, float]:
         """The sampler proposed an architecture already trained: reuse its result, train nothing."""
         e = TrialRecord.of(earlier)
-        TrialRecord(duplicate_of=earlier.number, val_accuracy=e.val_accuracy, epochs_done=e.epochs_done,
-                    latency_ms=e.latency_ms, seconds=time.perf_counter() - t0).write(trial)  # those known
+        TrialRecord(duplicate_of=earlier.number, val_accuracy=e.val_accuracy, val_confusion=e.val_confusion,
+                    epochs_done=e.epochs_done, latency_ms=e.latency_ms,
+                    seconds=time.perf_counter() - t0).write(trial)  # those known
         if earlier.state == optuna.trial.TrialState.PRUNED:
             raise optuna.TrialPruned(f"same architecture as pruned trial {earlier.number}")
         return earlier.values[0] if len(earlier.values) == 1 else tuple(earlier.values)
@@ -279,7 +281,7 @@ class Objective:
         model = candidate.model if candidate.model is not None else self.build(candidate.arch)
         candidate.model = None  # held here only, so that an out-of-memory below frees it
         curve = LearningCurve()  # filled as the training runs: a pruned trial keeps its curve too
-        on_epoch = self._pruning(trial, curve)
+        on_epoch = self._pruning(trial, curve, planned_epochs(self.config.training, len(data.y_train)))
         try:
             return self.trainer(
                 model, data.x_train, data.y_train, data.x_val, data.y_val, self.config.training,
@@ -300,30 +302,34 @@ class Objective:
         finally:
             TrialRecord(seconds=time.perf_counter() - t0).write(trial)
 
-    def _pruning(self, trial: optuna.Trial, curve: LearningCurve) -> Callable[[int, float], None]:
+    def _pruning(self, trial: optuna.Trial, curve: LearningCurve, epochs: int) -> Callable[[int, float], None]:
         """The trainer's per-epoch callback: reports to the pruner (single objective only) what the value is built
-        from (:func:`~archsearch.search.scoring.measured`; a loss is read from ``curve``, which the trainer fills
-        first) and, pruned, records how far the trial got before it raises ``TrialPruned``."""
+        from (:func:`~archsearch.search.scoring.measured`; other figures than the accuracy are read from ``curve``,
+        which the trainer fills first) and, pruned, records how far the trial got before it raises
+        ``TrialPruned``. ``epochs``: how many the training runs."""
         prune = not self.config.objective.multi_objective
-        by_accuracy = self.config.objective.score == "val_accuracy"
-        last_epoch = self.config.training.epochs - 1
+        score = self.config.objective.score
+        last_epoch = epochs - 1
 
         def on_epoch(epoch: int, accuracy: float) -> None:
             if prune:
-                measured = scoring.measured(self.config.objective, accuracy, curve.last_val_loss)
+                measured = scoring.measured(self.config.objective, accuracy, **curve.last())
                 trial.report(measured, epoch)
                 # after the last epoch stopping saves nothing: the trained candidate completes with its value
                 if epoch < last_epoch and trial.should_prune():
                     TrialRecord(epochs_done=epoch + 1, val_accuracy=accuracy, curve=curve.to_dict()).write(trial)
-                    at = f"accuracy {accuracy:.4f}" if by_accuracy else f"validation loss {-measured:.4f}"
+                    at = {"val_accuracy": f"accuracy {accuracy:.4f}", "val_loss": f"validation loss {-measured:.4f}",
+                          }.get(score, f"{score.replace('_', ' ')} {measured:.4f}")
                     raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} at {at}")
 
         return on_epoch
 
-    @staticmethod
-    def _record_result(trial: optuna.Trial, result: TrainResult, curve: LearningCurve) -> None:
+    def _record_result(self, trial: optuna.Trial, result: TrainResult, curve: LearningCurve) -> None:
+        matrix = result.val_confusion
+        confusion = None if matrix is None else {"classes": list(self.data.classes), "matrix": matrix}
         TrialRecord(val_accuracy=result.val_accuracy, epochs_done=result.epochs_done, curve=curve.to_dict(),
-                    train_seconds=result.train_seconds, compute_seconds=result.compute_seconds).write(trial)
+                    val_confusion=confusion, train_seconds=result.train_seconds,
+                    compute_seconds=result.compute_seconds).write(trial)
 
 
 @dataclass

@@ -39,11 +39,13 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.config.recipe import TRAINING_KEYS_LATER
 from archsearch.config.study_config import ConfigError, RerankConfig, StudyConfig
 from archsearch.network.arch import Arch
 from archsearch.network.cost import arch_cost
 from archsearch.search.objective import Objective, worker_alive, worker_id
 from archsearch.search.train import TrainConfig
+from archsearch.search.train_state import LearningCurve
 from archsearch.search.trial_record import RERANK_PREFIX, TrialRecord
 
 __all__ = [
@@ -63,12 +65,16 @@ def _section(config: StudyConfig) -> RerankConfig:
 def recipe(config: StudyConfig) -> TrainConfig:
     """The re-rank's training recipe: the study's, with the re-rank's epochs and subset, no time cap."""
     r = _section(config)
-    return dataclasses.replace(config.training, epochs=r.epochs, train_subset=r.train_subset, seconds=None)
+    t = config.training
+    # a recipe counted in steps stays counted in steps, as much longer as the re-rank's epochs are than the search's
+    steps = None if t.steps is None else math.ceil(t.steps * r.epochs / t.epochs)
+    return dataclasses.replace(t, epochs=r.epochs, steps=steps, train_subset=r.train_subset, seconds=None)
 
 
 def recipe_key(config: StudyConfig) -> dict:
     """What a result records as its recipe: a result counts for a study only while this equals the study's."""
-    key = dataclasses.asdict(recipe(config))
+    key = {k: v for k, v in dataclasses.asdict(recipe(config)).items()
+           if not (k in TRAINING_KEYS_LATER and v is None)}  # results recorded before these keys still count
     folds = _section(config).folds
     if folds:  # absent without folds: results recorded before folds existed still count
         key["folds"] = folds
@@ -168,8 +174,9 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
         if config.rerank.folds:
             # a dead worker's claim on this recipe keeps the folds it finished
             done = list(current.get("done", [])) if isinstance(current, dict) and current.get("recipe") == want else []
-            accuracy, epochs, seconds, folds, losses = _cross_validate(study, key, want, config, objective, arch, done)
-            val_loss = None if losses is None else sum(losses) / len(losses)
+            accuracy, epochs, seconds, folds, figures = _cross_validate(study, key, want, config, objective, arch,
+                                                                         done)
+            mean = {name: None if values is None else sum(values) / len(values) for name, values in figures.items()}
         else:
             study.set_user_attr(key, {"worker": worker_id(), "recipe": want})
             data = objective.data_for(arch.resolution)
@@ -177,18 +184,19 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
                                        train_cfg, device=objective.device, preprocess=data.preprocess())
             accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
-            val_loss, losses = result.curve.last_val_loss, None
+            mean, figures = result.curve.last(), {}
         # the search's score (objective.score); under folds the mean of the folds' values (one training: one value;
         # a pareto study has no re-rank, so the value is one number)
         cost = arch_cost(arch)
-        value = objective.score(accuracy, cost, rec.latency_ms, val_loss=val_loss)
+        value = objective.score(accuracy, cost, rec.latency_ms, **mean)
         assert not isinstance(value, tuple)  # one objective: a re-rank is refused for pareto
         record: dict = {"val_accuracy": accuracy, "value": value, "epochs": epochs, "seconds": seconds, "recipe": want}
         se = None
         if folds is not None:  # each fold's own value: their spread is the score's noise
-            fold_losses: list[float | None] = list(losses) if losses is not None else [None] * len(folds)
-            fold_values = [float(objective.score(a, cost, rec.latency_ms, val_loss=loss))  # type: ignore[arg-type]
-                           for a, loss in zip(folds, fold_losses, strict=True)]
+            per_fold = [{name: None if values is None else values[i] for name, values in figures.items()}
+                        for i in range(len(folds))]
+            fold_values = [float(objective.score(a, cost, rec.latency_ms, **f))  # type: ignore[arg-type]
+                           for a, f in zip(folds, per_fold, strict=True)]
             record.update(folds=folds, fold_values=fold_values)
             se = standard_error(fold_values)
         study.set_user_attr(key, record)
@@ -201,10 +209,12 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
 
 
 def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConfig, objective: Objective,
-                    arch: Arch, done: list[dict]) -> tuple[float, int, float, list[float], list[float] | None]:
+                    arch: Arch, done: list[dict]
+                    ) -> tuple[float, int, float, list[float], dict[str, list[float] | None]]:
     """Train ``arch`` once per fold not in ``done`` (each fold's result kept in the claim as it finishes);
     the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies and
-    held-out losses (None where a fold has none: a claim by an archsearch before ``objective.score``)."""
+    each other held-out figure per fold (``val_loss``, ``balanced_accuracy``, ``macro_f1``; None where a fold
+    has none: a claim by an archsearch before the score could be built from it)."""
     k, seed = _section(config).folds, config.training.seed
     assert k is not None  # called for a re-rank with folds
     data = objective.data_for(arch.resolution)
@@ -222,12 +232,15 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
         result = objective.trainer(objective.build(arch, seed=seed + i), x[~held], y[~held], x[held], y[held],
                                    fold_cfg, device=objective.device, preprocess=data.preprocess())
         done.append({"val_accuracy": result.val_accuracy, "epochs": result.epochs_done,
-                     "seconds": time.perf_counter() - t0, "val_loss": result.curve.last_val_loss})
+                     "seconds": time.perf_counter() - t0, **result.curve.last()})
         study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})
     accuracies = [d["val_accuracy"] for d in done]
-    losses = [d["val_loss"] for d in done if d.get("val_loss") is not None]
+    figures = {}
+    for name in LearningCurve().last():  # val_loss, balanced_accuracy, macro_f1
+        values = [d[name] for d in done if d.get(name) is not None]
+        figures[name] = values if len(values) == k else None
     return (sum(accuracies) / k, min(d["epochs"] for d in done), sum(d["seconds"] for d in done), accuracies,
-            losses if len(losses) == k else None)
+            figures)
 
 
 def standard_error(values: list[float]) -> float | None:

@@ -4,6 +4,7 @@ and the scoring of a trained network."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from archsearch.config.recipe import (  # noqa: F401 (re-exported: archsearch.se
     param_groups,
 )
 from archsearch.core import interrupt
+from archsearch.core.class_metrics import balanced_and_macro_f1, confusion
 from archsearch.core.errors import ConfigError
 from archsearch.search.parallel import default_threads, set_threads
 from archsearch.search.train_state import LearningCurve, data_key, load_state, save_state
@@ -53,6 +55,9 @@ class TrainResult:
     compute_seconds: float  # time in training steps and evaluations (the rest is setup and bookkeeping)
     resumed_epochs: int = 0  # epochs taken from a checkpoint instead of trained by this call
     curve: LearningCurve = field(default_factory=LearningCurve)  # losses and accuracy after each epoch
+    # the validation split's confusion matrix after the last epoch (rows: true class, columns: predicted;
+    # archsearch.core.class_metrics.ClassMetrics.from_matrix gives its per-class figures)
+    val_confusion: list[list[int]] | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -96,10 +101,23 @@ def evaluate(
     return _score(model, x, y, batch_size=batch_size, device=device, preprocess=preprocess)[0]
 
 
+def predict(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    batch_size: int,
+    device: torch.device,
+    preprocess: nn.Module | None = None,
+) -> torch.Tensor:
+    """The class ``model`` predicts for each image of ``x`` (int64, on the CPU), as :func:`evaluate` scores them."""
+    return _score(model, x, y, batch_size=batch_size, device=device, preprocess=preprocess)[2]
+
+
 @torch.inference_mode()
 def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, device: torch.device,
-           preprocess: nn.Module | None) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy (no label smoothing) of ``model`` on (x, y)."""
+           preprocess: nn.Module | None) -> tuple[float, float, torch.Tensor]:
+    """Accuracy, mean cross-entropy (no label smoothing) and the predictions (on the CPU) of ``model`` on (x, y)."""
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
     was_training = model.training
@@ -107,16 +125,20 @@ def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: in
     ctx, _ = _autocast(device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     loss = torch.zeros((), dtype=torch.float64, device=device)
+    predictions = []
     pre = _on(preprocess, device)
     for i in range(0, len(x), batch_size):
         xb = _input(x[i : i + batch_size].to(device, non_blocking=True), pre)
         yb = y[i : i + batch_size].to(device, non_blocking=True)
         with ctx:
             logits = model(xb)
-        correct += (logits.argmax(dim=1) == yb).sum()
+        predicted = logits.argmax(dim=1)
+        correct += (predicted == yb).sum()
         loss += F.cross_entropy(logits.float(), yb, reduction="sum")
+        predictions.append(predicted)
     model.train(was_training)
-    return correct.item() / len(x), loss.item() / len(x)  # the host syncs
+    # the host syncs
+    return correct.item() / len(x), loss.item() / len(x), torch.cat(predictions).cpu()
 
 
 def train(
@@ -197,6 +219,7 @@ def _train(
     x_train = x_train.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     y_train = y_train.to(device, non_blocking=True)
     x_val = x_val.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y_val_cpu = y_val.cpu()  # for the per-class figures (scikit-learn)
     y_val = y_val.to(device, non_blocking=True)
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
 
@@ -214,9 +237,14 @@ def _train(
     starts = [i for i in range(0, n, bs) if not (has_bn and n - i == 1)]
     if not starts:
         raise ValueError("a single training sample cannot train a model with BatchNorm")
-    # the schedule spans config.epochs even when config.seconds stops training earlier
-    total_steps = config.epochs * len(starts)
-    tail_from = len(starts) - max(1, len(starts) // 4)
+    # the schedule spans config.epochs (or config.steps) even when config.seconds stops training earlier
+    total_steps = config.epochs * len(starts) if config.steps is None else config.steps
+    epochs = math.ceil(total_steps / len(starts))  # with config.steps, the last epoch may end part-way
+    assert epochs == planned_epochs(config, len(y_train), batchnorm=has_bn)
+    num_classes = _num_classes(model, y_train, y_val)
+    weight = class_weights(y_train, num_classes).to(device) if config.class_weight == "balanced" else None
+    draw = (class_weights(y_train, num_classes).to(device)[y_train]  # each image's chance: 1 / its class's count
+            if config.sampler == "balanced" else None)
     warmup_steps = round(config.warmup_epochs * len(starts))
 
     history: list[float] = []
@@ -240,14 +268,20 @@ def _train(
         curve.resume(state.get("curve"), len(history))
         compute_seconds, spent_before = state["compute_seconds"], state["train_seconds"]
     resumed = len(history)
+    confusion = None
     try:
-        for epoch in range(resumed, config.epochs if not finished else resumed):
+        for epoch in range(resumed, epochs if not finished else resumed):
             t_epoch = time.perf_counter()
             model.train()
             loss_sum = torch.zeros((), device=device)  # stays on the device: no sync per step
             tail_sum = torch.zeros((), device=device)  # the epoch's last quarter of steps
-            perm = torch.randperm(n, device=device, generator=gen)
-            for k, i in enumerate(starts):
+            if draw is None:
+                perm = torch.randperm(n, device=device, generator=gen)
+            else:  # class-balanced: n draws with replacement
+                perm = torch.multinomial(draw, n, replacement=True, generator=gen)
+            epoch_starts = starts[: total_steps - step]  # config.steps may end the last epoch part-way
+            tail_from = len(epoch_starts) - max(1, len(epoch_starts) // 4)
+            for k, i in enumerate(epoch_starts):
                 interrupt.check()  # a Ctrl-C during a search stops here, outside any storage write
                 lr = config.lr * lr_factor(step, total_steps, warmup_steps, config.schedule)
                 for group in optimizer.param_groups:
@@ -259,7 +293,7 @@ def _train(
                 # forward, backward, update
                 with ctx:
                     logits = model(xb)
-                    loss = F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                    loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -271,11 +305,14 @@ def _train(
                 if step == _EARLY_CHECK_STEP:
                     _check_finite(loss_sum, epoch, config, step, lr)
             _check_finite(loss_sum, epoch, config, step, lr)  # the epoch's host sync: the time below is real
-            val_acc, val_loss = _score(model, x_val, y_val, batch_size=config.eval_batch_size, device=device,
-                                       preprocess=pre)
+            val_acc, val_loss, predicted = _score(model, x_val, y_val, batch_size=config.eval_batch_size,
+                                                  device=device, preprocess=pre)
+            balanced, macro_f1 = balanced_and_macro_f1(y_val_cpu, predicted, num_classes)
+            confusion = _confusion(y_val_cpu, predicted, num_classes)
             compute_seconds += time.perf_counter() - t_epoch
             history.append(val_acc)
-            curve.add(loss_sum.item() / len(starts), tail_sum.item() / (len(starts) - tail_from), val_loss, val_acc)
+            curve.add(loss_sum.item() / len(epoch_starts), tail_sum.item() / (len(epoch_starts) - tail_from),
+                      val_loss, val_acc, balanced, macro_f1)
             out_of_time = config.seconds is not None and spent_before + time.perf_counter() - t0 >= config.seconds
             if path is not None:
                 save_state(path, {
@@ -284,7 +321,7 @@ def _train(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
                     "torch_rng": torch.get_rng_state(), "history": history, "step": step,
-                    "finished": out_of_time or epoch + 1 == config.epochs, "compute_seconds": compute_seconds,
+                    "finished": out_of_time or epoch + 1 == epochs, "compute_seconds": compute_seconds,
                     "train_seconds": spent_before + time.perf_counter() - t0,
                 })
             if on_epoch is not None:
@@ -293,6 +330,9 @@ def _train(
                 break
     finally:
         model.eval()
+    if confusion is None:  # every epoch came from a checkpoint: score the validation split once
+        predicted = _score(model, x_val, y_val, batch_size=config.eval_batch_size, device=device, preprocess=pre)[2]
+        confusion = _confusion(y_val_cpu, predicted, num_classes)
     return TrainResult(
         val_accuracy=history[-1],
         history=history,
@@ -301,7 +341,43 @@ def _train(
         train_seconds=spent_before + time.perf_counter() - t0,
         compute_seconds=compute_seconds,
         resumed_epochs=resumed,
+        val_confusion=confusion,
     )
+
+
+def planned_epochs(config: TrainConfig, n_train: int, *, batchnorm: bool = True) -> int:
+    """How many epochs :func:`train` runs on ``n_train`` images (before any ``train_subset``) unless its time cap
+    stops it: ``config.epochs``, or as many as ``config.steps`` batches take (the last one part-way)."""
+    if config.steps is None:
+        return config.epochs
+    n = min(n_train, config.train_subset or n_train)
+    batches = math.ceil(n / config.batch_size) - (batchnorm and n % config.batch_size == 1 and n > 1)
+    return math.ceil(config.steps / max(batches, 1))
+
+
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """scikit-learn's ``class_weight='balanced'``: ``len(y) / (num_classes * count)`` per class, float32 (a class
+    absent from ``y`` weighs 0: it has no image to weigh)."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = torch.unique(y.cpu()).numpy()
+    out = torch.zeros(num_classes, dtype=torch.float32)
+    # scikit-learn's divisor counts the classes present, so the weights of a y with every class are its own
+    out[torch.from_numpy(present)] = torch.from_numpy(
+        compute_class_weight("balanced", classes=present, y=y.cpu().numpy())).float()
+    return out
+
+
+def _num_classes(model: nn.Module, y_train: torch.Tensor, y_val: torch.Tensor) -> int:
+    """The network's number of outputs (an archsearch Net's record says it), else what the labels show."""
+    arch = getattr(model, "arch", None)
+    if arch is not None and isinstance(getattr(arch, "num_classes", None), int):
+        return int(arch.num_classes)
+    return int(max(y_train.max().item(), y_val.max().item())) + 1
+
+
+def _confusion(y: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
+    return confusion(y.numpy(), predicted.numpy(), max(num_classes, int(predicted.max().item()) + 1))
 
 
 def _on(preprocess: nn.Module | None, device: torch.device) -> nn.Module | None:

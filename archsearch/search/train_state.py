@@ -25,9 +25,13 @@ class LearningCurve:
     train_loss_tail: list[float | None] = field(default_factory=list)  # over the epoch's last quarter of steps
     val_loss: list[float | None] = field(default_factory=list)  # mean cross-entropy on validation, no smoothing
     val_accuracy: list[float | None] = field(default_factory=list)
+    val_balanced_accuracy: list[float | None] = field(default_factory=list)  # mean recall over classes
+    val_macro_f1: list[float | None] = field(default_factory=list)  # mean F1 over classes
 
-    def add(self, train_loss: float, train_loss_tail: float, val_loss: float, val_accuracy: float) -> None:
-        for name, value in zip(_CURVE_KEYS, (train_loss, train_loss_tail, val_loss, val_accuracy), strict=True):
+    def add(self, train_loss: float, train_loss_tail: float, val_loss: float, val_accuracy: float,
+            val_balanced_accuracy: float, val_macro_f1: float) -> None:
+        values = (train_loss, train_loss_tail, val_loss, val_accuracy, val_balanced_accuracy, val_macro_f1)
+        for name, value in zip(_CURVE_KEYS, values, strict=True):
             getattr(self, name).append(float(value))
 
     def to_dict(self) -> dict[str, list[float | None]]:
@@ -37,6 +41,13 @@ class LearningCurve:
     def last_val_loss(self) -> float | None:
         """The last epoch's validation loss (None: no epoch recorded)."""
         return self.val_loss[-1] if self.val_loss else None
+
+    def last(self) -> dict[str, float | None]:
+        """The last epoch's validation figures a score can be built from, by the keyword names of
+        :func:`archsearch.search.scoring.measured` (None: not recorded)."""
+        return {"val_loss": self.last_val_loss,
+                "balanced_accuracy": self.val_balanced_accuracy[-1] if self.val_balanced_accuracy else None,
+                "macro_f1": self.val_macro_f1[-1] if self.val_macro_f1 else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LearningCurve:
@@ -50,7 +61,7 @@ class LearningCurve:
             getattr(self, name)[:] = [None] * (epochs - len(values)) + values
 
 
-_CURVE_KEYS = ("train_loss", "train_loss_tail", "val_loss", "val_accuracy")
+_CURVE_KEYS = ("train_loss", "train_loss_tail", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
 
 
 def save_state(path: Path, state: dict) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from archsearch.core.class_metrics import ClassMetrics
 from archsearch.network.arch import Arch
 from archsearch.space.fit import Fit
 
@@ -66,6 +67,9 @@ class TrialRecord:
     epochs_done: int | None = None  # epochs trained (pruned: when stopped)
     val_accuracy: float | None = None  # validation accuracy after the last epoch trained
     curve: dict[str, Any] | None = None  # LearningCurve.to_dict(): per epoch train loss (all, tail), val loss, acc
+    # the validation split's confusion matrix after the last epoch: {"classes": [name, ...], "matrix": rows (true
+    # class) of columns (predicted)}; its per-class figures: ``class_metrics()``
+    val_confusion: dict[str, Any] | None = None
     train_seconds: float | None = None  # the trainer's wall time
     compute_seconds: float | None = None  # of it, the time in the forward and backward passes
     seconds: float | None = None  # the whole trial's wall time, however it ended
@@ -112,6 +116,16 @@ class TrialRecord:
         """(cost ``metric``, validation accuracy) where both are recorded, else None: the trial's place on a plot."""
         cost = self.cost(metric)
         return None if cost is None or self.val_accuracy is None else (cost, self.val_accuracy)
+
+    def class_metrics(self) -> ClassMetrics | None:
+        """The per-class figures of the validation split (None: not recorded, e.g. by an older archsearch)."""
+        c = self.val_confusion
+        if c is None or not isinstance(c.get("matrix"), list):
+            return None
+        try:
+            return ClassMetrics.from_matrix(c["matrix"], c.get("classes"))
+        except (ValueError, TypeError):  # written by another tool
+            return None
 
     def architecture(self) -> Arch:
         """The trial's architecture; ValueError for a trial that has none (not an archsearch trial)."""

@@ -86,3 +86,26 @@ def test_a_cross_validated_rerank_scores_minus_the_mean_fold_loss(write_study):
     folds = [r for epochs, r in trainer.results if epochs == 2]
     assert len(folds) == 2 and result["folds"] == [r.val_accuracy for r in folds]
     assert result["value"] == pytest.approx(-sum(r.curve.val_loss[-1] for r in folds) / 2)
+
+
+@pytest.mark.parametrize("score, figure", [("balanced_accuracy", "val_balanced_accuracy"),
+                                           ("macro_f1", "val_macro_f1")])
+def test_a_study_scored_per_class_values_reports_and_reranks_that_figure(write_study, score, figure):
+    path = write_study(objective={"type": "constrained", "score": score}, training={"epochs": 2},
+                       n_trials=3, rerank={"top": 1, "epochs": 3, "folds": 2})
+    config = load_study_config(path)
+    trainer = KeepingTrainer()
+    study = run(config, stream=None, progress=False, trainer=trainer)
+    trained = [t for t in study.trials if t.state == TrialState.COMPLETE and TrialRecord.of(t).curve is not None]
+    assert trained
+    for t in trained:
+        record = TrialRecord.of(t)
+        curve = record.curve[figure]
+        assert t.intermediate_values == dict(enumerate(curve))  # the pruner saw the same figure
+        assert t.values == [curve[-1]]
+        metrics = record.class_metrics()  # the recorded matrix gives the same figure through scikit-learn
+        assert metrics is not None and getattr(metrics, score) == pytest.approx(curve[-1])
+    ((number, result),) = rerank.results(study, config).items()
+    folds = [r for epochs, r in trainer.results if epochs == 3]
+    assert result["value"] == pytest.approx(sum(getattr(r.curve, figure)[-1] for r in folds) / 2)
+    assert result["fold_values"] == pytest.approx([getattr(r.curve, figure)[-1] for r in folds])

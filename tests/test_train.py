@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from conftest import Killed, stop_after
 from sklearn.datasets import load_digits
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from archsearch.search.train import (
     AUGMENTATIONS,
@@ -19,8 +21,11 @@ from archsearch.search.train import (
     TrainConfig,
     TrainingDiverged,
     augment_batch,
+    class_weights,
     lr_factor,
     make_optimizer,
+    planned_epochs,
+    predict,
     resolve_device,
     train,
 )
@@ -217,7 +222,7 @@ def test_checkpoint_of_another_training_is_refused(digits: Digits, tmp_path) -> 
     [dict(optimizer=o, lr=0.01 if o != "sgd" else 0.1) for o in OPTIMIZERS]
     + [dict(schedule=s, warmup_epochs=0.5) for s in SCHEDULES]
     + [dict(augment=a) for a in AUGMENTATIONS]
-    + [dict(label_smoothing=0.1)],
+    + [dict(label_smoothing=0.1), dict(class_weight="balanced"), dict(sampler="balanced")],
     ids=lambda option: "-".join(f"{k}={v}" for k, v in option.items()),
 )
 def test_each_option_trains_one_epoch(digits: Digits, option: dict) -> None:
@@ -369,3 +374,70 @@ def test_every_trial_records_its_learning_curve(write_study) -> None:
         assert set(curve) == {"train_loss", "train_loss_tail", "val_loss", "val_accuracy", "val_balanced_accuracy",
                               "val_macro_f1"}
         assert all(len(v) == 2 for v in curve.values()) and curve["val_accuracy"][-1] == t.user_attrs["val_accuracy"]
+
+
+# --- the length in steps, imbalance, per-class figures ---------------------------------------------
+
+
+def test_steps_replace_epochs_and_end_the_last_epoch_part_way(digits: Digits) -> None:
+    x, y, xv, yv = digits  # 700 images at batch 64: 11 batches an epoch (the last one of 60)
+    steps: list[int] = []
+    hook = register_optimizer_step_post_hook(lambda *args: steps.append(1))
+    try:
+        config = TrainConfig(steps=25, epochs=1, batch_size=64, train_subset=700)
+        result = train(fresh_model(), x, y, xv, yv, config, device=CPU)
+    finally:
+        hook.remove()
+    assert len(steps) == 25  # 11 + 11 + 3: the third epoch stops after 3 batches
+    assert result.epochs_done == 3 == planned_epochs(config, len(y))
+    assert len(result.curve.train_loss) == 3 and all(math.isfinite(v) for v in result.curve.train_loss_tail)
+
+
+def test_planned_epochs_counts_the_batches_train_runs() -> None:
+    assert planned_epochs(TrainConfig(epochs=7), 1000) == 7
+    assert planned_epochs(TrainConfig(steps=30, batch_size=32), 400) == 3  # 13 batches an epoch
+    assert planned_epochs(TrainConfig(steps=30, batch_size=32, train_subset=64), 400) == 15  # 2 batches
+    assert planned_epochs(TrainConfig(steps=10, batch_size=32), 33) == 10  # the single-image batch is dropped
+
+
+def test_class_weights_are_scikit_learns_balanced() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = torch.tensor([0] * 60 + [1] * 25 + [2] * 10 + [3] * 5)
+    expected = compute_class_weight("balanced", classes=np.arange(4), y=y.numpy())
+    assert torch.allclose(class_weights(y, 4), torch.tensor(expected, dtype=torch.float32))
+    assert class_weights(torch.tensor([0, 0, 2]), 3)[1] == 0  # a class without images weighs nothing
+
+
+def test_balanced_sampler_shows_a_rare_class_as_often_as_a_common_one(digits: Digits) -> None:
+    x, y, xv, yv = digits
+    keep = torch.cat([torch.nonzero(y == c).flatten()[: (200 if c == 0 else 10)] for c in range(10)])
+    seen: list[torch.Tensor] = []
+
+    class Spy(SmallCNN):
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                seen.append(inp[:, 0, 0, 0].clone())  # the image's tag
+            return super().forward(inp)
+
+    tagged = x[keep].clone()
+    tagged[:, 0, 0, 0] = torch.arange(len(keep), dtype=torch.float32)  # each image's number in its corner
+    torch.manual_seed(0)
+    train(Spy(), tagged, y[keep], xv, yv, TrainConfig(epochs=3, batch_size=29, sampler="balanced"), device=CPU)
+    drawn = y[keep][torch.cat(seen).long()]
+    share = torch.bincount(drawn, minlength=10).float() / len(drawn)
+    assert share[0] < 0.2  # 69% of the images, drawn about a tenth of the time
+    assert (share > 0.05).all()
+
+
+def test_validation_figures_are_recorded_each_epoch(digits: Digits) -> None:
+    from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
+
+    model = fresh_model()
+    result = run(digits, model, epochs=2, batch_size=64, train_subset=640)
+    _, _, xv, yv = digits
+    predicted = predict(model, xv, yv, batch_size=256, device=CPU)
+    assert result.val_confusion == confusion_matrix(yv.numpy(), predicted.numpy(), labels=range(10)).tolist()
+    assert result.curve.val_balanced_accuracy[-1] == pytest.approx(balanced_accuracy_score(yv, predicted))
+    assert result.curve.val_macro_f1[-1] == pytest.approx(f1_score(yv, predicted, average="macro"))
+    assert len(result.curve.val_balanced_accuracy) == len(result.curve.val_macro_f1) == 2

@@ -82,6 +82,7 @@ def test_digits_cached_deterministic_and_seeded():
         ({"val_fraction": "0.1"}, TypeError, "val_fraction must be a float"),
         ({"seed": 1.5}, TypeError, "seed must be an int"),
         ({"foo": 1}, ConfigError, r"takes no options, got \['foo'\]"),
+        ({"bad_files": "skip"}, ConfigError, r"dataset 'digits' takes no bad_files \(it is the folder dataset's\)"),
     ],
 )
 def test_bad_arguments(kwargs, error, match):

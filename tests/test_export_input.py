@@ -1,28 +1,38 @@
 """An export carries its input preprocessing: fed raw test images as a user loads them (scikit-learn's digits as
 floats 0-16, Fashion-MNIST's IDX bytes), ``model.py``, ``model.pt2`` and ``model.onnx`` reach the test accuracy
 that ``metrics.json`` records, in a fresh process that cannot import archsearch. Both studies pick a resolution
-multiplier, so the resize travels too. Real one-trial searches in real SQLite files; torch on one thread.
+multiplier, so the resize travels too. Real one-trial searches in real SQLite files; torch on one thread. And
+``model.py`` on image files: read as the ``folder`` dataset reads them, and ``python model.py FILE ...`` going on
+past a file it cannot read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import io
 import json
 import os
+import runpy
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from conftest import TINY_SPACE, WITHOUT_ARCHSEARCH, study_dict
+from PIL import Image
 
 from archsearch import Arch, Stage, Stem, build
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import load_data
+from archsearch.data.image_file import IMAGE_BACKGROUND, read_image
 from archsearch.data.preprocess import Preprocess, Preprocessing, WithPreprocessing
+from archsearch.export.codegen import model_source
 from archsearch.export.folder import export, load, save
 from archsearch.search.study import run
 
@@ -236,3 +246,109 @@ def test_a_damaged_preprocessing_record_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"metrics\.json: preprocessing: bad preprocessing record \(KeyError"):
         load(folder)
     assert type(load(folder, bare=True)).__name__ == "Net"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# model.py and image files: read as the training images were, and `python model.py FILE ...`
+
+IMAGES = Preprocessing(raw="8-bit pixels", divisor=255.0, mean=(0.5,) * 3, std=(0.25,) * 3, source_resolution=8,
+                       resolution=8)
+
+
+def _model_folder(folder: Path) -> Path:
+    """model.py (taking 8-bit RGB images of 8x8) and the weights of a network with random weights: what an
+    export writes for them, without the retrain and the other formats."""
+    arch = Arch(3, 8, 3, Stem("conv", 8), (Stage("dwsep", 16),))
+    torch.manual_seed(0)
+    folder.mkdir()
+    (folder / "model.py").write_text(model_source(arch, IMAGES, ["sneaker", "sandal", "boot"]))
+    torch.save(build(arch).state_dict(), folder / "weights.pt")
+    return folder
+
+
+def _import_model(folder: Path) -> Any:
+    spec = importlib.util.spec_from_file_location("model_under_test", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_model_py_reads_an_image_file_as_the_folder_dataset_does(tmp_path: Path) -> None:
+    # a photo a camera stored on its side (EXIF orientation 6), with a transparent corner
+    upright = Image.new("RGBA", (8, 12), (30, 60, 90, 255))
+    upright.putpixel((0, 0), (0, 0, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "photo.png", exif=exif.tobytes())
+    model = _import_model(_model_folder(tmp_path / "export"))
+    x = model.read_image(tmp_path / "photo.png")
+    assert model.IMAGE_BACKGROUND == IMAGE_BACKGROUND
+    assert torch.equal(x[0], read_image(tmp_path / "photo.png", "RGB", 8))  # the folder dataset's reading
+    # upright (8 wide, 12 high, centre 8x8 kept) and the transparent corner white, on the top row's first pixel
+    expected = read_image(tmp_path / "photo.png", "RGB", None)
+    assert expected.shape == (3, 12, 8) and expected[:, 0, 0].tolist() == [255, 255, 255]
+    assert torch.equal(x[0], expected[:, 2:10, :])
+
+
+def _run_model_py(folder: Path, argv: list[str]) -> tuple[int, str]:
+    """``python model.py ARGV...`` in this process: its exit status and what it printed."""
+    printed = io.StringIO()
+    old_argv = sys.argv
+    sys.argv = [str(folder / "model.py"), *argv]
+    try:
+        with contextlib.redirect_stdout(printed):
+            runpy.run_path(str(folder / "model.py"), run_name="__main__")
+        status = 0
+    except SystemExit as e:
+        status = int(e.code or 0)
+    finally:
+        sys.argv = old_argv
+    return status, printed.getvalue()
+
+
+def _good_and_bad_files(folder: Path) -> list[str]:
+    folder.mkdir()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(folder / "a.png")
+    (folder / "b.png").write_text("not a picture")
+    (folder / "c.jpg").write_bytes(b"")
+    Image.new("L", (20, 10), 40).save(folder / "d.png")  # greyscale, another size: converted and resized
+    return [str(folder / n) for n in ("a.png", "b.png", "c.jpg", "d.png", "missing.png")]
+
+
+def test_model_py_command_goes_on_past_a_bad_file_and_exits_1(tmp_path: Path) -> None:
+    folder = _model_folder(tmp_path / "export")
+    files = _good_and_bad_files(tmp_path / "images")
+    status, printed = _run_model_py(folder, files)
+    lines = printed.splitlines()
+    assert status == 1 and len(lines) == 5, printed
+    model = _import_model(folder)
+    net = model.load()
+    for line, path in zip(lines, files, strict=True):
+        assert line.startswith(f"{path}: ")
+    name, probs = model.classify(files[0], net)
+    assert set(probs) == {"sneaker", "sandal", "boot"} and abs(sum(probs.values()) - 1) < 1e-5
+    assert name == max(probs, key=probs.get)
+    top = sorted(probs.items(), key=lambda item: -item[1])
+    assert lines[0] == f"{files[0]}: " + ", ".join(f"{n} {p:.2f}" for n, p in top)
+    assert lines[1] == f"{files[1]}: cannot read: not an image Pillow can read"
+    assert lines[2] == f"{files[2]}: cannot read: not an image Pillow can read"
+    assert lines[3].startswith(f"{files[3]}: ") and "cannot read" not in lines[3]
+    assert lines[4] == f"{files[4]}: cannot read: No such file or directory"
+    assert _run_model_py(folder, files[:1]) == (0, lines[0] + "\n")
+    status, printed = _run_model_py(folder, [])  # no files: one pass on zeros, as before
+    assert status == 0 and printed.endswith(": logits shape (1, 3)\n")
+
+
+@pytest.mark.slow
+def test_python_model_py_prints_no_traceback(tmp_path: Path) -> None:
+    folder = _model_folder(tmp_path / "export")
+    files = _good_and_bad_files(tmp_path / "images")
+    proc = subprocess.run([sys.executable, str(folder / "model.py"), *files], cwd=tmp_path, env=ONE_THREAD_ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+    assert [line.split(": ")[1] for line in proc.stdout.splitlines()] == [
+        line.split(": ")[1] for line in _run_model_py(folder, files)[1].splitlines()]

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,13 @@ from conftest import TINY_SPACE, WITHOUT_ARCHSEARCH, study_dict
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.data import image_cache
 from archsearch.data.bundle import clear_cache, load_data
+from archsearch.data.image_file import IMAGE_BACKGROUND, read_image
 from archsearch.export.folder import export
-from archsearch.search.study import run
+from archsearch.search.study import load_config_data, print_notes, run
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -167,8 +170,8 @@ def _missing_in_test(root: Path) -> Path:
 
 
 @pytest.mark.parametrize(("damage", "match"), [
-    (_truncate, "corrupt or truncated image"),
-    (_not_an_image, "not an image Pillow can read"),
+    (_truncate, r"1 of 60 image files cannot be read:\n  1 truncated or corrupt: "),
+    (_not_an_image, r"1 of 61 image files cannot be read:\n  1 not an image Pillow can read: "),
     (_empty_class, "class folder 'ten' has no images"),
     (_missing_in_test, r"class folder\(s\) \['ten'\] in train/ have none in test/"),
 ])
@@ -180,12 +183,159 @@ def test_bad_folder_names_the_file(tmp_path: Path, damage, match: str) -> None:
     assert str(victim) in str(info.value)
 
 
+def _damage_three_ways(root: Path) -> dict[str, list[Path]]:
+    """Seven empty .jpg files, a text file named .png and a PNG cut in half (its header intact: only a decode sees
+    it), in class folders of train/ and test/."""
+    empty = [root / "train" / "one" / f"empty{i}.jpg" for i in range(7)]
+    for path in empty:
+        path.write_bytes(b"")
+    text = root / "test" / "two" / "notes.png"
+    text.write_text("these are my notes, not a picture")
+    cut = sorted((root / "train" / "three").iterdir())[0]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    return {"empty": empty, "text": [text], "cut": [cut]}
+
+
+def test_every_bad_file_is_named_in_one_error(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "png", n=60)
+    bad = _damage_three_ways(root)
+    with pytest.raises(ConfigError) as info:
+        load_data("folder", root=root)
+    message = str(info.value)
+    assert message.startswith(f"{root}: 9 of 68 image files cannot be read:\n")
+    lines = message.splitlines()
+    assert lines[1] == ("  7 empty (0 bytes): " + ", ".join(str(p) for p in sorted(bad["empty"])[:5])
+                        + " and 2 more")
+    assert lines[2] == f"  1 not an image Pillow can read: {bad['text'][0]}"
+    assert lines[3].startswith(f"  1 truncated or corrupt: {bad['cut'][0]} (")
+    assert "set `bad_files: skip` under `dataset:`" in lines[4] and len(lines) == 5
+
+
+def test_bad_files_and_mixed_sizes_are_said_in_one_error(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "png", n=60, sizes=(16, 24))
+    cut = _truncate(root)
+    with pytest.raises(ConfigError, match=r"1 of 60 image files cannot be read:\n  1 truncated or corrupt: ") as info:
+        load_data("folder", root=root)  # no resolution: the sizes are a second problem, said in the same error
+    assert str(cut) in str(info.value)
+    assert "\nAlso: images of several sizes, e.g. " in str(info.value)
+
+
+def test_bad_files_skip_leaves_them_out_and_says_so(tmp_path: Path, cache_dir: Path) -> None:
+    root = make_folder(tmp_path / "png", n=60)
+    bad = _damage_three_ways(root)
+    b = load_data("folder", root=root, bad_files="skip")
+    assert len(b.y_train) + len(b.y_val) + len(b.y_test) == 59  # 60 digits, one of them cut
+    assert sorted(path for path, _ in b.skipped_files) == sorted(map(str, [*bad["empty"], *bad["cut"], *bad["text"]]))
+    reasons = dict(b.skipped_files)
+    assert reasons[str(bad["text"][0])] == "not an image Pillow can read"
+    assert reasons[str(bad["cut"][0])].startswith("truncated or corrupt (")
+    [note] = b.notes
+    assert note.startswith("9 bad image file(s) left out (bad_files: skip): 7 empty (0 bytes): ")
+    assert "; 1 not an image Pillow can read: " in note and "; 1 truncated or corrupt: " in note
+    # read back from the cache: the same images, the same files named
+    clear_cache()
+    again = load_data("folder", root=root, bad_files="skip")
+    assert again.skipped_files == b.skipped_files and torch.equal(again.x_test, b.x_test)
+    # a fixed file is decoded again; and `stop` does not read what `skip` cached
+    Image.new("RGB", (16, 16), (9, 9, 9)).save(bad["text"][0], format="PNG")
+    clear_cache()
+    fixed = load_data("folder", root=root, bad_files="skip")
+    assert len(fixed.skipped_files) == 8 and len(fixed.y_test) == len(b.y_test) + 1
+    with pytest.raises(ConfigError, match="8 of 68 image files cannot be read"):
+        load_data("folder", root=root)
+
+
+def test_a_study_with_bad_files_skip_prints_its_notes(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "my_images", n=40)
+    (root / "train" / "one" / "empty.png").write_bytes(b"")
+    (tmp_path / "tiny_space.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False))
+    study = study_dict(name="mine", dataset={"name": "folder", "root": "my_images", "bad_files": "skip"})
+    del study["dataset"]["options"]
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    config = load_study_config(tmp_path / "mine.yaml")
+    assert config.dataset.bad_files == "skip"
+    _, data = load_config_data(config)
+    assert data.skipped_files == ((str(root / "train" / "one" / "empty.png"), "empty (0 bytes)"),)
+    printed = io.StringIO()
+    print_notes(data, printed)
+    assert printed.getvalue() == (f"note: 1 bad image file(s) left out (bad_files: skip): 1 empty (0 bytes): "
+                                  f"{root / 'train' / 'one' / 'empty.png'}\n")
+
+
+def _upright_and_stored() -> tuple[Image.Image, Image.Image, bytes]:
+    """A 16x12 image that no turn or flip maps onto itself (a bright top-left pixel, a ramp), the same turned a
+    quarter anticlockwise as a camera on its side stores it, and EXIF that says so (Orientation 6: turn it back)."""
+    upright = Image.new("RGB", (16, 12), (0, 0, 0))
+    for x in range(16):
+        for y in range(12):
+            upright.putpixel((x, y), (10 * x, 15 * y, 100))
+    upright.putpixel((0, 0), (255, 255, 255))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return upright, upright.transpose(Image.Transpose.ROTATE_90), exif.tobytes()
+
+
+def _chw(img: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+
+
+def test_exif_orientation_is_applied_in_the_folder_and_its_size_is_the_upright_one(tmp_path: Path) -> None:
+    upright, stored, exif = _upright_and_stored()
+    root = tmp_path / "png"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            upright.save(root / name / f"{i}.png")
+    stored.save(root / "a" / "0.png", exif=exif)  # stored 12x16, upright 16x12: like the others
+    assert read_image(root / "a" / "0.png").shape == (3, 12, 16)
+    assert torch.equal(read_image(root / "a" / "0.png"), _chw(upright))
+    # the header's size is the upright one: all images are 16x12 (not square), none of another size
+    with pytest.raises(ConfigError, match=r"images of 16x12, not square: set the study's `resolution`"):
+        load_data("folder", root=root, test_fraction=0.4)
+    b = load_data("folder", root=root, test_fraction=0.4, resolution=12)
+    expected = read_image(root / "a" / "1.png", "RGB", 12)  # an upright copy, centre-cropped the same way
+    everything = torch.cat((b.x_train, b.x_val, b.x_test))
+    assert all(torch.equal(x, expected) for x in everything)  # the turned one too
+
+
+def test_transparent_pixels_are_laid_on_white(tmp_path: Path) -> None:
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 255))
+    rgba.putpixel((0, 0), (10, 20, 30, 0))  # transparent: white
+    rgba.putpixel((1, 0), (0, 0, 0, 128))  # half: halfway to white
+    rgba.save(tmp_path / "rgba.png")
+    x = read_image(tmp_path / "rgba.png")
+    assert IMAGE_BACKGROUND == 255
+    assert x[:, 0, 0].tolist() == [255, 255, 255] and x[:, 1, 1].tolist() == [10, 20, 30]
+    assert all(abs(v - 127) <= 1 for v in x[:, 0, 1].tolist())
+    la = Image.new("LA", (4, 4), (40, 255))
+    la.putpixel((0, 0), (40, 0))
+    la.save(tmp_path / "la.png")
+    assert read_image(tmp_path / "la.png", "L")[0, 0].tolist() == [255, 40, 40, 40]
+    palette = Image.new("P", (4, 4), 1)
+    palette.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
+    palette.putpixel((0, 0), 0)
+    palette.save(tmp_path / "p.gif", transparency=0)  # colour 0 marked transparent, as a GIF does it
+    assert read_image(tmp_path / "p.gif")[:, 0, :2].tolist() == [[255, 200], [255, 0], [255, 0]]
+    # a folder of LA images stays greyscale: one channel, the transparent pixel white
+    for name in ("a", "b"):
+        (tmp_path / "la" / name).mkdir(parents=True)
+        for i in range(2):
+            la.save(tmp_path / "la" / name / f"{i}.png")
+    b = load_data("folder", root=tmp_path / "la", test_fraction=0.5)
+    assert b.in_chs == 1 and b.x_test[0, 0, 0].tolist() == [255, 40, 40, 40]
+
+
 def test_one_class_only_and_files_without_an_image_extension(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "png", n=60, classes=2)
     (root / "train" / "one" / "README.txt").write_text("how I took the pictures")
-    with pytest.warns(UserWarning, match=r"1 file\(s\) without an image extension skipped, e\.g\. .*README\.txt"):
+    (root / "test" / "one" / "notes.txt").write_text("more")
+    (root / "train" / "list.csv").write_text("beside the class folders")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said in the data's notes, not as a Python warning
         b = load_data("folder", root=root)
-    assert b.num_classes == 2
+    assert b.num_classes == 2 and b.skipped_files == ()
+    assert b.notes == (f"1 file(s) outside the class folders left out, e.g. {root / 'train' / 'list.csv'}",
+                       f"2 file(s) without an image extension left out, e.g. {root / 'train' / 'one' / 'README.txt'}")
     one = make_folder(tmp_path / "one", n=20, classes=1)
     with pytest.raises(ConfigError, match=r"found 1 class folder\(s\) \['zero'\]: a classifier needs at least 2"):
         load_data("folder", root=one)

@@ -79,6 +79,10 @@ class DataBundle:
     classes: tuple[str, ...] = ()  # a name per label; () means "0".."num_classes-1"
     size: int | None = None  # the network's input resolution where it is not the stored one (resized per batch)
     identity: str = ""  # sha256 of the unsplit images, labels and class names: tells one dataset from another
+    # one line each, for the user: what the loader left out and why (files without an image extension, bad
+    # image files under ``bad_files: skip``); a search and an export print them
+    notes: tuple[str, ...] = ()
+    skipped_files: tuple[tuple[str, str], ...] = ()  # (path, reason) of each image file left out as bad
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
@@ -180,6 +184,7 @@ def load_data(
     channels: int | None = None,
     test_fraction: float | None = None,
     resolution: int | None = None,
+    bad_files: str = "stop",
     **options: Any,
 ) -> DataBundle:
     """Load dataset ``name`` (see :data:`DATASETS`, or ``"module:function"``) as a :class:`DataBundle`.
@@ -189,10 +194,11 @@ def load_data(
     permutation seeded with ``seed``, becomes the validation split. ``download=True`` lets torchvision fetch
     missing files; nothing is downloaded otherwise. ``base_dir`` (the study file's folder) is where a
     ``module:function`` loader is also looked for. ``folder`` takes ``channels`` (1, 3 or None: what the
-    images are), ``test_fraction`` (where it has no test/ folder) and ``resolution`` (what images of several
-    sizes are resized to). ``options`` go to ``synthetic`` or to a custom function. Built-in names are matched
-    case-insensitively with ``_`` read as ``-``. Results are cached per process: the same arguments return the
-    same object.
+    images are), ``test_fraction`` (where it has no test/ folder), ``resolution`` (what images of several
+    sizes are resized to) and ``bad_files`` ("stop": image files that cannot be read are one error naming them
+    all; "skip": they are left out, in :attr:`DataBundle.skipped_files` and a note). ``options`` go to
+    ``synthetic`` or to a custom function. Built-in names are matched case-insensitively with ``_`` read as
+    ``-``. Results are cached per process: the same arguments return the same object.
     """
     if not isinstance(name, str):
         raise TypeError(f"dataset name must be a str, got {type(name).__name__}")
@@ -208,10 +214,10 @@ def load_data(
     if key_name == "folder":
         if options:
             raise ConfigError(f"dataset 'folder' takes no options, got {sorted(options)}", key="dataset.options")
-        options = folder_keys
-    elif test_fraction is not None:
-        raise ConfigError(f"dataset {name!r} takes no test_fraction (it is the folder dataset's)",
-                          key="dataset.test_fraction")
+        options = {**folder_keys, "bad_files": bad_files}
+    elif test_fraction is not None or bad_files != "stop":
+        which = "test_fraction" if test_fraction is not None else "bad_files"
+        raise ConfigError(f"dataset {name!r} takes no {which} (it is the folder dataset's)", key=f"dataset.{which}")
     else:  # synthetic's options of the same names, or a custom loader's
         options = {**options, **{k: v for k, v in folder_keys.items() if v is not None}}
     resolved_root = None if root is None else str(Path(root).expanduser().resolve())
@@ -292,6 +298,8 @@ def _make_bundle(name: str, raw: RawSplits, val_fraction: float, seed: int) -> D
         raw_format=raw.format,
         classes=raw.classes,
         identity=identity,
+        notes=raw.notes,
+        skipped_files=raw.skipped_files,
     )
 
 

@@ -39,6 +39,8 @@ class RawSplits(NamedTuple):
     divisor: float  # x / divisor is in [0, 1] (1.0: float images used as given)
     format: str  # what the stored pixels are, for the export's card
     classes: tuple[str, ...] = ()  # a name per label; (): "0".."N-1"
+    notes: tuple[str, ...] = ()  # one line each, for the user: what the reader left out, and why
+    skipped_files: tuple[tuple[str, str], ...] = ()  # (path, reason) of each image file left out as bad
 
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

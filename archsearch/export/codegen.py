@@ -18,7 +18,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from archsearch.data.image_file import read_image
+from archsearch.data.image_file import IMAGE_BACKGROUND, read_image
 from archsearch.data.preprocess import Preprocess, Preprocessing, WithPreprocessing
 from archsearch.network import blocks
 from archsearch.network.arch import Arch
@@ -36,7 +36,8 @@ class ExportError(RuntimeError):
 
 _SEARCH_ONLY_METHODS = ("validate", "cost")  # the block protocol's search-time half: not needed to run a net
 _PLAN_NAMES = ("ARCH_ID", "INPUT_SHAPE", "NET_INPUT_SHAPE", "PREPROCESSING", "STEM", "STEM_POOL", "STAGES", "HEAD",
-               "FEATURES", "HIDDEN", "NUM_CLASSES", "CLASSES", "IMAGE_MODE", "read_image")
+               "FEATURES", "HIDDEN", "NUM_CLASSES", "CLASSES", "IMAGE_MODE", "IMAGE_BACKGROUND", "read_image",
+               "classify")
 _FIXED_IMPORTS = {  # name -> import line, for what the template around the blocks uses
     "annotations": "from __future__ import annotations",
     "Path": "from pathlib import Path",
@@ -86,14 +87,29 @@ if __name__ == "__main__":
     import sys
 
     net = load()
-    with torch.no_grad():
-        read = globals().get("read_image")  # defined above where the network takes 8-bit images
-        if len(sys.argv) > 1 and read is not None:
-            for path in sys.argv[1:]:
-                print(f"{{path}}: {{CLASSES[net(read(path)).argmax(1).item()]}}")
-        else:
+    classify_file = globals().get("classify")  # defined above where the network takes 8-bit images
+    if len(sys.argv) > 1 and classify_file is not None:
+        failed = 0
+        for path in sys.argv[1:]:  # one line per file; a file that cannot be read does not stop the rest
+            try:
+                _, probs = classify_file(path, net)
+            except Exception as e:  # missing, empty, not an image, truncated: the reason, then the next file
+                failed += 1
+                why = str(e).split("\\n")[0] or type(e).__name__
+                if isinstance(e, OSError) and e.strerror:
+                    why = e.strerror  # No such file or directory, Is a directory, Permission denied
+                elif type(e).__name__ == "UnidentifiedImageError":
+                    why = "not an image Pillow can read"
+                print(f"{{path}}: cannot read: {{why}}", flush=True)
+                continue
+            top = sorted(probs.items(), key=lambda item: -item[1])[:3]
+            print(f"{{path}}: " + ", ".join(f"{{name}} {{p:.2f}}" for name, p in top), flush=True)
+        if failed:
+            sys.exit(1)
+    else:
+        with torch.no_grad():
             logits = net(torch.zeros(1, *INPUT_SHAPE))
-            print(f"{{ARCH_ID}}: logits shape {{tuple(logits.shape)}}")
+        print(f"{{ARCH_ID}}: logits shape {{tuple(logits.shape)}}")
 '''
 
 
@@ -329,8 +345,13 @@ def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes
     ]
     imports = "\n\n".join("\n".join(group) for group in stdlib_then_torch if group)
     usage = "    print(CLASSES[logits.argmax(1)[0]])  # the first image's class name\n"
+    command = "    python model.py              # one forward pass on zeros: prints the logits' shape"
     if images:
-        usage += "    x = model.read_image('cat.png')     # an image file as load() takes it: 1 x INPUT_SHAPE\n"
+        usage += ("    x = model.read_image('cat.png')     # an image file as load() takes it: 1 x INPUT_SHAPE\n"
+                  "    name, probs = model.classify('cat.png', net)  # its class, and each class's probability\n")
+        command = ("    python model.py IMAGE ...    # a line per file: its top classes with their probabilities\n"
+                   "                                 # (a file it cannot read: 'cannot read', and exit status 1)\n"
+                   + command)
     header = f'''"""A standalone image classifier (PyTorch only), exported by archsearch.
 
 Architecture {arch.id}.
@@ -341,7 +362,7 @@ Generated from the source of archsearch's block classes; re-export rather than e
     logits = net(images)         # raw images, N x INPUT_SHAPE, in the dataset's own range
     bare = model.load(bare=True) # the network alone: takes PREPROCESSING's output, N x NET_INPUT_SHAPE
 {usage}
-    python model.py [IMAGE ...]  # prints each image file's class (no files: one forward pass on zeros)
+{command}
 """'''
     parts = [
         header,
@@ -372,16 +393,29 @@ def _image_source(preprocessing: Preprocessing) -> str:
     source = textwrap.dedent(inspect.getsource(read_image)).replace("def read_image(", "def _read_image_file(", 1)
     mode = "RGB" if preprocessing.channels == 3 else "L"
     return f'''IMAGE_MODE = {mode!r}  # Pillow mode the images are converted to
+IMAGE_BACKGROUND = {IMAGE_BACKGROUND!r}  # grey level that transparent pixels are laid on (255: white)
 
 
 {source.strip()}
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as load() takes it, 1 x INPUT_SHAPE uint8: converted to IMAGE_MODE, the shorter side
-    resized to INPUT_SHAPE[1] and the centre square kept where it is another size (as archsearch read the
-    training images)."""
-    return _read_image_file(path, IMAGE_MODE, INPUT_SHAPE[1]).unsqueeze(0)'''
+    """An image file as load() takes it, 1 x INPUT_SHAPE uint8: turned upright (EXIF orientation), laid on
+    IMAGE_BACKGROUND where it has transparency, converted to IMAGE_MODE, the shorter side resized to
+    INPUT_SHAPE[1] and the centre square kept where it is another size (as archsearch read the training images)."""
+    return _read_image_file(path, IMAGE_MODE, INPUT_SHAPE[1]).unsqueeze(0)
+
+
+def classify(path: str | Path, net: nn.Module | None = None) -> tuple[str, dict[str, float]]:
+    """The class of the image file at ``path``, and each class's probability (the softmax of the logits).
+
+    ``net``: a network from load(), loaded here where None (pass one to classify many files).
+    """
+    net = load() if net is None else net
+    with torch.no_grad():
+        probs = torch.softmax(net(read_image(path)).float(), dim=1)[0].tolist()
+    best = max(range(len(probs)), key=probs.__getitem__)
+    return CLASSES[best], dict(zip(CLASSES, probs))'''
 
 
 def _is_torch_import(line: str) -> bool:

@@ -43,7 +43,7 @@ from archsearch.search.trial_record import CONFIG_ATTR, CREATED_ATTR, CREATED_BY
 from archsearch.search.worker_identity import worker_id
 from archsearch.space.search_space import Space
 
-__all__ = ["run", "run_workers", "open_study", "load_config_data"]
+__all__ = ["run", "run_workers", "open_study", "load_config_data", "print_notes"]
 
 COUNTED = COUNTED_STATES
 _INTERRUPT_GRACE_S = 30.0  # after a Ctrl-C, how long run_workers waits for its workers to stop on their own
@@ -144,12 +144,21 @@ def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
     }
     if ds.name == "folder":
         folder["resolution"] = config.resolution
+    if ds.bad_files != "stop":  # for another dataset: refused by load_data, as test_fraction is
+        folder["bad_files"] = ds.bad_files
     data = load_data(ds.name, root=ds.root, val_fraction=ds.val_fraction, seed=config.training.seed,
                      download=ds.download, base_dir=None if config.source is None else Path(config.source).parent,
                      **folder, **ds.options)
     if config.resolution is not None:
         data = data.resized(config.resolution)
     return space, data
+
+
+def print_notes(data: DataBundle, stream: IO[str] | None) -> None:
+    """The data's notes (what its loader left out, and why), a line each, to ``stream`` (None: nowhere)."""
+    if stream is not None:
+        for note in data.notes:
+            print(f"note: {note}", file=stream, flush=True)
 
 
 def run(
@@ -210,6 +219,7 @@ def _run(
     left = None if created else left_to_run(study, config, done, target)
     if stream is not None and not worker_index:  # workers: run_workers says it once
         print(start_line(config, created, done, target, left=left), file=stream, flush=True)
+        print_notes(data, stream)
     if done >= target and left is None:
         recover(study, requeue=False)  # a dead worker's trial beyond the target: failed, not run again
         return study  # nothing to do: the line above says so, `archsearch report` shows the results
@@ -341,6 +351,7 @@ def run_workers(
             left = None if created else left_to_run(study, config, done, target)
             line = start_line(config, created, done, target, left=left)
             print(f"{line} ({workers} workers)", file=stream, flush=True)
+            print_notes(data, stream)
         if config.enqueue_baselines:  # here, before the workers start
             ensure_baselines(study, config, data, created=created)
         interrupt.check()

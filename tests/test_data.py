@@ -406,3 +406,16 @@ def test_synthetic_is_learnable():
     with torch.no_grad():
         accuracy = (model(b.x_test).argmax(1) == b.y_test).float().mean().item()
     assert accuracy > 0.6  # chance is 0.25
+
+
+def test_a_users_validation_split_is_stratified_and_a_thin_class_is_named(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [300, 125, 50, 25]).astype(np.int64)  # 60/25/10/5%
+    x = rng.integers(0, 256, size=(len(y), 1, 6, 6), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    for seed in (0, 1):
+        b = load_data("arrays", root=tmp_path / "d.npz", val_fraction=0.2, seed=seed)
+        assert torch.bincount(b.y_val).tolist() == [60, 25, 10, 5]  # each class in its share
+        assert torch.bincount(b.y_train).tolist() == [240, 100, 40, 20]
+        (note,) = b.notes
+        assert note.startswith("1 class(es) with fewer than 10 validation images ('3' 5)")

@@ -44,6 +44,11 @@ from archsearch.data.readers import (
 __all__ = ["DATASETS", "DataBundle", "load_data", "clear_cache"]
 
 _TENSOR_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+#: the built-in datasets keep their validation split as it was (a seeded permutation), so that studies and
+#: benchmarks made with them score on the same images; every other dataset's is stratified by class
+_UNSTRATIFIED = ("digits", "fashion-mnist", "mnist", "cifar10", "synthetic")
+#: a class with fewer validation images than this is named in a note: its recall is noise
+MIN_VAL_IMAGES = 10
 _SUBSET_SEED = 0  # fixed: subset(n) prefixes are nested, so a larger budget sees a superset
 _CHUNK = 4096  # images per step where a whole split is converted: bounds the temporary memory
 
@@ -279,8 +284,12 @@ def _make_bundle(name: str, raw: RawSplits, val_fraction: float, seed: int) -> D
         raise ConfigError(f"dataset {name!r}: need at least 2 classes, got only labels {sorted(set(y_train.tolist()))}")
     identity = _identity(raw)
     n_val = min(max(round(n * val_fraction), 1), n - 1)
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
-    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    if name in _UNSTRATIFIED:
+        perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+        val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+    else:
+        val_idx, train_idx = _stratified_val(y_train, n_val, seed)
+    notes = raw.notes + _few_val_images(y_train[val_idx], raw.classes or tuple(map(str, range(num_classes))))
     x_tr, y_tr = x_train[train_idx], y_train[train_idx]
     mean, std = _channel_stats(x_tr, raw.divisor)
     return DataBundle(
@@ -298,9 +307,36 @@ def _make_bundle(name: str, raw: RawSplits, val_fraction: float, seed: int) -> D
         raw_format=raw.format,
         classes=raw.classes,
         identity=identity,
-        notes=raw.notes,
+        notes=notes,
         skipped_files=raw.skipped_files,
     )
+
+
+def _stratified_val(y: torch.Tensor, n_val: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_val`` validation indices and the rest, each class in its share (scikit-learn's stratified split), both
+    sorted; a seeded permutation where stratifying cannot be done (a class of one image, fewer validation images
+    than classes)."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(y))
+    try:
+        train_idx, val_idx = train_test_split(index, test_size=n_val, stratify=y.numpy(), random_state=seed)
+    except ValueError:
+        perm = np.random.default_rng(seed).permutation(len(y))
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+    return torch.from_numpy(np.sort(val_idx)), torch.from_numpy(np.sort(train_idx))
+
+
+def _few_val_images(y_val: torch.Tensor, classes: tuple[str, ...]) -> tuple[str, ...]:
+    """A note naming the classes with fewer than :data:`MIN_VAL_IMAGES` validation images (their recall is noise)."""
+    counts = torch.bincount(y_val, minlength=len(classes)).tolist()
+    few = [f"{name!r} {n}" for name, n in zip(classes, counts, strict=True) if n < MIN_VAL_IMAGES]
+    if not few:
+        return ()
+    return (f"{len(few)} class(es) with fewer than {MIN_VAL_IMAGES} validation images ({', '.join(few[:5])}"
+            f"{', ...' if len(few) > 5 else ''}): their recall on the validation split moves by 1/n per image, so the "
+            "balanced accuracy and macro-F1 the search scores are noisy; add images of them, or raise "
+            "dataset.val_fraction",)
 
 
 def _channel_stats(x: torch.Tensor, divisor: float) -> tuple[tuple[float, ...], tuple[float, ...]]:

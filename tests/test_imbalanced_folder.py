@@ -50,9 +50,10 @@ def _make_folder(root: Path) -> None:
 
 def test_an_imbalanced_folder_scored_by_balanced_accuracy_exports_per_class_results(tmp_path: Path) -> None:
     _make_folder(tmp_path / "images")
+    (tmp_path / "images" / "train" / "bag" / "broken.jpg").write_bytes(b"")  # skipped, and said so
     study = {
         "name": "rare", "space": str(ROOT / "search_spaces" / "mixed.yaml"),
-        "dataset": {"name": "folder", "root": "images"},
+        "dataset": {"name": "folder", "root": "images", "bad_files": "skip"},
         "budget": {"max_macs": 300000},
         "training": {"steps": 40, "batch_size": 16, "class_weight": "balanced"},
         "objective": {"score": "balanced_accuracy"},
@@ -96,6 +97,8 @@ def test_an_imbalanced_folder_scored_by_balanced_accuracy_exports_per_class_resu
     assert "| true \\ predicted | ankle-boot | bag | sneaker | trouser |" in card
     assert f"| trouser | {test['per_class']['trouser']['precision']:.3f} | {recall[3]:.3f} |" in card
     assert "always predicting `ankle-boot` scores 55.56%" in card
+    assert m["dataset"]["skipped_files"] == [str(tmp_path / "images" / "train" / "bag" / "broken.jpg")]
+    assert "| images left out | 1 unreadable file(s) skipped (`dataset.bad_files: skip`)" in card
 
     shown = report(config, out=tmp_path / "report", html=False)
     assert shown.confusion_png is not None and shown.confusion_png.stat().st_size > 10_000

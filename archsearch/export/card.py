@@ -73,6 +73,10 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
         ]
     if m.get("epochs") is not None:
         rows.append(("training", f"{trained}, {m['epochs']} epoch(s)"))
+    skipped = (m.get("dataset") or {}).get("skipped_files")
+    if skipped:
+        rows.append(("images left out", f"{len(skipped)} unreadable file(s) skipped (`dataset.bad_files: skip`), "
+                                        f"e.g. `{skipped[0]}`; all of them: `dataset.skipped_files` in metrics.json"))
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     command = m.get("command")
     made = f"\nMade by:\n\n```\n{command}\n```\n" if command else ""

@@ -163,7 +163,8 @@ def retrain(
         resumed_epochs=result.resumed_epochs,
         training=dataclasses.asdict(recipe),
         dataset={"name": data.name, "resolution": data.resolution, "in_chs": data.in_chs,
-                 "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test)},
+                 "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test),
+                 "skipped_files": [path for path, _ in data.skipped_files]},
     )
     return model.cpu().eval(), measured
 

@@ -9,6 +9,9 @@ use N cores without waiting on each other: the defaults below. ``--workers`` and
 Workers start with SIGINT ignored, so a Ctrl-C reaches only the parent (during their start-up, seconds of
 imports, a Ctrl-C would otherwise end them with a traceback). The parent passes the stop on through an event;
 each worker stops at its next safe point (:mod:`archsearch.core.interrupt`) and ends quietly.
+
+A line that every worker would print alike (why the search stops: its timeout, a cap) is printed by the first worker
+that comes to it (:func:`first_to_say`), once for the search.
 """
 
 from __future__ import annotations
@@ -26,9 +29,12 @@ from typing import Any
 from archsearch.core import interrupt
 from archsearch.core.errors import storage_failure
 
-__all__ = ["usable_cores", "default_workers", "default_threads", "set_threads", "Workers", "WorkersFailed"]
+__all__ = ["usable_cores", "default_workers", "default_threads", "set_threads", "first_to_say", "Workers",
+           "WorkersFailed"]
 
 _CGROUP = Path("/sys/fs/cgroup")
+_SAID_BYTES = 1024  # room for the keys of the lines said once (a few short words each)
+_said: Any = None  # in a worker: the keys said once by the workers of its search, shared by them (Workers)
 
 
 def _cgroup_cpus(root: Path = _CGROUP) -> float | None:
@@ -90,7 +96,25 @@ def _watch(stop: Any, parent: int) -> None:
     interrupt.request()
 
 
-def _main(stop: Any, parent: int, target: Callable[..., Any], args: tuple) -> None:
+def first_to_say(key: str) -> bool:
+    """Whether this process says the line ``key`` (a short word, no newline): always outside worker processes; in
+    the workers of one :class:`Workers`, only the first that asks, so that a line that each would print alike is
+    printed once for the search."""
+    if _said is None:
+        return True
+    with _said.get_lock():
+        keys = _said.value.decode().split("\n")
+        if key in keys:
+            return False
+        joined = "\n".join([*keys, key]).encode()
+        if len(joined) <= _SAID_BYTES:  # no room (never with the few keys there are): said by each worker again
+            _said.value = joined
+        return True
+
+
+def _main(stop: Any, said: Any, parent: int, target: Callable[..., Any], args: tuple) -> None:
+    global _said
+    _said = said
     threading.Thread(target=_watch, args=(stop, parent), daemon=True).start()
     try:
         target(*args)
@@ -114,7 +138,8 @@ class Workers:
 
     A Ctrl-C in the parent (within :func:`interrupt.deferred`) asks every worker to stop at its next safe
     point and waits up to ``grace`` seconds for them; a second Ctrl-C, or the grace running out, terminates the
-    rest (their running trials are then a dead worker's, failed and queued again by the next start).
+    rest (their running trials are then a dead worker's, failed and queued again by the next start). The workers
+    share which lines were said once (:func:`first_to_say`).
     """
 
     def __init__(self, target: Callable[..., Any], arg_lists: Sequence[tuple], *, grace: float = 30.0):
@@ -123,7 +148,9 @@ class Workers:
         ctx = mp.get_context("spawn")  # no forked torch/sqlite state
         self.grace = grace
         self.stop = ctx.Event()
-        self.procs = [ctx.Process(target=_main, args=(self.stop, os.getpid(), target, args), daemon=False)
+        self.said = ctx.Array("c", _SAID_BYTES)  # first_to_say's keys, shared by the workers
+        self.procs = [ctx.Process(target=_main, args=(self.stop, self.said, os.getpid(), target, args),
+                                  daemon=False)
                       for args in arg_lists]
         # the workers inherit an ignored SIGINT across exec (Python keeps it ignored): a Ctrl-C reaches them
         # only as the parent's stop event, never as a KeyboardInterrupt in the middle of their imports

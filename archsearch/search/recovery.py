@@ -44,7 +44,8 @@ from archsearch.space import baselines
 
 __all__ = [
     "BASELINE_LOSSES", "BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines",
-    "owed_baselines", "queue_retry", "recover", "stale_trial_callback", "sweep_dead_workers", "worker_losses",
+    "may_retry", "owed_baselines", "queue_retry", "recover", "stale_trial_callback", "sweep_dead_workers",
+    "worker_losses",
 ]
 
 BASELINE_LOSSES = 4  # a seed baseline whose worker was lost at this many tries is given up (it kills its worker)
@@ -94,7 +95,7 @@ def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], li
     queued = []
     for t in trials:
         why = "its worker died" if t.number in failed else _why(t)
-        if why is None or t.number in retried or not _may_retry(t.number, records):
+        if why is None or t.number in retried or not may_retry(t.number, records):
             continue
         if t.number not in failed and why != "interrupted" and not _stale(t, now):
             continue  # swept by another worker this instant, which queues it itself: not queued twice
@@ -103,7 +104,7 @@ def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], li
     return failed, queued
 
 
-def _may_retry(number: int, records: dict[int, TrialRecord]) -> bool:
+def may_retry(number: int, records: dict[int, TrialRecord]) -> bool:
     """A searched trial is run again once (a retry's retry is a worker killed twice: the search samples another);
     a seed baseline until it has a verdict of its own, unless its worker was lost at each of its last
     ``BASELINE_LOSSES`` tries (a candidate that kills its worker, not a worker killed from outside)."""
@@ -139,7 +140,7 @@ def stale_trial_callback(study: optuna.Study, t: FrozenTrial) -> None:
     the rule of :func:`recover`, in place of Optuna's own retry callback."""
     records = {u.number: TrialRecord.of(u) for u in study.get_trials(deepcopy=False)}
     records[t.number] = dataclasses.replace(records.get(t.number, TrialRecord.of(t)), swept=True)
-    if any(r.retry_of == t.number for r in records.values()) or not _may_retry(t.number, records):
+    if any(r.retry_of == t.number for r in records.values()) or not may_retry(t.number, records):
         return
     queue_retry(study, t, records[t.number])
 
@@ -210,7 +211,7 @@ def owed_baselines(trials: list[FrozenTrial]) -> list[str]:
         final = last.get(family)
         if why is None or final is None:
             continue
-        if final.state == TrialState.WAITING or _why(final) is not None and _may_retry(final.number, records):
+        if final.state == TrialState.WAITING or _why(final) is not None and may_retry(final.number, records):
             out.append(family)
     return out
 
@@ -231,7 +232,7 @@ def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:
         else:
             record = TrialRecord.of(t)
             why = _why(t) or ("gave way" if record.surplus else "failed")
-            if record.swept and not _may_retry(t.number, records):
+            if record.swept and not may_retry(t.number, records):
                 why = (f"its worker died at each of {worker_losses(t.number, records)} tries: given up, as a "
                        "candidate that kills its worker (out of memory?)")
             out[family] = f"trial {t.number} {why}"

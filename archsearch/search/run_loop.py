@@ -1,6 +1,7 @@
 """A run's trial loop: ``study.optimize`` in rounds until the study holds ``n_trials`` networks trained (counted
 across workers), with the callbacks that report each trial and stop at the target, and the rules that end a run
-early: its timeout, too many failed trials, too many candidates over the budget."""
+early: its timeout, too many failed trials, too many candidates over the budget. Why a run ends early is said once
+for the search, however many workers run it (:func:`archsearch.search.parallel.first_to_say`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from archsearch.core import interrupt
 from archsearch.data.bundle import DataBundle
 from archsearch.search.objective import COUNTED_STATES, Objective, counts
 from archsearch.search.optuna_internals import fail_stale_trials
+from archsearch.search.parallel import first_to_say
 from archsearch.search.progress import StudyBar
 from archsearch.search.recovery import ensure_baselines, sweep_dead_workers
 from archsearch.search.summary import trial_line
@@ -38,7 +40,7 @@ def infeasible_cap(target: int) -> int:
 class _Counts(NamedTuple):
     done: int  # networks trained: what n_trials counts
     taken: int  # done, or running in any worker
-    failed: int  # failed by their own error or interrupted (not given way to another worker)
+    failed: int  # failed by their own error (not interrupted, swept, or given way to another worker)
     infeasible: int  # over the budget: never trained, not counted
 
 
@@ -47,7 +49,7 @@ def _counts(study: optuna.Study) -> _Counts:
     done = taken = failed = infeasible = 0
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.FAIL:
-            failed += not TrialRecord.of(t).surplus
+            failed += not TrialRecord.of(t).ended_without_verdict
         elif counts(t):
             taken += 1
             done += t.state in COUNTED_STATES
@@ -57,6 +59,7 @@ def _counts(study: optuna.Study) -> _Counts:
 
 
 class _Stop(NamedTuple):
+    rule: str  # which rule stopped the run: what the workers of a search say once
     message: str
     by_failures: bool
 
@@ -87,7 +90,8 @@ class RunLoop:
             left = None if self.timeout is None else self.timeout - (time.monotonic() - self.start)
             stop = self._stop(now, left)
             if stop is not None:
-                self.say(stop.message)
+                if first_to_say(stop.rule):  # every worker meets the rule: one says why the search stops
+                    self.say(stop.message)
                 return stop.by_failures
             if now.taken >= self.target:
                 self._wait_for_others()
@@ -99,11 +103,14 @@ class RunLoop:
         """Why the run stops before the study holds ``target`` networks trained, or None."""
         done, target = now.done, self.target
         if left is not None and left <= 0:
-            return _Stop(f"timeout of {self.timeout:g}s reached with {done}/{target} networks trained", False)
+            return _Stop("timeout", f"timeout of {self.timeout:g}s reached with {done}/{target} networks trained",
+                         False)
         if (fails := now.failed - self.at_start.failed) >= self.max_failures:
-            return _Stop(f"stopping: {fails} trials failed in this run (see the trial lines for the errors)", True)
+            return _Stop("failures", f"stopping: {fails} trials failed in this run (see the trial lines for the "
+                                     f"errors)", True)
         if (over := now.infeasible - self.at_start.infeasible) >= self.infeasible_limit:
             return _Stop(
+                "infeasible",
                 f"stopping: {over} candidates in this run were over the budget (the cap, --max-infeasible), "
                 f"{done} of {target} networks trained; the budget leaves little of the space: raise it, or "
                 f"narrow the space (`archsearch space {self.config.source or 'STUDY'}` shows how much fits)", False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 import optuna
@@ -11,13 +12,24 @@ from archsearch.config.storage import redact
 from archsearch.config.study_config import _BUDGET_FIELD, StudyConfig
 from archsearch.search import rerank
 from archsearch.search.objective import COUNTED_STATES as COUNTED
-from archsearch.search.objective import counts
+from archsearch.search.objective import counts, has_verdict, retried_numbers
 from archsearch.search.pick import Pick, pick, scored
-from archsearch.search.recovery import baseline_status, owed_baselines
-from archsearch.search.trial_record import TrialRecord
+from archsearch.search.recovery import baseline_status, may_retry, owed_baselines
+from archsearch.search.trial_record import BASELINES_ATTR, TrialRecord
+from archsearch.space import baselines
 
-__all__ = ["best_trials", "finished_count", "fmt_count", "infeasible_count", "left_to_run", "no_feasible_reason",
-           "progress_note", "rerank_lines", "reranked", "start_line", "summary", "trial_line"]
+__all__ = ["baseline_words", "best_trials", "failed_note", "finished_count", "fmt_count", "infeasible_count",
+           "left_to_run", "no_feasible_reason", "over_budget_words", "progress_note", "rerank_lines", "reranked",
+           "start_line", "summary", "trial_line"]
+
+# what became of a trial that ended without a verdict (interrupted, or its worker lost), in the order said
+_RUN_AGAIN = "run again since"
+_RUNNING_AGAIN = "running again"
+_QUEUED_AGAIN = "queued to run again"
+_ON_RESUME = "to run again on resume"
+_NOT_AGAIN = "not run again"
+_FATES = (_RUN_AGAIN, _RUNNING_AGAIN, _QUEUED_AGAIN, _ON_RESUME, _NOT_AGAIN)
+_UNIT = {"latency": " ms", "peak_kb": " KiB", "model_kb": " KiB"}  # macs, params: counts (fmt_count)
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -102,13 +114,11 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     by_state = {s.name: sum(t.state == s for t in trials) for s in TrialState}
     records = {t.number: TrialRecord.of(t) for t in trials}
     infeasible = sum(1 for t in trials if t.state == TrialState.COMPLETE and records[t.number].infeasible)
-    surplus = sum(1 for r in records.values() if r.surplus)
-    gave_way = f" ({surplus} gave way to other workers)" if surplus else ""
     # "trained": built and trained, to the end or until pruned (what n_trials counts and `archsearch report` ranks)
     lines = [
         f"study {study.study_name}: {by_state['COMPLETE'] - infeasible + by_state['PRUNED']} trained "
         f"({by_state['COMPLETE'] - infeasible} to the end, {by_state['PRUNED']} pruned), {infeasible} infeasible "
-        f"(over the budget: not trained, not counted in n_trials), {by_state['FAIL']} failed{gave_way}, "
+        f"(over the budget: not trained, not counted in n_trials), {failed_note(trials)}, "
         f"{by_state['RUNNING']} running",
     ]
     best = best_trials(study, config)
@@ -144,13 +154,124 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
                 lines.append(f"to compare at a final recipe on the test split: archsearch export STUDY --trial N "
                              f"--epochs E --out DIR for the pick (trial {best[0].number}) and each baseline (trials "
                              + ", ".join(str(t.number) for t in sorted(base, key=lambda t: t.number)) + ")")
-    missing = {family: why for family, why in baseline_status(trials).items() if why is not None}
-    if missing:
-        lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in missing.items()))
+    pending, left_out = baseline_words(study, config, trials)
+    if pending:
+        lines.append("seed baselines without a result yet: " + ", ".join(f"{f} ({w})" for f, w in pending.items()))
+    if left_out:
+        lines.append("seed baselines left out of the comparison:")
+        lines += [f"  {f} ({w})" for f, w in left_out.items()]
     if reranked:
         assert config is not None  # else nothing is reranked
         lines += rerank_lines(study, config)
     return "\n".join(lines)
+
+
+def failed_note(trials: list[FrozenTrial]) -> str:
+    """The failed trials in words, apart by why: ``N failed`` by their own error (said even where none did); then,
+    where there are any, those that Ctrl-C reached and those whose worker was lost, with what became of them
+    (``2 interrupted (1 run again since, 1 to run again on resume)``), and those that gave way to other workers."""
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    fates = _fates(trials, records)
+    failed = sum(t.state == TrialState.FAIL and not records[t.number].ended_without_verdict for t in trials)
+    gave_way = sum(t.state == TrialState.FAIL and t.number not in fates and bool(records[t.number].surplus)
+                   for t in trials)
+    parts = [f"{failed} failed"]
+    for cause in ("interrupted", "lost"):
+        counted = Counter(fate for why, fate in fates.values() if why == cause)
+        if not (n := counted.total()):
+            continue
+        what = "interrupted" if cause == "interrupted" else f"lost {'its' if n == 1 else 'their'} worker"
+        # "run again since" where all fared alike, else "1 run again since, 1 to run again on resume"
+        fared = [f if len(counted) == 1 else f"{counted[f]} {f}" for f in _FATES if counted[f]]
+        parts.append(f"{n} {what} ({', '.join(fared)})")
+    if gave_way:
+        parts.append(f"{gave_way} gave way to other workers")
+    return ", ".join(parts)
+
+
+def _fates(trials: list[FrozenTrial], records: dict[int, TrialRecord]) -> dict[int, tuple[str, str]]:
+    """Per failed trial that Ctrl-C reached ("interrupted") or whose worker was lost ("lost"), as
+    :mod:`archsearch.search.recovery` tells them, that and what became of it: its retry's state, or whether the next
+    start queues one (:func:`archsearch.search.recovery.recover`)."""
+    retry: dict[int, FrozenTrial] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if (of := records[t.number].retry_of) is not None:
+            retry.setdefault(of, t)  # the first: a later retry of the same trial gives way to it
+    repeated = retried_numbers(trials)
+    out = {}
+    for t in trials:
+        record = records[t.number]
+        if t.state != TrialState.FAIL or not (record.interrupted or record.swept):
+            continue
+        if t.number in retry:
+            fate = {TrialState.WAITING: _QUEUED_AGAIN, TrialState.RUNNING: _RUNNING_AGAIN}.get(
+                retry[t.number].state, _RUN_AGAIN)
+        elif t.number in repeated:  # by Optuna's own retry (an older study's heartbeat)
+            fate = _RUN_AGAIN
+        else:
+            fate = _ON_RESUME if may_retry(t.number, records) else _NOT_AGAIN
+        out[t.number] = ("interrupted" if record.interrupted else "lost", fate)
+    return out
+
+
+def baseline_words(study: optuna.Study, config: StudyConfig | None = None, trials: list[FrozenTrial] | None = None,
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """(pending, left out): per seed baseline family without a score to compare, what became of it, as
+    ``trial N ...``. Pending: queued, running, or to run again on the next start (``trial 3 interrupted``). Left
+    out, never to have one: over the budget, failed by its own error, pruned, given up, or not queued at all.
+    ``trials``: the study's, where already read."""
+    trials = study.get_trials(deepcopy=False) if trials is None else trials
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    tries: dict[str, list[FrozenTrial]] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if (family := records[t.number].baseline) is not None:
+            tries.setdefault(family, []).append(t)
+    status, owed = baseline_status(trials), owed_baselines(trials)
+    pending: dict[str, str] = {}
+    left_out: dict[str, str] = {}
+    for family, ts in tries.items():
+        if (why := status.get(family)) is not None:  # no verdict: still to come, or given up
+            live = family in owed or any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in ts)
+            (pending if live else left_out)[family] = why
+            continue
+        verdict = next((t for t in ts if has_verdict(t)), None)  # the one baseline_status took (later gave way)
+        if verdict is None:
+            continue
+        record = records[verdict.number]
+        if verdict.state == TrialState.COMPLETE and record.infeasible:
+            left_out[family] = f"trial {verdict.number} over the budget, never trained: " + over_budget_words(
+                verdict, config)
+        elif verdict.state == TrialState.PRUNED:
+            at = "" if record.val_accuracy is None else f" at accuracy {record.val_accuracy:.4f}"
+            left_out[family] = f"trial {verdict.number} pruned after epoch {record.epochs_done or '?'}{at}"
+        elif verdict.state == TrialState.FAIL:
+            error = f": {record.error.splitlines()[0]}" if record.error else ""
+            left_out[family] = f"trial {verdict.number} failed{error}"
+    if study.user_attrs.get(BASELINES_ATTR):  # enqueued: a family without a trial did not fit at all
+        for family in baselines.FAMILIES:
+            if family not in tries:
+                left_out[family] = "not queued: even its thinnest variant is over the budget"
+    return pending, left_out
+
+
+def over_budget_words(t: FrozenTrial, config: StudyConfig | None = None) -> str:
+    """Which limits a candidate over the budget exceeds, by how much: ``macs 12.35K > budget.max_macs 10.00K`` (from
+    its constraints; without ``config``: ``macs 23% over its limit``)."""
+    parts = []
+    for metric, excess in sorted((t.constraints or {}).items(), key=lambda kv: -kv[1]):
+        if excess <= 0:
+            continue
+        limit = config.budget.limit(metric) if config is not None and metric in _BUDGET_FIELD else None
+        if limit is None:
+            parts.append(f"{metric} {excess:.0%} over its limit")
+        else:  # a constraint is value / limit - 1 (archsearch.search.objective.budget_excess)
+            parts.append(f"{metric} {_amount(metric, limit * (1 + excess))} > budget.{_BUDGET_FIELD[metric]} "
+                         f"{_amount(metric, limit)}")
+    return ", ".join(parts) or "see its trial line"
+
+
+def _amount(metric: str, value: float) -> str:
+    return fmt_count(value) if metric not in _UNIT else f"{value:.3g}{_UNIT[metric]}"
 
 
 def rerank_lines(study: optuna.Study, config: StudyConfig) -> list[str]:
@@ -191,10 +312,15 @@ def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
         return None
     trials = study.get_trials(deepcopy=False)
     over = [t for t in trials if t.state == TrialState.COMPLETE and not counts(t)]
-    failed = sum(t.state == TrialState.FAIL and not TrialRecord.of(t).surplus for t in trials)
+    records = {t.number: TrialRecord.of(t) for t in trials}
+    failed = sum(t.state == TrialState.FAIL and not records[t.number].ended_without_verdict for t in trials)
+    # interrupted, or their worker lost, and not queued again yet: the next start runs them
+    again = sum(fate == _ON_RESUME for _, fate in _fates(trials, records).values())
     why = []
     if failed:
         why.append(f"{failed} trial(s) failed (their errors are on the trial lines; `archsearch report` lists them)")
+    if again:
+        why.append(f"{again} trial(s) were interrupted or lost their worker before a result (they run again)")
     if over:
         by_metric: dict[str, int] = {}
         for t in over:

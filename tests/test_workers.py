@@ -463,7 +463,7 @@ def test_workers_killed_at_random_moments_lose_nothing(write_study, tmp_path):
             record = after[retry.number].user_attrs
             if record.get("retry_of") is not None and "baseline" not in record:
                 # a searched trial killed twice is not run a third time: the search samples another
-                # (archsearch/search/recovery.py, _may_retry); a seed baseline runs again until it has a verdict
+                # (archsearch/search/recovery.py, may_retry); a seed baseline runs again until it has a verdict
                 assert not retries, f"trial {retry.number}, a searched trial's retry, was retried"
                 break
             assert len(retries) == 1, f"trial {retry.number} was retried {len(retries)} times"

@@ -19,7 +19,7 @@ from archsearch.config.study_config import StudyConfig
 from archsearch.core.class_metrics import ClassMetrics
 from archsearch.core.errors import ConfigError
 from archsearch.report.text import Groups, pareto_front, short, state
-from archsearch.search.summary import fmt_count
+from archsearch.search.summary import failed_note, fmt_count
 from archsearch.search.trial_record import TrialRecord
 from archsearch.space import baselines
 
@@ -199,7 +199,7 @@ def _figure(study: optuna.Study, config: StudyConfig, g: Groups) -> Any:
     fig.suptitle(
         f"study {study.study_name}: {len(g.all)} trials ({len(g.feasible)} feasible, {len(g.infeasible)} over "
         # one line is cut
-        f"budget, {len(g.pruned)} pruned, {len(g.failed)} failed)\nbudget {config.budget.describe()}",
+        f"budget, {len(g.pruned)} pruned, {failed_note(g.all)})\nbudget {config.budget.describe()}",
         fontsize=10,
     )
     return fig

@@ -16,7 +16,8 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.config.storage import redact
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.class_metrics import ClassMetrics
-from archsearch.search.summary import best_trials, fmt_count, rerank_lines
+from archsearch.search.class_verdict import chance_line, per_class_lines
+from archsearch.search.summary import best_trials, failed_note, fmt_count, rerank_lines
 from archsearch.search.trial_record import COSTS, TrialRecord
 
 
@@ -132,7 +133,7 @@ def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) ->
     lines = [
         f"study {study.study_name} ({redact(config.storage)}): {len(g.all)} trials: "
         f"{len(g.feasible) + len(g.infeasible)} complete ({len(g.feasible)} feasible, {len(g.infeasible)} over "
-        f"budget), {len(g.pruned)} pruned, {len(g.failed)} failed, {n_running} running or waiting",
+        f"budget), {len(g.pruned)} pruned, {failed_note(g.all)}, {n_running} running or waiting",
         f"objective {config.objective.type}; budget {config.budget.describe()}",
         "",
     ]
@@ -156,7 +157,10 @@ def study_text(study: optuna.Study, config: StudyConfig, g: Groups, top: int) ->
         front = pareto_front(g.feasible, "macs")
         lines += ["", "seed baselines (same budget) against the accuracy-vs-MACs front:"]
         lines += [f"  {_baseline_line(t, front, 'macs')}" for t in sorted(g.baselines, key=lambda t: t.number)]
-    lines += per_class_lines(study, config)
+    judged = judged_trial(study, config)
+    lines += ["", *per_class_lines(judged[0])] if judged else []
+    flat = chance_line(g.all, config)
+    lines += ["", flat] if flat else []
     if config.rerank is not None and len(study.directions) == 1:
         recipe = config.rerank.describe()
         found = rerank_lines(study, config)
@@ -177,14 +181,3 @@ def judged_trial(study: optuna.Study, config: StudyConfig) -> tuple[FrozenTrial,
     best = best_trials(study, config)
     metrics = TrialRecord.of(best[0]).class_metrics() if best else None
     return None if metrics is None else (best[0], metrics)
-
-
-def per_class_lines(study: optuna.Study, config: StudyConfig) -> list[str]:
-    """The pick's per-class figures on the validation split (none where they were not recorded)."""
-    judged = judged_trial(study, config)
-    if judged is None:
-        return []
-    t, metrics = judged
-    note = metrics.chance_note(f"trial {t.number}")
-    return ["", f"trial {t.number} (the pick) on the validation split, per class (its search training):",
-            *(f"  {line}" for line in metrics.lines()), *([f"  warning: {note}"] if note else [])]

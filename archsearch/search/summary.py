@@ -11,6 +11,7 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.config.storage import redact
 from archsearch.config.study_config import _BUDGET_FIELD, StudyConfig
 from archsearch.search import rerank
+from archsearch.search.class_verdict import chance_line, per_class_lines
 from archsearch.search.objective import COUNTED_STATES as COUNTED
 from archsearch.search.objective import counts, has_verdict, retried_numbers
 from archsearch.search.pick import Pick, pick, scored
@@ -163,6 +164,10 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     if reranked:
         assert config is not None  # else nothing is reranked
         lines += rerank_lines(study, config)
+    lines += per_class_lines(best[0] if best else None)
+    flat = chance_line(trials, config)
+    if flat:
+        lines.append(flat)
     return "\n".join(lines)
 
 

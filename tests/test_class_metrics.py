@@ -75,3 +75,23 @@ def test_the_score_is_the_figure_it_names() -> None:
         assert scoring.measured(ObjectiveConfig(score=score), 0.9, **figures) == value
     with pytest.raises(ValueError, match="needs the validation balanced_accuracy"):
         scoring.measured(ObjectiveConfig(score="balanced_accuracy"), 0.9, val_loss=0.2)
+
+
+def test_the_summary_names_trials_at_chance_and_shows_the_picks_classes() -> None:
+    import optuna
+
+    from archsearch.search.summary import summary
+    from archsearch.search.trial_record import TrialRecord
+
+    y, p = _imbalanced(2)
+    good = {"classes": list(CLASSES), "matrix": confusion(y, p, 4)}
+    lazy = {"classes": list(CLASSES), "matrix": confusion(y, np.zeros_like(y), 4)}
+    study = optuna.create_study(direction="maximize")
+    for matrix in (lazy, good):
+        m = ClassMetrics.from_matrix(matrix["matrix"], CLASSES)
+        record = TrialRecord(val_accuracy=m.accuracy, val_confusion=matrix, feasible=True, arch_id="x", macs=1)
+        study.add_trial(optuna.trial.create_trial(values=[m.balanced_accuracy], user_attrs=record.attrs()))
+    text = summary(study)
+    assert "1 of 2 trained trial(s) at chance (trials 0)" in text
+    assert "trial 1 (the pick) on the validation split, per class" in text
+    assert f"always predicting 'ok' scores {100 * np.mean(y == 0):.2f}%" in text

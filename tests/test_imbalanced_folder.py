@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -63,7 +64,13 @@ def test_an_imbalanced_folder_scored_by_balanced_accuracy_exports_per_class_resu
     path.write_text(yaml.safe_dump(study))
     os.environ.setdefault("ARCHSEARCH_CACHE_DIR", str(tmp_path / "cache"))
     config = load_study_config(path)
-    searched = run(config, stream=None, progress=False)
+    printed = io.StringIO()
+    searched = run(config, stream=printed, progress=False)
+    said = printed.getvalue()
+    assert "note: 1 bad image file(s) left out (bad_files: skip): 1 empty (0 bytes): " in said
+    assert said.rstrip().endswith("1 unreadable image file(s) left out (dataset.bad_files: skip; named when the "
+                                  "search started)")
+    assert "(the pick) on the validation split, per class" in said
     for t in searched.trials:  # the search's value is the validation split's balanced accuracy
         record = TrialRecord.of(t)
         metrics = record.class_metrics()

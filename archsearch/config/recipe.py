@@ -13,7 +13,7 @@ from torch import nn
 
 from archsearch.core.schema import Int, Number, declared
 
-__all__ = ["TRAINING_KEYS_LATER",
+__all__ = ["TRAINING_KEYS_LATER", "MIN_STEPS", "planned_epochs", "planned_steps", "batches_per_epoch", "recipe_note",
            "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "TrainConfig", "augment_batch", "lr_factor", "param_groups",
            "make_optimizer"]
 
@@ -56,9 +56,48 @@ class TrainConfig:
     seed: Int(0, 2**32 - 1) = 0  # type: ignore[valid-type]
 
 
+#: optimizer steps that a network on a small folder needed to come within 2 points of a long training
+#: (benchmarks/imbalance: recipe); a recipe that gives a trial fewer is named when a search starts
+MIN_STEPS = 400
+
 #: recipe keys added after studies were made with this recipe: left out of the study's fingerprint, a re-rank's
 #: recorded recipe and a checkpoint's check while they are null, so that those made before still match
 TRAINING_KEYS_LATER = ("steps", "class_weight", "sampler")
+
+def planned_epochs(config: TrainConfig, n_train: int, *, batchnorm: bool = True) -> int:
+    """How many epochs :func:`train` runs on ``n_train`` images (before any ``train_subset``) unless its time cap
+    stops it: ``config.epochs``, or as many as ``config.steps`` batches take (the last one part-way)."""
+    if config.steps is None:
+        return config.epochs
+    return math.ceil(config.steps / batches_per_epoch(config, n_train, batchnorm=batchnorm))
+
+
+def batches_per_epoch(config: TrainConfig, n_train: int, *, batchnorm: bool = True) -> int:
+    """Optimizer steps in one epoch over ``n_train`` images (before any ``train_subset``): a last batch of a single
+    image is left out where BatchNorm is in the network (it cannot normalize one)."""
+    n = min(n_train, config.train_subset or n_train)
+    return max(1, math.ceil(n / config.batch_size) - (batchnorm and n % config.batch_size == 1 and n > 1))
+
+
+def planned_steps(config: TrainConfig, n_train: int) -> int:
+    """The optimizer steps a training of ``config`` runs on ``n_train`` images (unless its time cap stops it)."""
+    return config.steps if config.steps is not None else config.epochs * batches_per_epoch(config, n_train)
+
+
+def recipe_note(config: TrainConfig, n_train: int) -> str | None:
+    """A line where ``config`` trains a network on ``n_train`` images for fewer than :data:`MIN_STEPS` optimizer
+    steps, too few to learn on a small folder; None otherwise."""
+    steps = planned_steps(config, n_train)
+    if steps >= MIN_STEPS:
+        return None
+    how = (f"training.steps {config.steps}" if config.steps is not None else
+           f"{config.epochs} epoch(s) of {batches_per_epoch(config, n_train)} batch(es) of {config.batch_size} on "
+           f"{min(n_train, config.train_subset or n_train):,} images")
+    return (f"each trial trains {steps} optimizer steps ({how}): on a 4-class folder of 500 images a network needed "
+            f"{MIN_STEPS} to come within 2 points of a long training (docs/data.md: How long to train); set "
+            f"`training: {{steps: {MIN_STEPS}}}` or more, or trials may end at chance")
+
+
 
 _SHIFT_PAD = 2  # `shift` augmentation: translate by up to this many pixels
 

@@ -17,6 +17,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
+from archsearch.config.recipe import TrainConfig, recipe_note
 from archsearch.config.storage import make_storage, redact
 from archsearch.config.study_config import StudyConfig, fingerprint_matches, load_study_config
 from archsearch.core import interrupt
@@ -154,11 +155,14 @@ def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
     return space, data
 
 
-def print_notes(data: DataBundle, stream: IO[str] | None) -> None:
-    """The data's notes (what its loader left out, and why), a line each, to ``stream`` (None: nowhere)."""
-    if stream is not None:
-        for note in data.notes:
-            print(f"note: {note}", file=stream, flush=True)
+def print_notes(data: DataBundle, stream: IO[str] | None, recipe: TrainConfig | None = None) -> None:
+    """The data's notes (what its loader left out, and why), and where ``recipe`` trains each network for too few
+    optimizer steps on this data, a note that says so; a line each, to ``stream`` (None: nowhere)."""
+    if stream is None:
+        return
+    short = None if recipe is None else recipe_note(recipe, len(data.y_train))
+    for note in (*data.notes, *([short] if short else [])):
+        print(f"note: {note}", file=stream, flush=True)
 
 
 def run(
@@ -219,7 +223,7 @@ def _run(
     left = None if created else left_to_run(study, config, done, target)
     if stream is not None and not worker_index:  # workers: run_workers says it once
         print(start_line(config, created, done, target, left=left), file=stream, flush=True)
-        print_notes(data, stream)
+        print_notes(data, stream, config.training)
     if done >= target and left is None:
         recover(study, requeue=False)  # a dead worker's trial beyond the target: failed, not run again
         return study  # nothing to do: the line above says so, `archsearch report` shows the results
@@ -237,8 +241,15 @@ def _run(
                    say=say, bar=bar, prefix=prefix, baselines_due=baselines_due)
     _trials_then_rerank(loop, bar, say=lambda text: say(prefix + text))
     if summarize:
-        say(summary(study, config))
+        say(summary(study, config) + _skipped_line(data))
     return study
+
+
+def _skipped_line(data: DataBundle) -> str:
+    """The summary's last line where ``bad_files: skip`` left image files out (they were named at the start)."""
+    n = len(data.skipped_files)
+    return f"\n{n} unreadable image file(s) left out (dataset.bad_files: skip; named when the search started)" if n \
+        else ""
 
 
 def _load_checked(config: StudyConfig) -> tuple[Space, DataBundle, torch.device]:
@@ -351,7 +362,7 @@ def run_workers(
             left = None if created else left_to_run(study, config, done, target)
             line = start_line(config, created, done, target, left=left)
             print(f"{line} ({workers} workers)", file=stream, flush=True)
-            print_notes(data, stream)
+            print_notes(data, stream, config.training)
         if config.enqueue_baselines:  # here, before the workers start
             ensure_baselines(study, config, data, created=created)
         interrupt.check()
@@ -368,7 +379,7 @@ def run_workers(
     try:
         study = open_study(config, create=False)
         if stream is not None:
-            print(summary(study, config), file=stream, flush=True)
+            print(summary(study, config) + _skipped_line(data), file=stream, flush=True)
     except (ConfigError, StorageFailed):
         if not failed:
             raise

@@ -26,6 +26,7 @@ from archsearch.config.recipe import (  # noqa: F401 (re-exported: archsearch.se
     lr_factor,
     make_optimizer,
     param_groups,
+    planned_epochs,
 )
 from archsearch.core import interrupt
 from archsearch.core.class_metrics import balanced_and_macro_f1, confusion
@@ -343,16 +344,6 @@ def _train(
         resumed_epochs=resumed,
         val_confusion=confusion,
     )
-
-
-def planned_epochs(config: TrainConfig, n_train: int, *, batchnorm: bool = True) -> int:
-    """How many epochs :func:`train` runs on ``n_train`` images (before any ``train_subset``) unless its time cap
-    stops it: ``config.epochs``, or as many as ``config.steps`` batches take (the last one part-way)."""
-    if config.steps is None:
-        return config.epochs
-    n = min(n_train, config.train_subset or n_train)
-    batches = math.ceil(n / config.batch_size) - (batchnorm and n % config.batch_size == 1 and n > 1)
-    return math.ceil(config.steps / max(batches, 1))
 
 
 def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:

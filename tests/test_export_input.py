@@ -335,7 +335,7 @@ def test_model_py_command_goes_on_past_a_bad_file_and_exits_1(tmp_path: Path) ->
     top = sorted(probs.items(), key=lambda item: -item[1])
     assert lines[0] == f"{files[0]}: " + ", ".join(f"{n} {p:.2f}" for n, p in top)
     assert lines[1] == f"{files[1]}: cannot read: not an image Pillow can read"
-    assert lines[2] == f"{files[2]}: cannot read: not an image Pillow can read"
+    assert lines[2] == f"{files[2]}: cannot read: empty (0 bytes)"
     assert lines[3].startswith(f"{files[3]}: ") and "cannot read" not in lines[3]
     assert lines[4] == f"{files[4]}: cannot read: No such file or directory"
     assert _run_model_py(folder, files[:1]) == (0, lines[0] + "\n")

@@ -140,7 +140,7 @@ def retrain(
     else:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs must be an int >= 1, got {epochs!r}")
-        recipe = dataclasses.replace(recipe, epochs=epochs, train_subset=None, seconds=None)
+        recipe = dataclasses.replace(recipe, epochs=epochs, steps=None, train_subset=None, seconds=None)
         x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
         # train() scores an eval set after each epoch: the test split, which only reports (nothing is chosen on it)
         x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)

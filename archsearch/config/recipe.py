@@ -56,9 +56,9 @@ class TrainConfig:
     seed: Int(0, 2**32 - 1) = 0  # type: ignore[valid-type]
 
 
-#: optimizer steps that a network on a small folder needed to come within 2 points of a long training
-#: (benchmarks/imbalance: recipe); a recipe that gives a trial fewer is named when a search starts
-MIN_STEPS = 400
+#: optimizer steps that a network on a 4-class folder of 500 images needed to come within 2 points of a long
+#: training (docs/data.md: How long to train); a recipe that gives a trial fewer is named when a search starts
+MIN_STEPS = 100
 
 #: recipe keys added after studies were made with this recipe: left out of the study's fingerprint, a re-rank's
 #: recorded recipe and a checkpoint's check while they are null, so that those made before still match
@@ -94,8 +94,8 @@ def recipe_note(config: TrainConfig, n_train: int) -> str | None:
            f"{config.epochs} epoch(s) of {batches_per_epoch(config, n_train)} batch(es) of {config.batch_size} on "
            f"{min(n_train, config.train_subset or n_train):,} images")
     return (f"each trial trains {steps} optimizer steps ({how}): on a 4-class folder of 500 images a network needed "
-            f"{MIN_STEPS} to come within 2 points of a long training (docs/data.md: How long to train); set "
-            f"`training: {{steps: {MIN_STEPS}}}` or more, or trials may end at chance")
+            f"{MIN_STEPS} to come within 2 points of a long training, and 28 left it at chance (docs/data.md: How long "
+            f"to train); set `training: {{steps: 400}}`, or trials may end at chance")
 
 
 

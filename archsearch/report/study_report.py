@@ -7,7 +7,10 @@ seed baselines marked and labelled, and pruned or over-budget trials faded; a se
 latency where trials measured it. The HTML page holds Optuna's own plots (optimization history, and the Pareto
 front of a two-objective study) and a hoverable scatter, with plotly.js inlined so that it opens offline.
 
-    archsearch report studies/quickstart.yaml     # -> studies/quickstart_report.png, .html
+The pick's per-class figures on the validation split are printed and its confusion matrix drawn
+(``<name>_confusion.png``) where its trial recorded one.
+
+    archsearch report studies/quickstart.yaml     # -> studies/quickstart_report.png, _confusion.png, .html
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 __all__ = ["Hosts", "PgServer", "hosts_unavailable", "postgres_bindir"]
 
 
-def _run(cmd: list[str], *, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], *, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stdout}{proc.stderr}")
@@ -129,7 +129,7 @@ class Hosts:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                proc.wait(timeout=30)
+                proc.wait(timeout=900)
         for i, ns in enumerate(self.names):
             for pid in self.pids(i):
                 try:
@@ -166,7 +166,7 @@ class PgServer:
     def url(self) -> str:
         return f"postgresql+psycopg2://postgres@{self.host}:{self.port}/archsearch"
 
-    def _as_postgres(self, argv: list[str], *, timeout: float = 120) -> None:
+    def _as_postgres(self, argv: list[str], *, timeout: float = 900) -> None:
         _run([*self.prefix, "runuser", "-u", "postgres", "--", str(self.bindir / argv[0]), *argv[1:]],
              timeout=timeout)
 

@@ -1,6 +1,6 @@
 """The private parts of Optuna that archsearch leans on, each behind one function here.
 
-Optuna 5.x has no public way to do these three things; tests/test_optuna_internals.py checks each against the
+Optuna 5.x has no public way to do these three things; tests/search/test_optuna_internals.py checks each against the
 installed Optuna and fails with the name of what changed, so an upgrade that moves them is caught at once.
 
 - the study's per-trial snapshot of its trials (``Study._get_trials(use_cache=True)``), which its samplers share:

@@ -10,7 +10,7 @@ building the same record and counting it with thop.
     python -m benchmarks.cost.accuracy            # 500 per space and shape, a few minutes
     python -m benchmarks.cost.accuracy --archs 50  # a quick look
 
-Prints figures only; tests/test_cost.py asserts the agreement.
+Prints figures only; tests/network/test_cost.py asserts the agreement.
 """
 
 from __future__ import annotations

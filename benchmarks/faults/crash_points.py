@@ -17,7 +17,7 @@ moment depends on the clock), but they run.
 
 With ``--ctrl-c`` the first run must also end as a Ctrl-C does: exit 130, no traceback.
 
-``tests/test_crash_points.py`` runs a fixed sample of the points.
+``tests/faults/test_crash_points.py`` runs a fixed sample of the points.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What a study must hold after any fault, once the same command has run it to its end: the checks every fault
-scenario shares (the crash points here, the hosts, database and disk tests in tests/test_faults_*.py).
+scenario shares (the crash points here, the hosts, database and disk tests in tests/faults/test_faults_*.py).
 
 - exactly ``n_trials`` trials finished (COMPLETE or PRUNED; candidates over the budget are COMPLETE too but are
   not counted: they were never trained);

@@ -1,0 +1,113 @@
+"""Every trial ends with a verdict (archsearch/search/recovery.py), on real SQLite studies: a sweep killed between its
+writes is completed by the next one, a retry without a verdict is not retried again, a baseline enqueued twice
+by racing starts runs once, and a study whose creator died before enqueuing the baselines still gets them."""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import pytest
+from conftest import DIGITS
+from optuna.trial import TrialState
+
+from archsearch.config.study_config import load_study_config
+from archsearch.search import recovery
+from archsearch.search.objective import BASELINE_ATTR
+from archsearch.search.recovery import baseline_status, ensure_baselines, recover
+from archsearch.search.study import COUNTED, load_config_data, open_study, run
+
+# the tests drive trials with ask/tell, as a worker's pieces do, on a storage with heartbeats
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+@pytest.mark.slow  # an SQLite study: over half a second
+def test_a_sweep_killed_between_its_writes_is_completed_by_the_next(write_study, monkeypatch) -> None:
+    # a sweep that died a while ago: its FAIL is older than the time a live sweeper takes to queue the retry
+    monkeypatch.setattr(recovery, "_UNCLAIMED_S", 0.0)
+    study = open_study(load_study_config(write_study()))
+    number = study.ask().number
+    # what a sweep killed after its first two writes leaves: marked swept, failed, no retry yet
+    tid = study.get_trials(deepcopy=False)[number]._trial_id
+    study._storage.set_trial_user_attr(tid, "swept", True)
+    study._storage.set_trial_state_values(tid, TrialState.FAIL)
+
+    failed, queued = recover(study)
+    assert failed == [] and [(t.number, why) for t, why in queued] == [(number, "its worker died")]
+    assert recover(study) == ([], [])  # idempotent: one retry, whatever the number of sweeps
+    retries = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("retry_of") == number]
+    assert len(retries) == 1 and retries[0].state == TrialState.WAITING
+
+
+def test_a_retry_lost_again_stays_failed(write_study) -> None:
+    study = open_study(load_study_config(write_study()))
+    trial = study.ask()
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=TrialState.FAIL)
+    _, queued = recover(study)
+    assert [(t.number, why) for t, why in queued] == [(trial.number, "interrupted")]
+    # the retry runs and is interrupted too: a trial lost twice is FAIL for good
+    retry = study.ask()
+    assert retry.user_attrs["retry_of"] == trial.number
+    retry.set_user_attr("interrupted", True)
+    study.tell(retry, state=TrialState.FAIL)
+    assert recover(study) == ([], [])
+    assert len([t for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs]) == 1
+
+
+@pytest.mark.slow  # a search
+def test_racing_starts_give_a_baseline_one_verdict(write_study) -> None:
+    path = write_study(name="race", dataset=DIGITS, training={"epochs": 1, "batch_size": 32}, n_trials=3,
+                       enqueue_baselines=True)
+    config = load_study_config(path)
+    _, data = load_config_data(config)
+    study = open_study(config)
+    first = ensure_baselines(study, config, data, created=True)
+    assert first and ensure_baselines(study, config, data, created=False) == []  # done: not enqueued again
+    # what two starts racing past the check do: the same family enqueued twice
+    family = first[0]
+    arch = next(t.user_attrs["arch"] for t in study.get_trials(deepcopy=False) if t.user_attrs[BASELINE_ATTR] == family)
+    study.enqueue_trial({}, user_attrs={BASELINE_ATTR: family, "arch": arch})
+
+    text = io.StringIO()
+    study = run(config, stream=text, progress=False)
+    trials = study.get_trials(deepcopy=False)
+    runs = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) == family]
+    assert len(runs) == 2
+    assert runs[0].state in COUNTED and runs[1].state == TrialState.FAIL and runs[1].user_attrs["surplus"] is True
+    assert sum(t.state in COUNTED for t in trials) == 3
+    assert baseline_status(trials) == {f: None for f in first}
+
+
+@pytest.mark.slow  # a search
+def test_a_study_whose_creator_died_before_the_baselines_gets_them(write_study) -> None:
+    path = write_study(name="orphan", dataset=DIGITS, training={"epochs": 1, "batch_size": 32}, n_trials=2,
+                       enqueue_baselines=True)
+    config = load_study_config(path)
+    _, data = load_config_data(config)
+    study = open_study(config)  # created by this process, nothing enqueued yet: it may still enqueue them
+    assert ensure_baselines(study, config, data, created=False) is None
+    # the creator was killed here: a worker of this host that is gone
+    study.set_user_attr("archsearch.created_by", "this-host:1:1".replace("this-host", socket.gethostname()))
+    study = run(config, stream=None, progress=False)
+    families = [t.user_attrs[BASELINE_ATTR] for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs]
+    assert families and len(families) == len(set(families))
+    assert all(t.state in COUNTED for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs)
+
+
+@pytest.mark.slow  # an SQLite study and digits: a second
+def test_the_summary_names_a_baseline_without_a_result(write_study) -> None:
+    path = write_study(name="pending", dataset=DIGITS, training={"epochs": 1, "batch_size": 32}, n_trials=1,
+                       enqueue_baselines=True)
+    config = load_study_config(path)
+    _, data = load_config_data(config)
+    study = open_study(config)
+    (family,) = ensure_baselines(study, config, data, created=True)[:1]
+    trial = study.ask()  # the baseline, taken from the queue
+    assert trial.user_attrs[BASELINE_ATTR] == family
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=TrialState.FAIL)
+    assert baseline_status(study.get_trials(deepcopy=False))[family] == f"trial {trial.number} interrupted"
+    from archsearch.search.summary import summary
+
+    assert f"seed baselines without a result yet: {family} (trial {trial.number} interrupted)" in summary(study, config)

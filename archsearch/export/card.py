@@ -72,7 +72,9 @@ def model_card(arch: Arch, m: dict[str, Any]) -> str:
             ("budget", limits or "-"),
         ]
     if m.get("epochs") is not None:
-        rows.append(("training", f"{trained}, {m['epochs']} epoch(s)"))
+        steps = (m.get("training") or {}).get("steps")
+        length = f"{steps} optimizer steps ({m['epochs']} epoch(s))" if steps else f"{m['epochs']} epoch(s)"
+        rows.append(("training", f"{trained}, {length}"))
     skipped = (m.get("dataset") or {}).get("skipped_files")
     if skipped:
         rows.append(("images left out", f"{len(skipped)} unreadable file(s) skipped (`dataset.bad_files: skip`), "

@@ -84,7 +84,6 @@ def load(folder: str | Path | None = None, *, bare: bool = False) -> nn.Module:
 
 
 if __name__ == "__main__":
-    import os
     import sys
 
     net = load()
@@ -100,7 +99,7 @@ if __name__ == "__main__":
                 if isinstance(e, OSError) and e.strerror:
                     why = e.strerror  # No such file or directory, Is a directory, Permission denied
                 elif type(e).__name__ == "UnidentifiedImageError":
-                    empty = os.path.isfile(path) and os.path.getsize(path) == 0
+                    empty = Path(path).is_file() and Path(path).stat().st_size == 0
                     why = "empty (0 bytes)" if empty else "not an image Pillow can read"
                 print(f"{{path}}: cannot read: {{why}}", flush=True)
                 continue

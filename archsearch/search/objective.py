@@ -141,6 +141,11 @@ class Objective:
         """A candidate's value (:func:`archsearch.search.scoring.score`; ``figures``: its keyword figures)."""
         return scoring.score(self.config, accuracy, cost, latency_ms, **figures)
 
+    def class_figures(self) -> dict[str, bool]:
+        """The trainer's keyword that asks for the per-class figures, where the score is built from them (none
+        otherwise, so that a trainer of one's own need not take it)."""
+        return {"class_figures": True} if self.config.objective.score in ("balanced_accuracy", "macro_f1") else {}
+
     def build(self, arch: Arch, *, seed: int | None = None) -> torch.nn.Module:
         """The candidate's network, its initial weights drawn from ``seed`` (None: the recipe's seed).
 
@@ -286,6 +291,7 @@ class Objective:
             return self.trainer(
                 model, data.x_train, data.y_train, data.x_val, data.y_val, self.config.training,
                 device=self.device, on_epoch=on_epoch, preprocess=data.preprocess(), curve=curve,
+                **self.class_figures(),
             ), curve
         except optuna.TrialPruned:
             raise

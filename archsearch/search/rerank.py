@@ -182,7 +182,8 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             data = objective.data_for(arch.resolution)
             t0 = time.perf_counter()
             result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
-                                       train_cfg, device=objective.device, preprocess=data.preprocess())
+                                       train_cfg, device=objective.device, preprocess=data.preprocess(),
+                                       **objective.class_figures())
             accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
             mean, figures = result.curve.last(), {}
         # the search's score (objective.score); under folds the mean of the folds' values (one training: one value;
@@ -230,7 +231,8 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
         fold_cfg = dataclasses.replace(recipe(config), seed=seed + i)
         t0 = time.perf_counter()
         result = objective.trainer(objective.build(arch, seed=seed + i), x[~held], y[~held], x[held], y[held],
-                                   fold_cfg, device=objective.device, preprocess=data.preprocess())
+                                   fold_cfg, device=objective.device, preprocess=data.preprocess(),
+                                   **objective.class_figures())
         done.append({"val_accuracy": result.val_accuracy, "epochs": result.epochs_done,
                      "seconds": time.perf_counter() - t0, **result.curve.last()})
         study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})

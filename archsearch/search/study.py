@@ -223,7 +223,7 @@ def _run(
     left = None if created else left_to_run(study, config, done, target)
     if stream is not None and not worker_index:  # workers: run_workers says it once
         print(start_line(config, created, done, target, left=left), file=stream, flush=True)
-        print_notes(data, stream, config.training)
+        print_notes(data, stream, config.training if done < target else None)  # the recipe: where it trains
     if done >= target and left is None:
         recover(study, requeue=False)  # a dead worker's trial beyond the target: failed, not run again
         return study  # nothing to do: the line above says so, `archsearch report` shows the results
@@ -362,7 +362,7 @@ def run_workers(
             left = None if created else left_to_run(study, config, done, target)
             line = start_line(config, created, done, target, left=left)
             print(f"{line} ({workers} workers)", file=stream, flush=True)
-            print_notes(data, stream, config.training)
+            print_notes(data, stream, config.training if done < target else None)
         if config.enqueue_baselines:  # here, before the workers start
             ensure_baselines(study, config, data, created=created)
         interrupt.check()

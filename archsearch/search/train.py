@@ -29,7 +29,7 @@ from archsearch.config.recipe import (  # noqa: F401 (re-exported: archsearch.se
     planned_epochs,
 )
 from archsearch.core import interrupt
-from archsearch.core.class_metrics import balanced_and_macro_f1, confusion
+from archsearch.core.class_metrics import balanced_and_macro_f1
 from archsearch.core.errors import ConfigError
 from archsearch.search.parallel import default_threads, set_threads
 from archsearch.search.train_state import LearningCurve, data_key, load_state, save_state
@@ -156,6 +156,7 @@ def train(
     preprocess: nn.Module | None = None,
     curve: LearningCurve | None = None,
     threads: int | None = None,
+    class_figures: bool = False,
 ) -> TrainResult:
     """Train ``model`` in place on (N, C, H, W) images with int64 labels.
 
@@ -166,6 +167,10 @@ def train(
 
     ``threads``: torch's intra-op threads on the CPU while training (None: archsearch's default, one, which
     never collapses beside another CPU-bound job; :mod:`archsearch.search.parallel`); the number before is restored.
+
+    ``class_figures``: also the validation split's balanced accuracy and macro-F1 after each epoch (scikit-learn's,
+    into the curve), what a study scored by them prunes and ranks on; off, they are None (and scikit-learn is not
+    imported). The confusion matrix after the last epoch is counted either way (``TrainResult.val_confusion``).
 
     ``curve``: a :class:`LearningCurve` that each epoch's losses and accuracy are appended to as training runs
     (the caller can read it in ``on_epoch``, e.g. before it prunes); a new one when None. It is also the result's.
@@ -184,7 +189,7 @@ def train(
     before = set_threads(default_threads() if threads is None else threads) if device.type == "cpu" else None
     try:
         return _train(model, x_train, y_train, x_val, y_val, config, device=device, on_epoch=on_epoch,
-                      checkpoint=checkpoint, preprocess=preprocess, curve=curve)
+                      checkpoint=checkpoint, preprocess=preprocess, curve=curve, class_figures=class_figures)
     finally:
         if before is not None:
             set_threads(before)
@@ -203,6 +208,7 @@ def _train(
     checkpoint: str | os.PathLike | None,
     preprocess: nn.Module | None,
     curve: LearningCurve | None,
+    class_figures: bool = False,
 ) -> TrainResult:
     t0 = time.perf_counter()
     if len(x_train) != len(y_train) or len(x_train) == 0:
@@ -308,7 +314,8 @@ def _train(
             _check_finite(loss_sum, epoch, config, step, lr)  # the epoch's host sync: the time below is real
             val_acc, val_loss, predicted = _score(model, x_val, y_val, batch_size=config.eval_batch_size,
                                                   device=device, preprocess=pre)
-            balanced, macro_f1 = balanced_and_macro_f1(y_val_cpu, predicted, num_classes)
+            balanced, macro_f1 = (balanced_and_macro_f1(y_val_cpu, predicted, num_classes) if class_figures
+                                  else (None, None))
             confusion = _confusion(y_val_cpu, predicted, num_classes)
             compute_seconds += time.perf_counter() - t_epoch
             history.append(val_acc)
@@ -368,7 +375,10 @@ def _num_classes(model: nn.Module, y_train: torch.Tensor, y_val: torch.Tensor) -
 
 
 def _confusion(y: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
-    return confusion(y.numpy(), predicted.numpy(), max(num_classes, int(predicted.max().item()) + 1))
+    """The counts of (true, predicted) pairs as scikit-learn's ``confusion_matrix`` gives them (a test holds
+    that), counted here so that a training imports no scikit-learn."""
+    k = max(num_classes, int(predicted.max().item()) + 1, int(y.max().item()) + 1)
+    return torch.bincount(y * k + predicted, minlength=k * k).view(k, k).tolist()
 
 
 def _on(preprocess: nn.Module | None, device: torch.device) -> nn.Module | None:

@@ -25,14 +25,16 @@ class LearningCurve:
     train_loss_tail: list[float | None] = field(default_factory=list)  # over the epoch's last quarter of steps
     val_loss: list[float | None] = field(default_factory=list)  # mean cross-entropy on validation, no smoothing
     val_accuracy: list[float | None] = field(default_factory=list)
-    val_balanced_accuracy: list[float | None] = field(default_factory=list)  # mean recall over classes
-    val_macro_f1: list[float | None] = field(default_factory=list)  # mean F1 over classes
+    # mean recall and mean F1 over the classes (None: not computed, train(class_figures=False))
+    val_balanced_accuracy: list[float | None] = field(default_factory=list)
+    val_macro_f1: list[float | None] = field(default_factory=list)
 
     def add(self, train_loss: float, train_loss_tail: float, val_loss: float, val_accuracy: float,
-            val_balanced_accuracy: float, val_macro_f1: float) -> None:
+            val_balanced_accuracy: float | None = None, val_macro_f1: float | None = None) -> None:
+        """One epoch's figures (the per-class ones: None where the training did not compute them)."""
         values = (train_loss, train_loss_tail, val_loss, val_accuracy, val_balanced_accuracy, val_macro_f1)
         for name, value in zip(_CURVE_KEYS, values, strict=True):
-            getattr(self, name).append(float(value))
+            getattr(self, name).append(None if value is None else float(value))
 
     def to_dict(self) -> dict[str, list[float | None]]:
         return {name: list(getattr(self, name)) for name in _CURVE_KEYS}

@@ -101,6 +101,7 @@ def test_an_imbalanced_folder_scored_by_balanced_accuracy_exports_per_class_resu
 
     card = (folder / "card.md").read_text()
     assert "## Per class (test split)" in card
+    assert "the study's recipe (as in the search), 40 optimizer steps (" in card
     assert "| true \\ predicted | ankle-boot | bag | sneaker | trouser |" in card
     assert f"| trouser | {test['per_class']['trouser']['precision']:.3f} | {recall[3]:.3f} |" in card
     assert "always predicting `ankle-boot` scores 55.56%" in card

@@ -347,7 +347,7 @@ def test_training_records_its_learning_curve(tmp_path) -> None:
     data = load_data("digits")
     arch = Arch(1, 8, 10, Stem("conv", 8), (Stage("dwsep", 16, stride=2),))
     config = TrainConfig(epochs=3, batch_size=64, lr=0.1)
-    common = dict(device=CPU, preprocess=data.preprocess())
+    common = dict(device=CPU, preprocess=data.preprocess(), class_figures=True)
     torch.manual_seed(0)
     seen: list[int] = []
     curve = LearningCurve()
@@ -443,7 +443,9 @@ def test_validation_figures_are_recorded_each_epoch(digits: Digits) -> None:
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, f1_score
 
     model = fresh_model()
-    result = run(digits, model, epochs=2, batch_size=64, train_subset=640)
+    result = train(model, *digits, TrainConfig(epochs=2, batch_size=64, train_subset=640), device=CPU,
+                   class_figures=True)
+    assert run(digits, epochs=1, train_subset=640).curve.val_macro_f1 == [None]  # not asked for: not computed
     _, _, xv, yv = digits
     predicted = predict(model, xv, yv, batch_size=256, device=CPU)
     assert result.val_confusion == confusion_matrix(yv.numpy(), predicted.numpy(), labels=range(10)).tolist()

@@ -226,7 +226,7 @@ def _train(
     x_train = x_train.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
     y_train = y_train.to(device, non_blocking=True)
     x_val = x_val.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    y_val_cpu = y_val.cpu()  # for the per-class figures (scikit-learn)
+    y_val_cpu = y_val.cpu()  # for the confusion matrix and the per-class figures
     y_val = y_val.to(device, non_blocking=True)
     gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
 
@@ -247,7 +247,6 @@ def _train(
     # the schedule spans config.epochs (or config.steps) even when config.seconds stops training earlier
     total_steps = config.epochs * len(starts) if config.steps is None else config.steps
     epochs = math.ceil(total_steps / len(starts))  # with config.steps, the last epoch may end part-way
-    assert epochs == planned_epochs(config, len(y_train), batchnorm=has_bn)
     num_classes = _num_classes(model, y_train, y_val)
     weight = class_weights(y_train, num_classes).to(device) if config.class_weight == "balanced" else None
     draw = (class_weights(y_train, num_classes).to(device)[y_train]  # each image's chance: 1 / its class's count

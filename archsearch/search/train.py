@@ -248,9 +248,10 @@ def _train(
     total_steps = config.epochs * len(starts) if config.steps is None else config.steps
     epochs = math.ceil(total_steps / len(starts))  # with config.steps, the last epoch may end part-way
     num_classes = _num_classes(model, y_train, y_val)
-    weight = class_weights(y_train, num_classes).to(device) if config.class_weight == "balanced" else None
-    draw = (class_weights(y_train, num_classes).to(device)[y_train]  # each image's chance: 1 / its class's count
-            if config.sampler == "balanced" else None)
+    inverse = (class_weights(y_train, num_classes).to(device)  # per class: n / (classes x its count)
+               if "balanced" in (config.class_weight, config.sampler) else None)
+    weight = inverse if config.class_weight == "balanced" else None
+    draw = inverse[y_train] if inverse is not None and config.sampler == "balanced" else None  # 1 / class count
     warmup_steps = round(config.warmup_epochs * len(starts))
 
     history: list[float] = []

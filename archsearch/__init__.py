@@ -15,9 +15,11 @@ The folders, one layer each, in the order a search uses them (a layer imports on
 - ``cli``: the command line, over all of them.
 """
 
+from archsearch.config.recipe import TrainConfig
 from archsearch.config.study_config import StudyConfig, load_study_config, study_config_from_dict
 from archsearch.core.errors import ConfigError
-from archsearch.data.bundle import DATASETS, DataBundle, load_data
+from archsearch.data.bundle import DataBundle, load_data
+from archsearch.data.readers import DATASETS
 from archsearch.export.folder import load
 from archsearch.latency.measure import measure_latency
 from archsearch.network.arch import Arch, Stage, Stem
@@ -27,7 +29,6 @@ from archsearch.network.cost import Cost, arch_cost
 from archsearch.network.tally import Tally
 from archsearch.search.objective import Objective
 from archsearch.search.study import open_study, run
-from archsearch.search.train import TrainConfig, TrainingDiverged, TrainResult, train
 from archsearch.space.baselines import EFFNET_PAPER, effnet, effnet_paper, fit_to_budget, mobilenet_v1, shufflenet_v1
 from archsearch.space.fit import Fit, fit_shape
 from archsearch.space.search_space import (
@@ -39,6 +40,7 @@ from archsearch.space.search_space import (
     suggest_architecture,
     suggest_shape,
 )
+from archsearch.train.train import TrainingDiverged, TrainResult, train
 
 __version__ = "0.1.0"
 

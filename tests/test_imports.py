@@ -9,7 +9,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "archsearch"
 # low to high: a module may import its own layer and those before it
-LAYERS = ["core", "network", "space", "data", "config", "latency", "search", "report", "export", "cli"]
+LAYERS = ["core", "network", "space", "data", "config", "latency", "train", "study", "search", "report", "export",
+          "cli"]
 
 
 def _module(path: Path) -> str:
@@ -80,3 +81,9 @@ def test_only_the_command_line_imports_the_command_line() -> None:
     importers = sorted(m for m, deps in _graph().items()
                        if any(d.split(".")[0] == "cli" for d in deps) and m.split(".")[0] != "cli")
     assert importers == []
+
+
+def test_report_and_export_read_the_study_not_the_engine() -> None:
+    reach = sorted(f"{m} imports {d}" for m, deps in _graph().items() if m.split(".")[0] in ("report", "export")
+                   for d in deps if d.split(".")[0] == "search")
+    assert reach == []

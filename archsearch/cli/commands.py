@@ -76,8 +76,8 @@ def _study_space(path: str) -> tuple[Space, tuple[int, int, int], dict[str, floa
     data = load_yaml(path)
     if "stages" in data or not isinstance(data.get("space"), str):
         return None
+    from archsearch.config.assemble import load_config_data
     from archsearch.config.study_config import load_study_config
-    from archsearch.search.study import load_config_data
 
     config = load_study_config(path)
     space, d = load_config_data(config)
@@ -136,11 +136,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from archsearch.search.parallel import WorkersFailed, default_workers
     from archsearch.search.study import run, run_workers
     from archsearch.search.summary import no_feasible_reason
-    from archsearch.search.train import resolve_device
+    from archsearch.train.train import resolve_device
 
     config = load_study_config(args.config)
-    if args.accept_data_change:  # the environment: spawned workers see it too
-        os.environ["ARCHSEARCH_ACCEPT_DATA_CHANGE"] = "1"
     workers = args.workers
     if workers is None:  # one per usable core on the CPU, no more than the trials to run
         try:
@@ -149,7 +147,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             device = "unavailable"  # the search says why, in its own words
         workers = max(1, min(default_workers(device), config.n_trials if args.n_trials is None else args.n_trials))
     options = {"n_trials": args.n_trials, "timeout": args.timeout, "threads": args.threads,
-               "max_infeasible": args.max_infeasible, "progress": not args.no_progress}
+               "max_infeasible": args.max_infeasible, "progress": not args.no_progress,
+               "accept_data_change": args.accept_data_change}
     try:
         if workers == 1:
             study = run(config, **options)
@@ -248,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.add_argument("--accept-data-change", action="store_true",
                    help="go on with a study whose images, labels or class names changed since it was made (the "
-                        "study then takes the new data as its own; sets ARCHSEARCH_ACCEPT_DATA_CHANGE=1)")
+                        "study then takes the new data as its own)")
     s.set_defaults(func=cmd_search)
 
     export_cli.add_parser(sub)

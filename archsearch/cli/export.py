@@ -12,8 +12,8 @@ from pathlib import Path
 
 from archsearch.config.study_config import load_study_config
 from archsearch.core import interrupt
+from archsearch.core.threads import default_threads, set_threads
 from archsearch.export.folder import export
-from archsearch.search.parallel import default_threads, set_threads
 
 __all__ = ["add_parser", "cmd_export", "disk_full", "positive_int"]
 

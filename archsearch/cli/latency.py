@@ -20,8 +20,7 @@ import time
 
 import torch
 
-from archsearch.config.study_config import LatencyTarget
-from archsearch.config.study_schema import LATENCY_DEVICES, LATENCY_RUNTIMES
+from archsearch.config.study_schema import LATENCY_DEVICES, LATENCY_RUNTIMES, LatencyTarget
 from archsearch.core.text import input_shape
 from archsearch.core.text import table as format_table
 from archsearch.latency.table import DEFAULT_DIRECTORY, table_for

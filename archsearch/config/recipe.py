@@ -1,21 +1,18 @@
 """The training recipe: :class:`TrainConfig` (what a trial trains with, declared once: the study file's ``training``
 keys, validated in code too), and the optimizer, learning-rate schedule and augmentation it names.
-:mod:`archsearch.search.train` runs it."""
+:mod:`archsearch.train.train` runs it."""
 
 from __future__ import annotations
 
 import math
 from typing import Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from archsearch.core.schema import Int, Number, declared
 
 __all__ = ["TRAINING_KEYS_LATER", "MIN_STEPS", "planned_epochs", "planned_steps", "batches_per_epoch", "recipe_note",
-           "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "TrainConfig", "augment_batch", "lr_factor", "param_groups",
-           "make_optimizer"]
+           "OPTIMIZERS", "SCHEDULES", "AUGMENTATIONS", "TrainConfig"]
 
 OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "constant", "step", "onecycle")
@@ -98,74 +95,3 @@ def recipe_note(config: TrainConfig, n_train: int) -> str | None:
             f"to train); set `training: {{steps: 400}}`, or trials may end at chance")
 
 
-
-_SHIFT_PAD = 2  # `shift` augmentation: translate by up to this many pixels
-
-
-def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator) -> torch.Tensor:
-    """Randomly shift and/or flip each image of a batch ``x`` (B, C, H, W); vectorized, no loop over samples."""
-    if mode not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {mode!r}")
-    if "shift" in mode:
-        b, c, h, w = x.shape
-        dy = torch.randint(-_SHIFT_PAD, _SHIFT_PAD + 1, (b, 1, 1), device=x.device, generator=generator)
-        dx = torch.randint(-_SHIFT_PAD, _SHIFT_PAD + 1, (b, 1, 1), device=x.device, generator=generator)
-        # clamping the source index is replicate padding: inputs are normalized, so 0 is not the background
-        rows = (dy + torch.arange(h, device=x.device).view(1, h, 1)).clamp_(0, h - 1)  # (B, H, 1)
-        cols = (dx + torch.arange(w, device=x.device).view(1, 1, w)).clamp_(0, w - 1)  # (B, 1, W)
-        src = (rows * w + cols).view(b, h * w, 1).expand(b, h * w, c)  # (B, H*W, C)
-        pixels = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # a view when x is channels_last
-        x = pixels.gather(1, src).view(b, h, w, c).permute(0, 3, 1, 2)  # one gather; result is channels_last
-    if "flip" in mode:
-        flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-    return x
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
-    """Multiplier of the base lr at optimizer step ``step`` (0-based) of ``total_steps``."""
-    p = step / total_steps  # progress in [0, 1)
-    if schedule == "cosine":
-        factor = 0.5 * (1.0 + math.cos(math.pi * p))  # to 0 at the end
-    elif schedule == "constant":
-        factor = 1.0
-    elif schedule == "step":
-        factor = 0.1 ** ((p >= 0.5) + (p >= 0.75))
-    elif schedule == "onecycle":
-        # torch.optim.lr_scheduler.OneCycleLR defaults: pct_start=0.3, div_factor=25, final_div_factor=1e4, cos
-        peak = 0.3 * total_steps - 1
-        lo, end = 1.0 / 25, 1.0 / 25e4
-        if step <= peak:
-            t = step / peak if peak > 0 else 1.0
-            factor = lo + (1.0 - lo) * 0.5 * (1.0 - math.cos(math.pi * t))
-        else:
-            t = (step - peak) / max(total_steps - 1 - peak, 1)
-            factor = end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-    else:
-        raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}")
-    if step < warmup_steps:
-        factor *= (step + 1) / warmup_steps  # linear warmup on top of every schedule
-    return factor
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Split parameters so that weight decay skips 1-D ones (BN weights/biases, all biases)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """The optimizer named by ``config.optimizer``, with the weight-decay param groups."""
-    groups = param_groups(model, config.weight_decay)
-    fused = device.type in ("cpu", "cuda")  # one kernel for all params: measurably faster for these small nets
-    if config.optimizer == "sgd":
-        nesterov = config.momentum > 0  # torch refuses nesterov without momentum
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=nesterov, fused=fused)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, fused=fused)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, fused=fused)
-    raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {config.optimizer!r}")

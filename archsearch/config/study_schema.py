@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, StringConstraints, ValidationInfo
 
-from archsearch.config.storage import SQLITE_PREFIX, normalize_storage
+from archsearch.config.storage_url import SQLITE_PREFIX, normalize_storage
 from archsearch.core.errors import show
 from archsearch.core.schema import Bool, Expect, Int, Number, OneOf, OrNull, Section, declared, did_you_mean, fail
 from archsearch.data.readers import DATASETS

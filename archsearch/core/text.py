@@ -29,3 +29,13 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
     out += [fmt.format(*r) for r in rows]
     return "\n".join(out)
+
+
+def fmt_count(n: float | None) -> str:
+    """12345 -> '12.35K' (None -> '-')."""
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return f"{n:.0f}"

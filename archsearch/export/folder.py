@@ -45,10 +45,12 @@ from typing import IO, Any
 import optuna
 import torch
 
-from archsearch.config.storage import redact
+from archsearch.config.assemble import load_config_data, print_notes
+from archsearch.config.storage_url import redact
 from archsearch.config.study_config import StudyConfig, load_study_config
 from archsearch.core.class_metrics import ClassMetrics
 from archsearch.core.errors import ConfigError
+from archsearch.core.text import fmt_count
 from archsearch.data.preprocess import Preprocessing, WithPreprocessing
 from archsearch.export.card import model_card, pct
 from archsearch.export.codegen import ExportError, class_names, model_source
@@ -64,11 +66,10 @@ from archsearch.latency.measure import RUNTIMES, measure_latency
 from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
 from archsearch.network.cost import arch_cost
-from archsearch.search import rerank
-from archsearch.search.study import load_config_data, open_study, print_notes
-from archsearch.search.summary import fmt_count
-from archsearch.search.train import resolve_device
-from archsearch.search.trial_record import TrialRecord
+from archsearch.study import rerank_results
+from archsearch.study.open import open_study
+from archsearch.study.trial_record import TrialRecord
+from archsearch.train.train import resolve_device
 
 __all__ = [
     "ExportError",
@@ -282,7 +283,7 @@ def export(
         epoch_line = _epoch_line(stream, total, "test" if epochs else "val") if progress else None
         model, measured = retrain(arch, config, data, epochs=epochs, device=device, checkpoint=ckpt,
                                   on_epoch=epoch_line)
-        reranked = rerank.results(study, config).get(t.number)
+        reranked = rerank_results.results(study, config).get(t.number)
         metrics = {
             "study": config.name,
             "storage": redact(config.storage),

@@ -12,17 +12,17 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.config.storage import redact
+from archsearch.config.budgets import budget_excess
+from archsearch.config.storage_url import redact
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.class_metrics import ClassMetrics, confusion
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
 from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
-from archsearch.search.objective import budget_excess
-from archsearch.search.summary import best_trials
-from archsearch.search.train import predict, resolve_device, train
-from archsearch.search.trial_record import ARCH_ATTR, TrialRecord
+from archsearch.study.best import best_trials, pareto_front
+from archsearch.study.trial_record import ARCH_ATTR, TrialRecord
+from archsearch.train.train import predict, resolve_device, train
 
 __all__ = ["select_trials", "retrain"]
 
@@ -102,8 +102,6 @@ def select_trials(
         raise _no_feasible(study, config)
     if pareto:
         if len(study.directions) == 1:
-            from archsearch.report.study_report import pareto_front
-
             done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                     if not (r := TrialRecord.of(t)).infeasible and r.val_accuracy is not None]
             front = pareto_front(done, "macs")
@@ -120,7 +118,7 @@ def retrain(
     Without ``epochs``: the search's recipe on the training split, scored on the validation split. With
     ``epochs``: that many epochs on training + validation (the whole training data, no subset, no time cap).
     The test split is measured in both cases; nothing during training depends on it. With ``checkpoint``,
-    the training saves its state there after each epoch and resumes from it (:func:`archsearch.search.train.train`).
+    the training saves its state there after each epoch and resumes from it (:func:`archsearch.train.train.train`).
     ``on_epoch(epoch, accuracy)`` is called after each epoch trained (the accuracy on what the training scores).
     """
     device = resolve_device(config.device) if device is None else device

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from archsearch.config.study_config import LatencyTarget
-from archsearch.config.study_schema import LATENCY_DEVICES
+from archsearch.config.study_schema import LATENCY_DEVICES, LatencyTarget
 from archsearch.latency.measure import RUNTIMES
 
 __all__ = ["METHOD", "ONNXRUNTIME_METHOD", "TableKey", "hardware_name", "table_key"]

@@ -31,9 +31,10 @@ import torch
 from torch import nn
 
 from archsearch.config.study_schema import LATENCY_RUNTIMES
+from archsearch.core.threads import torch_threads
 
 __all__ = ["Latency", "MIN_SECONDS", "REPEATS", "RUNTIMES", "WARMUP", "forward_pass", "measure_latency",
-           "onnx_model", "onnxruntime_pass", "torch_threads"]
+           "onnx_model", "onnxruntime_pass"]
 
 #: what runs a timed forward pass: PyTorch eager mode, or ONNX Runtime on the model exported to ONNX
 RUNTIMES = LATENCY_RUNTIMES  # declared with the study file's keys
@@ -55,17 +56,6 @@ class Latency:
     p90_ms: float
     repeats: int
     reference_ms: float | None = None
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads, isolated from the training threads around it."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ from typing import Any
 
 from torch import nn
 
-from archsearch.config.study_config import LatencyTarget
+from archsearch.config.study_schema import LatencyTarget
 from archsearch.latency.key import METHOD, ONNXRUNTIME_METHOD, TableKey, table_key
 from archsearch.latency.measure import MIN_SECONDS, REPEATS, WARMUP, Latency, forward_pass, measure_latency
 from archsearch.latency.parts import Part, parts_of

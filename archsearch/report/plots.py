@@ -18,10 +18,12 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.class_metrics import ClassMetrics
 from archsearch.core.errors import ConfigError
-from archsearch.report.text import Groups, pareto_front, short, state
-from archsearch.search.summary import failed_note, fmt_count
-from archsearch.search.trial_record import TrialRecord
+from archsearch.core.text import fmt_count
+from archsearch.report.text import Groups, short, state
 from archsearch.space import baselines
+from archsearch.study.best import pareto_front
+from archsearch.study.trial_record import TrialRecord
+from archsearch.study.trial_states import failed_note
 
 _BASELINE_STYLE = {  # family -> (marker, colour): distinct shapes, readable in grey too
     "mobilenet": ("s", "tab:green"),

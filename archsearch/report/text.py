@@ -6,37 +6,19 @@ Read from the study's trials and their archsearch user attributes; :mod:`archsea
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.config.storage import redact
+from archsearch.config.storage_url import redact
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.class_metrics import ClassMetrics
-from archsearch.search.class_verdict import chance_line, per_class_lines
-from archsearch.search.summary import best_trials, failed_note, fmt_count, rerank_lines
-from archsearch.search.trial_record import COSTS, TrialRecord
-
-
-def pareto_front(trials: Sequence[FrozenTrial], metric: str = "macs") -> list[FrozenTrial]:
-    """The trials no other trial beats on both validation accuracy (up) and ``metric`` (down).
-
-    ``metric`` is "macs", "params" or "latency"; trials without an accuracy or that cost are left out.
-    Where trials tie on both, the earliest stands for them. Sorted by cost, cheapest first.
-    """
-    if metric not in COSTS:
-        raise ValueError(f"metric must be one of {sorted(COSTS)}, got {metric!r}")
-    points = [(p, t) for t in trials if (p := TrialRecord.of(t).point(metric)) is not None]
-    points.sort(key=lambda pt: (pt[0][0], -pt[0][1], pt[1].number))
-    front, best = [], -math.inf
-    for (_, accuracy), t in points:
-        if accuracy > best:
-            front.append(t)
-            best = accuracy
-    return front
+from archsearch.core.text import fmt_count
+from archsearch.study.best import best_trials, pareto_front, rerank_lines
+from archsearch.study.class_verdict import chance_line, per_class_lines
+from archsearch.study.trial_record import TrialRecord
+from archsearch.study.trial_states import failed_note
 
 
 @dataclass

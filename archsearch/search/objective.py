@@ -13,6 +13,8 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.config.budgets import budget_excess
+from archsearch.config.recipe import planned_epochs
 from archsearch.config.study_config import StudyConfig
 from archsearch.core import interrupt
 from archsearch.data.bundle import DataBundle
@@ -23,54 +25,26 @@ from archsearch.network.cost import Cost, arch_cost
 from archsearch.search import scoring
 from archsearch.search.reachable import latency_table_of
 from archsearch.search.samplers import trial_snapshot
-from archsearch.search.train import TrainResult, planned_epochs, train
-from archsearch.search.train_state import LearningCurve
-from archsearch.search.trial_record import ARCH_ATTR, BASELINE_ATTR, TrialRecord, fit_attr
-from archsearch.search.worker_identity import worker_alive, worker_id
 from archsearch.space.fit import Fit, budget_use, fit_shape, metric_values
 from archsearch.space.search_space import Space, suggest_architecture, suggest_shape
+from archsearch.study.trial_record import TrialRecord, fit_attr
+from archsearch.study.trial_states import COUNTED_STATES, counts, has_verdict, retried_numbers
+from archsearch.study.worker_identity import worker_id
+from archsearch.train.checkpoint import LearningCurve
+from archsearch.train.train import TrainResult, train
 
-# ARCH_ATTR, BASELINE_ATTR: from archsearch.search.trial_record, which declares every trial attribute
-__all__ = ["Objective", "budget_excess", "counts", "worker_id", "worker_alive", "BASELINE_ATTR", "ARCH_ATTR"]
-
-#: the states of a finished trial; of them, :func:`counts` tells what ``n_trials`` counts
-COUNTED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-
-def counts(t: FrozenTrial) -> bool:
-    """Whether a trial uses up ``n_trials``: a network trained (complete or pruned), or running.
-
-    An over-budget candidate is recorded COMPLETE with ``feasible`` False and never trained: it does not count
-    (the search caps how many it tries, :mod:`archsearch.search.run_loop`).
-    """
-    return (t.state in (*COUNTED_STATES, TrialState.RUNNING)) and not TrialRecord.of(t).infeasible
+# ARCH_ATTR, BASELINE_ATTR: from archsearch.study.trial_record, which declares every trial attribute
+__all__ = ["Objective", "SurplusTrial", "gives_way"]
 
 
 class SurplusTrial(RuntimeError):
     """A trial started by a worker while the study's last trials were already taken by others."""
 
 
-def budget_excess(config: StudyConfig, values: dict[str, float | None]) -> dict[str, float]:
-    """Relative excess ``value / limit - 1`` per budgeted cost (``<= 0``: within budget), Optuna's convention.
-
-    ``values`` maps metrics of ``fit.metric_values`` to a trial's costs (None: not known).
-    """
-    budget, objective = config.budget, config.objective
-    out = {}
-    for metric, value in values.items():
-        limit = budget.limit(metric)
-        if limit is None or value is None:
-            continue
-        if objective.type == "soft" and metric == objective.soft_metric:
-            continue  # the soft reward's target, not a hard limit
-        out[metric] = value / limit - 1.0
-    return out
-
-
 class Objective:
     """The callable given to ``study.optimize``.
 
-    ``trainer`` is the training function (``archsearch.search.train.train`` by default); it is a parameter so
+    ``trainer`` is the training function (``archsearch.train.train.train`` by default); it is a parameter so
     that callers can wrap it, e.g. to count how often a search trains.
     """
 
@@ -354,23 +328,6 @@ def _within(constraints: dict[str, float]) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------
 # verdicts
-
-
-def has_verdict(t: FrozenTrial) -> bool:
-    """COMPLETE, PRUNED, or FAIL by the trial's own error (not interrupted, swept, or given way)."""
-    if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return t.state == TrialState.FAIL and not TrialRecord.of(t).ended_without_verdict
-
-
-def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
-    """Numbers of the trials that another one repeats: ours (``retry_of``) and the heartbeat callback's."""
-    out = set()
-    for t in trials:
-        if (repeats := TrialRecord.of(t).retry_of) is not None:
-            out.add(repeats)
-        out.update(t.system_attrs.get("retry_history", ()))
-    return out
 
 
 def gives_way(trial: optuna.Trial) -> int | None:

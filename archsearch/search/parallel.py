@@ -16,76 +16,28 @@ that comes to it (:func:`first_to_say`), once for the search.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from archsearch.core import interrupt
 from archsearch.core.errors import storage_failure
+from archsearch.core.threads import usable_cores
 
-__all__ = ["usable_cores", "default_workers", "default_threads", "set_threads", "first_to_say", "Workers",
-           "WorkersFailed"]
+__all__ = ["default_workers", "first_to_say", "Workers", "WorkersFailed"]
 
-_CGROUP = Path("/sys/fs/cgroup")
 _SAID_BYTES = 1024  # room for the keys of the lines said once (a few short words each)
 _said: Any = None  # in a worker: the keys said once by the workers of its search, shared by them (Workers)
-
-
-def _cgroup_cpus(root: Path = _CGROUP) -> float | None:
-    """The CPU quota of this process's cgroup in cores (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); None
-    where there is none."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota_us <= 0 else quota_us / period_us
-    except (OSError, ValueError):
-        return None
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity (``taskset``, a container's cpuset), lowered to its
-    cgroup's CPU quota (a container's ``--cpus``), at least 1. Not ``os.cpu_count()``, the machine's cores."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        cores = os.cpu_count() or 1
-    quota = _cgroup_cpus()
-    if quota is not None:
-        cores = min(cores, math.floor(quota))
-    return max(1, cores)
 
 
 def default_workers(device: str) -> int:
     """Worker processes of a search when ``--workers`` is not given: one per usable core on the CPU; one on an
     accelerator (its trials share the one device; issue #34 item 6 is to measure more)."""
     return usable_cores() if device == "cpu" else 1
-
-
-def default_threads() -> int:
-    """Torch threads per process when ``--threads`` is not given: one, with any number of workers. Two threads
-    in one process gained little on these small networks on a quiet machine and collapsed beside another job;
-    more cores are used by more workers (docs/parallelism.md)."""
-    return 1
-
-
-def set_threads(threads: int) -> int:
-    """Set torch's intra-op threads of this process; the previous number."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    return before
 
 
 def _watch(stop: Any, parent: int) -> None:

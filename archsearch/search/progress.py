@@ -15,7 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from archsearch.search.summary import finished_count, progress_note
+from archsearch.search.summary import progress_note
+from archsearch.study.trial_states import finished_count
 
 __all__ = ["StudyBar"]
 

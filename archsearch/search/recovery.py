@@ -37,18 +37,15 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
 from archsearch.data.bundle import DataBundle
-from archsearch.search.objective import has_verdict, retried_numbers, worker_alive
-from archsearch.search.optuna_internals import fail_trial_of_another_process
-from archsearch.search.trial_record import BASELINES_ATTR, CREATED_ATTR, CREATED_BY_ATTR, TrialRecord
 from archsearch.space import baselines
+from archsearch.study._optuna_internals import fail_trial_of_another_process
+from archsearch.study.trial_record import BASELINES_ATTR, CREATED_ATTR, CREATED_BY_ATTR, TrialRecord
+from archsearch.study.trial_states import has_verdict, may_retry, retried_numbers, worker_losses
+from archsearch.study.worker_identity import worker_alive
 
-__all__ = [
-    "BASELINE_LOSSES", "BASELINES_ATTR", "CREATED_ATTR", "CREATED_BY_ATTR", "baseline_status", "ensure_baselines",
-    "may_retry", "owed_baselines", "queue_retry", "recover", "stale_trial_callback", "sweep_dead_workers",
-    "worker_losses",
-]
+__all__ = ["baseline_status", "ensure_baselines", "owed_baselines", "queue_retry", "recover", "stale_trial_callback",
+           "sweep_dead_workers"]
 
-BASELINE_LOSSES = 4  # a seed baseline whose worker was lost at this many tries is given up (it kills its worker)
 _UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
 _CREATOR_RECORD_S = 2.0  # a creator records itself milliseconds after creating the study
 _CREATOR_GRACE_S = 60.0  # a creator on another host enqueues the baselines within seconds of creating it
@@ -104,28 +101,6 @@ def recover(study: optuna.Study, *, requeue: bool = True) -> tuple[list[int], li
     return failed, queued
 
 
-def may_retry(number: int, records: dict[int, TrialRecord]) -> bool:
-    """A searched trial is run again once (a retry's retry is a worker killed twice: the search samples another);
-    a seed baseline until it has a verdict of its own, unless its worker was lost at each of its last
-    ``BASELINE_LOSSES`` tries (a candidate that kills its worker, not a worker killed from outside)."""
-    record = records[number]
-    if record.baseline is None:
-        return record.retry_of is None
-    return worker_losses(number, records) < BASELINE_LOSSES
-
-
-def worker_losses(number: int, records: dict[int, TrialRecord]) -> int:
-    """How many tries of the candidate, up to and including trial ``number``, lost their worker (Ctrl-C not
-    counted: an interrupt is the user's, not the candidate's)."""
-    losses, seen = 0, set()
-    at: int | None = number
-    while at is not None and at in records and at not in seen:
-        seen.add(at)
-        losses += bool(records[at].swept)
-        at = records[at].retry_of
-    return losses
-
-
 def queue_retry(study: optuna.Study, t: FrozenTrial, record: TrialRecord) -> None:
     """Queue trial ``t`` again: a baseline keeps its family and record; a searched trial's record follows from its
     parameters again."""
@@ -136,7 +111,7 @@ def queue_retry(study: optuna.Study, t: FrozenTrial, record: TrialRecord) -> Non
 
 def stale_trial_callback(study: optuna.Study, t: FrozenTrial) -> None:
     """Optuna's heartbeat failed ``t`` (its worker stopped beating: another host that died, or lost the network;
-    marked ``swept`` just before, see :class:`~archsearch.config.study_storage.StudyStorage`): queue it again by
+    marked ``swept`` just before, see :class:`~archsearch.study.reconnect.StudyStorage`): queue it again by
     the rule of :func:`recover`, in place of Optuna's own retry callback."""
     records = {u.number: TrialRecord.of(u) for u in study.get_trials(deepcopy=False)}
     records[t.number] = dataclasses.replace(records.get(t.number, TrialRecord.of(t)), swept=True)

@@ -31,7 +31,6 @@ by a worker on another host is left to that host: ``archsearch search`` there co
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Callable
 
@@ -39,46 +38,17 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.config.recipe import TRAINING_KEYS_LATER
-from archsearch.config.study_config import ConfigError, RerankConfig, StudyConfig
+from archsearch.config.study_config import StudyConfig
+from archsearch.core.errors import ConfigError
 from archsearch.network.arch import Arch
 from archsearch.network.cost import arch_cost
-from archsearch.search.objective import Objective, worker_alive, worker_id
-from archsearch.search.train import TrainConfig
-from archsearch.search.train_state import LearningCurve
-from archsearch.search.trial_record import RERANK_PREFIX, TrialRecord
+from archsearch.search.objective import Objective
+from archsearch.study.rerank_results import PREFIX, finished, recipe, recipe_key, results, section, standard_error
+from archsearch.study.trial_record import TrialRecord
+from archsearch.study.worker_identity import worker_alive, worker_id
+from archsearch.train.checkpoint import LearningCurve
 
-__all__ = [
-    "PREFIX", "recipe", "recipe_key", "results", "candidates", "rerank", "pending", "fold_indices", "standard_error",
-]
-
-PREFIX = RERANK_PREFIX
-
-
-def _section(config: StudyConfig) -> RerankConfig:
-    """The config's ``rerank`` section, for the functions that need one."""
-    if config.rerank is None:
-        raise ValueError(f"study {config.name!r} has no rerank section")
-    return config.rerank
-
-
-def recipe(config: StudyConfig) -> TrainConfig:
-    """The re-rank's training recipe: the study's, with the re-rank's epochs and subset, no time cap."""
-    r = _section(config)
-    t = config.training
-    # a recipe counted in steps stays counted in steps, as much longer as the re-rank's epochs are than the search's
-    steps = None if t.steps is None else math.ceil(t.steps * r.epochs / t.epochs)
-    return dataclasses.replace(t, epochs=r.epochs, steps=steps, train_subset=r.train_subset, seconds=None)
-
-
-def recipe_key(config: StudyConfig) -> dict:
-    """What a result records as its recipe: a result counts for a study only while this equals the study's."""
-    key = {k: v for k, v in dataclasses.asdict(recipe(config)).items()
-           if not (k in TRAINING_KEYS_LATER and v is None)}  # results recorded before these keys still count
-    folds = _section(config).folds
-    if folds:  # absent without folds: results recorded before folds existed still count
-        key["folds"] = folds
-    return key
+__all__ = ["candidates", "rerank", "pending", "fold_indices"]
 
 
 def fold_indices(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
@@ -94,23 +64,6 @@ def fold_indices(y: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
             folds[(dealt + j) % k].append(i)
         dealt += len(idx)
     return [torch.tensor(sorted(f), dtype=torch.long) for f in folds]
-
-
-def _finished(value: object, want: dict) -> bool:
-    """Whether a study attribute is a finished result of the re-rank recipe ``want``."""
-    return isinstance(value, dict) and value.get("recipe") == want and "val_accuracy" in value
-
-
-def results(study: optuna.Study, config: StudyConfig) -> dict[int, dict]:
-    """The finished re-rank results of the config's recipe, by trial number ({} without ``rerank``)."""
-    if config.rerank is None:
-        return {}
-    want = recipe_key(config)
-    out = {}
-    for key, value in study.user_attrs.items():
-        if key.startswith(PREFIX) and _finished(value, want):
-            out[int(key[len(PREFIX):])] = value
-    return out
 
 
 def candidates(study: optuna.Study, top: int) -> list[FrozenTrial]:
@@ -142,14 +95,14 @@ def pending(study: optuna.Study, config: StudyConfig) -> bool:
     if config.rerank is None:
         return False
     want = recipe_key(config)
-    return any(isinstance(v, dict) and v.get("recipe") == want and not _finished(v, want)
+    return any(isinstance(v, dict) and v.get("recipe") == want and not finished(v, want)
                and worker_alive(v.get("worker", "")) is not False
                for k, v in study.user_attrs.items() if k.startswith(PREFIX))
 
 
 def _claimed_elsewhere(value: object, want: dict) -> bool:
     """Whether ``value`` (a study attribute) is another live worker's claim on the same recipe."""
-    if not isinstance(value, dict) or value.get("recipe") != want or _finished(value, want):
+    if not isinstance(value, dict) or value.get("recipe") != want or finished(value, want):
         return False
     return worker_alive(value.get("worker", "")) is not False and value.get("worker") != worker_id()
 
@@ -165,7 +118,7 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
     for t in top:
         key = f"{PREFIX}{t.number}"
         current = study.user_attrs.get(key)  # read again: another worker may have finished or claimed it
-        if _finished(current, want):
+        if finished(current, want):
             continue
         if _claimed_elsewhere(current, want):
             continue
@@ -216,7 +169,7 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
     the mean held-out accuracy, the epochs trained, the seconds of all folds, the per-fold accuracies and
     each other held-out figure per fold (``val_loss``, ``balanced_accuracy``, ``macro_f1``; None where a fold
     has none: a claim by an archsearch before the score could be built from it)."""
-    k, seed = _section(config).folds, config.training.seed
+    k, seed = section(config).folds, config.training.seed
     assert k is not None  # called for a re-rank with folds
     data = objective.data_for(arch.resolution)
     x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
@@ -245,11 +198,3 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
             figures)
 
 
-def standard_error(values: list[float]) -> float | None:
-    """The standard error of the mean of ``values`` (the sample standard deviation over the square root of their
-    number); None for fewer than two."""
-    k = len(values)
-    if k < 2:
-        return None
-    mean = sum(values) / k
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1) / k)

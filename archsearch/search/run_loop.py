@@ -15,13 +15,14 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.config.study_config import StudyConfig
 from archsearch.core import interrupt
 from archsearch.data.bundle import DataBundle
-from archsearch.search.objective import COUNTED_STATES, Objective, counts
-from archsearch.search.optuna_internals import fail_stale_trials
+from archsearch.search.objective import Objective
 from archsearch.search.parallel import first_to_say
 from archsearch.search.progress import StudyBar
 from archsearch.search.recovery import ensure_baselines, sweep_dead_workers
 from archsearch.search.summary import trial_line
-from archsearch.search.trial_record import TrialRecord
+from archsearch.study._optuna_internals import fail_stale_trials
+from archsearch.study.trial_record import TrialRecord
+from archsearch.study.trial_states import COUNTED_STATES, counts
 
 __all__ = ["RunLoop", "infeasible_cap"]
 

@@ -4,7 +4,7 @@ reads.
 On an RDB storage every ``study.get_trials()`` is a round of SQL queries (about 4 ms on SQLite), and
 a quickstart trial trains for only a second or two, so reads that Optuna repeats within one trial are a
 visible share of the search. Optuna takes one snapshot of the study per trial (``ask`` and ``tell``
-drop it; its samplers read it through a private call, :mod:`archsearch.search.optuna_internals`); :func:`trial_snapshot`
+drop it; its samplers read it through a private call, :mod:`archsearch.study._optuna_internals`); :func:`trial_snapshot`
 is that snapshot, and what else reads the study during a trial reads it there:
 
 - TPE with ``constant_liar`` reads the study again for every independently sampled parameter (about
@@ -29,10 +29,9 @@ from typing import Any, cast
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.config.study_config import PrunerConfig, SamplerConfig
-from archsearch.config.study_schema import PRUNERS, SAMPLERS
+from archsearch.config.study_schema import PRUNERS, SAMPLERS, PrunerConfig, SamplerConfig
 from archsearch.core.errors import ConfigError
-from archsearch.search.optuna_internals import cached_trials, set_constant_liar
+from archsearch.study._optuna_internals import cached_trials, set_constant_liar
 
 __all__ = ["ArchTPESampler", "PerTrialPruner", "trial_snapshot"]
 

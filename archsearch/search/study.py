@@ -5,125 +5,54 @@ from __future__ import annotations
 import gc
 import os
 import sys
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO
 
 import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial
 
-from archsearch.config.recipe import TrainConfig, recipe_note
-from archsearch.config.storage import make_storage, redact
-from archsearch.config.study_config import StudyConfig, fingerprint_matches, load_study_config
+from archsearch.config.assemble import load_config_data, print_notes
+from archsearch.config.study_config import StudyConfig, load_study_config
 from archsearch.core import interrupt
 from archsearch.core.errors import ConfigError, StorageFailed
-from archsearch.data.bundle import DataBundle, load_data
+from archsearch.core.threads import default_threads, set_threads
+from archsearch.data.bundle import DataBundle
 from archsearch.search import rerank
-from archsearch.search.data_identity import check_data_identity
-from archsearch.search.objective import COUNTED_STATES, Objective
-from archsearch.search.parallel import Workers, WorkersFailed, default_threads, set_threads
+from archsearch.search.objective import Objective
+from archsearch.search.parallel import Workers, WorkersFailed
 from archsearch.search.progress import StudyBar
 from archsearch.search.reachable import check_budget_reachable
-from archsearch.search.recovery import (  # noqa: F401 (sweep_dead_workers: re-exported, the benchmarks call it from here)
-    ensure_baselines,
-    owed_baselines,
-    recover,
-    stale_trial_callback,
-    sweep_dead_workers,
-)
+from archsearch.search.recovery import ensure_baselines, owed_baselines, recover, stale_trial_callback
 from archsearch.search.run_loop import RunLoop
 from archsearch.search.samplers import make_pruner, make_sampler
-from archsearch.search.summary import finished_count, left_to_run, start_line, summary
-from archsearch.search.train import TrainResult, make_optimizer, resolve_device, train
-from archsearch.search.trial_record import CONFIG_ATTR, CREATED_ATTR, CREATED_BY_ATTR, FINGERPRINT_ATTR, TrialRecord
-from archsearch.search.worker_identity import worker_id
+from archsearch.search.summary import left_to_run, start_line, summary
 from archsearch.space.search_space import Space
+from archsearch.study import open as study_open
+from archsearch.study.data_identity import check_data_identity
+from archsearch.study.trial_record import TrialRecord
+from archsearch.study.trial_states import finished_count
+from archsearch.train.optimizer import make_optimizer
+from archsearch.train.train import TrainResult, resolve_device, train
 
-__all__ = ["run", "run_workers", "open_study", "load_config_data", "print_notes"]
+__all__ = ["run", "run_workers", "open_study"]
 
-COUNTED = COUNTED_STATES
 _INTERRUPT_GRACE_S = 30.0  # after a Ctrl-C, how long run_workers waits for its workers to stop on their own
 
 
-def _directions(config: StudyConfig) -> list[Literal["maximize", "minimize"]]:
-    return ["maximize", "minimize"] if config.objective.multi_objective else ["maximize"]
-
-
-def _metric_names(config: StudyConfig) -> list[str]:
-    o = config.objective
-    if o.type == "pareto":
-        return ["val_accuracy", {"macs": "macs", "latency": "latency_ms"}[o.pareto_metric]]
-    return ["val_accuracy" if o.type == "constrained" else f"reward_{o.soft_metric}"]
-
-
 def open_study(config: StudyConfig, *, create: bool = True) -> optuna.Study:
-    """Create the study, or load it and check that it was made with a comparable config."""
+    """Create the study, or load it and check that it was made with a comparable config: with the search's
+    sampler and pruner, and a lost worker's trial queued again as :mod:`archsearch.search.recovery` says."""
     return _open_study(config, create=create)[0]
 
 
 def _open_study(config: StudyConfig, *, create: bool) -> tuple[optuna.Study, bool]:
     """The study and whether this call created it."""
-    r = config.recovery
-    storage = make_storage(config.storage, create=create, heartbeat_s=r.heartbeat_s, grace_s=r.grace_s,
-                           reconnect_s=r.reconnect_s, stale_attrs=TrialRecord(swept=True).attrs(),
-                           stale_callback=stale_trial_callback)
-    fingerprint = config.fingerprint()
-    sampler = make_sampler(config.sampler, multi_objective=config.objective.multi_objective)
-    pruner = make_pruner(config.pruner)
-    if not create:
-        try:
-            return optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner), False
-        except KeyError:
-            raise ConfigError(
-                f"no study {config.name!r} in {config.storage}; run `archsearch search` first",
-                path=config.source, key="name",
-            ) from None
-    try:
-        # the storage's unique study name makes creation atomic: of workers starting at the same
-        # instant exactly one creates the study (and enqueues the baselines, in run()).
-        study = optuna.create_study(
-            study_name=config.name,
-            storage=storage,
-            sampler=sampler,
-            pruner=pruner,
-            directions=_directions(config),
-        )
-        # who created it and when: another start enqueues the baselines where the creator died before it did
-        study.set_user_attr(CREATED_BY_ATTR, worker_id())
-        study.set_user_attr(CREATED_ATTR, time.time())
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr(CONFIG_ATTR, {**config.to_dict(), "storage": redact(config.storage)})
-        with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(_metric_names(config))  # what optuna-dashboard labels its axes with
-        created = True
-    except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
-        created = False
-    stored = study.user_attrs.get(FINGERPRINT_ATTR)
-    if stored is None:  # created by a worker that has not written it yet
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-    elif stored != fingerprint and fingerprint_matches(stored, config):
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)  # an older archsearch's for the same study: today's
-    elif stored != fingerprint:
-        changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
-        raise ConfigError(
-            f"study {config.name!r} in {config.storage} was made with a different {', '.join(changed)}; its "
-            f"trials would not be comparable with new ones. To start a new study, give it another `name` "
-            f"(or another `storage`); to continue the old one, restore the old settings.",
-            path=config.source, key=changed[0] if changed else "name",
-        )
-    if study.directions != [optuna.study.StudyDirection[d.upper()] for d in _directions(config)]:
-        raise ConfigError(
-            f"study {config.name!r} exists with other directions {study.directions}",
-            path=config.source, key="objective",
-        )
-    return study, created
+    return study_open.create_or_load(
+        config, create=create, sampler=make_sampler(config.sampler, multi_objective=config.objective.multi_objective),
+        pruner=make_pruner(config.pruner), stale_callback=stale_trial_callback)
 
 
 def _reseed(study: optuna.Study, config: StudyConfig, worker_index: int) -> None:
@@ -134,35 +63,6 @@ def _reseed(study: optuna.Study, config: StudyConfig, worker_index: int) -> None
     entropy = [config.sampler.seed, len(study.get_trials(deepcopy=False)), worker_index]
     seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     study.sampler = make_sampler(replace(config.sampler, seed=seed), multi_objective=config.objective.multi_objective)
-
-
-def load_config_data(config: StudyConfig) -> tuple[Space, DataBundle]:
-    space = config.load_space()
-    ds = config.dataset
-    # the folder dataset's keys, where set (`resolution`: what images of several sizes are resized to)
-    folder: dict[str, Any] = {
-        k: v for k, v in (("channels", ds.channels), ("test_fraction", ds.test_fraction)) if v is not None
-    }
-    if ds.name == "folder":
-        folder["resolution"] = config.resolution
-    if ds.bad_files != "stop":  # for another dataset: refused by load_data, as test_fraction is
-        folder["bad_files"] = ds.bad_files
-    data = load_data(ds.name, root=ds.root, val_fraction=ds.val_fraction, seed=config.training.seed,
-                     download=ds.download, base_dir=None if config.source is None else Path(config.source).parent,
-                     **folder, **ds.options)
-    if config.resolution is not None:
-        data = data.resized(config.resolution)
-    return space, data
-
-
-def print_notes(data: DataBundle, stream: IO[str] | None, recipe: TrainConfig | None = None) -> None:
-    """The data's notes (what its loader left out, and why), and where ``recipe`` trains each network for too few
-    optimizer steps on this data, a note that says so; a line each, to ``stream`` (None: nowhere)."""
-    if stream is None:
-        return
-    short = None if recipe is None else recipe_note(recipe, len(data.y_train))
-    for note in (*data.notes, *([short] if short else [])):
-        print(f"note: {note}", file=stream, flush=True)
 
 
 def run(
@@ -177,6 +77,7 @@ def run(
     worker_index: int = 0,
     max_infeasible: int | None = None,
     threads: int | None = None,
+    accept_data_change: bool = False,
 ) -> optuna.Study:
     """Run the study until it holds ``n_trials`` networks trained (complete or pruned) in total.
 
@@ -185,14 +86,15 @@ def run(
     after ``max_infeasible`` of them, default :func:`archsearch.search.run_loop.infeasible_cap`). Returns the
     study. A Ctrl-C stops the run at the next safe point, never inside a storage write
     (archsearch/core/interrupt.py); the interrupted trial runs again on the next start. ``threads``: torch's
-    threads meanwhile (default: one, :mod:`archsearch.search.parallel`).
+    threads meanwhile (default: one, :mod:`archsearch.core.threads`). ``accept_data_change``: go on where the
+    study's data changed since it was made (:mod:`archsearch.study.data_identity`), else that is refused.
     """
     before = set_threads(default_threads() if threads is None else threads)
     try:
         with interrupt.deferred():
             return _run(config, n_trials=n_trials, timeout=timeout, stream=stream, progress=progress,
                         trainer=trainer, summarize=summarize, worker_index=worker_index,
-                        max_infeasible=max_infeasible)
+                        max_infeasible=max_infeasible, accept_data_change=accept_data_change)
     finally:
         set_threads(before)
 
@@ -208,6 +110,7 @@ def _run(
     summarize: bool,
     worker_index: int,
     max_infeasible: int | None,
+    accept_data_change: bool,
 ) -> optuna.Study:
     if not isinstance(config, StudyConfig):
         config = load_study_config(config)
@@ -218,7 +121,7 @@ def _run(
     # trial failures are reported on our own trial lines; Optuna would add a traceback for each
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study, created = _open_study(config, create=True)
-    check_data_identity(study, config, data)
+    check_data_identity(study, config, data, accept_change=accept_data_change)
     done = 0 if created else finished_count(study)
     left = None if created else left_to_run(study, config, done, target)
     if stream is not None and not worker_index:  # workers: run_workers says it once
@@ -339,6 +242,7 @@ def run_workers(
     threads: int | None = None,
     max_infeasible: int | None = None,
     progress: bool = False,
+    accept_data_change: bool = False,
 ) -> optuna.Study:
     """``workers`` processes on one study, ``threads`` torch threads each (default: one); prints one summary.
 
@@ -347,6 +251,7 @@ def run_workers(
     ``Objective.is_surplus``), so the study ends with exactly ``n_trials`` networks trained. A Ctrl-C stops
     every worker at its next safe point (:class:`archsearch.search.parallel.Workers`). ``progress``: a bar on stderr
     that reads the study (trained of total, best score, over-budget count, running trials' epochs).
+    ``accept_data_change``: as :func:`run`'s (checked here, before the workers start: they find the data stored).
     """
     with interrupt.deferred():
         if not isinstance(config, StudyConfig):
@@ -355,7 +260,7 @@ def run_workers(
         space, data = load_config_data(config)
         check_budget_reachable(config, space, data)
         study, created = _open_study(config, create=True)
-        check_data_identity(study, config, data)
+        check_data_identity(study, config, data, accept_change=accept_data_change)
         target = config.n_trials if n_trials is None else n_trials
         if stream is not None:
             done = 0 if created else finished_count(study)

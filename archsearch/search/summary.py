@@ -2,55 +2,28 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from archsearch.config.storage import redact
-from archsearch.config.study_config import _BUDGET_FIELD, StudyConfig
+from archsearch.config.storage_url import redact
+from archsearch.config.study_config import StudyConfig
+from archsearch.config.study_schema import _BUDGET_FIELD
+from archsearch.core.text import fmt_count
 from archsearch.search import rerank
-from archsearch.search.class_verdict import chance_line, per_class_lines
-from archsearch.search.objective import COUNTED_STATES as COUNTED
-from archsearch.search.objective import counts, has_verdict, retried_numbers
-from archsearch.search.pick import Pick, pick, scored
-from archsearch.search.recovery import baseline_status, may_retry, owed_baselines
-from archsearch.search.trial_record import BASELINES_ATTR, TrialRecord
+from archsearch.search.recovery import baseline_status, owed_baselines
 from archsearch.space import baselines
+from archsearch.study import rerank_results
+from archsearch.study.best import best_trials, rerank_lines
+from archsearch.study.class_verdict import chance_line, per_class_lines
+from archsearch.study.trial_record import BASELINES_ATTR, TrialRecord
+from archsearch.study.trial_states import ON_RESUME, counts, failed_note, fates, has_verdict, infeasible_count
 
-__all__ = ["baseline_words", "best_trials", "failed_note", "finished_count", "fmt_count", "infeasible_count",
-           "left_to_run", "no_feasible_reason", "over_budget_words", "progress_note", "rerank_lines", "reranked",
+__all__ = ["baseline_words", "left_to_run", "no_feasible_reason", "over_budget_words", "progress_note", "reranked",
            "start_line", "summary", "trial_line"]
 
-# what became of a trial that ended without a verdict (interrupted, or its worker lost), in the order said
-_RUN_AGAIN = "run again since"
-_RUNNING_AGAIN = "running again"
-_QUEUED_AGAIN = "queued to run again"
-_ON_RESUME = "to run again on resume"
-_NOT_AGAIN = "not run again"
-_FATES = (_RUN_AGAIN, _RUNNING_AGAIN, _QUEUED_AGAIN, _ON_RESUME, _NOT_AGAIN)
 _UNIT = {"latency": " ms", "peak_kb": " KiB", "model_kb": " KiB"}  # macs, params: counts (fmt_count)
-
-
-def finished_count(study: optuna.Study) -> int:
-    """Networks trained, to the end or until pruned: what ``n_trials`` counts (over-budget candidates do not)."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=COUNTED) if counts(t))
-
-
-def infeasible_count(study: optuna.Study) -> int:
-    """Candidates over the budget: recorded, never trained, not counted in ``n_trials``."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not counts(t))
-
-
-def fmt_count(n: float | None) -> str:
-    """12345 -> '12.35K' (None -> '-')."""
-    if n is None:
-        return "-"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:.0f}"
 
 
 def trial_line(t: FrozenTrial) -> str:
@@ -71,31 +44,6 @@ def trial_line(t: FrozenTrial) -> str:
         f"{latency}  acc {'-' if acc is None else f'{acc:.4f}':>6}  score {values:>8}  {seconds:6.1f}s"
         f"  {r.arch_id or '?'}{tag}{err}"
     )
-
-
-def best_trials(study: optuna.Study, config: StudyConfig | None = None) -> list[FrozenTrial]:
-    """Best feasible trial (single objective) or the feasible Pareto front (two objectives).
-
-    With ``config`` and its ``rerank`` results, the best single-objective trial is the best re-ranked one.
-    """
-    if config is not None and len(study.directions) == 1 and (chosen := pick(scored(study, config))):
-        return [chosen.chosen.trial]
-    done = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not TrialRecord.of(t).infeasible and t.values is not None
-    ]
-    if not done:
-        return []
-    if len(study.directions) == 1:
-        return [max(done, key=lambda t: t.values[0])]
-    front = []
-    for t in done:
-        dominated = any(
-            o.values[0] >= t.values[0] and o.values[1] <= t.values[1] and o.values != t.values for o in done
-        )
-        if not dominated:
-            front.append(t)
-    return sorted(front, key=lambda t: t.values[1])
 
 
 def progress_note(study: optuna.Study) -> str:
@@ -123,7 +71,7 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
         f"{by_state['RUNNING']} running",
     ]
     best = best_trials(study, config)
-    reranked = rerank.results(study, config) if config is not None else {}
+    reranked = rerank_results.results(study, config) if config is not None else {}
     base = [t for t in trials if records[t.number].baseline is not None and t.state == TrialState.COMPLETE
             and not records[t.number].infeasible]
     if len(study.directions) == 1:
@@ -169,54 +117,6 @@ def summary(study: optuna.Study, config: StudyConfig | None = None) -> str:
     if flat:
         lines.append(flat)
     return "\n".join(lines)
-
-
-def failed_note(trials: list[FrozenTrial]) -> str:
-    """The failed trials in words, apart by why: ``N failed`` by their own error (said even where none did); then,
-    where there are any, those that Ctrl-C reached and those whose worker was lost, with what became of them
-    (``2 interrupted (1 run again since, 1 to run again on resume)``), and those that gave way to other workers."""
-    records = {t.number: TrialRecord.of(t) for t in trials}
-    fates = _fates(trials, records)
-    failed = sum(t.state == TrialState.FAIL and not records[t.number].ended_without_verdict for t in trials)
-    gave_way = sum(t.state == TrialState.FAIL and t.number not in fates and bool(records[t.number].surplus)
-                   for t in trials)
-    parts = [f"{failed} failed"]
-    for cause in ("interrupted", "lost"):
-        counted = Counter(fate for why, fate in fates.values() if why == cause)
-        if not (n := counted.total()):
-            continue
-        what = "interrupted" if cause == "interrupted" else f"lost {'its' if n == 1 else 'their'} worker"
-        # "run again since" where all fared alike, else "1 run again since, 1 to run again on resume"
-        fared = [f if len(counted) == 1 else f"{counted[f]} {f}" for f in _FATES if counted[f]]
-        parts.append(f"{n} {what} ({', '.join(fared)})")
-    if gave_way:
-        parts.append(f"{gave_way} gave way to other workers")
-    return ", ".join(parts)
-
-
-def _fates(trials: list[FrozenTrial], records: dict[int, TrialRecord]) -> dict[int, tuple[str, str]]:
-    """Per failed trial that Ctrl-C reached ("interrupted") or whose worker was lost ("lost"), as
-    :mod:`archsearch.search.recovery` tells them, that and what became of it: its retry's state, or whether the next
-    start queues one (:func:`archsearch.search.recovery.recover`)."""
-    retry: dict[int, FrozenTrial] = {}
-    for t in sorted(trials, key=lambda t: t.number):
-        if (of := records[t.number].retry_of) is not None:
-            retry.setdefault(of, t)  # the first: a later retry of the same trial gives way to it
-    repeated = retried_numbers(trials)
-    out = {}
-    for t in trials:
-        record = records[t.number]
-        if t.state != TrialState.FAIL or not (record.interrupted or record.swept):
-            continue
-        if t.number in retry:
-            fate = {TrialState.WAITING: _QUEUED_AGAIN, TrialState.RUNNING: _RUNNING_AGAIN}.get(
-                retry[t.number].state, _RUN_AGAIN)
-        elif t.number in repeated:  # by Optuna's own retry (an older study's heartbeat)
-            fate = _RUN_AGAIN
-        else:
-            fate = _ON_RESUME if may_retry(t.number, records) else _NOT_AGAIN
-        out[t.number] = ("interrupted" if record.interrupted else "lost", fate)
-    return out
 
 
 def baseline_words(study: optuna.Study, config: StudyConfig | None = None, trials: list[FrozenTrial] | None = None,
@@ -269,7 +169,7 @@ def over_budget_words(t: FrozenTrial, config: StudyConfig | None = None) -> str:
         limit = config.budget.limit(metric) if config is not None and metric in _BUDGET_FIELD else None
         if limit is None:
             parts.append(f"{metric} {excess:.0%} over its limit")
-        else:  # a constraint is value / limit - 1 (archsearch.search.objective.budget_excess)
+        else:  # a constraint is value / limit - 1 (archsearch.config.budgets.budget_excess)
             parts.append(f"{metric} {_amount(metric, limit * (1 + excess))} > budget.{_BUDGET_FIELD[metric]} "
                          f"{_amount(metric, limit)}")
     return ", ".join(parts) or "see its trial line"
@@ -277,30 +177,6 @@ def over_budget_words(t: FrozenTrial, config: StudyConfig | None = None) -> str:
 
 def _amount(metric: str, value: float) -> str:
     return fmt_count(value) if metric not in _UNIT else f"{value:.3g}{_UNIT[metric]}"
-
-
-def rerank_lines(study: optuna.Study, config: StudyConfig) -> list[str]:
-    """The re-rank's results under the study's recipe, best first (with their standard errors under folds), and
-    why the pick is not the best mean where the noise ties them; none where nothing is re-ranked."""
-    ranked = scored(study, config)
-    if not ranked:
-        return []
-    lines = [f"re-ranked: {len(ranked)} trial(s), best first"
-             + (" (mean ± standard error over folds)" if any(c.se is not None for c in ranked) else "")
-             + ": " + ", ".join(f"{c.trial.number} {c.shown()}" for c in ranked)]
-    chosen = pick(ranked)
-    if chosen is not None and chosen.by is not None:
-        lines.append(_tie_line(chosen))
-    return lines
-
-
-def _tie_line(chosen: Pick) -> str:
-    """Why the pick is not the best mean: the noise cannot tell the tied candidates apart."""
-    tied = ", ".join(f"trial {c.trial.number} {c.shown()}" for c in chosen.tied)
-    c = chosen.chosen
-    concern = f"{c.latency_ms:.2f} ms" if chosen.by == "latency" else f"{fmt_count(c.macs)} MACs"
-    return (f"re-rank: the best is not clear of the next by the noise ({tied}: within one standard error of their "
-            f"difference); picked trial {c.trial.number}, the one with the lowest {chosen.by} ({concern})")
 
 
 def _versus(searched: list[FrozenTrial], base: list[FrozenTrial], value: Callable[[FrozenTrial], float],
@@ -320,7 +196,7 @@ def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
     records = {t.number: TrialRecord.of(t) for t in trials}
     failed = sum(t.state == TrialState.FAIL and not records[t.number].ended_without_verdict for t in trials)
     # interrupted, or their worker lost, and not queued again yet: the next start runs them
-    again = sum(fate == _ON_RESUME for _, fate in _fates(trials, records).values())
+    again = sum(fate == ON_RESUME for _, fate in fates(trials, records).values())
     why = []
     if failed:
         why.append(f"{failed} trial(s) failed (their errors are on the trial lines; `archsearch report` lists them)")
@@ -371,5 +247,5 @@ def reranked(study: optuna.Study, config: StudyConfig) -> bool:
     """Every candidate of the config's re-rank has its result (True without a re-rank)."""
     if config.rerank is None:
         return True
-    done = rerank.results(study, config)
+    done = rerank_results.results(study, config)
     return all(t.number in done for t in rerank.candidates(study, config.rerank.top))

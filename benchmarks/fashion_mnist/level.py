@@ -17,7 +17,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from archsearch.config.study_config import RerankConfig, SamplerConfig, StudyConfig, load_study_config
+from archsearch.config.assemble import load_config_data
+from archsearch.config.recipe import TrainConfig
+from archsearch.config.study_config import StudyConfig, load_study_config
+from archsearch.config.study_schema import RerankConfig, SamplerConfig
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
 from archsearch.latency.key import hardware_name
@@ -27,10 +30,11 @@ from archsearch.network.build import build
 from archsearch.network.cost import arch_cost
 from archsearch.search import rerank
 from archsearch.search.objective import Objective
-from archsearch.search.study import load_config_data, open_study, run, sweep_dead_workers
-from archsearch.search.summary import finished_count
-from archsearch.search.train import TrainConfig, evaluate, train
+from archsearch.search.recovery import sweep_dead_workers
+from archsearch.search.study import open_study, run
 from archsearch.space import baselines
+from archsearch.study.trial_states import finished_count
+from archsearch.train.train import evaluate, train
 from benchmarks.common import ROOT, claim, read_json, write_json
 from benchmarks.fashion_mnist.search import now, search_record, spent, study_digest
 from benchmarks.fashion_mnist.store import LEVELS, SAMPLERS, Results, Settings, say
@@ -59,7 +63,7 @@ def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int,
     """Train ``arch`` from ``seed`` on the training and validation splits (the first ``subset`` images), score
     the test split (its first ``eval_limit`` images); the measured record. With ``checkpoint``, the training
     resumes from that file when it exists and saves itself there after each epoch. On a CUDA ``device`` the
-    recipe trains in mixed precision (``archsearch.search.train``); the model comes back on the CPU either way."""
+    recipe trains in mixed precision (``archsearch.train.train``); the model comes back on the CPU either way."""
     data = data.resized(arch.resolution).to(device)
     x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
     x_test, y_test = data.x_test[:eval_limit], data.y_test[:eval_limit]

@@ -48,7 +48,7 @@ the search.
 searches: an experiment beside the main file, with its own ``--results`` and ``--studies`` (the setting is stored
 with the others). ``--space FILE`` does the same with a whole space file in place of the study's ``mixed.yaml``.
 ``--rerank-folds 3`` scores the study's re-rank by 3-fold cross-validation (``folds: 3``), so the pick knows each
-candidate's standard error (archsearch/search/pick.py: within the noise of the best, the lower latency or fewer
+candidate's standard error (archsearch/study/best.py: within the noise of the best, the lower latency or fewer
 MACs); on copies of finished journals it re-ranks those searches again without searching.
 
 This module runs the parts; ``level.py`` is one level (its searches, its rows and the final recipe),
@@ -72,10 +72,10 @@ from typing import Any
 import torch
 
 from archsearch.cli.export import positive_int  # the CLI's own option type
+from archsearch.config.assemble import load_config_data
 from archsearch.data.bundle import DataBundle
 from archsearch.network.arch import Arch
-from archsearch.search.study import load_config_data
-from archsearch.search.train import resolve_device
+from archsearch.train.train import resolve_device
 from benchmarks.common import ROOT, claim
 from benchmarks.fashion_mnist.level import Level
 from benchmarks.fashion_mnist.report import report

@@ -16,9 +16,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
-from archsearch.search import pick, rerank
-from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR
-from archsearch.search.study import COUNTED
+from archsearch.study import best as pick
+from archsearch.study import rerank_results
+from archsearch.study.trial_record import ARCH_ATTR, BASELINE_ATTR
+from archsearch.study.trial_states import COUNTED_STATES
 
 ANYTIME_FRACTIONS = (0.25, 0.5)  # and 1.0: the search's own row
 
@@ -58,7 +59,7 @@ def anytime(trials: list[FrozenTrial], budget: int) -> tuple[list[list[float]], 
     ``budget`` had finished (with the trial time spent by then)."""
     curve, checkpoints = [], []
     elapsed, best, best_searched, finished = 0.0, None, None, 0
-    budget -= sum(1 for t in trials if BASELINE_ATTR in t.user_attrs and t.state in COUNTED)
+    budget -= sum(1 for t in trials if BASELINE_ATTR in t.user_attrs and t.state in COUNTED_STATES)
     fractions = list(ANYTIME_FRACTIONS)
     for t in sorted(trials, key=lambda t: t.number):
         elapsed += trial_seconds(t)
@@ -70,7 +71,7 @@ def anytime(trials: list[FrozenTrial], budget: int) -> tuple[list[list[float]], 
             best_searched = t
         if best is not None:
             curve.append([round(elapsed, 2), best])
-        finished += t.state in COUNTED and BASELINE_ATTR not in t.user_attrs
+        finished += t.state in COUNTED_STATES and BASELINE_ATTR not in t.user_attrs
         while fractions and finished >= math.ceil(fractions[0] * budget):
             if best_searched is not None:
                 checkpoints.append({"fraction": fractions[0], "seconds": round(elapsed, 2),
@@ -91,14 +92,14 @@ def search_record(study: optuna.Study, config: StudyConfig, *, level: str, sampl
     """The finished search of ``budget`` trials: its network (the searched candidate the re-rank picks where it has
     one, else the best by the search score), its re-rank, its anytime curve and checkpoints.
 
-    The re-rank's pick is :func:`archsearch.search.pick.pick` among the searched (not baseline) candidates: the best
+    The re-rank's pick is :func:`archsearch.study.best.pick` among the searched (not baseline) candidates: the best
     mean, or, where a cross-validated re-rank (``folds``) leaves others within the noise of it, the lower latency or
     fewer MACs among those; without folds, the best mean. ``pick`` records the tied and what chose among them,
     ``export_pick`` the trial ``archsearch export`` would take (the seed baselines among the candidates)."""
     candidates = searched(study)
     if not candidates:
         raise RuntimeError(f"{level}/{sampler}: the search has no complete feasible candidate beyond the baselines")
-    reranked = rerank.results(study, config)
+    reranked = rerank_results.results(study, config)
     scores = pick.scored(study, config)
     numbers = {t.number for t in candidates}
     chosen = pick.pick([s for s in scores if s.trial.number in numbers])

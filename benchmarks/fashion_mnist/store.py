@@ -44,7 +44,7 @@ class Settings:
     # None: the study's own (mixed.yaml). Its space_overrides (28x28 only) still apply
     space: str | None = None
     # the re-rank scored by k-fold cross-validation (the study's rerank with ``folds: k``), which makes each
-    # candidate's standard error known to the pick (archsearch/search/pick.py); None: the study's own (no folds)
+    # candidate's standard error known to the pick (archsearch/study/best.py); None: the study's own (no folds)
     rerank_folds: int | None = None
 
 

@@ -15,7 +15,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from archsearch.search.trial_record import TrialRecord
+from archsearch.study.trial_record import TrialRecord
 
 __all__ = ["broken", "finished", "trials_of", "verdicts"]
 

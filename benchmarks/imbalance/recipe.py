@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("ARCHSEARCH_CACHE_DIR", str(args.work / "cache"))
     import torch
 
-    from archsearch.search.study import load_config_data
+    from archsearch.config.assemble import load_config_data
     from benchmarks.common import claim
     from benchmarks.imbalance.folder import write_folder
 

@@ -48,7 +48,7 @@ def study(args: argparse.Namespace, root: Path, option: str, score: str, *, seed
 
 
 def _trial(t, rare: str) -> dict[str, Any]:
-    from archsearch.search.trial_record import TrialRecord
+    from archsearch.study.trial_record import TrialRecord
 
     r = TrialRecord.of(t)
     m = r.class_metrics()
@@ -65,7 +65,7 @@ def search_row(args: argparse.Namespace, root: Path, option: str, score: str, ra
 
     from archsearch import run
     from archsearch.export.selection import select_trials
-    from archsearch.search.trial_record import TrialRecord
+    from archsearch.study.trial_record import TrialRecord
 
     cfg = study(args, root, option, score)
     (args.work / "studies").mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from archsearch import Arch
-    from archsearch.search.study import load_config_data
+    from archsearch.config.assemble import load_config_data
     from benchmarks.common import claim
     from benchmarks.imbalance.folder import write_folder
 

@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from archsearch.config.study_config import LatencyTarget
+from archsearch.config.study_schema import LatencyTarget
 from archsearch.latency.table import DEFAULT_DIRECTORY, table_for
 from archsearch.network.build import build
 from archsearch.space.baselines import effnet, mobilenet_v1, shufflenet_v1

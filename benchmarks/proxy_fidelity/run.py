@@ -56,14 +56,14 @@ from pathlib import Path
 import optuna
 import torch
 
+from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
 from archsearch.network.arch import Arch
 from archsearch.network.build import build
 from archsearch.network.cost import arch_cost
-from archsearch.search.study import load_config_data
-from archsearch.search.train import train
 from archsearch.space import baselines
 from archsearch.space.search_space import load_space
+from archsearch.train.train import train
 from benchmarks.common import ROOT, claim, fitted_archs, read_json, write_json
 from benchmarks.fashion_mnist.level import final_train, machine
 from benchmarks.fashion_mnist.store import RESULTS as BENCHMARK_RESULTS  # its baselines' seed-0 rows: reference runs

@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def print_rerank(study, cfg, trials) -> None:
     """The best searched against the best baseline by the re-rank score; where the search's own best ranks."""
     from archsearch.search import rerank
+    from archsearch.study import rerank_results
 
-    done = rerank.results(study, cfg)
+    done = rerank_results.results(study, cfg)
     by = {t.number: t for t in trials}
 
     def best(baseline: bool) -> tuple[float, int]:
@@ -59,9 +60,9 @@ def test_picks(study, cfg, trials, epochs: int, seeds: int) -> dict[str, float]:
     import dataclasses as dc
 
     from archsearch import Arch
+    from archsearch.config.assemble import load_config_data
     from archsearch.export.selection import retrain
-    from archsearch.search import rerank
-    from archsearch.search.study import load_config_data
+    from archsearch.study import rerank_results
 
     _, data = load_config_data(cfg)
     feasible = [t for t in trials if t.values and t.user_attrs.get("feasible", True) and "arch" in t.user_attrs]
@@ -69,7 +70,7 @@ def test_picks(study, cfg, trials, epochs: int, seeds: int) -> dict[str, float]:
         "search: searched": max((t for t in feasible if "baseline" not in t.user_attrs), key=lambda t: t.values[0]),
         "search: baseline": max((t for t in feasible if "baseline" in t.user_attrs), key=lambda t: t.values[0]),
     }
-    done = rerank.results(study, cfg)
+    done = rerank_results.results(study, cfg)
     if done:
         by = {t.number: t for t in trials}
         for name, baseline in (("re-rank: searched", False), ("re-rank: baseline", True)):
@@ -117,7 +118,7 @@ def main() -> None:
     print(f"archsearch from {Path(archsearch.__file__).parent}; {args.config}; {args.threads} torch thread(s)")
     base = load_study_config(args.checkout / args.config)
     if args.rerank:
-        from archsearch.config.study_config import RerankConfig
+        from archsearch.config.study_schema import RerankConfig
 
         top, epochs, *folds = (int(v) for v in args.rerank.split(","))
         base = dataclasses.replace(base, rerank=RerankConfig(top=top, epochs=epochs, folds=folds[0] if folds else None))

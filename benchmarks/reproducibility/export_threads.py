@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
 from archsearch.export.selection import retrain
-from archsearch.search.study import load_config_data
 from benchmarks.common import ROOT, fitted_archs
 
 

@@ -28,12 +28,14 @@ from pathlib import Path
 import optuna
 import torch
 
-from archsearch.config.storage import make_storage
-from archsearch.config.study_config import RerankConfig
+from archsearch.config.assemble import load_config_data
+from archsearch.config.study_schema import RerankConfig
 from archsearch.network.arch import Arch
 from archsearch.search import rerank
-from archsearch.search.objective import ARCH_ATTR, BASELINE_ATTR, Objective
-from archsearch.search.study import load_config_data
+from archsearch.search.objective import Objective
+from archsearch.study import rerank_results
+from archsearch.study.storage import make_storage
+from archsearch.study.trial_record import ARCH_ATTR, BASELINE_ATTR
 from benchmarks.common import read_json, write_json
 from benchmarks.fashion_mnist.level import Level, final_train, machine
 from benchmarks.fashion_mnist.search import now
@@ -81,16 +83,16 @@ def main(argv: list[str] | None = None) -> int:
                                   rerank=RerankConfig(top=shipped.rerank.top, epochs=args.epochs,
                                                       train_subset=args.images))
         study = optuna.load_study(study_name=new.name, storage=make_storage(new.storage, create=False))
-        want = rerank.recipe_key(new)
+        want = rerank_results.recipe_key(new)
         for number, done in record["reranked"].items():  # resume: the results of an earlier run of this script
-            study.set_user_attr(f"{rerank.PREFIX}{number}", {**done, "recipe": want})
+            study.set_user_attr(f"{rerank_results.PREFIX}{number}", {**done, "recipe": want})
         space, data = load_config_data(new)
         objective = Objective(new, space, data, device=torch.device("cpu"))
 
         def keep(text: str) -> None:
             print(text, flush=True)
             record["reranked"] = {str(n): {k: v for k, v in r.items() if k != "recipe"}
-                                  for n, r in rerank.results(study, new).items()}
+                                  for n, r in rerank_results.results(study, new).items()}
             write_json(out, record)
 
         rerank.rerank(study, new, objective, say=keep)

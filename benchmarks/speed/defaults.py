@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from archsearch.search.parallel import usable_cores
+from archsearch.core.threads import usable_cores
 from benchmarks.common import ROOT
 
 BUSY = "while True: pass"  # one core, busy, as long as it runs

@@ -26,9 +26,10 @@ from pathlib import Path
 import yaml
 
 from archsearch.config.study_config import load_study_config
-from archsearch.report.study_report import _add_synthetic_trials, report
+from archsearch.report.study_report import report
 from archsearch.search.study import open_study
 from benchmarks.common import ROOT
+from tests.synthetic_trials import add_synthetic_trials
 
 
 def build_study(folder: Path, n_trials: int, *, latency: bool) -> Path:
@@ -40,7 +41,7 @@ def build_study(folder: Path, n_trials: int, *, latency: bool) -> Path:
     config = load_study_config(path)
     study = open_study(config)
     # digits: 1 channel, 8x8, 10 classes
-    _add_synthetic_trials(study, config, n_trials, in_chs=1, resolution=8, num_classes=10, latency=latency)
+    add_synthetic_trials(study, config, n_trials, in_chs=1, resolution=8, num_classes=10, latency=latency)
     return path
 
 

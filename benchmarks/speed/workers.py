@@ -41,7 +41,8 @@ import optuna
 from optuna.trial import TrialState
 
 from archsearch.config.study_config import StudyConfig, load_study_config
-from archsearch.search.study import COUNTED, run_workers
+from archsearch.search.study import run_workers
+from archsearch.study.trial_states import COUNTED_STATES
 from benchmarks.common import ROOT
 
 WORKERS = (1, 2)
@@ -69,7 +70,7 @@ def measure(cfg: StudyConfig, workers: int, log: Path) -> dict[str, float]:
         study = run_workers(cfg, workers, stream=None)
     wall = time.perf_counter() - start
     trials = study.get_trials(deepcopy=False)
-    done = [t for t in trials if t.state in COUNTED]
+    done = [t for t in trials if t.state in COUNTED_STATES]
     first = min(t.datetime_start for t in trials if t.datetime_start is not None)
     last = max(t.datetime_complete for t in done)
     active = (last - first).total_seconds()

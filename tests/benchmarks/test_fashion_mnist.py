@@ -21,9 +21,10 @@ import torch
 from conftest import Killed, killed_after_first_epoch
 from optuna.trial import TrialState
 
-from archsearch.config.storage import make_storage
 from archsearch.search import rerank
 from archsearch.search.study import open_study
+from archsearch.study import rerank_results
+from archsearch.study.storage import make_storage
 from benchmarks.fashion_mnist import level as level_module
 from benchmarks.fashion_mnist import run as fashion_mnist
 from benchmarks.fashion_mnist.search import search_record, study_digest
@@ -319,8 +320,8 @@ def test_the_search_record_picks_among_candidates_within_the_noise_by_fewer_macs
         for t in rerank.candidates(study, 5):
             values = folds.get(t.number, [0.80, 0.80, 0.80])
             result = {"val_accuracy": sum(values) / 3, "value": sum(values) / 3, "epochs": 2, "seconds": 1.0,
-                      "recipe": rerank.recipe_key(cfg)}
-            study.set_user_attr(f"{rerank.PREFIX}{t.number}",
+                      "recipe": rerank_results.recipe_key(cfg)}
+            study.set_user_attr(f"{rerank_results.PREFIX}{t.number}",
                                 {**result, "folds": values, "fold_values": values} if with_folds else result)
 
     # one training a candidate (the main run's first re-rank): the best mean, its noise unknown

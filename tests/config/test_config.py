@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from archsearch.config.storage import make_storage
-from archsearch.config.study_config import (
+from archsearch.config.recipe import TrainConfig
+from archsearch.config.study_config import StudyConfig, load_study_config, study_config_from_dict, study_schema
+from archsearch.config.study_schema import (
     Budget,
     DatasetConfig,
     LatencyTarget,
@@ -25,15 +26,11 @@ from archsearch.config.study_config import (
     PrunerConfig,
     RerankConfig,
     SamplerConfig,
-    StudyConfig,
-    load_study_config,
-    study_config_from_dict,
-    study_schema,
 )
 from archsearch.core.errors import ConfigError
 from archsearch.search.samplers import make_pruner, make_sampler
-from archsearch.search.train import TrainConfig
 from archsearch.space.search_space import sample_shapes
+from archsearch.study.storage import make_storage
 
 REPO = Path(__file__).resolve().parents[2]
 STUDIES = REPO / "studies"

@@ -14,7 +14,7 @@ from archsearch.config.recipe import (
     recipe_note,
 )
 from archsearch.config.study_config import load_study_config
-from archsearch.search import rerank
+from archsearch.study import rerank_results
 
 
 def test_planned_steps_count_epochs_of_batches_or_the_steps_given() -> None:
@@ -38,9 +38,9 @@ def test_keys_that_came_later_leave_a_studys_fingerprint_and_rerank_recipe_as_th
     config = load_study_config(write_study(rerank={"top": 2, "epochs": 3}, training={"epochs": 5}))
     training = config.fingerprint()["training"]
     assert set(training) == {f.name for f in dataclasses.fields(TrainConfig)} - set(TRAINING_KEYS_LATER)
-    assert not set(TRAINING_KEYS_LATER) & set(rerank.recipe_key(config))
+    assert not set(TRAINING_KEYS_LATER) & set(rerank_results.recipe_key(config))
     weighted = load_study_config(write_study(rerank={"top": 2, "epochs": 3},
                                              training={"epochs": 5, "steps": 90, "class_weight": "balanced"}))
     assert weighted.fingerprint()["training"]["steps"] == 90
     assert weighted.fingerprint()["training"]["class_weight"] == "balanced"
-    assert rerank.recipe(weighted).steps == 54  # 90 x 3 / 5: as much longer as the re-rank's epochs are
+    assert rerank_results.recipe(weighted).steps == 54  # 90 x 3 / 5: as much longer as the re-rank's epochs are

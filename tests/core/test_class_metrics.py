@@ -81,7 +81,7 @@ def test_the_summary_names_trials_at_chance_and_shows_the_picks_classes() -> Non
     import optuna
 
     from archsearch.search.summary import summary
-    from archsearch.search.trial_record import TrialRecord
+    from archsearch.study.trial_record import TrialRecord
 
     y, p = _imbalanced(2)
     good = {"classes": list(CLASSES), "matrix": confusion(y, p, 4)}

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from archsearch.core.errors import ConfigError
-from archsearch.data.bundle import DATASETS, DataBundle, clear_cache, load_data
+from archsearch.data.bundle import DataBundle, clear_cache, load_data
+from archsearch.data.readers import DATASETS
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

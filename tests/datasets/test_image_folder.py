@@ -20,13 +20,14 @@ from conftest import TINY_SPACE, WITHOUT_ARCHSEARCH, study_dict
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from archsearch.config.assemble import load_config_data, print_notes
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.data import image_cache
 from archsearch.data.bundle import clear_cache, load_data
 from archsearch.data.image_file import IMAGE_BACKGROUND, read_image
 from archsearch.export.folder import export
-from archsearch.search.study import load_config_data, print_notes, run
+from archsearch.search.study import run
 
 NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -433,11 +434,8 @@ def test_own_images_search_export_classify(tmp_path: Path) -> None:
     clear_cache()
     with pytest.raises(ConfigError, match=r"the data of study 'mine' changed since the study was made"):
         run(path, stream=None, progress=False)
-    os.environ["ARCHSEARCH_ACCEPT_DATA_CHANGE"] = "1"
-    try:
-        assert len(run(path, stream=None, progress=False).trials) == n  # finished: nothing lost, nothing re-run
-    finally:
-        del os.environ["ARCHSEARCH_ACCEPT_DATA_CHANGE"]
+    # finished: nothing lost, nothing re-run
+    assert len(run(path, stream=None, progress=False, accept_data_change=True).trials) == n
     clear_cache()
     assert len(run(path, stream=None, progress=False).trials) == n  # the new data is the study's now
 

@@ -40,9 +40,11 @@ from archsearch.cli.export import add_parser
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.data.preprocess import Preprocessing
-from archsearch.export.folder import export, load, model_source, save, select_trials
+from archsearch.export.codegen import model_source
+from archsearch.export.folder import export, load, save
+from archsearch.export.selection import select_trials
 from archsearch.search.study import open_study, run
-from archsearch.search.summary import best_trials
+from archsearch.study.best import best_trials
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 pytestmark = pytest.mark.slow  # exports, a real search, fresh processes, SQLite studies

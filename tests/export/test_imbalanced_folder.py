@@ -22,7 +22,7 @@ from archsearch.config.study_config import load_study_config
 from archsearch.export import export
 from archsearch.report.study_report import report
 from archsearch.search.study import run
-from archsearch.search.trial_record import TrialRecord
+from archsearch.study.trial_record import TrialRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 FASHION = Path("/usr/share/datasets/fashion-mnist")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from archsearch.config.assemble import load_config_data
 from archsearch.config.recipe import batches_per_epoch
 from archsearch.config.study_config import load_study_config
 from archsearch.export.selection import retrain
 from archsearch.network.arch import Arch
-from archsearch.search.study import load_config_data
 
 pytestmark = pytest.mark.slow  # retrains
 

@@ -18,10 +18,11 @@ import pytest
 from optuna.trial import TrialState
 
 from archsearch.config.study_config import load_study_config
-from archsearch.search.recovery import BASELINE_LOSSES, recover
+from archsearch.search.recovery import recover
 from archsearch.search.study import open_study, run
 from archsearch.search.summary import summary
-from archsearch.search.trial_record import TrialRecord
+from archsearch.study.trial_record import TrialRecord
+from archsearch.study.trial_states import BASELINE_LOSSES
 from benchmarks.faults import invariants
 from tests.faults import ENV, fault_study, search_argv
 
@@ -113,9 +114,9 @@ def test_a_baseline_that_kills_its_worker_every_time_is_given_up_and_named(tmp_p
 def test_a_finished_study_whose_baseline_an_older_archsearch_gave_up_runs_it_again(tmp_path: Path) -> None:
     """The issue's state: n_trials done, the ShuffleNet baseline lost at its try and at its retry (the old rule
     stopped there), the study "finished". The next start runs it, beyond n_trials, and says so."""
-    from archsearch.search.study import load_config_data
-    from archsearch.search.trial_record import BASELINES_ATTR
+    from archsearch.config.assemble import load_config_data
     from archsearch.space import baselines
+    from archsearch.study.trial_record import BASELINES_ATTR
 
     path = _study(tmp_path)
     config = load_study_config(path)

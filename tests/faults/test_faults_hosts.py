@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from archsearch.search.trial_record import TrialRecord
+from archsearch.study.trial_record import TrialRecord
 from benchmarks.faults import invariants
 from tests.faults import ENV, fault_study, search_argv
 from tests.hosts import Hosts, PgServer, hosts_unavailable, postgres_bindir

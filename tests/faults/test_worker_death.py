@@ -17,7 +17,7 @@ import pytest
 from conftest import DIGITS
 from optuna.trial import TrialState
 
-from archsearch.search.summary import finished_count
+from archsearch.study.trial_states import finished_count
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 DEADLINE_S = 900  # per wait, a hang guard only: a busy machine must not fail a test

@@ -20,16 +20,20 @@ from optuna.trial import TrialState
 
 from archsearch.cli import latency as latency_cli
 from archsearch.cli.latency import parse_target
-from archsearch.config.study_config import LatencyTarget, load_study_config
+from archsearch.config.assemble import load_config_data
+from archsearch.config.study_config import load_study_config
+from archsearch.config.study_schema import LatencyTarget
 from archsearch.latency import table as lat
+from archsearch.latency.key import table_key
 from archsearch.latency.measure import measure_latency
-from archsearch.latency.table import LatencyTable, parts_of, table_for, table_key
+from archsearch.latency.parts import parts_of
+from archsearch.latency.table import LatencyTable, table_for
 from archsearch.network.arch import Arch, Stage, Stem
 from archsearch.network.build import build
 from archsearch.search.reachable import cheapest
-from archsearch.search.study import load_config_data, open_study, run
-from archsearch.search.summary import best_trials
+from archsearch.search.study import open_study, run
 from archsearch.space.search_space import load_space, sample_architectures
+from archsearch.study.best import best_trials
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 CPU1 = LatencyTarget("cpu", 1, 1)
@@ -333,7 +337,7 @@ class Counted:
         monkeypatch.setattr(archsearch.search.objective, "build", counted_build)
 
     def trainer(self, *args, **kwargs):
-        from archsearch.search.train import train
+        from archsearch.train.train import train
 
         self.trains.append(1)
         return train(*args, **kwargs)

@@ -23,12 +23,16 @@ from conftest import TINY_SPACE  # noqa: E402
 from test_latency import FAST, OTHER, make_table, tiny  # noqa: E402
 
 from archsearch.cli import latency as latency_cli
-from archsearch.config.study_config import LatencyTarget, load_study_config  # noqa: E402
-from archsearch.config.study_schema import LATENCY_RUNTIMES  # noqa: E402
+from archsearch.config.study_config import load_study_config
+from archsearch.config.study_schema import (
+    LATENCY_RUNTIMES,  # noqa: E402
+    LatencyTarget,
+)
 from archsearch.core.errors import ConfigError  # noqa: E402
 from archsearch.latency import table as lat
+from archsearch.latency.key import METHOD, ONNXRUNTIME_METHOD, table_key
 from archsearch.latency.measure import RUNTIMES, forward_pass, measure_latency, onnxruntime_pass  # noqa: E402
-from archsearch.latency.table import METHOD, ONNXRUNTIME_METHOD, parts_of, table_key  # noqa: E402
+from archsearch.latency.parts import parts_of
 from archsearch.network.build import build  # noqa: E402
 from archsearch.search.study import run  # noqa: E402
 

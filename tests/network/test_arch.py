@@ -182,7 +182,7 @@ def test_stride_2_layers_on_a_1x1_map_keep_it_1x1():
 
 
 def _final_map(a: Arch) -> tuple[int, int, int]:
-    from archsearch.network.blocks import Tally
+    from archsearch.network.tally import Tally
 
     t = a.walk(Tally(a.in_chs, a.resolution, a.resolution), head=False)
     return t.c, t.h, t.w

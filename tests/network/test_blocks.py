@@ -8,17 +8,9 @@ import torch
 from torch import nn
 
 from archsearch.network.arch import Arch, Stage, Stem, make_divisible
-from archsearch.network.blocks import (
-    BLOCKS,
-    Block,
-    BlockSpec,
-    ShuffleUnit,
-    Tally,
-    channel_shuffle,
-    get_block,
-    register_block,
-)
+from archsearch.network.blocks import BLOCKS, Block, BlockSpec, ShuffleUnit, channel_shuffle, get_block, register_block
 from archsearch.network.build import build
+from archsearch.network.tally import Tally
 
 SIZES = [(1, 1), (2, 2), (7, 7), (8, 8), (9, 9), (28, 28), (7, 9)]  # (height, width), odd and even
 

@@ -1,6 +1,6 @@
 """Report: the text tables, the Pareto front, the PNG and the offline HTML page, read from real SQLite studies.
 
-The studies hold trials made with ``optuna.trial.create_trial`` (``report._add_synthetic_trials``): sampled
+The studies hold trials made with ``optuna.trial.create_trial`` (``synthetic_trials.add_synthetic_trials``): sampled
 architectures with their real analytic cost and, where asked, a real CPU latency; nothing is trained.
 """
 
@@ -20,10 +20,12 @@ import pytest
 import yaml
 from conftest import TINY_SPACE, study_dict
 from optuna.trial import FrozenTrial, TrialState
+from synthetic_trials import add_synthetic_trials
 
 from archsearch.config.study_config import load_study_config
-from archsearch.report.study_report import _add_synthetic_trials, add_parser, pareto_front, report
+from archsearch.report.study_report import add_parser, report
 from archsearch.search.study import open_study, run
+from archsearch.study.best import pareto_front
 
 matplotlib_image = pytest.importorskip("matplotlib.image")
 pytest.importorskip("plotly")
@@ -41,7 +43,7 @@ def make_study(tmp_path: Path) -> Callable[..., Path]:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         config = load_study_config(path)
         study = open_study(config)
-        _add_synthetic_trials(study, config, n, in_chs=1, resolution=8, num_classes=4, seed=3, latency=latency)
+        add_synthetic_trials(study, config, n, in_chs=1, resolution=8, num_classes=4, seed=3, latency=latency)
         return path
 
     return make

@@ -16,13 +16,14 @@ import pytest
 from optuna.trial import TrialState
 from test_latency import LATENCY_CPU1, make_table
 
+from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.export.card import model_card
 from archsearch.network.arch import Arch, Stage, Stem
 from archsearch.search.reachable import smallest_cost
-from archsearch.search.study import load_config_data, run
-from archsearch.search.summary import finished_count, infeasible_count
+from archsearch.search.study import run
+from archsearch.study.trial_states import finished_count, infeasible_count
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 

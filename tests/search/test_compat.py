@@ -15,8 +15,8 @@ import torch
 
 import archsearch
 from archsearch.config.study_config import load_study_config
-from archsearch.search import rerank
 from archsearch.search.study import open_study, run
+from archsearch.study import rerank_results
 
 BEFORE = Path(__file__).resolve().parents[1] / "data" / "before_layout"
 pytestmark = pytest.mark.slow  # a search and a fresh process
@@ -28,7 +28,7 @@ def test_a_study_made_before_resumes(tmp_path: Path) -> None:
     config = load_study_config(tmp_path / "before.yaml")
     study = open_study(config, create=False)  # the fingerprint written then is accepted now
     before = {t.number: (t.state, t.values, dict(t.user_attrs)) for t in study.trials}
-    reranked = rerank.results(study, config)
+    reranked = rerank_results.results(study, config)
     assert sorted(reranked) == [0, 1, 4]  # the re-rank results of then are read under their old keys
     # the study was finished: a run does nothing; asked for 7 trials, it trains 2 more and no baseline again
     assert len(run(config, stream=None, progress=False).trials) == len(before)

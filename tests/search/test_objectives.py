@@ -12,7 +12,7 @@ from archsearch.config.study_config import load_study_config
 from archsearch.network.arch import Arch
 from archsearch.network.cost import arch_cost
 from archsearch.search.study import run
-from archsearch.search.summary import best_trials
+from archsearch.study.best import best_trials
 
 pytestmark = pytest.mark.slow  # real searches
 

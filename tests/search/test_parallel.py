@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from archsearch.core import threads
 from archsearch.search import parallel
 
 
@@ -22,14 +23,14 @@ def test_the_cgroup_quota_is_read_in_cores(tmp_path: Path, files: dict[str, str]
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
-    assert parallel._cgroup_cpus(tmp_path) == cores
+    assert threads._cgroup_cpus(tmp_path) == cores
 
 
 def test_usable_cores_is_this_process_affinity_at_most() -> None:
-    assert 1 <= parallel.usable_cores() <= len(os.sched_getaffinity(0))
+    assert 1 <= threads.usable_cores() <= len(os.sched_getaffinity(0))
 
 
 def test_the_defaults() -> None:
-    assert parallel.default_workers("cpu") == parallel.usable_cores()
+    assert parallel.default_workers("cpu") == threads.usable_cores()
     assert parallel.default_workers("cuda") == 1
-    assert parallel.default_threads() == 1
+    assert threads.default_threads() == 1

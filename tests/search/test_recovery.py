@@ -11,11 +11,13 @@ import pytest
 from conftest import DIGITS
 from optuna.trial import TrialState
 
+from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
 from archsearch.search import recovery
-from archsearch.search.objective import BASELINE_ATTR
 from archsearch.search.recovery import baseline_status, ensure_baselines, recover
-from archsearch.search.study import COUNTED, load_config_data, open_study, run
+from archsearch.search.study import open_study, run
+from archsearch.study.trial_record import BASELINE_ATTR
+from archsearch.study.trial_states import COUNTED_STATES
 
 # the tests drive trials with ask/tell, as a worker's pieces do, on a storage with heartbeats
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
@@ -74,8 +76,9 @@ def test_racing_starts_give_a_baseline_one_verdict(write_study) -> None:
     trials = study.get_trials(deepcopy=False)
     runs = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) == family]
     assert len(runs) == 2
-    assert runs[0].state in COUNTED and runs[1].state == TrialState.FAIL and runs[1].user_attrs["surplus"] is True
-    assert sum(t.state in COUNTED for t in trials) == 3
+    assert runs[0].state in COUNTED_STATES and runs[1].state == TrialState.FAIL
+    assert runs[1].user_attrs["surplus"] is True
+    assert sum(t.state in COUNTED_STATES for t in trials) == 3
     assert baseline_status(trials) == {f: None for f in first}
 
 
@@ -92,7 +95,7 @@ def test_a_study_whose_creator_died_before_the_baselines_gets_them(write_study) 
     study = run(config, stream=None, progress=False)
     families = [t.user_attrs[BASELINE_ATTR] for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs]
     assert families and len(families) == len(set(families))
-    assert all(t.state in COUNTED for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs)
+    assert all(t.state in COUNTED_STATES for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs)
 
 
 @pytest.mark.slow  # an SQLite study and digits: a second

@@ -8,12 +8,14 @@ from conftest import TINY_SPACE
 from optuna.trial import TrialState
 
 from archsearch.config.study_config import load_study_config
-from archsearch.export.folder import select_trials
+from archsearch.export.selection import select_trials
 from archsearch.search import rerank
 from archsearch.search.study import open_study, run
-from archsearch.search.summary import best_trials, summary
-from archsearch.search.train import TrainResult, train
+from archsearch.search.summary import summary
 from archsearch.space.fit import CAPPED, FITTED
+from archsearch.study import rerank_results, worker_identity
+from archsearch.study.best import best_trials
+from archsearch.train.train import TrainResult, train
 
 pytestmark = pytest.mark.slow  # real searches
 
@@ -65,7 +67,7 @@ def test_rerank_trains_the_top_candidates_and_the_baselines_again_once(write_stu
     trainer = CountingTrainer()
     study = run(config, stream=None, progress=False, trainer=trainer)
     baselines = [t for t in study.trials if "baseline" in t.user_attrs and t.user_attrs["feasible"]]
-    done = rerank.results(study, config)
+    done = rerank_results.results(study, config)
     top = rerank.candidates(study, 2)
     assert sorted(done) == sorted(t.number for t in top)
     assert len(top) == 2 + len(baselines) and len(baselines) >= 1
@@ -96,7 +98,7 @@ def test_rerank_trains_the_top_candidates_and_the_baselines_again_once(write_stu
     third = CountingTrainer()
     study = run(config, stream=None, progress=False, trainer=third)
     assert third.epochs == [2] * (1 + len(baselines))
-    assert len(rerank.results(study, config)) == 1 + len(baselines)
+    assert len(rerank_results.results(study, config)) == 1 + len(baselines)
 
 
 def test_a_dead_workers_rerank_claim_is_taken_over(write_study):
@@ -104,25 +106,25 @@ def test_a_dead_workers_rerank_claim_is_taken_over(write_study):
     config = load_study_config(path)
     run(config, n_trials=3, stream=None, progress=False)
     study = open_study(config, create=False)
-    (number,) = rerank.results(study, config)
+    (number,) = rerank_results.results(study, config)
     # replace the result by a claim of a process that is gone (pid 1's start time never matches this one)
-    key = f"{rerank.PREFIX}{number}"
+    key = f"{rerank_results.PREFIX}{number}"
     import socket
     study.set_user_attr(key, {"worker": f"{socket.gethostname()}:999999:1", "recipe": study.user_attrs[key]["recipe"]})
-    assert rerank.results(study, config) == {}
+    assert rerank_results.results(study, config) == {}
     assert not rerank.pending(study, config)  # a dead worker's claim: nobody trains it, no one waits for it
     # a claim left by a dead worker on a trial that is no longer a candidate keeps nothing waiting either
-    study.set_user_attr(f"{rerank.PREFIX}999", {"worker": f"{socket.gethostname()}:999999:1",
+    study.set_user_attr(f"{rerank_results.PREFIX}999", {"worker": f"{socket.gethostname()}:999999:1",
                                                  "recipe": study.user_attrs[key]["recipe"]})
     assert not rerank.pending(study, config)
-    study.set_user_attr(f"{rerank.PREFIX}998", {"worker": rerank.worker_id(),
+    study.set_user_attr(f"{rerank_results.PREFIX}998", {"worker": worker_identity.worker_id(),
                                                 "recipe": study.user_attrs[key]["recipe"]})
     assert rerank.pending(study, config)  # this process's own claim: live
-    study.set_user_attr(f"{rerank.PREFIX}998", None)
+    study.set_user_attr(f"{rerank_results.PREFIX}998", None)
     trainer = CountingTrainer()
     run(config, stream=None, progress=False, trainer=trainer)
     assert trainer.epochs == [2]
-    assert list(rerank.results(open_study(config, create=False), config)) == [number]
+    assert list(rerank_results.results(open_study(config, create=False), config)) == [number]
 
 
 def test_fold_indices_are_a_stratified_partition_drawn_from_the_seed():
@@ -156,7 +158,7 @@ def test_a_cross_validated_rerank_scores_the_mean_of_its_folds_and_resumes_a_can
     config = load_study_config(path)
     trainer = FoldTrainer()
     study = run(config, stream=None, progress=False, trainer=trainer)
-    done = rerank.results(study, config)
+    done = rerank_results.results(study, config)
     top = rerank.candidates(study, 1)
     assert sorted(done) == sorted(t.number for t in top)
     assert any("baseline" in t.user_attrs for t in top) and "baseline" not in top[0].user_attrs
@@ -172,16 +174,16 @@ def test_a_cross_validated_rerank_scores_the_mean_of_its_folds_and_resumes_a_can
 
     # a worker killed after two folds of a candidate: the next run trains only the third
     number = top[0].number
-    key = f"{rerank.PREFIX}{number}"
+    key = f"{rerank_results.PREFIX}{number}"
     kept = study.user_attrs[key]
     import socket
     partial = [{"val_accuracy": a, "epochs": 2, "seconds": 1.0} for a in kept["folds"][:2]]
     study.set_user_attr(key, {"worker": f"{socket.gethostname()}:999999:1", "recipe": kept["recipe"],
                               "done": partial})
-    assert number not in rerank.results(study, config)
+    assert number not in rerank_results.results(study, config)
     again = FoldTrainer()
     run(config, stream=None, progress=False, trainer=again)
     assert again.epochs == [2] and again.sizes[0][2] == 7 + 2  # the third fold, from its own seed
-    result = rerank.results(open_study(config, create=False), config)[number]
+    result = rerank_results.results(open_study(config, create=False), config)[number]
     assert result["folds"][:2] == kept["folds"][:2]
     assert result["folds"][2] == pytest.approx(kept["folds"][2])  # the same fold, seed and data: the same result

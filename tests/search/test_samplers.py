@@ -9,9 +9,9 @@ import pytest
 from conftest import ReadCounter
 from optuna.trial import TrialState
 
-from archsearch.config.storage import make_storage
 from archsearch.search.samplers import ArchTPESampler, PerTrialPruner
 from archsearch.space.search_space import load_space, suggest_architecture
+from archsearch.study.storage import make_storage
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 # ask/tell on a storage with heartbeats, outside optimize(): Optuna warns, and it is what these tests do

@@ -10,12 +10,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
-from archsearch.search import rerank
 from archsearch.search.objective import Objective
-from archsearch.search.study import load_config_data, run
-from archsearch.search.train import TrainResult, train
-from archsearch.search.trial_record import TrialRecord
+from archsearch.search.study import run
+from archsearch.study import rerank_results
+from archsearch.study.trial_record import TrialRecord
+from archsearch.train.train import TrainResult, train
 
 pytestmark = pytest.mark.slow  # real searches
 
@@ -58,7 +59,7 @@ def test_a_study_scored_by_val_loss_reports_and_values_minus_the_loss(write_stud
     assert over and all(t.values == [-math.inf] for t in over)  # never trained: the worst score
 
     # the re-rank scores the same way: minus the loss of its own (longer) training
-    done = rerank.results(study, config)
+    done = rerank_results.results(study, config)
     reranked = [result for epochs, result in trainer.results if epochs == 2]
     assert len(done) == len(reranked) == 2
     assert sorted(r["value"] for r in done.values()) == sorted(-r.curve.val_loss[-1] for r in reranked)
@@ -82,7 +83,7 @@ def test_a_cross_validated_rerank_scores_minus_the_mean_fold_loss(write_study):
     config = load_study_config(path)
     trainer = KeepingTrainer()
     study = run(config, stream=None, progress=False, trainer=trainer)
-    ((number, result),) = rerank.results(study, config).items()
+    ((number, result),) = rerank_results.results(study, config).items()
     folds = [r for epochs, r in trainer.results if epochs == 2]
     assert len(folds) == 2 and result["folds"] == [r.val_accuracy for r in folds]
     assert result["value"] == pytest.approx(-sum(r.curve.val_loss[-1] for r in folds) / 2)
@@ -105,7 +106,7 @@ def test_a_study_scored_per_class_values_reports_and_reranks_that_figure(write_s
         assert t.values == [curve[-1]]
         metrics = record.class_metrics()  # the recorded matrix gives the same figure through scikit-learn
         assert metrics is not None and getattr(metrics, score) == pytest.approx(curve[-1])
-    ((number, result),) = rerank.results(study, config).items()
+    ((number, result),) = rerank_results.results(study, config).items()
     folds = [r for epochs, r in trainer.results if epochs == 3]
     assert result["value"] == pytest.approx(sum(getattr(r.curve, figure)[-1] for r in folds) / 2)
     assert result["fold_values"] == pytest.approx([getattr(r.curve, figure)[-1] for r in folds])

@@ -29,14 +29,16 @@ from conftest import DIGITS, TINY_SPACE, ReadCounter
 from optuna.trial import TrialState
 
 import archsearch
+from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.network.arch import Arch, Stage, Stem
 from archsearch.search.objective import Objective
-from archsearch.search.study import COUNTED, load_config_data, open_study, run, sweep_dead_workers
-from archsearch.search.summary import finished_count
-from archsearch.search.train import TrainResult, train
+from archsearch.search.recovery import sweep_dead_workers
+from archsearch.search.study import open_study, run
 from archsearch.space.baselines import FAMILIES, fit_to_budget
+from archsearch.study.trial_states import COUNTED_STATES, finished_count
+from archsearch.train.train import TrainResult, train
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -47,7 +49,7 @@ pytestmark = pytest.mark.slow  # every test here runs a real search
 
 
 class CountingTrainer:
-    """The real ``archsearch.search.train.train``, counting its calls; ``fail_on`` makes that call (1-based) raise."""
+    """The real ``archsearch.train.train.train``, counting its calls; ``fail_on`` makes that call (1-based) raise."""
 
     def __init__(self, fail_on: int | None = None):
         self.calls = 0
@@ -143,7 +145,7 @@ def test_killed_search_resumes_where_it_stopped(write_study, tmp_path):
         assert (t.state, t.values, t.user_attrs.get("arch_id")) == (state, values, arch_id), f"trial {number}"
     assert after[killed.number].state == TrialState.FAIL
     assert [t.number for t in after.values() if t.state == TrialState.RUNNING] == []
-    assert sum(t.state in COUNTED for t in after.values()) == n_trials
+    assert sum(t.state in COUNTED_STATES for t in after.values()) == n_trials
     retries = [t for t in after.values() if t.user_attrs.get("retry_of") == killed.number]
     assert len(retries) == 1
     retry = retries[0]
@@ -195,13 +197,13 @@ def test_ctrl_c_mid_trial_runs_the_trial_again(write_study, tmp_path, where):
     assert f"queued again: trial {stopped.number} ({what}), interrupted" in again.stdout
     after = load(path).get_trials(deepcopy=False)
     (retry,) = [t for t in after if t.user_attrs.get("retry_of") == stopped.number]
-    assert retry.state in COUNTED and stopped.params.items() <= retry.params.items()
-    assert sum(t.state in COUNTED for t in after) == n_trials
+    assert retry.state in COUNTED_STATES and stopped.params.items() <= retry.params.items()
+    assert sum(t.state in COUNTED_STATES for t in after) == n_trials
     assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     families = {t.user_attrs["baseline"] for t in after if "baseline" in t.user_attrs}
     assert families, "the study has no baseline"
     for family in families:  # each exactly one verdict
-        verdicts = [t for t in after if t.user_attrs.get("baseline") == family and t.state in COUNTED]
+        verdicts = [t for t in after if t.user_attrs.get("baseline") == family and t.state in COUNTED_STATES]
         assert len(verdicts) == 1, (family, [(t.number, t.state) for t in after if "baseline" in t.user_attrs])
     assert "without a result" not in again.stdout
 
@@ -389,7 +391,7 @@ def test_cli_reports_a_changed_config_in_one_line(write_study, tmp_path):
 def _smallest_macs_by_enumeration(path: Path) -> int:
     """The cheapest candidate of the study's space, found by costing every parameter combination."""
     cfg = load_study_config(path)
-    space, data = archsearch.search.study.load_config_data(cfg)
+    space, data = archsearch.config.assemble.load_config_data(cfg)
     choices: dict[str, tuple] = {"width_mult": space.width_mult, "resolution_mult": space.resolution_mult,
                                  "stem": space.stem_types, "stem_channels": space.stem_channels}
     for i, st in enumerate(space.stages):
@@ -463,7 +465,7 @@ def test_baselines_are_enqueued_once(write_study):
     trials = study.get_trials(deepcopy=False)
     expected = {f for f in FAMILIES if fit_to_budget(f, in_chs=1, resolution=8, num_classes=4, max_macs=300000)}
     assert expected == set(FAMILIES)
-    assert [t.state for t in trials if t.state not in COUNTED] == []
+    assert [t.state for t in trials if t.state not in COUNTED_STATES] == []
     base = [t for t in trials if "baseline" in t.user_attrs]
     assert Counter(t.user_attrs["baseline"] for t in base) == dict.fromkeys(expected, 1)
     for t in base:  # each the widest variant of its family within the budget

@@ -14,13 +14,16 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
+from archsearch.core.text import fmt_count
 from archsearch.network.cost import arch_cost
-from archsearch.search.recovery import BASELINE_LOSSES, recover
-from archsearch.search.study import load_config_data, open_study, run_workers
-from archsearch.search.summary import fmt_count, no_feasible_reason, summary
-from archsearch.search.trial_record import BASELINES_ATTR, TrialRecord
+from archsearch.search.recovery import recover
+from archsearch.search.study import open_study, run_workers
+from archsearch.search.summary import no_feasible_reason, summary
 from archsearch.space import baselines
+from archsearch.study.trial_record import BASELINES_ATTR, TrialRecord
+from archsearch.study.trial_states import BASELINE_LOSSES
 
 # the tests drive trials with ask/tell, as a worker's pieces do, on a storage with heartbeats
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")

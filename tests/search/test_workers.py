@@ -38,13 +38,14 @@ import torch
 from conftest import TINY_SPACE
 from optuna.trial import FrozenTrial, TrialState
 
+from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.network.arch import Arch
-from archsearch.search.objective import counts
-from archsearch.search.study import COUNTED, load_config_data, open_study, run
+from archsearch.search.study import open_study, run
 from archsearch.space.baselines import FAMILIES, effnet, fit_to_budget
 from archsearch.space.search_space import load_space
+from archsearch.study.trial_states import COUNTED_STATES, counts
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 POLL_S = 0.05
@@ -86,7 +87,7 @@ def load(path: Path) -> optuna.Study:
 
 def finished(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     """The networks trained: what n_trials counts (an over-budget candidate is not one)."""
-    return [t for t in trials if t.state in COUNTED and counts(t)]
+    return [t for t in trials if t.state in COUNTED_STATES and counts(t)]
 
 
 def pid_of(trial: FrozenTrial) -> int | None:
@@ -181,7 +182,7 @@ def test_cli_workers_share_one_postgres_study(postgres_url, write_study, tmp_pat
 _STARTING_LINE = """
 import sys, torch
 import archsearch.cli.commands, archsearch.search.study
-from archsearch.search.train import TrainConfig, make_optimizer
+from archsearch.train.train import TrainConfig, make_optimizer
 make_optimizer(torch.nn.Linear(1, 1), TrainConfig(), torch.device("cpu"))
 print("ready", flush=True)
 sys.stdin.readline()
@@ -254,7 +255,7 @@ class StorageRace(AssertionError):
 # a worker does), and prints "ok" or the error
 _OPEN_STORAGE_LINE = """
 import sys
-from archsearch.config.storage import make_storage
+from archsearch.study.storage import make_storage
 from archsearch.core.errors import ConfigError
 print("ready", flush=True)
 for line in sys.stdin:
@@ -452,7 +453,7 @@ def test_workers_killed_at_random_moments_lose_nothing(write_study, tmp_path):
     assert sorted(t.number for t in failed) == sorted(t.number for t in in_trials)
     killed_numbers = {t.number for t in in_trials}
     # a trial swept once the study held its n_trials is not retried: a finished study is swept without requeue
-    counted = sorted(t.datetime_complete for t in after.values() if t.state in COUNTED)
+    counted = sorted(t.datetime_complete for t in after.values() if t.state in COUNTED_STATES)
     finished_at = counted[n_trials - 1]
     for t in in_trials:
         retry = t
@@ -471,10 +472,10 @@ def test_workers_killed_at_random_moments_lose_nothing(write_study, tmp_path):
         if retry.number in killed_numbers:
             continue  # swept after the study finished, or a searched trial's killed retry: nothing to retry
         # waiting, or surplus: the others reached the target first
-        assert retry.state in (*COUNTED, TrialState.WAITING) or retry.user_attrs.get("surplus"), retry
+        assert retry.state in (*COUNTED_STATES, TrialState.WAITING) or retry.user_attrs.get("surplus"), retry
         # the same candidate (as far as it was sampled when the kill came), not a new sample; a waiting (or
         # surplus, unsampled) trial keeps what enqueue_trial gave it in Optuna's `fixed_params` system attr
-        proposed = retry.params if retry.state in COUNTED else retry.system_attrs.get("fixed_params", {})
+        proposed = retry.params if retry.state in COUNTED_STATES else retry.system_attrs.get("fixed_params", {})
         assert t.params.items() <= proposed.items(), (t.params, proposed)
     print(f"\nkills at {[len(s) for s in snapshots]} finished trials, inside trials "
           f"{[None if t is None else t.number for t in killed]}; "

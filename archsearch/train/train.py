@@ -17,22 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archsearch.config.recipe import (  # noqa: F401 (re-exported: archsearch.search.train is where the recipe was and is imported from)
-    AUGMENTATIONS,
-    OPTIMIZERS,
-    SCHEDULES,
-    TrainConfig,
-    augment_batch,
-    lr_factor,
-    make_optimizer,
-    param_groups,
-    planned_epochs,
-)
+from archsearch.config.recipe import TrainConfig
 from archsearch.core import interrupt
 from archsearch.core.class_metrics import balanced_and_macro_f1
 from archsearch.core.errors import ConfigError
-from archsearch.search.parallel import default_threads, set_threads
-from archsearch.search.train_state import LearningCurve, data_key, load_state, save_state
+from archsearch.core.threads import default_threads, set_threads
+from archsearch.train.augment import augment_batch
+from archsearch.train.checkpoint import LearningCurve, data_key, load_state, save_state
+from archsearch.train.optimizer import lr_factor, make_optimizer
 
 # --------------------------------------------------------------------------------------------------
 # the training loop

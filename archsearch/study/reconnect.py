@@ -19,8 +19,8 @@ taken as done where the trial holds the state asked for) and ``create_new_trial`
 second trial; the first has no worker and is swept as unclaimed, see :mod:`archsearch.search.recovery`).
 
 It leans on two parts of Optuna that are not public: the ``BaseHeartbeat`` interface it implements, and
-``fail_stale_trials`` asking ``_get_stale_trial_ids`` before it fails the trials; tests/search/test_optuna_internals.py
-checks both (with :mod:`archsearch.search.optuna_internals`, which keeps the others).
+``fail_stale_trials`` asking ``_get_stale_trial_ids`` before it fails the trials; tests/study/test_optuna_internals.py
+checks both (with :mod:`archsearch.study._optuna_internals`, which keeps the others).
 """
 
 from __future__ import annotations

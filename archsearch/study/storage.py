@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import sqlite3
 import stat
 import time
@@ -22,12 +21,12 @@ from typing import Any
 import optuna
 import optuna.storages.journal
 
-from archsearch.config.study_storage import StudyStorage
+from archsearch.config.storage_url import JOURNAL_PREFIX, SQLITE_PREFIX, normalize_storage, redact, sqlite_file
 from archsearch.core.errors import ConfigError, show
+from archsearch.study.reconnect import StudyStorage
 
-__all__ = ["make_storage", "normalize_storage", "redact", "sqlite_file", "RDB_SCHEMES"]
+__all__ = ["make_storage"]
 
-RDB_SCHEMES = ("postgresql", "postgresql+psycopg2", "postgresql+psycopg", "mysql", "mysql+pymysql")
 
 # Heartbeats turn the RUNNING trial of a killed worker into FAIL (and retry it once), so a resumed
 # search neither waits on nor "constant-lies" around a zombie. The heartbeat thread runs beside
@@ -39,44 +38,7 @@ RECONNECT_S = 300.0  # a database server that went away: how long each call is r
 SQLITE_TIMEOUT_S = 60  # several workers on one sqlite file wait for the lock instead of failing
 _OPEN_ATTEMPTS = 5  # tries to open an RDB storage that other workers may be creating at the same instant
 
-SQLITE_PREFIX = "sqlite:///"
-JOURNAL_PREFIX = "journal:"
 _SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def normalize_storage(url: str, base_dir: Path) -> str:
-    """Absolute form of a storage URL; ValueError (says what is accepted) when the scheme is not known."""
-    try:
-        return _normalize_storage_url(url, base_dir)
-    except (OSError, RuntimeError) as e:  # RuntimeError: "~user" with no such user
-        raise ValueError(f"cannot resolve the storage file: {e}") from None
-
-
-def _normalize_storage_url(url: str, base_dir: Path) -> str:
-    if url.startswith(SQLITE_PREFIX):
-        file, query = sqlite_file(url)
-        if file is None:
-            return url
-        resolved = (base_dir / Path(file).expanduser()).resolve()
-        return f"{SQLITE_PREFIX}{resolved}{query}"
-    if url.startswith(JOURNAL_PREFIX) and url[len(JOURNAL_PREFIX) :].strip():
-        resolved = (base_dir / Path(url[len(JOURNAL_PREFIX) :]).expanduser()).resolve()
-        return f"{JOURNAL_PREFIX}{resolved}"
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme in RDB_SCHEMES and rest.strip() and not any(c.isspace() for c in url):
-        return url
-    raise ValueError(
-        "expected null (an sqlite file next to the YAML), sqlite:///<file>, "
-        f"{'://..., '.join(RDB_SCHEMES)}://... or journal:<file>"
-    )
-
-
-def sqlite_file(url: str) -> tuple[str | None, str]:
-    """The database file of a sqlite URL (None: in memory) and its ``?query`` suffix."""
-    file, mark, query = url[len(SQLITE_PREFIX) :].partition("?")
-    if "\x00" in file:
-        raise ValueError("a path cannot contain a NUL character")
-    return (None if file in ("", ":memory:") else file), mark + query
 
 
 def make_storage(url: str, *, create: bool = True, heartbeat_s: int = HEARTBEAT_INTERVAL_S,
@@ -95,7 +57,7 @@ def make_storage(url: str, *, create: bool = True, heartbeat_s: int = HEARTBEAT_
     ``heartbeat_s``/``grace_s``: a worker's trial records a beat every ``heartbeat_s``; one silent for
     ``grace_s`` is marked with ``stale_attrs``, failed, and passed to ``stale_callback`` (which may queue it again;
     None: Optuna's retry, once) by the next worker to start a trial. ``reconnect_s``: how long a call to a
-    database server that went away is retried. Both: :class:`~archsearch.config.study_storage.StudyStorage`.
+    database server that went away is retried. Both: :class:`~archsearch.study.reconnect.StudyStorage`.
     """
     if not isinstance(url, str):
         raise ConfigError(f"expected a storage URL string, got {show(url)}", key="storage")
@@ -117,7 +79,11 @@ def make_storage(url: str, *, create: bool = True, heartbeat_s: int = HEARTBEAT_
             _prepare_file(Path(file_text), _check_sqlite_file, create=create)
             folder = Path(file_text).parent
     try:
-        callback = stale_callback or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_MAX_RETRY)
+        callback = stale_callback
+        if callback is None:
+            with warnings.catch_warnings():  # experimental since Optuna 2.8, still so in 5.0
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=HEARTBEAT_MAX_RETRY)
         storage = _rdb_storage(url, engine_kwargs, heartbeat_s, grace_s, callback)
     except ImportError as e:
         raise ConfigError(f"no database driver for {redact(url)!r}: {e}", key="storage") from None
@@ -229,11 +195,6 @@ def _use_wal(storage: optuna.storages.RDBStorage) -> None:
     sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
     storage.engine.dispose()  # reconnect: the connections opened at creation lack the pragmas
-
-
-def redact(url: str) -> str:
-    """``postgresql://user:***@host/db``: never print a password."""
-    return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
 def _prepare_file(file: Path, check: Callable[[Path], None], *, create: bool) -> None:

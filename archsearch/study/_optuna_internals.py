@@ -1,6 +1,6 @@
 """The private parts of Optuna that archsearch leans on, each behind one function here.
 
-Optuna 5.x has no public way to do these three things; tests/search/test_optuna_internals.py checks each against the
+Optuna 5.x has no public way to do these three things; tests/study/test_optuna_internals.py checks each against the
 installed Optuna and fails with the name of what changed, so an upgrade that moves them is caught at once.
 
 - the study's per-trial snapshot of its trials (``Study._get_trials(use_cache=True)``), which its samplers share:
@@ -10,7 +10,7 @@ installed Optuna and fails with the name of what changed, so an upgrade that mov
   the worker that owns it is gone, so no ``Trial`` object can do it (:mod:`archsearch.search.recovery`);
 - the heartbeat's sweep (``optuna.storages.fail_stale_trials``, experimental), which asks the storage for the stale
   trials (``BaseHeartbeat._get_stale_trial_ids``) before it fails them: where
-  :class:`~archsearch.config.study_storage.StudyStorage` marks them as a lost worker's.
+  :class:`~archsearch.study.reconnect.StudyStorage` marks them as a lost worker's.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The trial record (archsearch/search/trial_record.py) declares every attribute archsearch keeps on a trial: what a
+"""The trial record (archsearch/study/trial_record.py) declares every attribute archsearch keeps on a trial: what a
 search writes reads back typed and whole, an old study's trials read, odd values read as absent, and no other
 module spells an attribute key."""
 
@@ -15,9 +15,9 @@ import pytest
 
 from archsearch.config.study_config import load_study_config
 from archsearch.network.arch import Arch
-from archsearch.search import trial_record
 from archsearch.search.study import run
-from archsearch.search.trial_record import COSTS, TrialRecord
+from archsearch.study import trial_record
+from archsearch.study.trial_record import COSTS, TrialRecord
 
 PACKAGE = Path(__file__).resolve().parents[2] / "archsearch"
 BEFORE = Path(__file__).resolve().parents[1] / "data" / "before_layout"
@@ -127,7 +127,7 @@ def test_the_regexes_catch_what_they_are_for() -> None:
 
 
 def test_no_module_but_the_record_spells_a_trial_attribute() -> None:
-    record = PACKAGE / "search" / "trial_record.py"
+    record = PACKAGE / "study" / "trial_record.py"
     modules = [p for p in sorted(PACKAGE.rglob("*.py")) if p != record]
     assert len(modules) > 40
     spelled, read = [], []
@@ -138,5 +138,5 @@ def test_no_module_but_the_record_spells_a_trial_attribute() -> None:
                 spelled.append(where)
             if _TRIAL_ATTRS.search(line):
                 read.append(where)
-    assert spelled == [], "trial attribute keys belong in archsearch/search/trial_record.py"
+    assert spelled == [], "trial attribute keys belong in archsearch/study/trial_record.py"
     assert read == [], "a trial's attributes are read through TrialRecord.of"

@@ -1,4 +1,4 @@
-"""The Optuna internals archsearch uses (archsearch/search/optuna_internals.py) still exist and still behave as
+"""The Optuna internals archsearch uses (archsearch/study/_optuna_internals.py) still exist and still behave as
 relied on.
 
 Each test names the private attribute it checks, so an Optuna upgrade that moves one fails here, loudly, instead
@@ -12,12 +12,12 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from archsearch.search.optuna_internals import cached_trials, fail_trial_of_another_process, set_constant_liar
+from archsearch.study._optuna_internals import cached_trials, fail_trial_of_another_process, set_constant_liar
 
 
 def test_study_get_trials_with_use_cache() -> None:
     assert "use_cache" in inspect.signature(optuna.Study._get_trials).parameters, \
-        ("optuna.Study._get_trials(use_cache=...) is gone: archsearch.search.optuna_internals.cached_trials needs "
+        ("optuna.Study._get_trials(use_cache=...) is gone: archsearch.study._optuna_internals.cached_trials needs "
          "another way")
     study = optuna.create_study()
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
@@ -29,7 +29,7 @@ def test_study_get_trials_with_use_cache() -> None:
 def test_tpe_constant_liar_attribute() -> None:
     sampler = optuna.samplers.TPESampler(constant_liar=True, seed=0)
     assert getattr(sampler, "_constant_liar", None) is True, \
-        "TPESampler._constant_liar is gone: archsearch.search.optuna_internals.set_constant_liar needs another way"
+        "TPESampler._constant_liar is gone: archsearch.study._optuna_internals.set_constant_liar needs another way"
     set_constant_liar(sampler, False)
     assert sampler._constant_liar is False
 
@@ -53,8 +53,8 @@ def test_the_heartbeat_sweep_asks_the_storage_for_stale_trials_before_it_fails_t
     archsearch's StudyStorage marks them as a lost worker's (``swept``), and calls the stale-trial callback after."""
     import time
 
-    from archsearch.config.storage import make_storage
-    from archsearch.search.optuna_internals import fail_stale_trials
+    from archsearch.study._optuna_internals import fail_stale_trials
+    from archsearch.study.storage import make_storage
 
     called = []
     storage = make_storage(f"sqlite:///{tmp_path / 'hb.db'}", heartbeat_s=1, grace_s=2, stale_attrs={"swept": True},

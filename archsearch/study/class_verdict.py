@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
-from archsearch.search.trial_record import TrialRecord
+from archsearch.study.trial_record import TrialRecord
 
 __all__ = ["per_class_lines", "chance_line"]
 

@@ -12,11 +12,11 @@ from conftest import TINY_SPACE
 
 from archsearch.config.study_config import load_study_config
 from archsearch.export.selection import select_trials
-from archsearch.search import rerank
-from archsearch.search.pick import Scored, pick, scored
-from archsearch.search.rerank import standard_error
 from archsearch.search.study import run
 from archsearch.search.summary import summary
+from archsearch.study import rerank_results
+from archsearch.study.best import Scored, pick, scored
+from archsearch.study.rerank_results import standard_error
 
 
 def _candidate(number: int, value: float, se: float | None, *, macs: int, latency_ms: float | None = None) -> Scored:
@@ -74,7 +74,7 @@ def test_a_cross_validated_study_shows_the_noise_and_exports_the_summarys_pick(w
     ranked = scored(study, config)
     assert len(ranked) >= 2 and all(c.se is not None and c.se >= 0 for c in ranked)
     for c in ranked:  # each fold's value kept; the standard error is theirs
-        result = rerank.results(study, config)[c.trial.number]
+        result = rerank_results.results(study, config)[c.trial.number]
         assert len(result["fold_values"]) == 3 and c.se == pytest.approx(standard_error(result["fold_values"]))
     chosen = pick(ranked)
     assert chosen is not None

@@ -11,16 +11,18 @@ the best mean is the pick, as before. The summary and ``archsearch export`` both
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
-from archsearch.search.rerank import results, standard_error
-from archsearch.search.trial_record import TrialRecord
+from archsearch.core.text import fmt_count
+from archsearch.study.rerank_results import results, standard_error
+from archsearch.study.trial_record import COSTS, TrialRecord
 
-__all__ = ["Scored", "Pick", "scored", "pick"]
+__all__ = ["Scored", "Pick", "scored", "pick", "best_trials", "pareto_front", "rerank_lines"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +93,66 @@ def _fold_values(result: dict) -> list[float]:
         return [float(v) for v in result["fold_values"]]
     folds, accuracy = result.get("folds") or [], result["val_accuracy"]
     return [a * result["value"] / accuracy for a in folds] if accuracy else list(folds)
+
+
+def best_trials(study: optuna.Study, config: StudyConfig | None = None) -> list[FrozenTrial]:
+    """Best feasible trial (single objective) or the feasible Pareto front (two objectives).
+
+    With ``config`` and its ``rerank`` results, the best single-objective trial is the best re-ranked one.
+    """
+    if config is not None and len(study.directions) == 1 and (chosen := pick(scored(study, config))):
+        return [chosen.chosen.trial]
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not TrialRecord.of(t).infeasible and t.values is not None
+    ]
+    if not done:
+        return []
+    if len(study.directions) == 1:
+        return [max(done, key=lambda t: t.values[0])]
+    names = study.metric_names  # ["val_accuracy", "macs" | "latency_ms"], as archsearch.study.open names them
+    return pareto_front(done, "latency" if names is not None and names[1] == "latency_ms" else "macs")
+
+
+def pareto_front(trials: Sequence[FrozenTrial], metric: str = "macs") -> list[FrozenTrial]:
+    """The trials no other trial beats on both validation accuracy (up) and ``metric`` (down).
+
+    ``metric`` is "macs", "params" or "latency"; trials without an accuracy or that cost are left out.
+    Where trials tie on both, the earliest stands for them. Sorted by cost, cheapest first.
+    """
+    if metric not in COSTS:
+        raise ValueError(f"metric must be one of {sorted(COSTS)}, got {metric!r}")
+    points = [(p, t) for t in trials if (p := TrialRecord.of(t).point(metric)) is not None]
+    points.sort(key=lambda pt: (pt[0][0], -pt[0][1], pt[1].number))
+    front, best = [], -math.inf
+    for (_, accuracy), t in points:
+        if accuracy > best:
+            front.append(t)
+            best = accuracy
+    return front
+
+
+
+def rerank_lines(study: optuna.Study, config: StudyConfig) -> list[str]:
+    """The re-rank's results under the study's recipe, best first (with their standard errors under folds), and
+    why the pick is not the best mean where the noise ties them; none where nothing is re-ranked."""
+    ranked = scored(study, config)
+    if not ranked:
+        return []
+    lines = [f"re-ranked: {len(ranked)} trial(s), best first"
+             + (" (mean ± standard error over folds)" if any(c.se is not None for c in ranked) else "")
+             + ": " + ", ".join(f"{c.trial.number} {c.shown()}" for c in ranked)]
+    chosen = pick(ranked)
+    if chosen is not None and chosen.by is not None:
+        lines.append(_tie_line(chosen))
+    return lines
+
+
+
+def _tie_line(chosen: Pick) -> str:
+    """Why the pick is not the best mean: the noise cannot tell the tied candidates apart."""
+    tied = ", ".join(f"trial {c.trial.number} {c.shown()}" for c in chosen.tied)
+    c = chosen.chosen
+    concern = f"{c.latency_ms:.2f} ms" if chosen.by == "latency" else f"{fmt_count(c.macs)} MACs"
+    return (f"re-rank: the best is not clear of the next by the noise ({tied}: within one standard error of their "
+            f"difference); picked trial {c.trial.number}, the one with the lowest {chosen.by} ({concern})")

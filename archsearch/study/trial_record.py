@@ -44,7 +44,7 @@ class TrialRecord:
     ``TrialRecord(field=value, ...).write(trial)`` writes the fields given."""
 
     # -- who runs it, what it repeats
-    worker: str | None = None  # "host:pid:n" of the worker running it (archsearch.search.worker_identity)
+    worker: str | None = None  # "host:pid:n" of the worker running it (archsearch.study.worker_identity)
     baseline: str | None = None  # the seed baseline family of a queued baseline trial ("mobilenet", ...)
     retry_of: int | None = None  # the number of the trial this one repeats (archsearch.search.recovery)
     # -- the candidate

@@ -12,6 +12,7 @@ from archsearch.cli import latency as latency_cli
 from archsearch.core.errors import ConfigError, StorageFailed, storage_failure
 from archsearch.core.text import input_shape, table
 from archsearch.network.cost import arch_cost
+from archsearch.network.metrics import METRICS, metric
 from archsearch.report import study_report as report
 from archsearch.space import baselines
 from archsearch.space.search_space import Space
@@ -19,7 +20,7 @@ from archsearch.space.search_space import Space
 __all__ = ["main"]
 
 
-_BUDGET_METRICS = ("macs", "params", "peak_kb", "model_kb")  # model_kb: float32 weights
+_BUDGET_METRICS = tuple(m.name for m in METRICS if not m.measured)  # model_kb: float32 weights
 
 
 def _budget(text: str) -> dict[str, float]:
@@ -81,9 +82,9 @@ def _study_space(path: str) -> tuple[Space, tuple[int, int, int], dict[str, floa
 
     config = load_study_config(path)
     space, d = load_config_data(config)
-    limits = {m: v for m, v in config.budget.limits().items() if m != "latency"}
-    if config.budget.max_latency_ms is not None:
-        print(f"note: the study's latency limit ({config.budget.max_latency_ms:g} ms) is left out here: fitting to "
+    limits = {m: v for m, v in config.budget.limits().items() if not metric(m).measured}
+    if (latency := config.budget.limit("latency")) is not None:
+        print(f"note: the study's latency limit ({latency:g} ms) is left out here: fitting to "
               f"it needs its latency table (archsearch latency build); the analytic limits are fitted")
     return space, (d.in_chs, d.resolution, d.num_classes), limits, config.budget.bytes_per_param
 

@@ -22,7 +22,6 @@ from pydantic.json_schema import SkipJsonSchema
 
 from archsearch.config.recipe import TRAINING_KEYS_LATER, TrainConfig
 from archsearch.config.study_schema import (
-    _BUDGET_FIELD,
     BUDGET_KEYS,
     DEVICES,
     PRECISION_BYTES,
@@ -52,6 +51,7 @@ from archsearch.core.schema import (
     keys,
     validate,
 )
+from archsearch.network.metrics import metric
 from archsearch.space.search_space import Space, SpaceModel, space_from_dict
 
 __all__ = ["StudyConfig", "DatasetConfig", "LatencyTarget", "Budget", "ObjectiveConfig", "SamplerConfig",
@@ -318,16 +318,15 @@ def _check_objective_budget(objective: ObjectiveConfig, budget: Budget, pruner: 
     def fail_at(key: str, message: str) -> NoReturn:
         raise ConfigError(message, path=path, key=key)
 
-    if objective.type != "pareto" and all(budget.limit(m) is None for m in _BUDGET_FIELD):
-        fail_at("budget", f"objective {objective.type!r} needs at least one of max_macs, max_params, "
-                          "max_latency_ms, max_peak_activation_kb, max_model_kb (candidates are judged against "
-                          "it), got none")
+    if objective.type != "pareto" and not budget.limits():
+        fail_at("budget", f"objective {objective.type!r} needs at least one of {', '.join(BUDGET_KEYS)} (candidates "
+                          "are judged against it), got none")
     if objective.score == "val_loss" and objective.type != "constrained":
         fail_at("objective.score", "score 'val_loss' is available with objective 'constrained' only (the soft reward "
                                    "and the Pareto front are built from the accuracy): set `type: constrained` or "
                                    f"`score: val_accuracy`, got type {objective.type!r}")
     if objective.type == "soft" and budget.limit(objective.soft_metric) is None:
-        key = _BUDGET_FIELD[objective.soft_metric]
+        key = metric(objective.soft_metric).key
         fail_at(f"budget.{key}", f"objective 'soft' with soft_metric {objective.soft_metric!r} uses "
                                  f"budget.{key} as its target, but it is not set")
     if budget.latency.runtime == "onnxruntime" and budget.latency.device != "cpu":

@@ -21,9 +21,11 @@ from archsearch.config.storage_url import SQLITE_PREFIX, normalize_storage
 from archsearch.core.errors import show
 from archsearch.core.schema import Bool, Expect, Int, Number, OneOf, OrNull, Section, declared, did_you_mean, fail
 from archsearch.data.readers import DATASETS
+from archsearch.network.metrics import METRICS
+from archsearch.network.metrics import metric as metric_row
 
 OBJECTIVES = ("constrained", "soft", "pareto")
-SOFT_METRICS = ("macs", "params", "latency")
+SOFT_METRICS = tuple(m.name for m in METRICS if m.soft)  # what a soft objective may take as its target
 PARETO_METRICS = ("macs", "latency")
 SCORES = ("val_accuracy", "val_loss", "balanced_accuracy", "macro_f1")  # what a candidate's value is built from
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -149,20 +151,19 @@ class LatencyTarget:
         return f"{self.device}, {self.threads} thread(s), batch {self.batch}{runtime}"
 
 
+BUDGET_KEYS = tuple(m.key for m in METRICS)  # max_macs, ..., the YAML keys of the limits
+
+
 @declared()
 class Budget:
     """The hardware budget of one candidate; null: no limit on this cost."""
 
-    max_macs: Number(0, 1e15, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        default=None, description="multiply-accumulates of one image (batch 1); YAML 1.1: write 3.0e+6, not 3e6")
-    max_params: Number(0, 1e12, lo_open=True) | None = None  # type: ignore[valid-type]
-    max_latency_ms: Number(0, 1e7, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        default=None, description="milliseconds per batch on `latency`'s target")
+    # a limit per metric of archsearch/network/metrics.py, in its order: max_macs, max_params, ...
+    for _m in METRICS:
+        __annotations__[_m.key] = Number(0, _m.high, lo_open=True) | None
+        vars()[_m.key] = Field(default=None, description=_m.description)
+    del _m
     latency: Section(LatencyTarget) = Field(default_factory=LatencyTarget)  # type: ignore[valid-type]
-    max_peak_activation_kb: Number(0, 1e9, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        default=None, description="KiB of float32 activations alive at once at batch 1 (the RAM a forward pass needs)")
-    max_model_kb: Number(0, 1e9, lo_open=True) | None = Field(  # type: ignore[valid-type]
-        default=None, description="KiB of parameters at model_precision (the flash or disk that holds the weights)")
     model_precision: Literal["float32", "int8"] = Field(
         default="float32", description="bytes per parameter for max_model_kb: float32 4, int8 1")
     # budget fitting (archsearch/space/fit.py): the sampler picks the shape, the widths are scaled to the budget
@@ -170,12 +171,13 @@ class Budget:
                                                "null: on, except for objective pareto")
 
     def limit(self, metric: str) -> float | None:
-        """The limit on ``metric`` ("macs", "params" or "latency")."""
-        return getattr(self, _BUDGET_FIELD[metric])
+        """The limit on ``metric`` (a name of archsearch/network/metrics.py: "macs", "latency", ...)."""
+        limit: float | None = getattr(self, metric_row(metric).key)
+        return limit
 
     def limits(self) -> dict[str, float]:
         """The metrics that have a limit, with it."""
-        return {m: limit for m in _BUDGET_FIELD if (limit := self.limit(m)) is not None}
+        return {m.name: limit for m in METRICS if (limit := self.limit(m.name)) is not None}
 
     @property
     def bytes_per_param(self) -> int:
@@ -184,16 +186,11 @@ class Budget:
     def describe(self) -> str:
         """The limits as YAML keys, with the precision and latency target they are counted at; "none"."""
         parts = [f"{key}={getattr(self, key):,g}" for key in BUDGET_KEYS if getattr(self, key) is not None]
-        if self.max_model_kb is not None:
+        if self.limit("model_kb") is not None:
             parts.append(f"weights at {self.model_precision}")
-        if self.max_latency_ms is not None:
+        if self.limit("latency") is not None:
             parts.append(f"latency on {self.latency.describe()}")
         return ", ".join(parts) or "none"
-
-
-_BUDGET_FIELD = {"macs": "max_macs", "params": "max_params", "latency": "max_latency_ms",
-                "peak_kb": "max_peak_activation_kb", "model_kb": "max_model_kb"}
-BUDGET_KEYS = tuple(_BUDGET_FIELD.values())  # max_macs, ..., the YAML keys of the limits
 PRECISION_BYTES = {"float32": 4, "int8": 1}
 
 

@@ -22,10 +22,11 @@ from archsearch.latency.table import LatencyTable
 from archsearch.network.arch import Arch
 from archsearch.network.build import build
 from archsearch.network.cost import Cost, arch_cost
+from archsearch.network.metrics import Costs, metric_values
 from archsearch.search import scoring
 from archsearch.search.reachable import latency_table_of
 from archsearch.search.samplers import trial_snapshot
-from archsearch.space.fit import Fit, budget_use, fit_shape, metric_values
+from archsearch.space.fit import Fit, budget_use, fit_shape
 from archsearch.space.search_space import Space, suggest_architecture, suggest_shape
 from archsearch.study.trial_record import TrialRecord, fit_attr
 from archsearch.study.trial_states import COUNTED_STATES, counts, has_verdict, retried_numbers
@@ -91,13 +92,13 @@ class Objective:
         return self.config.budget.limits()
 
     def values(self, cost: Cost, latency_ms: float | None) -> dict[str, float | None]:
-        return metric_values(cost, latency_ms, bytes_per_param=self.config.budget.bytes_per_param)
+        return metric_values(Costs.of(cost, latency_ms, bytes_per_param=self.config.budget.bytes_per_param))
 
     def constraints(self, cost: Cost, latency_ms: float | None) -> dict[str, float]:
         return budget_excess(self.config, self.values(cost, latency_ms))
 
     def needs_latency(self) -> bool:
-        return self.config.budget.max_latency_ms is not None or self.scores_latency()
+        return self.config.budget.limit("latency") is not None or self.scores_latency()
 
     def scores_latency(self) -> bool:
         """Whether latency is part of the score (soft reward or Pareto), so even an infeasible trial needs it."""

@@ -9,12 +9,14 @@ from typing import Any
 
 import optuna
 
+from archsearch.config.budgets import hard_limits
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
 from archsearch.latency.table import DEFAULT_DIRECTORY, LatencyTable, table_for
 from archsearch.network.arch import Arch
 from archsearch.network.cost import Cost, arch_cost
+from archsearch.network.metrics import METRICS, Costs
 from archsearch.space.search_space import Space, suggest_architecture
 
 __all__ = ["cheapest", "smallest_cost", "check_budget_reachable", "latency_table_of"]
@@ -72,31 +74,29 @@ def latency_table_of(config: StudyConfig) -> LatencyTable:
 
 def check_budget_reachable(config: StudyConfig, space: Space, data: DataBundle) -> None:
     b = config.budget
+    limits = hard_limits(config)
     low = smallest_cost(space, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes)
-    soft = config.objective.type == "soft"
-    for metric, key, value, unit in (
-        ("macs", "max_macs", low.macs, "MACs"), ("params", "max_params", low.params, "parameters"),
-        ("peak_kb", "max_peak_activation_kb", low.peak_activation_bytes / 1024, "KiB of peak activations"),
-        ("model_kb", "max_model_kb", low.params * b.bytes_per_param / 1024, f"KiB of {b.model_precision} weights"),
-    ):
-        limit = b.limit(metric)
-        if limit is not None and value > limit and not (soft and config.objective.soft_metric == metric):
+    least = Costs.of(low, bytes_per_param=b.bytes_per_param)
+    for m in METRICS:
+        limit, value = limits.get(m.name), None if m.measured else m.value(least)
+        if limit is not None and value is not None and value > limit:
             raise ConfigError(
                 f"{limit:g} is below the smallest candidate of the space {space.source or space.name}, which "
-                f"has {value:,.0f} {unit} at {data.in_chs}x{data.resolution}x{data.resolution}; raise the "
-                f"budget or make the space smaller (width_mult, channels, depth)",
-                path=config.source, key=f"budget.{key}",
+                f"has {value:,.0f} {m.words.format(precision=b.model_precision)} at "
+                f"{data.in_chs}x{data.resolution}x{data.resolution}; raise the budget or make the space smaller "
+                f"(width_mult, channels, depth)",
+                path=config.source, key=f"budget.{m.key}",
             )
-    if b.max_latency_ms is not None and not (soft and config.objective.soft_metric == "latency"):
+    if "latency" in limits:
         # a candidate predicted over the limit is rejected unbuilt (archsearch/search/objective.py): if the fastest
         # predicted one is, every trial would be
         table = latency_table_of(config)
         fastest = cheapest(space, table.predict, in_chs=data.in_chs, resolution=data.resolution,
                            num_classes=data.num_classes)
         ms = table.predict(fastest)
-        if ms > b.max_latency_ms:
+        if ms > limits["latency"]:
             raise ConfigError(
-                f"{b.max_latency_ms:g} ms is below the smallest predicted latency of the space "
+                f"{limits['latency']:g} ms is below the smallest predicted latency of the space "
                 f"{space.source or space.name}, {ms:.3g} ms ({fastest.id} on {b.latency.describe()}); raise the "
                 f"budget to at least that, or make the space smaller (width_mult, channels, depth)",
                 path=config.source, key="budget.max_latency_ms",

@@ -9,8 +9,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.storage_url import redact
 from archsearch.config.study_config import StudyConfig
-from archsearch.config.study_schema import _BUDGET_FIELD
 from archsearch.core.text import fmt_count
+from archsearch.network.metrics import amount
+from archsearch.network.metrics import metric as metric_row
 from archsearch.search import rerank
 from archsearch.search.recovery import baseline_status, owed_baselines
 from archsearch.space import baselines
@@ -23,7 +24,6 @@ from archsearch.study.trial_states import ON_RESUME, counts, failed_note, fates,
 __all__ = ["baseline_words", "left_to_run", "no_feasible_reason", "over_budget_words", "progress_note", "reranked",
            "start_line", "summary", "trial_line"]
 
-_UNIT = {"latency": " ms", "peak_kb": " KiB", "model_kb": " KiB"}  # macs, params: counts (fmt_count)
 
 
 def trial_line(t: FrozenTrial) -> str:
@@ -166,17 +166,13 @@ def over_budget_words(t: FrozenTrial, config: StudyConfig | None = None) -> str:
     for metric, excess in sorted((t.constraints or {}).items(), key=lambda kv: -kv[1]):
         if excess <= 0:
             continue
-        limit = config.budget.limit(metric) if config is not None and metric in _BUDGET_FIELD else None
+        limit = config.budget.limits().get(metric) if config is not None else None
         if limit is None:
             parts.append(f"{metric} {excess:.0%} over its limit")
         else:  # a constraint is value / limit - 1 (archsearch.config.budgets.budget_excess)
-            parts.append(f"{metric} {_amount(metric, limit * (1 + excess))} > budget.{_BUDGET_FIELD[metric]} "
-                         f"{_amount(metric, limit)}")
+            parts.append(f"{metric} {amount(metric, limit * (1 + excess))} > budget.{metric_row(metric).key} "
+                         f"{amount(metric, limit)}")
     return ", ".join(parts) or "see its trial line"
-
-
-def _amount(metric: str, value: float) -> str:
-    return fmt_count(value) if metric not in _UNIT else f"{value:.3g}{_UNIT[metric]}"
 
 
 def _versus(searched: list[FrozenTrial], base: list[FrozenTrial], value: Callable[[FrozenTrial], float],
@@ -208,8 +204,10 @@ def no_feasible_reason(study: optuna.Study, config: StudyConfig) -> str | None:
             for metric, excess in (t.constraints or {}).items():
                 if excess > 0:
                     by_metric[metric] = by_metric.get(metric, 0) + 1
-        which = ", ".join(f"budget.{_BUDGET_FIELD.get(m, m)} {config.budget.limit(m):g} ({n})"
-                          for m, n in sorted(by_metric.items(), key=lambda kv: -kv[1])) or "see the trial lines"
+        limits = config.budget.limits()
+        which = ", ".join(f"budget.{metric_row(m).key} {limits[m]:g} ({n})"
+                          for m, n in sorted(by_metric.items(), key=lambda kv: -kv[1]) if m in limits
+                          ) or "see the trial lines"
         why.append(f"{len(over)} candidate(s) were over the budget ({which}): raise that limit, or make the space "
                    f"smaller (width_mult, channels, depth)")
     if not why:

@@ -18,7 +18,8 @@ from collections.abc import Callable, Mapping
 
 from archsearch.network.arch import Arch, Stage, Stem, make_divisible
 from archsearch.network.cost import arch_cost
-from archsearch.space.fit import budget_use, metric_values
+from archsearch.network.metrics import Costs, metric_values
+from archsearch.space.fit import budget_use
 
 __all__ = ["FAMILIES", "mobilenet_v1", "shufflenet_v1", "effnet", "effnet_paper", "EFFNET_PAPER", "fit_to_budget"]
 
@@ -147,7 +148,7 @@ def fit_to_budget(
 ) -> Arch | None:
     """The widest variant of ``family`` whose analytic cost fits the budget (None if even the thinnest does not).
 
-    ``limits``: any metrics of ``archsearch.space.fit.metric_values`` with their limits (latency is not checked here:
+    ``limits``: any budget metrics (:mod:`archsearch.network.metrics`) with their limits (latency is not checked here:
     a baseline's latency is measured when it trains), beside ``max_macs`` and ``max_params``.
     """
     limits = {**{m: v for m, v in (limits or {}).items() if m != "latency"},
@@ -163,7 +164,7 @@ def fit_to_budget(
         if arch in seen:
             continue
         seen.add(arch)
-        use = budget_use(metric_values(arch_cost(arch), bytes_per_param=bytes_per_param), limits)
+        use = budget_use(metric_values(Costs.of(arch_cost(arch), bytes_per_param=bytes_per_param)), limits)
         if use is None or use <= 1.0:
             return arch
     return None

@@ -22,7 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from archsearch.network.arch import Arch
-from archsearch.network.cost import Cost, arch_cost
+from archsearch.network.cost import arch_cost
+from archsearch.network.metrics import Costs, metric_values
 from archsearch.space.search_space import Shape
 
 __all__ = ["Fit", "fit_shape", "budget_use", "cost_values", "summarize", "FITTED", "CAPPED", "INFEASIBLE"]
@@ -48,16 +49,9 @@ class Fit:
         return self.status != INFEASIBLE
 
 
-def metric_values(cost: Cost, latency_ms: float | None = None, *, bytes_per_param: int = 4) -> dict[str, float | None]:
-    """The costs a budget can limit, by metric name: "macs", "params", "latency" (ms), "peak_kb" (KiB of
-    activations alive at once, batch 1) and "model_kb" (KiB of parameters at ``bytes_per_param``)."""
-    return {"macs": cost.macs, "params": cost.params, "latency": latency_ms,
-            "peak_kb": cost.peak_activation_bytes / 1024, "model_kb": cost.params * bytes_per_param / 1024}
-
-
 def cost_values(arch: Arch, latency_ms: float | None = None, *, bytes_per_param: int = 4) -> dict[str, float | None]:
-    """:func:`metric_values` of ``arch``'s analytic cost."""
-    return metric_values(arch_cost(arch), latency_ms, bytes_per_param=bytes_per_param)
+    """The budget metrics of ``arch``'s analytic cost (:func:`archsearch.network.metrics.metric_values`)."""
+    return metric_values(Costs.of(arch_cost(arch), latency_ms, bytes_per_param=bytes_per_param))
 
 
 def budget_use(values: Mapping[str, float | None], limits: Mapping[str, float]) -> float | None:
@@ -77,7 +71,7 @@ def fit_shape(
 ) -> Fit:
     """``shape`` at the largest multiplier in ``[low, high]`` whose costs are all within ``limits``.
 
-    ``limits`` maps metrics of :func:`metric_values` to their limits; ``latency`` predicts an
+    ``limits`` maps budget metrics (:mod:`archsearch.network.metrics`) to their limits; ``latency`` predicts an
     architecture's latency and is needed only when "latency" is limited. Never above a limit: where
     even ``low`` is over, the result is ``low``'s record with status ``INFEASIBLE``.
     """
@@ -93,7 +87,7 @@ def fit_shape(
         ms = latency(arch) if latency is not None and "latency" in limits else None
         u = budget_use(cost_values(arch, ms, bytes_per_param=bytes_per_param), limits)
         if u is None:
-            raise ValueError(f"fit_shape's limits name no metric of metric_values, got {sorted(limits)}")
+            raise ValueError(f"fit_shape's limits name no budget metric, got {sorted(limits)}")
         return u
 
     points = shape.breakpoints(low, high)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from archsearch.core.class_metrics import ClassMetrics
 from archsearch.network.arch import Arch
+from archsearch.network.metrics import METRICS
 from archsearch.space.fit import Fit
 
 __all__ = [
@@ -109,7 +110,7 @@ class TrialRecord:
         return bool(self.interrupted or self.swept or self.surplus)
 
     def cost(self, metric: str) -> float | None:
-        """The trial's value of a cost ``metric`` ("macs", "params", "latency"; None: not recorded or another)."""
+        """The trial's value of a cost ``metric`` (one of :data:`COSTS`; None: not recorded or another)."""
         return getattr(self, COSTS[metric]) if metric in COSTS else None
 
     def point(self, metric: str) -> tuple[float, float] | None:
@@ -134,8 +135,8 @@ class TrialRecord:
         return Arch.from_dict(self.arch)
 
 
-#: cost metric -> the field that holds it
-COSTS = {"macs": "macs", "params": "params", "latency": "latency_ms"}
+#: budget metric -> the field that holds it, for the metrics a record holds (archsearch/network/metrics.py)
+COSTS = {m.name: m.field for m in METRICS if m.field is not None}
 ARCH_ATTR = "arch"  # the keys that messages and older callers name
 BASELINE_ATTR = "baseline"
 

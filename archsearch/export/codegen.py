@@ -2,9 +2,11 @@
 
 The block classes a network uses, ``BlockSpec``, the helpers they call and the input preprocessing
 (:mod:`archsearch.data.preprocess`) are copied from their installed source, less ``@register_block`` and the
-search-time ``validate``/``cost`` methods; the network is a small ``Net`` over the record's expanded plan whose
-``forward`` is ``archsearch.network.build.Net.forward``. Anything a copied definition reads must be torch, the standard
-library or code defined beside it; anything else is an :class:`ExportError`.
+search-time ``validate``/``cost`` methods; so is the network, ``archsearch.network.build.Net`` (its constructor and
+``forward``) with the helpers it calls. What ``Net`` reads of the architecture record is written beside it: a small
+``Arch`` holding this network's values of exactly the attributes ``Net``'s source reads (the record's expanded plan
+for ``arch.plan()``), and ``_flat_features`` as a number. Anything a copied definition reads must be torch, the
+standard library or code defined beside it; anything else is an :class:`ExportError`.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from archsearch.data.image_file import IMAGE_BACKGROUND, read_image
 from archsearch.data.preprocess import Preprocess, Preprocessing, WithPreprocessing
 from archsearch.network import blocks
 from archsearch.network.arch import Arch
-from archsearch.network.build import Net
-from archsearch.network.tally import Tally
+from archsearch.network.build import Net, _flat_features
 
 __all__ = ["ExportError", "MODEL_FILE", "class_names", "model_source"]
 
@@ -38,6 +39,11 @@ _SEARCH_ONLY_METHODS = ("validate", "cost")  # the block protocol's search-time 
 _PLAN_NAMES = ("ARCH_ID", "INPUT_SHAPE", "NET_INPUT_SHAPE", "PREPROCESSING", "STEM", "STEM_POOL", "STAGES", "HEAD",
                "FEATURES", "HIDDEN", "NUM_CLASSES", "CLASSES", "IMAGE_MODE", "IMAGE_BACKGROUND", "read_image",
                "classify")
+# names model.py defines for the copied code to read: the block map (blocks.get_block reads BLOCKS), and what
+# build.Net reads of the record it is built from (an Arch holding this network's values; _flat_features, a number)
+_PROVIDED = ("BLOCKS", "Arch", "_flat_features")
+# the record's attributes that a plan constant holds: the stand-in reads the constant (any other, its value)
+_ARCH_CONSTANTS = {"stem.pool": "STEM_POOL", "head": "HEAD", "hidden": "HIDDEN", "num_classes": "NUM_CLASSES"}
 _FIXED_IMPORTS = {  # name -> import line, for what the template around the blocks uses
     "annotations": "from __future__ import annotations",
     "Path": "from pathlib import Path",
@@ -45,28 +51,7 @@ _FIXED_IMPORTS = {  # name -> import line, for what the template around the bloc
     "nn": "from torch import nn",
 }
 
-_NET_TEMPLATE = '''
-class Net(nn.Module):
-    """stem -> (max-pool) -> stages -> head, as ``archsearch.network.build.Net`` builds it from the record."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = BLOCKS[STEM.block].from_spec(STEM)
-        self.stem_pool = nn.MaxPool2d(STEM_POOL, 2, (STEM_POOL - 1) // 2) if STEM_POOL else nn.Identity()
-        self.stages = nn.Sequential(
-            *(nn.Sequential(*(BLOCKS[spec.block].from_spec(spec) for spec in stage)) for stage in STAGES)
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1) if HEAD == "gap" else nn.Identity()
-        self.flatten = nn.Flatten(1)
-        if HIDDEN:  # pooled features -> FC -> ReLU -> classifier
-            self.classifier = nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.ReLU(inplace=True),
-                                            nn.Linear(HIDDEN, NUM_CLASSES))
-        else:
-            self.classifier = nn.Linear(FEATURES, NUM_CLASSES)
-
-{forward}
-
-
+_LOAD_TEMPLATE = '''
 def load(folder: str | Path | None = None, *, bare: bool = False) -> nn.Module:
     """The trained network in eval mode, weights from ``weights.pt`` in ``folder`` (default: this file's folder).
 
@@ -75,7 +60,7 @@ def load(folder: str | Path | None = None, *, bare: bool = False) -> nn.Module:
     takes the preprocessed tensor, N x NET_INPUT_SHAPE.
     """
     folder = Path(__file__).resolve().parent if folder is None else Path(folder)
-    net = Net()
+    net = Net(Arch())
     state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
     net.load_state_dict(state)
     if bare or PREPROCESSING is None:
@@ -101,16 +86,16 @@ if __name__ == "__main__":
                 elif type(e).__name__ == "UnidentifiedImageError":
                     empty = Path(path).is_file() and Path(path).stat().st_size == 0
                     why = "empty (0 bytes)" if empty else "not an image Pillow can read"
-                print(f"{{path}}: cannot read: {{why}}", flush=True)
+                print(f"{path}: cannot read: {why}", flush=True)
                 continue
             top = sorted(probs.items(), key=lambda item: -item[1])[:3]
-            print(f"{{path}}: " + ", ".join(f"{{name}} {{p:.2f}}" for name, p in top), flush=True)
+            print(f"{path}: " + ", ".join(f"{name} {p:.2f}" for name, p in top), flush=True)
         if failed:
             sys.exit(1)
     else:
         with torch.no_grad():
             logits = net(torch.zeros(1, *INPUT_SHAPE))
-        print(f"{{ARCH_ID}}: logits shape {{tuple(logits.shape)}}")
+        print(f"{ARCH_ID}: logits shape {tuple(logits.shape)}")
 '''
 
 
@@ -219,8 +204,9 @@ def _import_line(name: str, value: Any) -> str:
 class _Closure:
     """Collects the definitions (in dependency order) and imports that a set of objects needs."""
 
-    def __init__(self, home_modules: set[str]):
+    def __init__(self, home_modules: set[str], provided: Sequence[str] = ()):
         self.home = home_modules  # modules whose functions and classes are copied (not imported)
+        self.provided = set(provided)  # names the generated file defines itself
         self.imports: dict[str, str] = dict(_FIXED_IMPORTS)
         self.constants: dict[str, str] = {}
         self.sources: list[str] = []
@@ -235,13 +221,13 @@ class _Closure:
         names = _Names()
         names.visit(ast.parse(source))
         module_globals = vars(sys.modules[obj.__module__])
-        for name in sorted(names.loads - names.bound - {obj.__name__}):
+        for name in sorted(names.loads - names.bound - self.provided - {obj.__name__}):
             if name not in module_globals:
                 if not hasattr(builtins, name):
                     raise ExportError(f"{obj.__qualname__} reads {name!r}, which its module does not define")
                 continue
             self._need(name, module_globals[name], obj)
-        for name in sorted(names.annotated - names.loads - names.bound - {obj.__name__}):
+        for name in sorted(names.annotated - names.loads - names.bound - self.provided - {obj.__name__}):
             value = module_globals.get(name)
             if value is not None and getattr(typing, name, None) is value:  # ClassVar, Any, ...
                 self._import(name, f"from typing import {name}")
@@ -301,18 +287,19 @@ def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes
     stem_spec, stages = arch.plan()
     used = list(dict.fromkeys([stem_spec.block] + [s.block for stage in stages for s in stage]))
     block_classes = [blocks.get_block(name) for name in used]
-    home = {blocks.__name__, Preprocess.__module__} | {cls.__module__ for cls in block_classes}
-    closure = _Closure(home)
+    home = {blocks.__name__, Preprocess.__module__, Net.__module__} | {cls.__module__ for cls in block_classes}
+    closure = _Closure(home, _PROVIDED)
     closure.add(blocks.BlockSpec)
     for cls in block_classes:
         closure.add(cls)
     closure.add(Preprocess)
     closure.add(WithPreprocessing)
-    for name in _PLAN_NAMES + ("Net", "load", "BLOCKS"):
+    closure.add(Net)  # with the helpers it calls, before it
+    net = closure.sources.pop()
+    for name in _PLAN_NAMES + _PROVIDED + ("Net", "load"):
         if name in closure.constants or name in closure.imports:
             raise ExportError(f"a block's module defines {name!r}, which {MODEL_FILE} uses for its own")
 
-    forward = textwrap.indent(textwrap.dedent(inspect.getsource(Net.forward)), "    ").rstrip()
     feat = arch.out_chs if arch.head == "gap" else _flat_features(arch)
     net_shape = (arch.in_chs, arch.resolution, arch.resolution)
     raw_shape = net_shape if preprocessing is None else preprocessing.input_shape
@@ -356,7 +343,7 @@ def model_source(arch: Arch, preprocessing: Preprocessing | None = None, classes
     header = f'''"""A standalone image classifier (PyTorch only), exported by archsearch.
 
 Architecture {arch.id}.
-Generated from the source of archsearch's block classes; re-export rather than edit.
+Generated from the source of archsearch's block classes and network; re-export rather than edit.
 
     import model                 # with this folder on sys.path
     net = model.load()           # eval mode, weights from weights.pt beside this file
@@ -372,7 +359,9 @@ Generated from the source of archsearch's block classes; re-export rather than e
         *closure.sources,
         block_map,
         "# the record's plan (archsearch.network.arch.Arch.plan): one BlockSpec per block\n" + "\n".join(plan),
-        _NET_TEMPLATE.format(forward=forward).strip() + "\n",
+        _record_source(arch, _arch_reads(net)),
+        net,
+        _LOAD_TEMPLATE.strip() + "\n",
     ]
     if images and preprocessing is not None:  # images implies a preprocessing
         parts.insert(-1, _image_source(preprocessing))
@@ -423,7 +412,64 @@ def _is_torch_import(line: str) -> bool:
     return line.split()[1].split(".")[0] == "torch"
 
 
+def _arch_reads(source: str) -> set[str]:
+    """What ``source`` reads of the name ``arch``: dotted attribute paths ("head", "stem.pool", "plan")."""
+    tree = ast.parse(source)
+    inner = {id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    reads = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and id(node) not in inner:
+            path: list[str] = []
+            value: ast.expr = node
+            while isinstance(value, ast.Attribute):
+                path.insert(0, value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and value.id == "arch":
+                reads.add(".".join(path))
+    return reads
+
+
+def _record_source(arch: Arch, reads: set[str]) -> str:
+    """model.py's ``Arch``: each attribute of the record that ``Net`` reads (``reads``), holding ``arch``'s value
+    (a plan constant where one holds it), and ``plan()`` giving the plan's STEM and STAGES; and ``_flat_features``."""
+    where = f"{Net.__module__}.{Net.__qualname__}"
+    plain: dict[str, str] = {}
+    nested: dict[str, dict[str, str]] = {}
+    for path in sorted(reads - {"plan"}):
+        *outer, name = path.split(".")
+        if len(outer) > 1:
+            raise ExportError(f"{where} reads arch.{path}; {MODEL_FILE}'s Arch holds attributes one level deep")
+        value: Any = arch
+        for part in path.split("."):
+            value = getattr(value, part)
+        if not (value is None or isinstance(value, (bool, int, float, str))):
+            raise ExportError(f"{where} reads arch.{path} = {type(value).__name__}, which cannot be written into "
+                              f"{MODEL_FILE} (a number, string or None can)")
+        text = _ARCH_CONSTANTS.get(path, repr(value))
+        (nested.setdefault(outer[0], {}) if outer else plain)[name] = text
+    if set(nested) & set(plain):
+        raise ExportError(f"{where} reads both arch.{min(set(nested) & set(plain))} and an attribute of it")
+    lines = [
+        "class Arch:",
+        '    """What ``Net`` reads of the architecture record (archsearch.network.arch.Arch): this network\'s '
+        'values.',
+        '    ``load()`` builds ``Net(Arch())``."""',
+    ]
+    attributes = []
+    for outer_name, attrs in nested.items():  # arch.stem.pool: a class Stem inside, and stem = Stem()
+        cls = outer_name.title().replace("_", "")
+        lines += ["", f"    class {cls}:", *(f"        {k} = {v}" for k, v in attrs.items())]
+        attributes.append(f"    {outer_name} = {cls}()")
+    attributes += [f"    {k} = {v}" for k, v in plain.items()]
+    if attributes:
+        lines += ["", *attributes]
+    if "plan" in reads:
+        lines += ["", "    def plan(self) -> tuple[BlockSpec, tuple[tuple[BlockSpec, ...], ...]]:",
+                  '        """The stem\'s block and each stage\'s blocks (archsearch.network.arch.Arch.plan)."""',
+                  "        return STEM, STAGES"]
+    return "\n".join(lines) + '''
+
+
 def _flat_features(arch: Arch) -> int:
-    return arch.walk(Tally(arch.in_chs, arch.resolution, arch.resolution), head=False).numel
-
-
+    """The classifier's inputs under the flatten head (computed at export)."""
+    return FEATURES'''

@@ -10,8 +10,8 @@ scratch on training + validation (``"train+val"``). Test accuracy is measured in
   network in eval mode, ``python model.py`` runs it on zeros;
 - ``model.pt2``: ``torch.export`` program (dynamic batch), for ``torch.export.load``;
 - ``model.onnx``: where onnx and onnxscript are installed (the ``onnx`` extra);
-- ``metrics.json`` and ``card.md`` (:mod:`archsearch.export.card`): costs, accuracies, budget, study, trial, the
-  input preprocessing and the command that made it.
+- ``metrics.json`` (:class:`~archsearch.export.metrics.ExportMetrics`) and ``card.md`` (:mod:`archsearch.export.card`):
+  costs, accuracies, budget, study, trial, the input preprocessing and the command that made it.
 
 An export of a study records how raw images became the training tensors (:mod:`archsearch.data.preprocess`), and
 ``model.py``'s ``load()``, ``model.pt2``, ``model.onnx`` and :func:`load` apply it: they take raw images in
@@ -32,13 +32,12 @@ import dataclasses
 import datetime
 import importlib.util
 import json
-import math
 import os
 import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,7 +47,6 @@ import torch
 from archsearch.config.assemble import load_config_data, print_notes
 from archsearch.config.storage_url import redact
 from archsearch.config.study_config import StudyConfig, load_study_config
-from archsearch.core.class_metrics import ClassMetrics
 from archsearch.core.errors import ConfigError
 from archsearch.core.text import fmt_count
 from archsearch.data.preprocess import Preprocessing, WithPreprocessing
@@ -61,7 +59,14 @@ from archsearch.export.formats import (
     WEIGHTS_FILE,
     write_formats,
 )
-from archsearch.export.selection import retrain, select_trials
+from archsearch.export.metrics import (
+    ExportMetrics,
+    LatencyWhere,
+    PreprocessingRecord,
+    RerankResult,
+    RuntimeLatencies,
+)
+from archsearch.export.selection import retrain_record, select_trials
 from archsearch.latency.measure import RUNTIMES, measure_latency
 from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
@@ -111,18 +116,22 @@ def _recorded_preprocessing(folder: Path) -> Preprocessing | None:
     path = folder / METRICS_FILE
     if not path.is_file():
         return None
+    record = _read_metrics(path).preprocessing
+    return None if record is None else record.preprocessing(where=path)
+
+
+def _read_metrics(path: Path) -> ExportMetrics:
     try:
-        record = json.loads(path.read_text(encoding="utf-8")).get("preprocessing")
-    except (ValueError, AttributeError) as e:
+        return ExportMetrics.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as e:
         raise ConfigError(f"not valid JSON ({e})", path=path) from None
-    return None if record is None else Preprocessing.from_dict(record, where=path)
 
 
 def save(
     model: Net,
     folder: str | os.PathLike,
     *,
-    metrics: dict[str, Any] | None = None,
+    metrics: ExportMetrics | Mapping[str, Any] | None = None,
     preprocessing: Preprocessing | None = None,
     classes: Sequence[str] | None = None,
     onnx: bool = True,
@@ -133,15 +142,17 @@ def save(
 
     With ``preprocessing`` (how raw images became the training tensors, e.g.
     ``Preprocessing.of_data(data, arch.resolution)``) ``model.py``'s ``load()``, ``model.pt2`` and
-    ``model.onnx`` take raw images and apply it; without, they take the network's own input. ``metrics``
-    adds to (and overrides) what is measured here: the analytic cost, the bare network's latency on the CPU in
-    PyTorch eager mode and in ONNX Runtime where installed (``latency_by_runtime``; at the trial's threads and
-    batch where ``metrics["latency"]`` says it was timed on the CPU, else one thread, batch 1; the eager figure
-    is ``latency_ms`` too when ``metrics`` has none) and the output difference of every format. ``classes`` (a name
-    per output, "0".."N-1" where None) go to ``metrics.json``, ``card.md``, ``model.py``'s ``CLASSES`` and
-    ``model.onnx``'s metadata (``classes``, a JSON list). The files are written to a temporary folder beside
-    ``folder`` and moved into place once every format reproduces the network; an existing ``folder`` is replaced
-    only with ``force`` (and only if it is empty or an earlier export). The model is moved to the CPU, in eval mode.
+    ``model.onnx`` take raw images and apply it; without, they take the network's own input. ``metrics`` (an
+    :class:`~archsearch.export.metrics.ExportMetrics`, or its JSON object: a value of another type than its field
+    declares is a TypeError) adds to (and overrides) what is measured here: the analytic cost, the bare network's
+    latency on the CPU in PyTorch eager mode and in ONNX Runtime where installed (``latency_by_runtime``; at the
+    trial's threads and batch where ``metrics``' ``latency`` says it was timed on the CPU, else one thread, batch 1;
+    the eager figure is ``latency_ms`` too when ``metrics`` has none) and the output difference of every format.
+    ``classes`` (a name per output, "0".."N-1" where None) go to ``metrics.json``, ``card.md``, ``model.py``'s
+    ``CLASSES`` and ``model.onnx``'s metadata (``classes``, a JSON list). The files are written to a temporary folder
+    beside ``folder`` and moved into place once every format reproduces the network; an existing ``folder`` is
+    replaced only with ``force`` (and only if it is empty or an earlier export). The model is moved to the CPU, in
+    eval mode.
     """
     if not isinstance(model, Net):
         raise TypeError(f"save() takes an archsearch Net (from build()), got {type(model).__name__}")
@@ -151,32 +162,32 @@ def save(
     # Module.to takes memory_format (torch._C._nn._parse_to), which its typed overloads leave out
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     cost = arch_cost(arch)
-    info: dict[str, Any] = {
-        "arch_id": arch.id,
-        "macs": cost.macs,
-        "params": cost.params,
-        "peak_activation_bytes": cost.peak_activation_bytes,
-    }
-    info.update(metrics or {})
-    info["classes"] = class_names(classes, arch.num_classes)
+    record = ExportMetrics(arch_id=arch.id, macs=cost.macs, params=cost.params,
+                           peak_activation_bytes=cost.peak_activation_bytes)
+    if metrics is not None:
+        record = record.merged(metrics if isinstance(metrics, ExportMetrics) else ExportMetrics.of(metrics))
+    record = record.replace(classes=class_names(classes, arch.num_classes))
     if preprocessing is not None:
-        info["preprocessing"] = preprocessing.to_dict()
-    measured_here = info.get("latency_ms") is None
-    here = {"source": "export", "device": "cpu", "threads": 1, "batch": 1, "runtime": "torch"}
-    info["latency_by_runtime"] = _runtime_latencies(model, here if measured_here else info.get("latency") or {})
+        record = record.replace(preprocessing=PreprocessingRecord.of_preprocessing(preprocessing))
+    measured_here = record.latency_ms is None
+    here = LatencyWhere(source="export", device="cpu", threads=1, batch=1, runtime="torch")
+    by_runtime = _runtime_latencies(model, here if measured_here else record.latency)
+    record = record.replace(latency_by_runtime=by_runtime)
     if measured_here:  # no trial's measurement: the eager one just made, not a second one
-        info["latency_ms"], info["latency"] = info["latency_by_runtime"]["torch"], here
+        record = record.replace(latency_ms=by_runtime.torch, latency=here)
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()  # beside the target, so that the final rename stays on one file system
     try:
-        files = write_formats(model, preprocessing, tmp, onnx=onnx, info=info, stream=stream)
-        info["files"] = files + [METRICS_FILE, CARD_FILE]
-        info.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-        info.setdefault("torch_version", torch.__version__)
-        (tmp / METRICS_FILE).write_text(json.dumps(_jsonable(info), indent=2) + "\n", encoding="utf-8")
-        (tmp / CARD_FILE).write_text(model_card(arch, info), encoding="utf-8")
+        # write_formats reads the classes and adds the checks (and why model.onnx is missing, where it is)
+        formats_info: dict[str, Any] = {"classes": record.classes}
+        files = write_formats(model, preprocessing, tmp, onnx=onnx, info=formats_info, stream=stream)
+        record = record.merged(ExportMetrics.of(formats_info)).replace(files=files + [METRICS_FILE, CARD_FILE])
+        record = record.defaulted(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                  torch_version=torch.__version__)
+        (tmp / METRICS_FILE).write_text(json.dumps(record.to_json(), indent=2) + "\n", encoding="utf-8")
+        (tmp / CARD_FILE).write_text(model_card(arch, record), encoding="utf-8")
         if folder.exists():  # _check_target allowed it: force, and empty or an earlier export
             shutil.rmtree(folder)
         tmp.rename(folder)
@@ -186,12 +197,14 @@ def save(
     return folder
 
 
-def _runtime_latencies(model: Net, where: dict[str, Any]) -> dict[str, Any]:
+def _runtime_latencies(model: Net, where: LatencyWhere | None) -> RuntimeLatencies:
     """The bare network's latency in each runtime, measured here on the CPU (the trial's threads and batch if
     it was timed on the CPU, else 1 and 1): PyTorch eager mode, and ONNX Runtime where it is installed."""
     arch = model.arch
-    cpu = where.get("device") == "cpu"
-    threads, batch = (where.get("threads", 1), where.get("batch", 1)) if cpu else (1, 1)
+    threads, batch = 1, 1
+    if where is not None and where.device == "cpu":
+        threads = 1 if where.threads is None else where.threads
+        batch = 1 if where.batch is None else where.batch
     out: dict[str, Any] = {"device": "cpu", "threads": threads, "batch": batch}
     for runtime in RUNTIMES:
         if runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
@@ -200,7 +213,7 @@ def _runtime_latencies(model: Net, where: dict[str, Any]) -> dict[str, Any]:
         lat = measure_latency(model, (arch.in_chs, arch.resolution, arch.resolution), runtime=runtime,
                               device="cpu", threads=threads, batch=batch)
         out[runtime] = lat.median_ms
-    return out
+    return RuntimeLatencies.of(out)
 
 
 def _check_target(folder: Path, force: bool) -> None:
@@ -218,18 +231,6 @@ def _check_target(folder: Path, force: bool) -> None:
             f"refusing to replace a folder that is not an earlier export (no {' or '.join(_EXPORT_MARKERS)} in it)",
             path=folder,
         )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -281,41 +282,42 @@ def export(
             _say(stream, f"  resuming the retrain from {ckpt}")
         total = epochs or config.training.epochs
         epoch_line = _epoch_line(stream, total, "test" if epochs else "val") if progress else None
-        model, measured = retrain(arch, config, data, epochs=epochs, device=device, checkpoint=ckpt,
-                                  on_epoch=epoch_line)
+        model, measured = retrain_record(arch, config, data, epochs=epochs, device=device, checkpoint=ckpt,
+                                         on_epoch=epoch_line)
         reranked = rerank_results.results(study, config).get(t.number)
-        metrics = {
-            "study": config.name,
-            "storage": redact(config.storage),
-            "trial": t.number,
-            "trial_state": t.state.name,
-            "trial_values": t.values,
-            "baseline": record.baseline,
-            "feasible": feasible,
-            "search_val_accuracy": record.val_accuracy,
-            "rerank": reranked,
-            **measured,
-            "budget": dataclasses.asdict(config.budget),
-            "objective": dataclasses.asdict(config.objective),
-            "command": command,
-        }
+        metrics = ExportMetrics(
+            study=config.name,
+            storage=redact(config.storage),
+            trial=t.number,
+            trial_state=t.state.name,
+            trial_values=t.values,
+            baseline=record.baseline,
+            feasible=feasible,
+            search_val_accuracy=record.val_accuracy,
+            # as the study holds it, written by this or an earlier archsearch
+            rerank=None if reranked is None else RerankResult.from_json(reranked),
+        ).merged(measured).replace(
+            budget=dataclasses.asdict(config.budget),
+            objective=dataclasses.asdict(config.objective),
+            command=command,
+        )
         if record.latency_ms is not None:
             lt = config.budget.latency
-            metrics["latency_ms"] = record.latency_ms
-            metrics["latency"] = {"source": "trial", "device": lt.device, "threads": lt.threads, "batch": lt.batch,
-                                  "runtime": "torch" if record.latency_runtime is None else record.latency_runtime}
+            metrics = metrics.replace(latency_ms=record.latency_ms, latency=LatencyWhere(
+                source="trial", device=lt.device, threads=lt.threads, batch=lt.batch,
+                runtime="torch" if record.latency_runtime is None else record.latency_runtime))
         save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution),
              classes=data.classes, onnx=onnx, force=force, stream=stream)
         ckpt.unlink(missing_ok=True)  # the folder holds the result now
-        m = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
-        acc = f"val {pct(m['val_accuracy'])}, " if m["val_accuracy"] is not None else ""
-        balanced = f" (balanced {pct(m['test']['balanced_accuracy'])})" if m.get("test") else ""
-        _say(stream, f"  wrote {folder}: {acc}test {pct(m['test_accuracy'])}{balanced}, {fmt_count(m['macs'])} "
-                     f"MACs, {m['latency_ms']:.3f} ms ({', '.join(m['files'])})")
-        judged = m.get("test") or m.get("val")
-        if judged:
-            note = ClassMetrics.from_matrix(judged["confusion_matrix"], judged["classes"]).chance_note(
-                f"trial {t.number}'s network")
+        m = _read_metrics(folder / METRICS_FILE)
+        acc = f"val {pct(m.val_accuracy)}, " if m.val_accuracy is not None else ""
+        balanced = f" (balanced {pct(m.test.balanced_accuracy)})" if m.test is not None and m.test.given() else ""
+        _say(stream, f"  wrote {folder}: {acc}test {pct(m.test_accuracy)}{balanced}, {fmt_count(m.macs or 0)} "
+                     f"MACs, {m.latency_ms or 0:.3f} ms ({', '.join(m.files or [])})")
+        judged = next((split for split in (m.test, m.val) if split is not None and split.given()), None)
+        figures = None if judged is None else judged.class_metrics()
+        if figures is not None:
+            note = figures.chance_note(f"trial {t.number}'s network")
             if note:
                 _say(stream, f"  warning: {note} (card.md: Per class)")
         written.append(folder)

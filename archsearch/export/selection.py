@@ -18,24 +18,28 @@ from archsearch.config.study_config import StudyConfig
 from archsearch.core.class_metrics import ClassMetrics, confusion
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
+from archsearch.export.metrics import DatasetInfo, ExportMetrics, SplitMetrics
 from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
+from archsearch.network.metrics import Costs, metric_values
+from archsearch.network.metrics import metric as metric_row
 from archsearch.study.best import best_trials, pareto_front
 from archsearch.study.trial_record import ARCH_ATTR, TrialRecord
 from archsearch.train.train import predict, resolve_device, train
 
-__all__ = ["select_trials", "retrain"]
+__all__ = ["select_trials", "retrain", "retrain_record"]
 
 
 def _relative_excess(t: FrozenTrial, config: StudyConfig) -> dict[str, float]:
     """Per budgeted metric, value / limit - 1 (the trial's stored constraints, else from its attributes)."""
     if t.constraints:
         return dict(t.constraints)
-    r = TrialRecord.of(t)
-    values = {"macs": r.macs, "params": r.params, "latency": r.latency_ms,
-              "peak_kb": None if r.peak_activation_bytes is None else r.peak_activation_bytes / 1024,
-              "model_kb": None if r.params is None else r.params * config.budget.bytes_per_param / 1024}
-    return budget_excess(config, values)
+    return budget_excess(config, _values(TrialRecord.of(t), config))
+
+
+def _values(r: TrialRecord, config: StudyConfig) -> dict[str, float | None]:
+    """The trial's budget metrics, from its record (None: not recorded)."""
+    return metric_values(Costs(r.macs, r.params, r.peak_activation_bytes, r.latency_ms, config.budget.bytes_per_param))
 
 
 def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
@@ -56,9 +60,9 @@ def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
         worst, number, metric, t = min(scored, key=lambda s: (s[0], s[1]))
         limit = config.budget.limit(metric)
         r = TrialRecord.of(t)
-        value = r.cost(metric)
-        unit = {"macs": "MACs", "params": "params", "latency": "ms"}.get(metric, metric)
-        shown = f"{value:,g} {unit}" if value is not None else metric
+        value = _values(r, config).get(metric)
+        words = metric_row(metric).words.format(precision=config.budget.model_precision)
+        shown = f"{value:,g} {words}" if value is not None else metric
         text += (f"; the nearest is trial {number} ({r.arch_id or '?'}) with {shown}, "
                  f"{100 * worst:.3g}% over the limit of {limit:,g}. Raise the budget or run more trials; "
                  f"`--trial {number}` exports it anyway")
@@ -113,7 +117,18 @@ def retrain(
     arch: Arch, config: StudyConfig, data: DataBundle, *, epochs: int | None = None, device: torch.device | None = None,
     checkpoint: Path | None = None, on_epoch: Callable[[int, float], None] | None = None,
 ) -> tuple[Net, dict[str, Any]]:
-    """Train ``arch`` from scratch with the study's recipe; returns the model (eval mode) and what was measured.
+    """:func:`retrain_record`, with what was measured as metrics.json holds it (its ``to_json()``)."""
+    model, measured = retrain_record(arch, config, data, epochs=epochs, device=device, checkpoint=checkpoint,
+                                     on_epoch=on_epoch)
+    return model, measured.to_json()
+
+
+def retrain_record(
+    arch: Arch, config: StudyConfig, data: DataBundle, *, epochs: int | None = None, device: torch.device | None = None,
+    checkpoint: Path | None = None, on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[Net, ExportMetrics]:
+    """Train ``arch`` from scratch with the study's recipe; returns the model (eval mode) and what was measured
+    (the retrain's fields of the export's metrics: ``retrained`` to ``dataset``).
 
     Without ``epochs``: the search's recipe on the training split, scored on the validation split. With
     ``epochs``: that many epochs on training + validation (the whole training data, no subset, no time cap).
@@ -133,8 +148,8 @@ def retrain(
         x, y = data.x_train, data.y_train
         result = train(model, x, y, data.x_val, data.y_val, recipe, device=device, checkpoint=checkpoint,
                        preprocess=data.preprocess(), on_epoch=on_epoch)
-        measured = {"retrained": "train", "val_accuracy": result.val_accuracy,
-                    "val": _class_metrics(result.val_confusion, data.classes)}
+        measured = ExportMetrics(retrained="train", val_accuracy=result.val_accuracy,
+                                 val=_class_metrics(result.val_confusion, data.classes))
     else:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs must be an int >= 1, got {epochs!r}")
@@ -144,31 +159,30 @@ def retrain(
         x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
         result = train(model, x, y, x_eval, y_eval, recipe, device=device, checkpoint=checkpoint,
                        preprocess=data.preprocess(), on_epoch=on_epoch)
-        measured = {"retrained": "train+val", "val_accuracy": None, "val": None}
-    test, per_class = None, None
+        measured = ExportMetrics(retrained="train+val", val_accuracy=None, val=None)
+    per_class = None
     if has_test:
         predicted = predict(model, data.x_test, data.y_test, batch_size=recipe.eval_batch_size, device=device,
                             preprocess=data.preprocess())
-        per_class = ClassMetrics.from_matrix(confusion(data.y_test.cpu(), predicted, arch.num_classes),
-                                             data.classes or None).to_dict()
-        test = per_class["accuracy"]
-    measured.update(
-        test_accuracy=test,
+        per_class = SplitMetrics.of_metrics(ClassMetrics.from_matrix(
+            confusion(data.y_test.cpu(), predicted, arch.num_classes), data.classes or None))
+    measured = measured.replace(
+        test_accuracy=None if per_class is None else per_class.accuracy,
         test=per_class,
         trained_on=min(len(y), recipe.train_subset or len(y)),  # images trained on (train() takes a subset)
         epochs=result.epochs_done,
         train_seconds=result.train_seconds,
         resumed_epochs=result.resumed_epochs,
         training=dataclasses.asdict(recipe),
-        dataset={"name": data.name, "resolution": data.resolution, "in_chs": data.in_chs,
-                 "n_train": len(data.y_train), "n_val": len(data.y_val), "n_test": len(data.y_test),
-                 "skipped_files": [path for path, _ in data.skipped_files]},
+        dataset=DatasetInfo(name=data.name, resolution=data.resolution, in_chs=data.in_chs,
+                            n_train=len(data.y_train), n_val=len(data.y_val), n_test=len(data.y_test),
+                            skipped_files=[path for path, _ in data.skipped_files]),
     )
     return model.cpu().eval(), measured
 
 
-def _class_metrics(matrix: list[list[int]] | None, classes: tuple[str, ...] | None) -> dict[str, Any] | None:
+def _class_metrics(matrix: list[list[int]] | None, classes: tuple[str, ...] | None) -> SplitMetrics | None:
     """metrics.json's per-class figures of one split (:class:`~archsearch.core.class_metrics.ClassMetrics`)."""
     if matrix is None:
         return None
-    return ClassMetrics.from_matrix(matrix, classes or None).to_dict()
+    return SplitMetrics.of_metrics(ClassMetrics.from_matrix(matrix, classes or None))

@@ -40,7 +40,7 @@ from archsearch.space.search_space import (
     suggest_architecture,
     suggest_shape,
 )
-from archsearch.train.train import TrainingDiverged, TrainResult, train
+from archsearch.training.train import TrainingDiverged, TrainResult, train
 
 __version__ = "0.1.0"
 

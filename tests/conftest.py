@@ -122,7 +122,7 @@ def stop_after(epochs: int) -> Callable[[int, float], None]:
 
 
 def killed_after_first_epoch(train: Callable[..., Any]) -> Callable[..., Any]:
-    """``archsearch.train.train.train`` as a process ended after the first epoch of every training sees it."""
+    """``archsearch.training.train.train`` as a process ended after the first epoch of every training sees it."""
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         caller, stop = kwargs.pop("on_epoch", None), stop_after(1)
 

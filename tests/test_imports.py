@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "archsearch"
 # low to high: a module may import its own layer and those before it
-LAYERS = ["core", "network", "space", "data", "config", "latency", "train", "study", "search", "report", "export",
+LAYERS = ["core", "network", "space", "data", "config", "latency", "training", "study", "search", "report", "export",
           "cli"]
 
 

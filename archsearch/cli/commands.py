@@ -137,7 +137,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from archsearch.search.parallel import WorkersFailed, default_workers
     from archsearch.search.study import run, run_workers
     from archsearch.search.summary import no_feasible_reason
-    from archsearch.train.train import resolve_device
+    from archsearch.training.train import resolve_device
 
     config = load_study_config(args.config)
     workers = args.workers

@@ -1,6 +1,6 @@
 """The training recipe: :class:`TrainConfig` (what a trial trains with, declared once: the study file's ``training``
 keys, validated in code too), and the optimizer, learning-rate schedule and augmentation it names.
-:mod:`archsearch.train.train` runs it."""
+:mod:`archsearch.training.train` runs it."""
 
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ from archsearch.network.cost import arch_cost
 from archsearch.study import rerank_results
 from archsearch.study.open import open_study
 from archsearch.study.trial_record import TrialRecord
-from archsearch.train.train import resolve_device
+from archsearch.training.train import resolve_device
 
 __all__ = [
     "ExportError",

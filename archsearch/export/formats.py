@@ -17,7 +17,7 @@ import torch
 from archsearch.data.preprocess import Preprocessing, WithPreprocessing
 from archsearch.export.codegen import MODEL_FILE, ExportError, model_source
 from archsearch.network.build import Net
-from archsearch.train.checkpoint import write_bytes
+from archsearch.training.checkpoint import write_bytes
 
 __all__ = ["ARCH_FILE", "WEIGHTS_FILE", "PROGRAM_FILE", "ONNX_FILE", "METRICS_FILE", "CARD_FILE", "TOLERANCE",
            "write_formats"]

@@ -13,6 +13,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.budgets import budget_excess
+from archsearch.config.recipe import TrainConfig
 from archsearch.config.storage_url import redact
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.class_metrics import ClassMetrics, confusion
@@ -20,12 +21,13 @@ from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
 from archsearch.export.metrics import DatasetInfo, ExportMetrics, SplitMetrics
 from archsearch.network.arch import Arch
-from archsearch.network.build import Net, build
+from archsearch.network.build import Net
 from archsearch.network.metrics import Costs, metric_values
 from archsearch.network.metrics import metric as metric_row
 from archsearch.study.best import best_trials, pareto_front
 from archsearch.study.trial_record import ARCH_ATTR, TrialRecord
-from archsearch.train.train import predict, resolve_device, train
+from archsearch.training.evaluate import Split, evaluate
+from archsearch.training.train import TrainResult, predict, resolve_device
 
 __all__ = ["select_trials", "retrain", "retrain_record"]
 
@@ -133,21 +135,19 @@ def retrain_record(
     Without ``epochs``: the search's recipe on the training split, scored on the validation split. With
     ``epochs``: that many epochs on training + validation (the whole training data, no subset, no time cap).
     The test split is measured in both cases; nothing during training depends on it. With ``checkpoint``,
-    the training saves its state there after each epoch and resumes from it (:func:`archsearch.train.train.train`).
+    the training saves its state there after each epoch and resumes from it (:func:`archsearch.training.train.train`).
     ``on_epoch(epoch, accuracy)`` is called after each epoch trained (the accuracy on what the training scores).
     """
     device = resolve_device(config.device) if device is None else device
     data = data.resized(arch.resolution).to(device)
-    # the initial weights from the recipe's seed, as the search drew them (Objective.build), whatever this
-    # process drew before: with the search's recipe and thread count the trial's accuracy comes back
-    torch.manual_seed(config.training.seed)
-    model = build(arch)
+    # the initial weights from the recipe's seed, as the search drew them, whatever this process drew before:
+    # with the search's recipe and thread count the trial's accuracy comes back
     recipe = config.training
     has_test = len(data.y_test) > 0
     if epochs is None:
         x, y = data.x_train, data.y_train
-        result = train(model, x, y, data.x_val, data.y_val, recipe, device=device, checkpoint=checkpoint,
-                       preprocess=data.preprocess(), on_epoch=on_epoch)
+        model, result = _evaluate(arch, Split.of(data), recipe, device=device, checkpoint=checkpoint,
+                                  on_epoch=on_epoch)
         measured = ExportMetrics(retrained="train", val_accuracy=result.val_accuracy,
                                  val=_class_metrics(result.val_confusion, data.classes))
     else:
@@ -157,8 +157,8 @@ def retrain_record(
         x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
         # train() scores an eval set after each epoch: the test split, which only reports (nothing is chosen on it)
         x_eval, y_eval = (data.x_test, data.y_test) if has_test else (data.x_val, data.y_val)
-        result = train(model, x, y, x_eval, y_eval, recipe, device=device, checkpoint=checkpoint,
-                       preprocess=data.preprocess(), on_epoch=on_epoch)
+        model, result = _evaluate(arch, Split(x, y, x_eval, y_eval, data.preprocess()), recipe, device=device,
+                                  checkpoint=checkpoint, on_epoch=on_epoch)
         measured = ExportMetrics(retrained="train+val", val_accuracy=None, val=None)
     per_class = None
     if has_test:
@@ -179,6 +179,13 @@ def retrain_record(
                             skipped_files=[path for path, _ in data.skipped_files]),
     )
     return model.cpu().eval(), measured
+
+
+def _evaluate(arch: Arch, split: Split, recipe: TrainConfig, **options: Any) -> tuple[Net, TrainResult]:
+    """:func:`~archsearch.training.evaluate.evaluate` of a network :func:`~archsearch.network.build.build` makes."""
+    evaluation = evaluate(arch, split, recipe, **options)
+    assert isinstance(evaluation.model, Net)  # built from arch
+    return evaluation.model, evaluation.result
 
 
 def _class_metrics(matrix: list[list[int]] | None, classes: tuple[str, ...] | None) -> SplitMetrics | None:

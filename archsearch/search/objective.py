@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from archsearch.config.budgets import budget_excess
 from archsearch.config.recipe import planned_epochs
@@ -25,17 +25,19 @@ from archsearch.network.cost import Cost, arch_cost
 from archsearch.network.metrics import Costs, metric_values
 from archsearch.search import scoring
 from archsearch.search.reachable import latency_table_of
+from archsearch.search.recovery import gives_way
 from archsearch.search.samplers import trial_snapshot
 from archsearch.space.fit import Fit, budget_use, fit_shape
 from archsearch.space.search_space import Space, suggest_architecture, suggest_shape
 from archsearch.study.trial_record import TrialRecord, fit_attr
-from archsearch.study.trial_states import COUNTED_STATES, counts, has_verdict, retried_numbers
+from archsearch.study.trial_states import COUNTED_STATES, counts
 from archsearch.study.worker_identity import worker_id
-from archsearch.train.checkpoint import LearningCurve
-from archsearch.train.train import TrainResult, train
+from archsearch.training.checkpoint import LearningCurve
+from archsearch.training.evaluate import Split, evaluate
+from archsearch.training.train import TrainResult, train
 
 # ARCH_ATTR, BASELINE_ATTR: from archsearch.study.trial_record, which declares every trial attribute
-__all__ = ["Objective", "SurplusTrial", "gives_way"]
+__all__ = ["Objective", "SurplusTrial"]
 
 
 class SurplusTrial(RuntimeError):
@@ -45,7 +47,7 @@ class SurplusTrial(RuntimeError):
 class Objective:
     """The callable given to ``study.optimize``.
 
-    ``trainer`` is the training function (``archsearch.train.train.train`` by default); it is a parameter so
+    ``trainer`` is the training function (``archsearch.training.train.train`` by default); it is a parameter so
     that callers can wrap it, e.g. to count how often a search trains.
     """
 
@@ -116,10 +118,9 @@ class Objective:
         """A candidate's value (:func:`archsearch.search.scoring.score`; ``figures``: its keyword figures)."""
         return scoring.score(self.config, accuracy, cost, latency_ms, **figures)
 
-    def class_figures(self) -> dict[str, bool]:
-        """The trainer's keyword that asks for the per-class figures, where the score is built from them (none
-        otherwise, so that a trainer of one's own need not take it)."""
-        return {"class_figures": True} if self.config.objective.score in ("balanced_accuracy", "macro_f1") else {}
+    def class_figures(self) -> bool:
+        """Whether a training computes the per-class figures after each epoch: where the score is built from them."""
+        return self.config.objective.score in ("balanced_accuracy", "macro_f1")
 
     def build(self, arch: Arch, *, seed: int | None = None) -> torch.nn.Module:
         """The candidate's network, its initial weights drawn from ``seed`` (None: the recipe's seed).
@@ -263,11 +264,9 @@ class Objective:
         curve = LearningCurve()  # filled as the training runs: a pruned trial keeps its curve too
         on_epoch = self._pruning(trial, curve, planned_epochs(self.config.training, len(data.y_train)))
         try:
-            return self.trainer(
-                model, data.x_train, data.y_train, data.x_val, data.y_val, self.config.training,
-                device=self.device, on_epoch=on_epoch, preprocess=data.preprocess(), curve=curve,
-                **self.class_figures(),
-            ), curve
+            return evaluate(candidate.arch, Split.of(data), self.config.training, device=self.device,
+                            on_epoch=on_epoch, model=model, curve=curve, trainer=self.trainer,
+                            class_figures=self.class_figures()).result, curve
         except optuna.TrialPruned:
             raise
         except torch.cuda.OutOfMemoryError as e:
@@ -325,26 +324,3 @@ class _Candidate:
 
 def _within(constraints: dict[str, float]) -> bool:
     return not any(c > 0 for c in constraints.values())
-
-
-# ---------------------------------------------------------------------------------------------------------
-# verdicts
-
-
-def gives_way(trial: optuna.Trial) -> int | None:
-    """For a queued baseline or retry: an earlier trial that has or will have the verdict this one would
-    repeat (a trial of the same baseline family, or a retry of the same trial, queued, running or finished),
-    or None."""
-    queued = TrialRecord.of(trial)
-    family, repeats_of = queued.baseline, queued.retry_of
-    trials = trial.study.get_trials(deepcopy=False)
-    repeated = retried_numbers(trials)  # a retry (ours or the heartbeat's) repeats a trial that has no verdict
-    for t in trials:
-        if t.number >= trial.number or not (t.state in (TrialState.WAITING, TrialState.RUNNING) or has_verdict(t)):
-            continue
-        record = TrialRecord.of(t)
-        if repeats_of is not None and record.retry_of == repeats_of:
-            return t.number
-        if family is not None and record.baseline == family and t.number not in repeated:
-            return t.number
-    return None

@@ -21,7 +21,7 @@ the sweeper queues the retry in one storage write (``enqueue_trial``). Every sta
 trial interrupted, or swept more than 30 s ago (its sweeper died before queuing), that has none yet. The
 study's creator enqueues the seed baselines; a start that finds them missing where the creator died (or, on
 another host, a minute after the creation) enqueues them. Where racing starts queued one thing twice,
-the later trial gives way when it starts (``surplus``, not counted; ``archsearch.search.objective.gives_way``): an
+the later trial gives way when it starts (``surplus``, not counted; ``archsearch.search.recovery.gives_way``): an
 earlier trial of the same baseline family, or an earlier retry of the same trial, has or will have the
 verdict.
 """
@@ -44,7 +44,7 @@ from archsearch.study.trial_states import has_verdict, may_retry, retried_number
 from archsearch.study.worker_identity import worker_alive
 
 __all__ = ["baseline_status", "ensure_baselines", "owed_baselines", "queue_retry", "recover", "stale_trial_callback",
-           "sweep_dead_workers"]
+           "sweep_dead_workers", "gives_way"]
 
 _UNCLAIMED_S = 30.0  # a RUNNING trial that names no worker after this long lost it inside study.ask()
 _CREATOR_RECORD_S = 2.0  # a creator records itself milliseconds after creating the study
@@ -138,7 +138,7 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
     start does it only where the creator did not and cannot any more: its process on this host is gone, it
     never recorded itself (``archsearch.created_by``, written right after the creation) two seconds on, or,
     for a creator on another host, a minute has passed since the creation. Starts that race there may both
-    enqueue a family; the later trial then gives way (:func:`archsearch.search.objective.gives_way`). Returns the
+    enqueue a family; the later trial then gives way (:func:`archsearch.search.recovery.gives_way`). Returns the
     families enqueued; None where the creator may still do it (ask again later).
     """
     if not created:
@@ -212,3 +212,22 @@ def baseline_status(trials: list[FrozenTrial]) -> dict[str, str | None]:
                        "candidate that kills its worker (out of memory?)")
             out[family] = f"trial {t.number} {why}"
     return out
+
+
+def gives_way(trial: optuna.Trial) -> int | None:
+    """For a queued baseline or retry: an earlier trial that has or will have the verdict this one would
+    repeat (a trial of the same baseline family, or a retry of the same trial, queued, running or finished),
+    or None."""
+    queued = TrialRecord.of(trial)
+    family, repeats_of = queued.baseline, queued.retry_of
+    trials = trial.study.get_trials(deepcopy=False)
+    repeated = retried_numbers(trials)  # a retry (ours or the heartbeat's) repeats a trial that has no verdict
+    for t in trials:
+        if t.number >= trial.number or not (t.state in (TrialState.WAITING, TrialState.RUNNING) or has_verdict(t)):
+            continue
+        record = TrialRecord.of(t)
+        if repeats_of is not None and record.retry_of == repeats_of:
+            return t.number
+        if family is not None and record.baseline == family and t.number not in repeated:
+            return t.number
+    return None

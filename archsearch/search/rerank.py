@@ -46,7 +46,8 @@ from archsearch.search.objective import Objective
 from archsearch.study.rerank_results import PREFIX, finished, recipe, recipe_key, results, section, standard_error
 from archsearch.study.trial_record import TrialRecord
 from archsearch.study.worker_identity import worker_alive, worker_id
-from archsearch.train.checkpoint import LearningCurve
+from archsearch.training.checkpoint import LearningCurve
+from archsearch.training.evaluate import Split, evaluate
 
 __all__ = ["candidates", "rerank", "pending", "fold_indices"]
 
@@ -134,9 +135,8 @@ def rerank(study: optuna.Study, config: StudyConfig, objective: Objective,
             study.set_user_attr(key, {"worker": worker_id(), "recipe": want})
             data = objective.data_for(arch.resolution)
             t0 = time.perf_counter()
-            result = objective.trainer(objective.build(arch), data.x_train, data.y_train, data.x_val, data.y_val,
-                                       train_cfg, device=objective.device, preprocess=data.preprocess(),
-                                       **objective.class_figures())
+            result = evaluate(arch, Split.of(data), train_cfg, device=objective.device, trainer=objective.trainer,
+                              class_figures=objective.class_figures()).result
             accuracy, epochs, seconds, folds = result.val_accuracy, result.epochs_done, time.perf_counter() - t0, None
             mean, figures = result.curve.last(), {}
         # the search's score (objective.score); under folds the mean of the folds' values (one training: one value;
@@ -183,9 +183,9 @@ def _cross_validate(study: optuna.Study, key: str, want: dict, config: StudyConf
         held[folds[i]] = True
         fold_cfg = dataclasses.replace(recipe(config), seed=seed + i)
         t0 = time.perf_counter()
-        result = objective.trainer(objective.build(arch, seed=seed + i), x[~held], y[~held], x[held], y[held],
-                                   fold_cfg, device=objective.device, preprocess=data.preprocess(),
-                                   **objective.class_figures())
+        split = Split(x[~held], y[~held], x[held], y[held], data.preprocess())
+        result = evaluate(arch, split, fold_cfg, device=objective.device, seed=seed + i, trainer=objective.trainer,
+                          class_figures=objective.class_figures()).result
         done.append({"val_accuracy": result.val_accuracy, "epochs": result.epochs_done,
                      "seconds": time.perf_counter() - t0, **result.curve.last()})
         study.set_user_attr(key, {"worker": worker_id(), "recipe": want, "done": done})

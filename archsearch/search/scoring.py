@@ -32,7 +32,7 @@ def score(config: StudyConfig, accuracy: float, cost: Cost, latency_ms: float | 
     """A candidate's value: :func:`measured` (constrained), MnasNet's reward ``acc * (cost / target) ** w`` (soft),
     or (accuracy, cost) (pareto), where acc is the score's figure (``objective.score``: the accuracy, the
     balanced accuracy or the macro-F1). ``latency_ms``: where latency is scored; the keyword figures: those the
-    score may be built from (a :class:`~archsearch.train.checkpoint.LearningCurve`'s ``last()``)."""
+    score may be built from (a :class:`~archsearch.training.checkpoint.LearningCurve`'s ``last()``)."""
     o, b = config.objective, config.budget
     figure = measured(o, accuracy, val_loss, balanced_accuracy=balanced_accuracy, macro_f1=macro_f1)
     metric_value = {"macs": cost.macs, "params": cost.params, "latency": latency_ms}

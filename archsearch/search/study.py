@@ -34,8 +34,8 @@ from archsearch.study import open as study_open
 from archsearch.study.data_identity import check_data_identity
 from archsearch.study.trial_record import TrialRecord
 from archsearch.study.trial_states import finished_count
-from archsearch.train.optimizer import make_optimizer
-from archsearch.train.train import TrainResult, resolve_device, train
+from archsearch.training.optimizer import make_optimizer
+from archsearch.training.train import TrainResult, resolve_device, train
 
 __all__ = ["run", "run_workers", "open_study"]
 

@@ -34,7 +34,7 @@ from archsearch.search.recovery import sweep_dead_workers
 from archsearch.search.study import open_study, run
 from archsearch.space import baselines
 from archsearch.study.trial_states import finished_count
-from archsearch.train.train import evaluate, train
+from archsearch.training.train import accuracy, train
 from benchmarks.common import ROOT, claim, read_json, write_json
 from benchmarks.fashion_mnist.search import now, search_record, spent, study_digest
 from benchmarks.fashion_mnist.store import LEVELS, SAMPLERS, Results, Settings, say
@@ -63,7 +63,7 @@ def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int,
     """Train ``arch`` from ``seed`` on the training and validation splits (the first ``subset`` images), score
     the test split (its first ``eval_limit`` images); the measured record. With ``checkpoint``, the training
     resumes from that file when it exists and saves itself there after each epoch. On a CUDA ``device`` the
-    recipe trains in mixed precision (``archsearch.train.train``); the model comes back on the CPU either way."""
+    recipe trains in mixed precision (``archsearch.training.train``); the model comes back on the CPU either way."""
     data = data.resized(arch.resolution).to(device)
     x, y = torch.cat((data.x_train, data.x_val)), torch.cat((data.y_train, data.y_val))
     x_test, y_test = data.x_test[:eval_limit], data.y_test[:eval_limit]
@@ -73,7 +73,7 @@ def final_train(arch: Arch, recipe: TrainConfig, data: DataBundle, *, seed: int,
     # train() scores an eval set after every epoch, which only reports: 1,000 test images are enough for that
     result = train(model, x, y, x_test[:1000], y_test[:1000], recipe, device=device, checkpoint=checkpoint,
                    preprocess=data.preprocess())
-    test = evaluate(model, x_test, y_test, batch_size=recipe.eval_batch_size, device=device,
+    test = accuracy(model, x_test, y_test, batch_size=recipe.eval_batch_size, device=device,
                     preprocess=data.preprocess())
     return {"test_accuracy": test, "epochs": result.epochs_done, "trained_on": min(len(y), subset or len(y)),
             "n_test": len(y_test), "train_seconds": result.train_seconds, "resumed_epochs": result.resumed_epochs,

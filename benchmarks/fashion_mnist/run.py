@@ -75,7 +75,7 @@ from archsearch.cli.export import positive_int  # the CLI's own option type
 from archsearch.config.assemble import load_config_data
 from archsearch.data.bundle import DataBundle
 from archsearch.network.arch import Arch
-from archsearch.train.train import resolve_device
+from archsearch.training.train import resolve_device
 from benchmarks.common import ROOT, claim
 from benchmarks.fashion_mnist.level import Level
 from benchmarks.fashion_mnist.report import report

@@ -63,7 +63,7 @@ from archsearch.network.build import build
 from archsearch.network.cost import arch_cost
 from archsearch.space import baselines
 from archsearch.space.search_space import load_space
-from archsearch.train.train import train
+from archsearch.training.train import train
 from benchmarks.common import ROOT, claim, fitted_archs, read_json, write_json
 from benchmarks.fashion_mnist.level import final_train, machine
 from benchmarks.fashion_mnist.store import RESULTS as BENCHMARK_RESULTS  # its baselines' seed-0 rows: reference runs

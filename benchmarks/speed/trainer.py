@@ -1,4 +1,5 @@
-"""Throughput of ``archsearch.train.train.train`` against a plain hand-written PyTorch loop on the same model and data.
+"""Throughput of ``archsearch.training.train.train`` against a plain hand-written PyTorch loop on the same model and
+data.
 
 Prints figures, asserts nothing. Both sides train a deep copy of one model (same init) with SGD (momentum 0.9,
 nesterov, wd 5e-4), a per-step cosine lr, cross-entropy, randperm batching of 128 and channels_last, for the
@@ -29,7 +30,7 @@ from torch import nn
 
 from archsearch.config.recipe import TrainConfig
 from archsearch.data.preprocess import Preprocess
-from archsearch.train.train import train
+from archsearch.training.train import train
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

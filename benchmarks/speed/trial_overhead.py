@@ -2,7 +2,7 @@
 
 Runs the real quickstart study (studies/quickstart.yaml: 8x8 digits, median pruner, seed baselines) on a
 temporary SQLite storage and prints figures; asserts nothing. "Compute" is the time inside training steps and
-validation passes as ``archsearch.train.train.train`` measures it (``TrainResult.compute_seconds``, the trial's
+validation passes as ``archsearch.training.train.train`` measures it (``TrainResult.compute_seconds``, the trial's
 ``compute_seconds`` attr); everything else is overhead: sampling, storage, costing, building the model, trainer
 setup, pruning checks, callbacks.
 
@@ -43,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 import archsearch.search.objective
 import archsearch.search.study
 from archsearch.config.study_config import load_study_config
-from archsearch.train.train import TrainResult, train
+from archsearch.training.train import TrainResult, train
 from benchmarks.common import ROOT
 
 # -- timers ---------------------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ class Call:
 
 
 class TimedTrainer:
-    """``archsearch.train.train.train`` with its calls and epoch callbacks timestamped."""
+    """``archsearch.training.train.train`` with its calls and epoch callbacks timestamped."""
 
     def __init__(self, timers: Timers) -> None:
         self.calls: list[Call] = []

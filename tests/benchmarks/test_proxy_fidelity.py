@@ -1,6 +1,6 @@
 """benchmarks.proxy_fidelity: its committed rows belong to the architectures the code draws today, and the
 table is made from them alone (``--table`` trains nothing); a row of another architecture is refused, naming
-the file. Training itself is ``archsearch.train.train`` and the benchmark's final recipe, tested elsewhere; the
+the file. Training itself is ``archsearch.training.train`` and the benchmark's final recipe, tested elsewhere; the
 script's ``--quick`` run (about 3 minutes) is left out of the suite for time.
 """
 

@@ -414,11 +414,11 @@ def test_export_with_epochs_retrains_on_train_and_val(searched: Path, tmp_path: 
 
 
 def test_a_killed_export_resumes_its_retrain(searched: Path, tmp_path: Path, monkeypatch) -> None:
-    import archsearch.export.selection as selection
+    import archsearch.training.evaluate as evaluator
 
     config = load_study_config(searched)
     export(config, tmp_path / "whole", epochs=3, onnx=False, stream=None)
-    monkeypatch.setattr(selection, "train", killed_after_first_epoch(selection.train))
+    monkeypatch.setattr(evaluator, "train", killed_after_first_epoch(evaluator.train))
     with pytest.raises(Killed):
         export(config, tmp_path / "final", epochs=3, onnx=False, stream=None)
     monkeypatch.undo()

@@ -337,7 +337,7 @@ class Counted:
         monkeypatch.setattr(archsearch.search.objective, "build", counted_build)
 
     def trainer(self, *args, **kwargs):
-        from archsearch.train.train import train
+        from archsearch.training.train import train
 
         self.trains.append(1)
         return train(*args, **kwargs)

@@ -15,7 +15,7 @@ from archsearch.search.summary import summary
 from archsearch.space.fit import CAPPED, FITTED
 from archsearch.study import rerank_results, worker_identity
 from archsearch.study.best import best_trials
-from archsearch.train.train import TrainResult, train
+from archsearch.training.train import TrainResult, train
 
 pytestmark = pytest.mark.slow  # real searches
 

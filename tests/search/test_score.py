@@ -16,7 +16,7 @@ from archsearch.search.objective import Objective
 from archsearch.search.study import run
 from archsearch.study import rerank_results
 from archsearch.study.trial_record import TrialRecord
-from archsearch.train.train import TrainResult, train
+from archsearch.training.train import TrainResult, train
 
 pytestmark = pytest.mark.slow  # real searches
 

@@ -38,7 +38,7 @@ from archsearch.search.recovery import sweep_dead_workers
 from archsearch.search.study import open_study, run
 from archsearch.space.baselines import FAMILIES, fit_to_budget
 from archsearch.study.trial_states import COUNTED_STATES, finished_count
-from archsearch.train.train import TrainResult, train
+from archsearch.training.train import TrainResult, train
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.slow  # every test here runs a real search
 
 
 class CountingTrainer:
-    """The real ``archsearch.train.train.train``, counting its calls; ``fail_on`` makes that call (1-based) raise."""
+    """The real ``archsearch.training.train.train``, counting its calls; ``fail_on`` makes that call (1-based) raise."""
 
     def __init__(self, fail_on: int | None = None):
         self.calls = 0

@@ -182,7 +182,8 @@ def test_cli_workers_share_one_postgres_study(postgres_url, write_study, tmp_pat
 _STARTING_LINE = """
 import sys, torch
 import archsearch.cli.commands, archsearch.search.study
-from archsearch.train.train import TrainConfig, make_optimizer
+from archsearch.config.recipe import TrainConfig
+from archsearch.training.optimizer import make_optimizer
 make_optimizer(torch.nn.Linear(1, 1), TrainConfig(), torch.device("cpu"))
 print("ready", flush=True)
 sys.stdin.readline()

@@ -22,9 +22,9 @@ from archsearch.core import interrupt
 from archsearch.core.class_metrics import balanced_and_macro_f1
 from archsearch.core.errors import ConfigError
 from archsearch.core.threads import default_threads, set_threads
-from archsearch.train.augment import augment_batch
-from archsearch.train.checkpoint import LearningCurve, data_key, load_state, save_state
-from archsearch.train.optimizer import lr_factor, make_optimizer
+from archsearch.training.augment import augment_batch
+from archsearch.training.checkpoint import Checkpoint, LearningCurve, data_key
+from archsearch.training.optimizer import lr_factor, make_optimizer
 
 # --------------------------------------------------------------------------------------------------
 # the training loop
@@ -80,7 +80,7 @@ def _autocast(device: torch.device) -> tuple[AbstractContextManager[Any], torch.
     return torch.autocast("cuda", dtype=dtype), dtype
 
 
-def evaluate(
+def accuracy(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
@@ -103,7 +103,7 @@ def predict(
     device: torch.device,
     preprocess: nn.Module | None = None,
 ) -> torch.Tensor:
-    """The class ``model`` predicts for each image of ``x`` (int64, on the CPU), as :func:`evaluate` scores them."""
+    """The class ``model`` predicts for each image of ``x`` (int64, on the CPU), as :func:`accuracy` scores them."""
     return _score(model, x, y, batch_size=batch_size, device=device, preprocess=preprocess)[2]
 
 
@@ -208,122 +208,31 @@ def _train(
             f"x_train and y_train must be non-empty and of equal length, got {len(x_train)} and {len(y_train)}"
         )
     torch.manual_seed(config.seed)
-
-    # data: a fixed subset, then everything on the device once, in channels_last like the model
-    if config.train_subset is not None and config.train_subset < len(x_train):
-        keep = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(_SUBSET_SEED))
-        keep = keep[: config.train_subset]
-        x_train, y_train = x_train[keep], y_train[keep]
-    pre = _on(preprocess, device)
-    x_train = x_train.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    y_train = y_train.to(device, non_blocking=True)
-    x_val = x_val.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-    y_val_cpu = y_val.cpu()  # for the confusion matrix and the per-class figures
-    y_val = y_val.to(device, non_blocking=True)
-    gen = torch.Generator(device=device).manual_seed(config.seed)  # batch order and augmentation
-
-    # Module.to takes memory_format (torch._C._nn._parse_to), which its typed overloads leave out
-    model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
-    ctx, amp_dtype = _autocast(device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)  # bf16 needs no scaling
-    optimizer = make_optimizer(model, config, device)
-
-    # batches: keep the ragged last one, unless it is a single sample and BatchNorm would fail on it
-    n, bs = len(x_train), config.batch_size
-    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())  # BatchNorm1d/2d/3d/Sync
-    starts = [i for i in range(0, n, bs) if not (has_bn and n - i == 1)]
-    if not starts:
-        raise ValueError("a single training sample cannot train a model with BatchNorm")
-    # the schedule spans config.epochs (or config.steps) even when config.seconds stops training earlier
-    total_steps = config.epochs * len(starts) if config.steps is None else config.steps
-    epochs = math.ceil(total_steps / len(starts))  # with config.steps, the last epoch may end part-way
-    num_classes = _num_classes(model, y_train, y_val)
-    inverse = (class_weights(y_train, num_classes).to(device)  # per class: n / (classes x its count)
-               if "balanced" in (config.class_weight, config.sampler) else None)
-    weight = inverse if config.class_weight == "balanced" else None
-    draw = inverse[y_train] if inverse is not None and config.sampler == "balanced" else None  # 1 / class count
-    warmup_steps = round(config.warmup_epochs * len(starts))
-
-    history: list[float] = []
-    compute_seconds, spent_before, finished = 0.0, 0.0, False
-    step = 0
+    x_train, y_train = _subset(x_train, y_train, config)
+    loop = _Loop.start(model, x_train, y_train, x_val, y_val, config, device=device, preprocess=preprocess,
+                       curve=LearningCurve() if curve is None else curve)
     path = Path(checkpoint) if checkpoint is not None else None
     key = data_key(x_train, y_train) if path is not None else None
-    curve = LearningCurve() if curve is None else curve
-    if path is not None and path.exists():
-        assert key is not None  # set where path is
-        state = load_state(path, config, key, device)
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:  # other layers or shapes: the checkpoint of another network
-            raise ConfigError(f"checkpoint of another network ({e}); delete it to start over", path=path) from None
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history, step, finished = list(state["history"]), state["step"], state["finished"]
-        curve.resume(state.get("curve"), len(history))
-        compute_seconds, spent_before = state["compute_seconds"], state["train_seconds"]
-    resumed = len(history)
+    if path is not None and key is not None and path.exists():
+        loop.resume(Checkpoint.load(path, config, key, device), path)
+    resumed = len(loop.history)
     confusion = None
     try:
-        for epoch in range(resumed, epochs if not finished else resumed):
+        for epoch in range(resumed, loop.epochs if not loop.finished else resumed):
             t_epoch = time.perf_counter()
-            model.train()
-            loss_sum = torch.zeros((), device=device)  # stays on the device: no sync per step
-            tail_sum = torch.zeros((), device=device)  # the epoch's last quarter of steps
-            if draw is None:
-                perm = torch.randperm(n, device=device, generator=gen)
-            else:  # class-balanced: n draws with replacement
-                perm = torch.multinomial(draw, n, replacement=True, generator=gen)
-            epoch_starts = starts[: total_steps - step]  # config.steps may end the last epoch part-way
-            tail_from = len(epoch_starts) - max(1, len(epoch_starts) // 4)
-            for k, i in enumerate(epoch_starts):
-                interrupt.check()  # a Ctrl-C during a search stops here, outside any storage write
-                lr = config.lr * lr_factor(step, total_steps, warmup_steps, config.schedule)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                idx = perm[i : i + bs]
-                xb, yb = _input(x_train[idx], pre), y_train[idx]
-                if config.augment != "none":
-                    xb = augment_batch(xb, config.augment, gen).contiguous(memory_format=torch.channels_last)
-                # forward, backward, update
-                with ctx:
-                    logits = model(xb)
-                    loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.detach()
-                if k >= tail_from:
-                    tail_sum += loss.detach()
-                step += 1
-                if step == _EARLY_CHECK_STEP:
-                    _check_finite(loss_sum, epoch, config, step, lr)
-            _check_finite(loss_sum, epoch, config, step, lr)  # the epoch's host sync: the time below is real
-            val_acc, val_loss, predicted = _score(model, x_val, y_val, batch_size=config.eval_batch_size,
-                                                  device=device, preprocess=pre)
-            balanced, macro_f1 = (balanced_and_macro_f1(y_val_cpu, predicted, num_classes) if class_figures
-                                  else (None, None))
-            confusion = _confusion(y_val_cpu, predicted, num_classes)
-            compute_seconds += time.perf_counter() - t_epoch
-            history.append(val_acc)
-            curve.add(loss_sum.item() / len(epoch_starts), tail_sum.item() / (len(epoch_starts) - tail_from),
-                      val_loss, val_acc, balanced, macro_f1)
-            out_of_time = config.seconds is not None and spent_before + time.perf_counter() - t0 >= config.seconds
-            if path is not None:
-                save_state(path, {
-                    "config": dataclasses.asdict(config), "data": key, "device": device.type,
-                    "curve": curve.to_dict(),
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(), "history": history, "step": step,
-                    "finished": out_of_time or epoch + 1 == epochs, "compute_seconds": compute_seconds,
-                    "train_seconds": spent_before + time.perf_counter() - t0,
-                })
+            loss, tail, steps, tail_steps = loop.train_epoch(epoch)
+            val_acc, val_loss, predicted = _score(model, loop.x_val, loop.y_val, batch_size=config.eval_batch_size,
+                                                  device=device, preprocess=loop.pre)
+            balanced, macro_f1 = (balanced_and_macro_f1(loop.y_val_cpu, predicted, loop.num_classes)
+                                  if class_figures else (None, None))
+            confusion = _confusion(loop.y_val_cpu, predicted, loop.num_classes)
+            loop.compute_seconds += time.perf_counter() - t_epoch
+            loop.history.append(val_acc)
+            loop.curve.add(loss / steps, tail / tail_steps, val_loss, val_acc, balanced, macro_f1)
+            spent = loop.spent_before + time.perf_counter() - t0
+            out_of_time = config.seconds is not None and spent >= config.seconds
+            if path is not None and key is not None:
+                loop.checkpoint(key, finished=out_of_time or epoch + 1 == loop.epochs, spent=spent).save(path)
             if on_epoch is not None:
                 on_epoch(epoch, val_acc)
             if out_of_time:
@@ -331,18 +240,160 @@ def _train(
     finally:
         model.eval()
     if confusion is None:  # every epoch came from a checkpoint: score the validation split once
-        predicted = _score(model, x_val, y_val, batch_size=config.eval_batch_size, device=device, preprocess=pre)[2]
-        confusion = _confusion(y_val_cpu, predicted, num_classes)
+        predicted = _score(model, loop.x_val, loop.y_val, batch_size=config.eval_batch_size, device=device,
+                           preprocess=loop.pre)[2]
+        confusion = _confusion(loop.y_val_cpu, predicted, loop.num_classes)
     return TrainResult(
-        val_accuracy=history[-1],
-        history=history,
-        curve=curve,
-        epochs_done=len(history),
-        train_seconds=spent_before + time.perf_counter() - t0,
-        compute_seconds=compute_seconds,
+        val_accuracy=loop.history[-1],
+        history=loop.history,
+        curve=loop.curve,
+        epochs_done=len(loop.history),
+        train_seconds=loop.spent_before + time.perf_counter() - t0,
+        compute_seconds=loop.compute_seconds,
         resumed_epochs=resumed,
         val_confusion=confusion,
     )
+
+
+def _subset(x: torch.Tensor, y: torch.Tensor, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recipe's ``train_subset`` of the training images: the same fixed subset for every network."""
+    if config.train_subset is None or config.train_subset >= len(x):
+        return x, y
+    keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(_SUBSET_SEED))[: config.train_subset]
+    return x[keep], y[keep]
+
+
+@dataclass
+class _Loop:
+    """One training's loop: its data on the device, the optimizer and what schedules it, and the state that a
+    checkpoint holds (the history, the step, the time spent)."""
+
+    model: nn.Module
+    config: TrainConfig
+    device: torch.device
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    y_val_cpu: torch.Tensor  # for the confusion matrix and the per-class figures
+    pre: nn.Module | None
+    gen: torch.Generator  # batch order and augmentation
+    ctx: AbstractContextManager[Any]
+    scaler: torch.amp.GradScaler
+    optimizer: torch.optim.Optimizer
+    starts: list[int]  # the first image of each batch
+    total_steps: int
+    epochs: int
+    num_classes: int
+    weight: torch.Tensor | None  # the loss's class weights
+    draw: torch.Tensor | None  # each image's chance to be drawn, for the balanced sampler
+    warmup_steps: int
+    curve: LearningCurve
+    history: list[float] = field(default_factory=list)
+    step: int = 0
+    finished: bool = False
+    compute_seconds: float = 0.0
+    spent_before: float = 0.0  # the time of the trainings this one resumed
+
+    @classmethod
+    def start(cls, model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+              y_val: torch.Tensor, config: TrainConfig, *, device: torch.device, preprocess: nn.Module | None,
+              curve: LearningCurve) -> _Loop:
+        """Everything on the device once (in channels_last, like the model), the optimizer, the batches and the
+        schedule, which spans ``config.epochs`` (or ``config.steps``) even where ``config.seconds`` stops early."""
+        x_train = x_train.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y_train = y_train.to(device, non_blocking=True)
+        # Module.to takes memory_format (torch._C._nn._parse_to), which its typed overloads leave out
+        model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
+        ctx, amp_dtype = _autocast(device)
+        # batches: keep the ragged last one, unless it is a single sample and BatchNorm would fail on it
+        n = len(x_train)
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())  # BatchNorm1d/2d/3d
+        starts = [i for i in range(0, n, config.batch_size) if not (has_bn and n - i == 1)]
+        if not starts:
+            raise ValueError("a single training sample cannot train a model with BatchNorm")
+        total_steps = config.epochs * len(starts) if config.steps is None else config.steps
+        num_classes = _num_classes(model, y_train, y_val)
+        inverse = (class_weights(y_train, num_classes).to(device)  # per class: n / (classes x its count)
+                   if "balanced" in (config.class_weight, config.sampler) else None)
+        return cls(
+            model=model, config=config, device=device, x_train=x_train, y_train=y_train,
+            x_val=x_val.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last),
+            y_val=y_val.to(device, non_blocking=True), y_val_cpu=y_val.cpu(), pre=_on(preprocess, device),
+            gen=torch.Generator(device=device).manual_seed(config.seed), ctx=ctx,
+            scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),  # bf16 needs no scaling
+            optimizer=make_optimizer(model, config, device), starts=starts, total_steps=total_steps,
+            epochs=math.ceil(total_steps / len(starts)),  # with config.steps, the last epoch may end part-way
+            num_classes=num_classes, weight=inverse if config.class_weight == "balanced" else None,
+            draw=inverse[y_train] if inverse is not None and config.sampler == "balanced" else None,
+            warmup_steps=round(config.warmup_epochs * len(starts)), curve=curve,
+        )
+
+    def resume(self, saved: Checkpoint, path: Path) -> None:
+        """Continue from ``saved``: the network, optimizer, scaler and random states, the history and the step."""
+        try:
+            self.model.load_state_dict(saved.model)
+        except RuntimeError as e:  # other layers or shapes: the checkpoint of another network
+            raise ConfigError(f"checkpoint of another network ({e}); delete it to start over", path=path) from None
+        self.optimizer.load_state_dict(saved.optimizer)
+        self.scaler.load_state_dict(saved.scaler)
+        self.gen.set_state(saved.generator)
+        torch.set_rng_state(saved.torch_rng)
+        self.history, self.step, self.finished = list(saved.history), saved.step, saved.finished
+        self.curve.resume(saved.curve, len(self.history))
+        self.compute_seconds, self.spent_before = saved.compute_seconds, saved.train_seconds
+
+    def train_epoch(self, epoch: int) -> tuple[float, float, int, int]:
+        """One epoch's steps (the last epoch may end part-way, at ``total_steps``); the sum of the losses, the sum
+        over the epoch's last quarter of steps, and the counts of both."""
+        config, model, gen = self.config, self.model, self.gen
+        model.train()
+        loss_sum = torch.zeros((), device=self.device)  # stays on the device: no sync per step
+        tail_sum = torch.zeros((), device=self.device)
+        n, bs = len(self.x_train), config.batch_size
+        if self.draw is None:
+            perm = torch.randperm(n, device=self.device, generator=gen)
+        else:  # class-balanced: n draws with replacement
+            perm = torch.multinomial(self.draw, n, replacement=True, generator=gen)
+        epoch_starts = self.starts[: self.total_steps - self.step]
+        tail_from = len(epoch_starts) - max(1, len(epoch_starts) // 4)
+        lr = config.lr
+        for k, i in enumerate(epoch_starts):
+            interrupt.check()  # a Ctrl-C during a search stops here, outside any storage write
+            lr = config.lr * lr_factor(self.step, self.total_steps, self.warmup_steps, config.schedule)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            idx = perm[i : i + bs]
+            xb, yb = _input(self.x_train[idx], self.pre), self.y_train[idx]
+            if config.augment != "none":
+                xb = augment_batch(xb, config.augment, gen).contiguous(memory_format=torch.channels_last)
+            # forward, backward, update
+            with self.ctx:
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb, weight=self.weight, label_smoothing=config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach()
+            if k >= tail_from:
+                tail_sum += loss.detach()
+            self.step += 1
+            if self.step == _EARLY_CHECK_STEP:
+                _check_finite(loss_sum, epoch, config, self.step, lr)
+        _check_finite(loss_sum, epoch, config, self.step, lr)  # the epoch's host sync: the time after it is real
+        return loss_sum.item(), tail_sum.item(), len(epoch_starts), len(epoch_starts) - tail_from
+
+    def checkpoint(self, data: list, *, finished: bool, spent: float) -> Checkpoint:
+        """The loop's state now, as a checkpoint of training images ``data`` (:func:`data_key`)."""
+        return Checkpoint(
+            config=dataclasses.asdict(self.config), data=data, device=self.device.type, curve=self.curve.to_dict(),
+            model=self.model.state_dict(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
+            generator=self.gen.get_state(), torch_rng=torch.get_rng_state(), history=self.history, step=self.step,
+            finished=finished, compute_seconds=self.compute_seconds, train_seconds=spent,
+        )
 
 
 def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -66,12 +66,66 @@ class LearningCurve:
 _CURVE_KEYS = ("train_loss", "train_loss_tail", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1")
 
 
-def save_state(path: Path, state: dict) -> None:
-    """Write ``state`` to ``path`` atomically: a reader sees the previous epoch's file or this one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write_bytes(tmp, lambda f: torch.save(state, f))
-    os.replace(tmp, path)
+@dataclass
+class Checkpoint:
+    """A training's whole state after an epoch: what it trained with (the recipe, a key of its training images, the
+    device kind), the network, optimizer and loss-scaler states, the batch generator's and torch's random states, the
+    validation accuracy after each epoch, the step, whether it finished, and the time spent. The file holds these
+    fields as a dict (an older archsearch's file has no ``curve``)."""
+
+    config: dict[str, Any]
+    data: list
+    device: str
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+    generator: torch.Tensor
+    torch_rng: torch.Tensor
+    history: list[float]
+    step: int
+    finished: bool
+    compute_seconds: float
+    train_seconds: float
+    curve: dict[str, Any] | None = None
+
+    def save(self, path: Path) -> None:
+        """Write it to ``path`` atomically: a reader sees the previous epoch's file or this one, never half."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        state = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        write_bytes(tmp, lambda f: torch.save(state, f))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, config: Any, data_key: list, device: torch.device) -> Checkpoint:
+        """The checkpoint in ``path``, after checking that it belongs to this recipe, training set and device kind;
+        a :class:`~archsearch.core.errors.ConfigError` naming the file where it does not."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated or not a checkpoint: say which file, never train over it silently
+            raise ConfigError(f"not a readable training checkpoint ({e}); delete it to start over", path=path) from e
+        saved = state.get("config") if isinstance(state, dict) else None
+        if not isinstance(saved, dict):
+            raise ConfigError("not a training checkpoint of archsearch (no recipe in it); delete it to start over",
+                              path=path)
+        now = dataclasses.asdict(config)
+        diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
+        saved_data = state.get("data") or [None, None, None]
+        if saved_data[0] != data_key[0]:
+            diff.append(f"training images: saved {saved_data[0]}, now {data_key[0]}")
+        elif saved_data != data_key:
+            diff.append("the same number of training images, but other images or labels")
+        if state.get("device") != device.type:  # the batch generator's state is the device's own kind
+            diff.append(f"device: saved {state.get('device')}, now {device.type}")
+        if diff:
+            raise ConfigError(f"checkpoint of another training ({'; '.join(diff)}); delete it to start over",
+                              path=path)
+        fields = dataclasses.fields(cls)
+        missing = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in state]
+        if missing:
+            raise ConfigError(f"not a whole training checkpoint (no {', '.join(missing)}); delete it to start over",
+                              path=path)
+        return cls(**{f.name: state[f.name] for f in fields if f.name in state})
 
 
 def write_bytes(path: Path, save: Callable[[io.BytesIO], Any]) -> None:
@@ -91,27 +145,3 @@ def write_bytes(path: Path, save: Callable[[io.BytesIO], Any]) -> None:
 def data_key(x: torch.Tensor, y: torch.Tensor) -> list:
     """What tells one training set from another, cheaply: its size, the sum of its pixels, its class counts."""
     return [len(y), round(x.sum(dtype=torch.float64).item(), 3), y.bincount().tolist()]
-
-
-def load_state(path: Path, config: Any, data_key: list, device: torch.device) -> dict:
-    """The state saved in ``path``, after checking that it belongs to this recipe and training set."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated or not a checkpoint: say which file, never train over it silently
-        raise ConfigError(f"not a readable training checkpoint ({e}); delete it to start over", path=path) from e
-    saved = state.get("config") if isinstance(state, dict) else None
-    now = dataclasses.asdict(config)
-    if not isinstance(saved, dict):
-        raise ConfigError("not a training checkpoint of archsearch (no recipe in it); delete it to start over",
-                          path=path)
-    diff = [f"{k}: saved {saved.get(k)!r}, now {v!r}" for k, v in now.items() if saved.get(k) != v]
-    saved_data = state.get("data") or [None, None, None]
-    if saved_data[0] != data_key[0]:
-        diff.append(f"training images: saved {saved_data[0]}, now {data_key[0]}")
-    elif saved_data != data_key:
-        diff.append("the same number of training images, but other images or labels")
-    if state.get("device") != device.type:  # the batch generator's state is the device's own kind
-        diff.append(f"device: saved {state.get('device')}, now {device.type}")
-    if diff:
-        raise ConfigError(f"checkpoint of another training ({'; '.join(diff)}); delete it to start over", path=path)
-    return state

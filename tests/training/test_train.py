@@ -15,9 +15,9 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from archsearch.config.recipe import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig, planned_epochs
-from archsearch.train.augment import augment_batch
-from archsearch.train.optimizer import lr_factor, make_optimizer
-from archsearch.train.train import TrainingDiverged, class_weights, predict, resolve_device, train
+from archsearch.training.augment import augment_batch
+from archsearch.training.optimizer import lr_factor, make_optimizer
+from archsearch.training.train import TrainingDiverged, class_weights, predict, resolve_device, train
 
 CPU = torch.device("cpu")
 FAST = dict(epochs=5, lr=0.2, batch_size=32)  # reaches ~0.97-0.98 val accuracy on digits for seeds 0-5
@@ -331,7 +331,7 @@ def test_resolve_device_rejects_unknown_names() -> None:
 def test_training_records_its_learning_curve(tmp_path) -> None:
     from archsearch import Arch, Stage, Stem, build
     from archsearch.data.bundle import load_data
-    from archsearch.train.checkpoint import LearningCurve
+    from archsearch.training.checkpoint import LearningCurve
 
     data = load_data("digits")
     arch = Arch(1, 8, 10, Stem("conv", 8), (Stage("dwsep", 16, stride=2),))

@@ -50,15 +50,15 @@ from archsearch.config.study_config import StudyConfig, load_study_config
 from archsearch.core.errors import ConfigError
 from archsearch.core.text import fmt_count
 from archsearch.data.preprocess import Preprocessing, WithPreprocessing
-from archsearch.export.card import model_card, pct
-from archsearch.export.codegen import ExportError, class_names, model_source
-from archsearch.export.formats import (
+from archsearch.export._formats import (
     ARCH_FILE,
     CARD_FILE,
     METRICS_FILE,
     WEIGHTS_FILE,
     write_formats,
 )
+from archsearch.export.card import model_card, pct
+from archsearch.export.codegen import ExportError, class_names, model_source
 from archsearch.export.metrics import (
     ExportMetrics,
     LatencyWhere,

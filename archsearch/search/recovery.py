@@ -111,7 +111,7 @@ def queue_retry(study: optuna.Study, t: FrozenTrial, record: TrialRecord) -> Non
 
 def stale_trial_callback(study: optuna.Study, t: FrozenTrial) -> None:
     """Optuna's heartbeat failed ``t`` (its worker stopped beating: another host that died, or lost the network;
-    marked ``swept`` just before, see :class:`~archsearch.study.reconnect.StudyStorage`): queue it again by
+    marked ``swept`` just before, see :class:`~archsearch.study._reconnect.StudyStorage`): queue it again by
     the rule of :func:`recover`, in place of Optuna's own retry callback."""
     records = {u.number: TrialRecord.of(u) for u in study.get_trials(deepcopy=False)}
     records[t.number] = dataclasses.replace(records.get(t.number, TrialRecord.of(t)), swept=True)

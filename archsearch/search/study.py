@@ -21,17 +21,17 @@ from archsearch.core.errors import ConfigError, StorageFailed
 from archsearch.core.threads import default_threads, set_threads
 from archsearch.data.bundle import DataBundle
 from archsearch.search import rerank
+from archsearch.search._progress import StudyBar
+from archsearch.search._run_loop import RunLoop
 from archsearch.search.objective import Objective
 from archsearch.search.parallel import Workers, WorkersFailed
-from archsearch.search.progress import StudyBar
 from archsearch.search.reachable import check_budget_reachable
 from archsearch.search.recovery import ensure_baselines, owed_baselines, recover, stale_trial_callback
-from archsearch.search.run_loop import RunLoop
 from archsearch.search.samplers import make_pruner, make_sampler
 from archsearch.search.summary import left_to_run, start_line, summary
 from archsearch.space.search_space import Space
 from archsearch.study import open as study_open
-from archsearch.study.data_identity import check_data_identity
+from archsearch.study._data_identity import check_data_identity
 from archsearch.study.trial_record import TrialRecord
 from archsearch.study.trial_states import finished_count
 from archsearch.training.optimizer import make_optimizer
@@ -83,11 +83,11 @@ def run(
 
     Counted across restarts and workers, not per call; a trial that fails (an exception, a killed worker) is
     recorded as failed and does not count, nor does a candidate over the budget (never trained; a run stops
-    after ``max_infeasible`` of them, default :func:`archsearch.search.run_loop.infeasible_cap`). Returns the
+    after ``max_infeasible`` of them, default :func:`archsearch.search._run_loop.infeasible_cap`). Returns the
     study. A Ctrl-C stops the run at the next safe point, never inside a storage write
     (archsearch/core/interrupt.py); the interrupted trial runs again on the next start. ``threads``: torch's
     threads meanwhile (default: one, :mod:`archsearch.core.threads`). ``accept_data_change``: go on where the
-    study's data changed since it was made (:mod:`archsearch.study.data_identity`), else that is refused.
+    study's data changed since it was made (:mod:`archsearch.study._data_identity`), else that is refused.
     """
     before = set_threads(default_threads() if threads is None else threads)
     try:

@@ -10,7 +10,7 @@ installed Optuna and fails with the name of what changed, so an upgrade that mov
   the worker that owns it is gone, so no ``Trial`` object can do it (:mod:`archsearch.search.recovery`);
 - the heartbeat's sweep (``optuna.storages.fail_stale_trials``, experimental), which asks the storage for the stale
   trials (``BaseHeartbeat._get_stale_trial_ids``) before it fails them: where
-  :class:`~archsearch.study.reconnect.StudyStorage` marks them as a lost worker's.
+  :class:`~archsearch.study._reconnect.StudyStorage` marks them as a lost worker's.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import optuna.storages.journal
 
 from archsearch.config.storage_url import JOURNAL_PREFIX, SQLITE_PREFIX, normalize_storage, redact, sqlite_file
 from archsearch.core.errors import ConfigError, show
-from archsearch.study.reconnect import StudyStorage
+from archsearch.study._reconnect import StudyStorage
 
 __all__ = ["make_storage"]
 
@@ -57,7 +57,7 @@ def make_storage(url: str, *, create: bool = True, heartbeat_s: int = HEARTBEAT_
     ``heartbeat_s``/``grace_s``: a worker's trial records a beat every ``heartbeat_s``; one silent for
     ``grace_s`` is marked with ``stale_attrs``, failed, and passed to ``stale_callback`` (which may queue it again;
     None: Optuna's retry, once) by the next worker to start a trial. ``reconnect_s``: how long a call to a
-    database server that went away is retried. Both: :class:`~archsearch.study.reconnect.StudyStorage`.
+    database server that went away is retried. Both: :class:`~archsearch.study._reconnect.StudyStorage`.
     """
     if not isinstance(url, str):
         raise ConfigError(f"expected a storage URL string, got {show(url)}", key="storage")

@@ -22,7 +22,7 @@ def counts(t: FrozenTrial) -> bool:
     """Whether a trial uses up ``n_trials``: a network trained (complete or pruned), or running.
 
     An over-budget candidate is recorded COMPLETE with ``feasible`` False and never trained: it does not count
-    (the search caps how many it tries, :mod:`archsearch.search.run_loop`).
+    (the search caps how many it tries, :mod:`archsearch.search._run_loop`).
     """
     return (t.state in (*COUNTED_STATES, TrialState.RUNNING)) and not TrialRecord.of(t).infeasible
 

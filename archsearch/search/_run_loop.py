@@ -15,9 +15,9 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.config.study_config import StudyConfig
 from archsearch.core import interrupt
 from archsearch.data.bundle import DataBundle
+from archsearch.search._progress import StudyBar
 from archsearch.search.objective import Objective
 from archsearch.search.parallel import first_to_say
-from archsearch.search.progress import StudyBar
 from archsearch.search.recovery import ensure_baselines, sweep_dead_workers
 from archsearch.search.summary import trial_line
 from archsearch.study._optuna_internals import fail_stale_trials

@@ -39,7 +39,8 @@ from archsearch.config.study_config import StudyConfig
 from archsearch.data.bundle import DataBundle
 from archsearch.space import baselines
 from archsearch.study._optuna_internals import fail_trial_of_another_process
-from archsearch.study.trial_record import BASELINES_ATTR, CREATED_ATTR, CREATED_BY_ATTR, TrialRecord
+from archsearch.study.study_record import StudyRecord
+from archsearch.study.trial_record import TrialRecord
 from archsearch.study.trial_states import has_verdict, may_retry, retried_numbers, worker_losses
 from archsearch.study.worker_identity import worker_alive
 
@@ -142,18 +143,18 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
     families enqueued; None where the creator may still do it (ask again later).
     """
     if not created:
-        attrs = study.user_attrs
-        if attrs.get(BASELINES_ATTR):
+        record = StudyRecord.of(study)
+        if record.baselines:
             return []
-        if CREATED_BY_ATTR not in attrs:  # the creator writes it milliseconds after creating the study
+        if record.created_by is None:  # the creator writes it milliseconds after creating the study
             time.sleep(_CREATOR_RECORD_S)
-            attrs = study.user_attrs
-            if attrs.get(BASELINES_ATTR):
+            record = StudyRecord.of(study)
+            if record.baselines:
                 return []
-        creator = attrs.get(CREATED_BY_ATTR)
+        creator = record.created_by
         if creator is not None:
             alive = worker_alive(creator)
-            if alive or (alive is None and time.time() - attrs.get(CREATED_ATTR, 0.0) < _CREATOR_GRACE_S):
+            if alive or (alive is None and time.time() - (record.created or 0.0) < _CREATOR_GRACE_S):
                 return None
     present = {TrialRecord.of(t).baseline for t in study.get_trials(deepcopy=False)}
     b = config.budget
@@ -168,7 +169,7 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
         if arch is not None:
             study.enqueue_trial({}, user_attrs=TrialRecord(baseline=family, arch=arch.to_dict()).attrs())
             added.append(family)
-    study.set_user_attr(BASELINES_ATTR, True)
+    StudyRecord(baselines=True).write(study)
     return added
 
 

@@ -18,7 +18,8 @@ from archsearch.space import baselines
 from archsearch.study import rerank_results
 from archsearch.study.best import best_trials, rerank_lines
 from archsearch.study.class_verdict import chance_line, per_class_lines
-from archsearch.study.trial_record import BASELINES_ATTR, TrialRecord
+from archsearch.study.study_record import StudyRecord
+from archsearch.study.trial_record import TrialRecord
 from archsearch.study.trial_states import ON_RESUME, counts, failed_note, fates, has_verdict, infeasible_count
 
 __all__ = ["baseline_words", "left_to_run", "no_feasible_reason", "over_budget_words", "progress_note", "reranked",
@@ -152,7 +153,7 @@ def baseline_words(study: optuna.Study, config: StudyConfig | None = None, trial
         elif verdict.state == TrialState.FAIL:
             error = f": {record.error.splitlines()[0]}" if record.error else ""
             left_out[family] = f"trial {verdict.number} failed{error}"
-    if study.user_attrs.get(BASELINES_ATTR):  # enqueued: a family without a trial did not fit at all
+    if StudyRecord.of(study).baselines:  # enqueued: a family without a trial did not fit at all
         for family in baselines.FAMILIES:
             if family not in tries:
                 left_out[family] = "not queued: even its thinnest variant is over the budget"

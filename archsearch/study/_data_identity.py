@@ -14,18 +14,18 @@ import optuna
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.errors import ConfigError
 from archsearch.data.bundle import DataBundle
-from archsearch.study.trial_record import DATA_IDENTITY_ATTR as IDENTITY_ATTR
+from archsearch.study.study_record import StudyRecord
 
 
 def check_data_identity(study: optuna.Study, config: StudyConfig, data: DataBundle, *, accept_change: bool = False,
                         ) -> None:
     """Store ``data``'s identity in ``study``, or refuse where the study holds another one (``accept_change``: store
     the new one instead)."""
-    stored = study.user_attrs.get(IDENTITY_ATTR)
+    stored = StudyRecord.of(study).data_identity
     if stored == data.identity:
         return
     if stored is None or accept_change:
-        study.set_user_attr(IDENTITY_ATTR, data.identity)
+        StudyRecord(data_identity=data.identity).write(study)
         return
     raise ConfigError(
         f"the data of study {config.name!r} changed since the study was made (images, labels or class names now "

@@ -15,7 +15,8 @@ from archsearch.config.storage_url import redact
 from archsearch.config.study_config import StudyConfig, fingerprint_matches
 from archsearch.core.errors import ConfigError
 from archsearch.study.storage import make_storage
-from archsearch.study.trial_record import CONFIG_ATTR, CREATED_ATTR, CREATED_BY_ATTR, FINGERPRINT_ATTR, TrialRecord
+from archsearch.study.study_record import StudyRecord
+from archsearch.study.trial_record import TrialRecord
 from archsearch.study.worker_identity import worker_id
 
 __all__ = ["open_study", "create_or_load"]
@@ -68,10 +69,8 @@ def create_or_load(config: StudyConfig, *, create: bool, sampler: optuna.sampler
             directions=_directions(config),
         )
         # who created it and when: another start enqueues the baselines where the creator died before it did
-        study.set_user_attr(CREATED_BY_ATTR, worker_id())
-        study.set_user_attr(CREATED_ATTR, time.time())
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-        study.set_user_attr(CONFIG_ATTR, {**config.to_dict(), "storage": redact(config.storage)})
+        StudyRecord(created_by=worker_id(), created=time.time(), fingerprint=fingerprint,
+                    config={**config.to_dict(), "storage": redact(config.storage)}).write(study)
         with warnings.catch_warnings():  # experimental since Optuna 3.2, still so in 5.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(_metric_names(config))  # what optuna-dashboard labels its axes with
@@ -79,11 +78,11 @@ def create_or_load(config: StudyConfig, *, create: bool, sampler: optuna.sampler
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
         created = False
-    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    stored = StudyRecord.of(study).fingerprint
     if stored is None:  # created by a worker that has not written it yet
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+        StudyRecord(fingerprint=fingerprint).write(study)
     elif stored != fingerprint and fingerprint_matches(stored, config):
-        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)  # an older archsearch's for the same study: today's
+        StudyRecord(fingerprint=fingerprint).write(study)  # an older archsearch's for the same study: today's
     elif stored != fingerprint:
         changed = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
         raise ConfigError(

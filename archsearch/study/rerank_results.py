@@ -12,7 +12,7 @@ import optuna
 from archsearch.config.recipe import TRAINING_KEYS_LATER, TrainConfig
 from archsearch.config.study_config import StudyConfig
 from archsearch.config.study_schema import RerankConfig
-from archsearch.study.trial_record import RERANK_PREFIX
+from archsearch.study.study_record import RERANK_PREFIX
 
 __all__ = ["PREFIX", "recipe", "recipe_key", "results", "finished", "standard_error"]
 

@@ -23,11 +23,7 @@ from archsearch.network.arch import Arch
 from archsearch.network.metrics import METRICS
 from archsearch.space.fit import Fit
 
-__all__ = [
-    "TrialRecord", "COSTS", "fit_attr", "ARCH_ATTR", "BASELINE_ATTR",
-    "CREATED_ATTR", "CREATED_BY_ATTR", "FINGERPRINT_ATTR", "CONFIG_ATTR", "BASELINES_ATTR", "DATA_IDENTITY_ATTR",
-    "RERANK_PREFIX",
-]
+__all__ = ["TrialRecord", "COSTS", "fit_attr", "ARCH_ATTR", "BASELINE_ATTR", "kinds_of", "typed"]
 
 
 class _Readable(Protocol):
@@ -85,7 +81,7 @@ class TrialRecord:
         """The record of a trial (``FrozenTrial``, ``Trial``, ``FixedTrial``) or of its ``user_attrs``."""
         attrs = trial if isinstance(trial, Mapping) else trial.user_attrs
         # the exact type first: a report reads every trial several times
-        return cls(**{name: v if type(v := attrs[name]) in kinds else _typed(v, kinds)
+        return cls(**{name: v if type(v := attrs[name]) in kinds else typed(v, kinds)
                       for name, kinds in _KINDS.items() if name in attrs})
 
     def attrs(self) -> dict[str, Any]:
@@ -146,31 +142,19 @@ def fit_attr(fit: Fit) -> dict[str, Any]:
     return {"width_mult": fit.width_mult, "status": fit.status, "extra": list(fit.extra)}
 
 
-def _kinds(hint: Any) -> tuple[type, ...]:
+def kinds_of(hint: Any) -> tuple[type, ...]:
     """The runtime types a field's value may have, from its annotation (``float | None`` -> (float, int))."""
     kinds = tuple(typing.get_origin(a) or a for a in typing.get_args(hint) if a is not type(None))
     return (*kinds, int) if float in kinds else kinds
 
 
-_KINDS = {name: _kinds(hint) for name, hint in typing.get_type_hints(TrialRecord).items()}
+_KINDS = {name: kinds_of(hint) for name, hint in typing.get_type_hints(TrialRecord).items()}
 
 
-def _typed(value: Any, kinds: tuple[type, ...]) -> Any:
+def typed(value: Any, kinds: tuple[type, ...]) -> Any:
     """``value`` where it has one of ``kinds`` (a bool is no number; a whole float is an int), else None."""
     if isinstance(value, bool) and bool not in kinds:
         return None
     if isinstance(value, float) and int in kinds and float not in kinds:
         return int(value) if value.is_integer() else None
     return value if isinstance(value, kinds) else None
-
-
-# ---------------------------------------------------------------------------------------------------------
-# the study's own user attributes
-
-CREATED_ATTR = "archsearch.created"  # time.time() at creation
-CREATED_BY_ATTR = "archsearch.created_by"  # the creating worker
-FINGERPRINT_ATTR = "archsearch.fingerprint"  # StudyConfig.fingerprint(): what makes trials comparable
-CONFIG_ATTR = "archsearch.config"  # the study's config as it was created, storage redacted
-BASELINES_ATTR = "archsearch.baselines"  # True: the seed baselines are enqueued
-DATA_IDENTITY_ATTR = "archsearch.data_identity"  # DataBundle.identity of the data it was made with
-RERANK_PREFIX = "archsearch.rerank."  # + trial number: that trial's re-rank claim or result (search.rerank)

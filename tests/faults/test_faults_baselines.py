@@ -116,7 +116,7 @@ def test_a_finished_study_whose_baseline_an_older_archsearch_gave_up_runs_it_aga
     stopped there), the study "finished". The next start runs it, beyond n_trials, and says so."""
     from archsearch.config.assemble import load_config_data
     from archsearch.space import baselines
-    from archsearch.study.trial_record import BASELINES_ATTR
+    from archsearch.study.study_record import StudyRecord
 
     path = _study(tmp_path)
     config = load_study_config(path)
@@ -140,7 +140,7 @@ def test_a_finished_study_whose_baseline_an_older_archsearch_gave_up_runs_it_aga
         lost.datetime_start = lost.datetime_complete = datetime.datetime.now() - datetime.timedelta(minutes=5)
         study.add_trial(lost)
         retry_of = study.trials[-1].number
-    study.set_user_attr(BASELINES_ATTR, True)
+    StudyRecord(baselines=True).write(study)
 
     text = io.StringIO()
     study = run(config, stream=text, progress=False)

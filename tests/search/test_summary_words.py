@@ -22,7 +22,8 @@ from archsearch.search.recovery import recover
 from archsearch.search.study import open_study, run_workers
 from archsearch.search.summary import no_feasible_reason, summary
 from archsearch.space import baselines
-from archsearch.study.trial_record import BASELINES_ATTR, TrialRecord
+from archsearch.study.study_record import StudyRecord
+from archsearch.study.trial_record import TrialRecord
 from archsearch.study.trial_states import BASELINE_LOSSES
 
 # the tests drive trials with ask/tell, as a worker's pieces do, on a storage with heartbeats
@@ -131,7 +132,7 @@ def test_baselines_without_a_score_are_named_with_the_reason(write_study) -> Non
     study = open_study(config)
     for family in ("mobilenet", "shufflenet"):
         study.enqueue_trial({}, user_attrs=_baseline(family, data).attrs())
-    study.set_user_attr(BASELINES_ATTR, True)  # effnet: did not fit, never queued
+    StudyRecord(baselines=True).write(study)  # effnet: did not fit, never queued
 
     over = study.ask()  # mobilenet: recorded over the budget by the objective, never trained
     TrialRecord(macs=macs, feasible=False).write(over)

@@ -16,7 +16,8 @@ import pytest
 from archsearch.config.study_config import load_study_config
 from archsearch.network.arch import Arch
 from archsearch.search.study import run
-from archsearch.study import trial_record
+from archsearch.study import study_record, trial_record
+from archsearch.study.study_record import StudyRecord
 from archsearch.study.trial_record import COSTS, TrialRecord
 
 PACKAGE = Path(__file__).resolve().parents[2] / "archsearch"
@@ -99,10 +100,23 @@ def test_odd_values_read_as_absent(attrs: dict[str, Any], read: dict[str, Any]) 
 
 def test_the_named_keys_are_fields() -> None:
     assert {trial_record.ARCH_ATTR, trial_record.BASELINE_ATTR, *COSTS.values()} <= set(FIELDS)
-    study_keys = [trial_record.CREATED_ATTR, trial_record.CREATED_BY_ATTR, trial_record.FINGERPRINT_ATTR,
-                  trial_record.CONFIG_ATTR, trial_record.BASELINES_ATTR, trial_record.DATA_IDENTITY_ATTR,
-                  trial_record.RERANK_PREFIX]
+    study_keys = [*study_record.KEYS.values(), study_record.RERANK_PREFIX]
     assert len(set(study_keys)) == len(study_keys) and all(k.startswith("archsearch.") for k in study_keys)
+    assert set(study_record.KEYS) == {f.name for f in dataclasses.fields(StudyRecord)}
+
+
+def test_the_study_record_reads_what_it_wrote_and_odd_values_as_absent(tmp_path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s")
+    assert StudyRecord.of(study) == StudyRecord()
+    record = StudyRecord(created=12.5, created_by="host:1:2", fingerprint={"space": "x"}, config={"name": "s"},
+                         baselines=True, data_identity="abc")
+    record.write(study)
+    assert StudyRecord.of(study) == record
+    StudyRecord(created_by="other:3:4").write(study)  # only the fields given are written
+    assert StudyRecord.of(study) == dataclasses.replace(record, created_by="other:3:4")
+    study.set_user_attr(study_record.KEYS["baselines"], "yes")  # not a bool: read as not written
+    study.set_user_attr(study_record.KEYS["created"], 7)  # a whole number of seconds is a time
+    assert (StudyRecord.of(study).baselines, StudyRecord.of(study).created) == (None, 7)
 
 
 # a trial attribute spelled as a string: read (user_attrs["k"], user_attrs.get("k")), written (set_user_attr("k"),

@@ -83,6 +83,7 @@ class RunLoop:
         self.max_failures = max(10, target)  # guard against a space whose every trial fails
         self.infeasible_limit = infeasible_cap(target) if max_infeasible is None else max_infeasible
         self.at_start = _counts(study)
+        self.told: int | None = None  # the last trial whose result this worker told the study
 
     def run(self) -> bool:
         """Run trials until the study holds ``target`` networks trained, or a stopping rule ends the run; returns
@@ -138,15 +139,25 @@ class RunLoop:
         except ValueError as e:
             # the trial was finished elsewhere while this worker ran it: another worker took the same
             # queued trial (a storage whose state changes are not atomic; SQLite's are, see
-            # config._use_wal), or a heartbeat sweep failed it as stale. Optuna cannot record this
-            # result; the stored one stands: go on instead of ending this worker.
-            if not str(e).startswith("Cannot tell a "):
+            # study/storage.py: _use_wal), or a heartbeat sweep failed it as stale. Optuna cannot record this
+            # result (it refuses to tell a finished trial); the stored one stands: go on instead of ending this worker.
+            if not self._finished_elsewhere():
                 raise
             self.say(f"{self.prefix}a trial this worker ran was finished by another worker meanwhile ({e}); going on")
+
+    def _finished_elsewhere(self) -> bool:
+        """Whether the trial this worker ran last is finished in the storage though this worker never told its
+        result (the trial callbacks run only after a told result)."""
+        number = self.objective.last_trial
+        if number is None or number == self.told:
+            return False
+        trial = self.study.get_trials(deepcopy=False)[number]
+        return trial.state.is_finished()
 
     # -- study.optimize's callbacks, after each trial --------------------------------------------------
 
     def _on_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.told = trial.number
         if TrialRecord.of(trial).surplus:
             return  # gave way to another worker's trial: nothing to report
         self.say(self.prefix + trial_line(trial))

@@ -69,6 +69,7 @@ class Objective:
         self.trainer = trainer
         self._resized: dict[int, DataBundle] = {data.resolution: data}
         self._latency_table: LatencyTable | None = None
+        self.last_trial: int | None = None  # the number of the trial this objective ran last
 
     # -- the pieces ------------------------------------------------------------------------------
 
@@ -159,6 +160,7 @@ class Objective:
     # -- the trial -------------------------------------------------------------------------------
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        self.last_trial = trial.number
         try:
             return self._run(trial)
         except KeyboardInterrupt:

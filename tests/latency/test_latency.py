@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_SPACE
+from latency_tables import CPU1, LATENCY_CPU1, OTHER, make_table, tiny
 from optuna.trial import TrialState
 
 from archsearch.cli import latency as latency_cli
@@ -27,7 +28,6 @@ from archsearch.latency import table as lat
 from archsearch.latency.key import table_key
 from archsearch.latency.measure import measure_latency
 from archsearch.latency.parts import parts_of
-from archsearch.latency.table import LatencyTable, table_for
 from archsearch.network.arch import Arch, Stage, Stem
 from archsearch.network.build import build
 from archsearch.search.reachable import cheapest
@@ -36,25 +36,6 @@ from archsearch.space.search_space import load_space, sample_architectures
 from archsearch.study.best import best_trials
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
-CPU1 = LatencyTarget("cpu", 1, 1)
-# measurement settings that keep a tiny table quick: the figures are real, only fewer of them
-FAST = {"warmup": 2, "repeats": 9, "min_seconds": 0.0}
-
-
-def tiny(stem_pool: int = 0, head: str = "gap") -> Arch:
-    return Arch(
-        in_chs=1, resolution=8, num_classes=4, stem=Stem("conv", 8, pool=stem_pool),
-        stages=(Stage("dwsep", 16, stride=2), Stage("shuffle", 32, stride=2, groups=2)), head=head,
-    )
-
-
-OTHER = Arch(in_chs=1, resolution=8, num_classes=4, stem=Stem("conv", 8), stages=(Stage("effnet", 16, stride=2),))
-
-
-def make_table(directory: Path, target: LatencyTarget = CPU1, **options) -> LatencyTable:
-    return table_for(target, directory=directory, calibration=[tiny()], **{**FAST, **options})
-
-
 # -- the parts of a network ------------------------------------------------------------------------
 
 
@@ -316,9 +297,6 @@ def test_fill_measures_the_parts_of_every_architecture(tmp_path):
 
 
 # -- the latency budget ------------------------------------------------------------------------------
-
-
-LATENCY_CPU1 = {"device": "cpu", "threads": 1, "batch": 1}
 
 
 class Counted:

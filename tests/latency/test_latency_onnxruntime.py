@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 pytest.importorskip("onnxruntime")
 
 from conftest import TINY_SPACE  # noqa: E402
-from test_latency import FAST, OTHER, make_table, tiny  # noqa: E402
+from latency_tables import FAST, OTHER, make_table, tiny  # noqa: E402
 
 from archsearch.cli import latency as latency_cli
 from archsearch.config.study_config import load_study_config

@@ -13,8 +13,8 @@ import sys
 
 import optuna
 import pytest
+from latency_tables import LATENCY_CPU1, make_table
 from optuna.trial import TrialState
-from test_latency import LATENCY_CPU1, make_table
 
 from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config

@@ -571,16 +571,16 @@ class _RunsACommand:
 
 
 def test_exports_load_weights_only(tmp_path):
-    from archsearch.export import codegen, formats
+    from archsearch.export import codegen
     from archsearch.export import folder as export
 
     arch = effnet(0.25, in_chs=1, resolution=8, num_classes=4)
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / formats.ARCH_FILE).write_text(json.dumps(arch.to_dict()))
+    (folder / export.ARCH_FILE).write_text(json.dumps(arch.to_dict()))
     (folder / codegen.MODEL_FILE).write_text(codegen.model_source(arch))
     marker = tmp_path / "pwned"
-    torch.save({"stem.conv.weight": _RunsACommand(marker)}, folder / formats.WEIGHTS_FILE)
+    torch.save({"stem.conv.weight": _RunsACommand(marker)}, folder / export.WEIGHTS_FILE)
 
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
         export.load(folder)

@@ -15,7 +15,8 @@ from typing import IO, Any
 import torch
 
 from archsearch.data.preprocess import Preprocessing, WithPreprocessing
-from archsearch.export.codegen import MODEL_FILE, ExportError, model_source
+from archsearch.export._source import MODEL_FILE, ExportError
+from archsearch.export.codegen import model_source
 from archsearch.network.build import Net
 from archsearch.training.checkpoint import write_bytes
 

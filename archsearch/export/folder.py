@@ -57,8 +57,9 @@ from archsearch.export._formats import (
     WEIGHTS_FILE,
     write_formats,
 )
+from archsearch.export._source import ExportError
 from archsearch.export.card import model_card, pct
-from archsearch.export.codegen import ExportError, class_names, model_source
+from archsearch.export.codegen import class_names, model_source
 from archsearch.export.metrics import (
     ExportMetrics,
     LatencyWhere,

@@ -27,7 +27,8 @@ from archsearch.network.metrics import metric as metric_row
 from archsearch.study.best import best_trials, pareto_front
 from archsearch.study.trial_record import ARCH_ATTR, TrialRecord
 from archsearch.training.evaluate import Split, evaluate
-from archsearch.training.train import TrainResult, predict, resolve_device
+from archsearch.training.predict import predict
+from archsearch.training.train import TrainResult, resolve_device
 
 __all__ = ["select_trials", "retrain", "retrain_record"]
 

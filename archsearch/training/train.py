@@ -1,5 +1,5 @@
-"""Brief training of a candidate on in-memory tensors: the loop that runs a recipe (:mod:`archsearch.config.recipe`),
-and the scoring of a trained network."""
+"""Brief training of a candidate on in-memory tensors: the loop that runs a recipe (:mod:`archsearch.config.recipe`)
+and scores the network after each epoch (:mod:`archsearch.training.predict`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from archsearch.core.threads import default_threads, set_threads
 from archsearch.training.augment import augment_batch
 from archsearch.training.checkpoint import Checkpoint, LearningCurve, data_key
 from archsearch.training.optimizer import lr_factor, make_optimizer
+from archsearch.training.predict import autocast, confusion_counts, network_input, preprocess_on, score
 
 # --------------------------------------------------------------------------------------------------
 # the training loop
@@ -70,68 +71,6 @@ def resolve_device(name: str) -> torch.device:
     if device.index is not None and device.index >= torch.cuda.device_count():
         raise ValueError(f"device {name!r} does not exist: there are {torch.cuda.device_count()} CUDA device(s)")
     return device
-
-
-def _autocast(device: torch.device) -> tuple[AbstractContextManager[Any], torch.dtype | None]:
-    """Mixed precision context for ``device`` and its dtype (None: full fp32 on CPU)."""
-    if device.type != "cuda":
-        return nullcontext(), None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype), dtype
-
-
-def accuracy(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    batch_size: int,
-    device: torch.device,
-    preprocess: nn.Module | None = None,
-) -> float:
-    """Top-1 accuracy of ``model`` on (x, y), in eval mode and batches of ``batch_size``; restores the mode.
-    ``preprocess`` turns each batch of stored images into the network's input (see :func:`train`)."""
-    return _score(model, x, y, batch_size=batch_size, device=device, preprocess=preprocess)[0]
-
-
-def predict(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    batch_size: int,
-    device: torch.device,
-    preprocess: nn.Module | None = None,
-) -> torch.Tensor:
-    """The class ``model`` predicts for each image of ``x`` (int64, on the CPU), as :func:`accuracy` scores them."""
-    return _score(model, x, y, batch_size=batch_size, device=device, preprocess=preprocess)[2]
-
-
-@torch.inference_mode()
-def _score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, device: torch.device,
-           preprocess: nn.Module | None) -> tuple[float, float, torch.Tensor]:
-    """Accuracy, mean cross-entropy (no label smoothing) and the predictions (on the CPU) of ``model`` on (x, y)."""
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(f"x and y must be non-empty and of equal length, got {len(x)} and {len(y)}")
-    was_training = model.training
-    model.eval()
-    ctx, _ = _autocast(device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    loss = torch.zeros((), dtype=torch.float64, device=device)
-    predictions = []
-    pre = _on(preprocess, device)
-    for i in range(0, len(x), batch_size):
-        xb = _input(x[i : i + batch_size].to(device, non_blocking=True), pre)
-        yb = y[i : i + batch_size].to(device, non_blocking=True)
-        with ctx:
-            logits = model(xb)
-        predicted = logits.argmax(dim=1)
-        correct += (predicted == yb).sum()
-        loss += F.cross_entropy(logits.float(), yb, reduction="sum")
-        predictions.append(predicted)
-    model.train(was_training)
-    # the host syncs
-    return correct.item() / len(x), loss.item() / len(x), torch.cat(predictions).cpu()
 
 
 def train(
@@ -221,11 +160,11 @@ def _train(
         for epoch in range(resumed, loop.epochs if not loop.finished else resumed):
             t_epoch = time.perf_counter()
             loss, tail, steps, tail_steps = loop.train_epoch(epoch)
-            val_acc, val_loss, predicted = _score(model, loop.x_val, loop.y_val, batch_size=config.eval_batch_size,
+            val_acc, val_loss, predicted = score(model, loop.x_val, loop.y_val, batch_size=config.eval_batch_size,
                                                   device=device, preprocess=loop.pre)
             balanced, macro_f1 = (balanced_and_macro_f1(loop.y_val_cpu, predicted, loop.num_classes)
                                   if class_figures else (None, None))
-            confusion = _confusion(loop.y_val_cpu, predicted, loop.num_classes)
+            confusion = confusion_counts(loop.y_val_cpu, predicted, loop.num_classes)
             loop.compute_seconds += time.perf_counter() - t_epoch
             loop.history.append(val_acc)
             loop.curve.add(loss / steps, tail / tail_steps, val_loss, val_acc, balanced, macro_f1)
@@ -240,9 +179,9 @@ def _train(
     finally:
         model.eval()
     if confusion is None:  # every epoch came from a checkpoint: score the validation split once
-        predicted = _score(model, loop.x_val, loop.y_val, batch_size=config.eval_batch_size, device=device,
+        predicted = score(model, loop.x_val, loop.y_val, batch_size=config.eval_batch_size, device=device,
                            preprocess=loop.pre)[2]
-        confusion = _confusion(loop.y_val_cpu, predicted, loop.num_classes)
+        confusion = confusion_counts(loop.y_val_cpu, predicted, loop.num_classes)
     return TrainResult(
         val_accuracy=loop.history[-1],
         history=loop.history,
@@ -307,7 +246,7 @@ class _Loop:
         model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest conv algorithms once
-        ctx, amp_dtype = _autocast(device)
+        ctx, amp_dtype = autocast(device)
         # batches: keep the ragged last one, unless it is a single sample and BatchNorm would fail on it
         n = len(x_train)
         has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())  # BatchNorm1d/2d/3d
@@ -321,7 +260,7 @@ class _Loop:
         return cls(
             model=model, config=config, device=device, x_train=x_train, y_train=y_train,
             x_val=x_val.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last),
-            y_val=y_val.to(device, non_blocking=True), y_val_cpu=y_val.cpu(), pre=_on(preprocess, device),
+            y_val=y_val.to(device, non_blocking=True), y_val_cpu=y_val.cpu(), pre=preprocess_on(preprocess, device),
             gen=torch.Generator(device=device).manual_seed(config.seed), ctx=ctx,
             scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),  # bf16 needs no scaling
             optimizer=make_optimizer(model, config, device), starts=starts, total_steps=total_steps,
@@ -366,7 +305,7 @@ class _Loop:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             idx = perm[i : i + bs]
-            xb, yb = _input(self.x_train[idx], self.pre), self.y_train[idx]
+            xb, yb = network_input(self.x_train[idx], self.pre), self.y_train[idx]
             if config.augment != "none":
                 xb = augment_batch(xb, config.augment, gen).contiguous(memory_format=torch.channels_last)
             # forward, backward, update
@@ -415,26 +354,6 @@ def _num_classes(model: nn.Module, y_train: torch.Tensor, y_val: torch.Tensor) -
     if arch is not None and isinstance(getattr(arch, "num_classes", None), int):
         return int(arch.num_classes)
     return int(max(y_train.max().item(), y_val.max().item())) + 1
-
-
-def _confusion(y: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
-    """The counts of (true, predicted) pairs as scikit-learn's ``confusion_matrix`` gives them (a test holds
-    that), counted here so that a training imports no scikit-learn."""
-    k = max(num_classes, int(predicted.max().item()) + 1, int(y.max().item()) + 1)
-    return torch.bincount(y * k + predicted, minlength=k * k).view(k, k).tolist()
-
-
-def _on(preprocess: nn.Module | None, device: torch.device) -> nn.Module | None:
-    return None if preprocess is None else preprocess.to(device)
-
-
-def _input(xb: torch.Tensor, preprocess: nn.Module | None) -> torch.Tensor:
-    """A batch as the network takes it: preprocessed where a ``preprocess`` is given, in channels_last."""
-    if preprocess is not None:
-        xb = preprocess(xb)
-    elif not xb.is_floating_point():
-        raise TypeError(f"images of dtype {xb.dtype} need a `preprocess` that turns them into float inputs")
-    return xb.contiguous(memory_format=torch.channels_last)
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, config: TrainConfig, step: int, lr: float) -> None:

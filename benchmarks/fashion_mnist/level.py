@@ -34,7 +34,8 @@ from archsearch.search.recovery import sweep_dead_workers
 from archsearch.search.study import open_study, run
 from archsearch.space import baselines
 from archsearch.study.trial_states import finished_count
-from archsearch.training.train import accuracy, train
+from archsearch.training.predict import accuracy
+from archsearch.training.train import train
 from benchmarks.common import ROOT, claim, read_json, write_json
 from benchmarks.fashion_mnist.search import now, search_record, spent, study_digest
 from benchmarks.fashion_mnist.store import LEVELS, SAMPLERS, Results, Settings, say

@@ -17,7 +17,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from archsearch.config.recipe import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, TrainConfig, planned_epochs
 from archsearch.training.augment import augment_batch
 from archsearch.training.optimizer import lr_factor, make_optimizer
-from archsearch.training.train import TrainingDiverged, class_weights, predict, resolve_device, train
+from archsearch.training.predict import predict
+from archsearch.training.train import TrainingDiverged, class_weights, resolve_device, train
 
 CPU = torch.device("cpu")
 FAST = dict(epochs=5, lr=0.2, batch_size=32)  # reaches ~0.97-0.98 val accuracy on digits for seeds 0-5

@@ -18,6 +18,36 @@ import pytest
 import torch
 import yaml
 
+# the files of the longest tests (tens of seconds each: whole commands started several times, a database stopped
+# for 30 s), longest first; a file named by a folder is every file in it
+LONG_FIRST = (
+    "tests/faults/test_faults_database.py",
+    "tests/docs/test_readme.py",
+    "tests/faults/test_faults_baselines.py",
+    "tests/benchmarks/test_fashion_mnist.py",
+    "tests/faults/",
+    "tests/search/test_workers.py",
+    "tests/latency/",
+    "tests/export/",
+    "tests/docs/",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tier first, the files of LONG_FIRST at its head, and the fast tier last (a stable sort: each file
+    keeps its order).
+
+    With ``-n auto`` and ``--maxschedchunk 1`` (pyproject's addopts) each worker is sent the next test in this order
+    as it finishes one (holding at most one more): the longest tests start first and the run ends on the fast
+    tier's, rather than on one worker running a minute-long test while the other waits (the suite runs on 2
+    cores)."""
+    def rank(item: pytest.Item) -> tuple[bool, int]:
+        path = item.nodeid.split("::")[0]
+        first = next((i for i, name in enumerate(LONG_FIRST) if path.startswith(name)), len(LONG_FIRST))
+        return item.get_closest_marker("slow") is None, first
+
+    items.sort(key=rank)
+
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():

@@ -1,8 +1,8 @@
 """benchmarks.fashion_mnist end to end on the real Fashion-MNIST files, at tiny sizes.
 
 One level (1 M MACs): 5 trials of each search (TPE and random, the 3 baselines among them) with a 1-epoch proxy
-on 500 images, a re-rank of the best candidate and the baselines, the final recipe on 300 images (1 epoch, 2
-seeds) scored on the first 500 test images, the long rows (2 epochs) and the anytime checkpoints at the same
+on 200 images, a re-rank of the best candidate and the baselines, the final recipe on 150 images (1 epoch, 2
+seeds) scored on the first 250 test images, the long rows (2 epochs) and the anytime checkpoints at the same
 level. The second invocation must train nothing; a row lost from the results file is trained again, and only it;
 ``--readme`` on a copy of the results file regenerates a README section without training. Skipped only where the
 Fashion-MNIST IDX files are not installed.
@@ -39,8 +39,8 @@ pytestmark = pytest.mark.skipif(
     reason=f"Fashion-MNIST IDX files not found in {FASHION} (Debian package dataset-fashion-mnist)",
 )
 
-TINY = ["--quick", "--levels", "1m", "--threads", "1", "--search-trials", "5", "--train-subset", "300",
-        "--seeds", "2", "--eval-limit", "500"]
+TINY = ["--quick", "--levels", "1m", "--threads", "1", "--search-trials", "5", "--search-subset", "200",
+        "--train-subset", "150", "--seeds", "2", "--eval-limit", "250"]
 
 
 def _lines(path: Path) -> dict[str, dict]:
@@ -66,7 +66,7 @@ def test_pipeline_appends_rows_resumes_and_regenerates_readme(tmp_path: Path, ca
     assert sum(k.startswith("row/1m/long/") for k in rows) == 4  # archsearch and the best baseline, 2 seeds each
     for key, r in rows.items():
         assert 0.0 <= r["test_accuracy"] <= 1.0, key
-        assert r["n_test"] == 500 and r["trained_on"] == 300, key
+        assert r["n_test"] == 250 and r["trained_on"] == 150, key
         assert 0 < r["macs"] <= 1_000_000, key
         assert r["params"] > 0 and r["latency_ms"] > 0, key
     # each search: its network is its best searched candidate by the re-rank, and the rows retrain it

@@ -31,14 +31,13 @@ pytestmark = pytest.mark.slow  # real processes killed, searches, SQLite studies
 
 
 def _study(folder: Path) -> Path:
-    return fault_study(folder, n_trials=N_TRIALS, n_train=6000)
+    return fault_study(folder, n_trials=N_TRIALS)
 
 
 def _study_named(folder: Path, name: str, n_trials: int) -> Path:
     """The same study under another name, in the same storage."""
     (folder / name).mkdir()
-    return fault_study(folder / name, n_trials=n_trials, n_train=6000, name=name,
-                       storage=f"sqlite:///{folder / 'tiny.db'}")
+    return fault_study(folder / name, n_trials=n_trials, name=name, storage=f"sqlite:///{folder / 'tiny.db'}")
 
 
 def _start(path: Path) -> subprocess.Popen[str]:

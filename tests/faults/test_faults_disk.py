@@ -41,7 +41,7 @@ def _fill(disk: Path) -> Path:
 @pytest.mark.parametrize("storage", ["sqlite:///study.db", "journal:study.journal"])
 def test_a_disk_that_fills_under_the_study_stops_it_whole_and_the_same_command_resumes(
         small_disk: Path, storage: str) -> None:
-    fault_study(small_disk, n_trials=N_TRIALS, n_train=6000, epochs=1, storage=storage)
+    fault_study(small_disk, n_trials=N_TRIALS, epochs=1, storage=storage)
     env, command = ENV, search_argv("study.yaml", 2)
     url = f"sqlite:///{small_disk / 'study.db'}" if storage.startswith("sqlite") else \
         f"journal:{small_disk / 'study.journal'}"

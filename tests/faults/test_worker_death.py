@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_killed_worker_makes_the_command_fail_and_the_next_run_finishes(write_study, tmp_path: Path) -> None:
-    path = write_study(dataset=DIGITS, training={"epochs": 4, "batch_size": 32}, n_trials=8)
+    path = write_study(dataset=DIGITS, training={"epochs": 4, "batch_size": 32}, n_trials=4)
     storage = f"sqlite:///{tmp_path / 'tiny.db'}"
     argv = [sys.executable, "-m", "archsearch.cli", "search", str(path), "--no-progress", "--workers", "2"]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=ONE_THREAD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -60,7 +60,7 @@ def test_a_killed_worker_makes_the_command_fail_and_the_next_run_finishes(write_
     assert again.returncode == 0, again.stderr
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert not study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-    assert finished_count(study) == 8  # exactly n_trials networks trained
+    assert finished_count(study) == 4  # exactly n_trials networks trained
     # the killed worker's trial was failed as a dead worker's and run again
     swept = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("swept")]
     assert len(swept) == 1 and swept[0].state == TrialState.FAIL

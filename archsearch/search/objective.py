@@ -36,7 +36,6 @@ from archsearch.training.checkpoint import LearningCurve
 from archsearch.training.evaluate import Split, evaluate
 from archsearch.training.train import TrainResult, train
 
-# ARCH_ATTR, BASELINE_ATTR: from archsearch.study.trial_record, which declares every trial attribute
 __all__ = ["Objective", "SurplusTrial"]
 
 

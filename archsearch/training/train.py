@@ -97,7 +97,7 @@ def train(
     network's input on ``device``, before augmentation.
 
     ``threads``: torch's intra-op threads on the CPU while training (None: archsearch's default, one, which
-    never collapses beside another CPU-bound job; :mod:`archsearch.search.parallel`); the number before is restored.
+    never collapses beside another CPU-bound job; :mod:`archsearch.core.threads`); the number before is restored.
 
     ``class_figures``: also the validation split's balanced accuracy and macro-F1 after each epoch (scikit-learn's,
     into the curve), what a study scored by them prunes and ranks on; off, they are None (and scikit-learn is not

@@ -19,7 +19,8 @@ quickstart, 5 folds picked networks no better on the test split than the single 
 Re-rank on the quickstart).
 
 Optuna freezes a finished trial, so each result is a study user attribute ``archsearch.rerank.<trial number>``
-(:data:`archsearch.study.study_record.RERANK_PREFIX`): ``{"val_accuracy", "value", "epochs", "seconds", "recipe"}``, with
+(:data:`archsearch.study.study_record.RERANK_PREFIX`): ``{"val_accuracy", "value", "epochs", "seconds",
+"recipe"}``, with
 ``"folds"`` (the k held-out accuracies) under cross-validation. A result counts only while its recipe is
 the config's, so changing ``rerank`` re-ranks again. Before a worker trains a candidate it writes a claim
 (``{"worker", "recipe"}``), and under cross-validation the claim keeps each fold's result as it finishes

@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from archsearch.cli import export as export_cli
 from archsearch.cli import latency as latency_cli
 from archsearch.core.errors import ConfigError, StorageFailed, storage_failure
 from archsearch.core.text import input_shape, table
-from archsearch.network.cost import arch_cost
+from archsearch.network.arch import Arch
+from archsearch.network.cost import FLOAT32_BYTES, arch_cost
 from archsearch.network.metrics import METRICS, metric
 from archsearch.report import study_report as report
 from archsearch.space import baselines
 from archsearch.space.search_space import Space
 
+if TYPE_CHECKING:
+    from archsearch.config.study_config import StudyConfig
+    from archsearch.config.study_schema import Budget
+
 __all__ = ["main"]
 
 
-_BUDGET_METRICS = tuple(m.name for m in METRICS if not m.measured)  # model_kb: float32 weights
+_BUDGET_METRICS = tuple(m.name for m in METRICS if not m.measured)  # model_kb, peak_kb: float32 unless a study
 
 
 def _budget(text: str) -> dict[str, float]:
@@ -41,8 +47,14 @@ def _budget(text: str) -> dict[str, float]:
     return out
 
 
+def _limits_text(limits: dict[str, float]) -> str:
+    """``macs <= 300,000, latency <= 2 ms``: each limit with its unit."""
+    return ", ".join(f"{m} <= {v:,.0f}" if not (unit := metric(m).unit) else f"{m} <= {v:,g}{unit}"
+                     for m, v in limits.items())
+
+
 def _print_fits(space: Space, limits: dict[str, float], in_chs: int, res: int, classes: int, samples: int,
-                seed: int, bytes_per_param: int = 4) -> None:
+                seed: int, budget: Budget, latency: Callable[[Arch], float] | None = None) -> None:
     import time
 
     from archsearch.space.fit import fit_shape, summarize
@@ -53,11 +65,11 @@ def _print_fits(space: Space, limits: dict[str, float], in_chs: int, res: int, c
     fits, seconds = [], []
     for shape in shapes:
         t0 = time.perf_counter()
-        fits.append(fit_shape(shape, limits, low=low, high=high, bytes_per_param=bytes_per_param))
+        fits.append(fit_shape(shape, limits, low=low, high=high, latency=latency,
+                              bytes_per_param=budget.bytes_per_param, bytes_per_activation=budget.bytes_per_activation))
         seconds.append(time.perf_counter() - t0)
     s = summarize(fits)
-    text = ", ".join(f"{m} <= {v:,.0f}" for m, v in limits.items())
-    print(f"budget fitting to {text}, multiplier {low:g}-{high:g}x, over {len(fits)} sampled shapes:")
+    print(f"budget fitting to {_limits_text(limits)}, multiplier {low:g}-{high:g}x, over {len(fits)} sampled shapes:")
     print(f"  fitted {s['fitted']}, capped {s['capped']} (within budget at {high:g}x, trained as they are), "
           f"infeasible {s['infeasible']} (over budget at {low:g}x, never built)")
     if "use_median" in s:
@@ -69,9 +81,31 @@ def _print_fits(space: Space, limits: dict[str, float], in_chs: int, res: int, c
     print()
 
 
-def _study_space(path: str) -> tuple[Space, tuple[int, int, int], dict[str, float], int] | None:
-    """For a study YAML: its space (``space_overrides`` applied), its data's input and classes, its budget's
-    analytic limits and bytes per weight; None for a space file."""
+def _print_fitted_baselines(limits: dict[str, float], in_chs: int, res: int, classes: int, budget: Budget,
+                            latency: Callable[[Arch], float] | None) -> None:
+    """The seed baselines as a search with this budget enqueues them (:func:`baselines.fit_baseline`)."""
+    rows = []
+    for family in baselines.FAMILIES:
+        fit = baselines.fit_baseline(family, in_chs=in_chs, resolution=res, num_classes=classes, limits=limits,
+                                     latency=latency, bytes_per_param=budget.bytes_per_param,
+                                     bytes_per_activation=budget.bytes_per_activation)
+        if fit.arch is None:
+            why = baselines.over_words(fit.width, fit.over, limits)
+            rows.append([family, "-", "-", "-", "-", "-", f"not queued: {why}"])
+            continue
+        c = arch_cost(fit.arch)
+        ms = fit.values.get("latency")
+        use = fit.budget_use
+        rows.append([family, f"x{fit.width:.3g}", f"{c.macs:,}", f"{c.params:,}",
+                     "-" if ms is None else f"{ms:.3g}", "-" if use is None else f"{use:.3f}", fit.arch.id])
+    print(f"seed baselines fitted to {_limits_text(limits)} (what a search enqueues):")
+    print(table(rows, ["baseline", "width", "MACs", "params", "latency ms", "budget use", "architecture id"]))
+    print()
+
+
+def _study_space(path: str) -> tuple[Space, tuple[int, int, int], dict[str, float], StudyConfig] | None:
+    """For a study YAML: its space (``space_overrides`` applied), its data's input and classes, its budget's limits
+    and its config; None for a space file."""
     from archsearch.core.errors import load_yaml
 
     data = load_yaml(path)
@@ -82,22 +116,41 @@ def _study_space(path: str) -> tuple[Space, tuple[int, int, int], dict[str, floa
 
     config = load_study_config(path)
     space, d = load_config_data(config)
-    limits = {m: v for m, v in config.budget.limits().items() if not metric(m).measured}
-    if (latency := config.budget.limit("latency")) is not None:
-        print(f"note: the study's latency limit ({latency:g} ms) is left out here: fitting to "
-              f"it needs its latency table (archsearch latency build); the analytic limits are fitted")
-    return space, (d.in_chs, d.resolution, d.num_classes), limits, config.budget.bytes_per_param
+    return space, (d.in_chs, d.resolution, d.num_classes), config.budget.limits(), config
+
+
+_LATENCY_FIT_SAMPLES = 50  # shapes `archsearch space` fits to a latency limit unless --fit-samples says otherwise
+
+
+def _latency_predictor(config: StudyConfig) -> tuple[Callable[[Arch], float], Callable[[], None]]:
+    """The study's latency table (``latency/`` beside its YAML, as its search reads it): its ``predict``, which
+    measures the parts it lacks on this machine and saves them, and what to say after (how many it measured)."""
+    from archsearch.search.reachable import latency_table_of
+
+    table = latency_table_of(config)
+    target = config.budget.latency.describe()
+    print(f"latency: predicted from the study's table {table.path} ({len(table)} entries, {target}); parts it "
+          "lacks are measured now on this machine and saved to it", flush=True)
+
+    def done() -> None:
+        if table.measurements:
+            print(f"latency: {table.measurements} parts measured on this machine and saved to {table.path}")
+            print()
+
+    return table.predict, done
 
 
 def cmd_space(args: argparse.Namespace) -> int:
+    from archsearch.config.study_schema import Budget
     from archsearch.space.search_space import describe, load_space, sample_architectures
 
     study = _study_space(args.space)
     limits: dict[str, float]
-    if study is None:
-        space, (in_chs, res), classes, limits, bytes_per_param = load_space(args.space), (1, 28), 10, {}, 4
+    if study is None:  # a space file: weights and activations at float32
+        space, (in_chs, res), classes, limits, budget = load_space(args.space), (1, 28), 10, {}, Budget()
     else:
-        space, (in_chs, res, classes), limits, bytes_per_param = study
+        space, (in_chs, res, classes), limits, config = study
+        budget = config.budget
     in_chs, res = args.input or (in_chs, res)
     classes = args.classes or classes
     limits = args.budget or limits
@@ -109,13 +162,24 @@ def cmd_space(args: argparse.Namespace) -> int:
           f"{classes} classes; statistics over {len(archs)} sampled candidates")
     rows = []
     for label, values in (("MACs", [c.macs for c in costs]), ("params", [c.params for c in costs]),
-                          ("peak activations (bytes)", [c.peak_activation_bytes for c in costs])):
+                          (f"peak activations (bytes at {budget.activation_precision})",
+                           [c.peak_activation_bytes // FLOAT32_BYTES * budget.bytes_per_activation for c in costs])):
         lo, med, hi = describe(values)
         rows.append([label, f"{lo:,.0f}", f"{med:,.0f}", f"{hi:,.0f}"])
     print(table(rows, ["cost", "min", "median", "max"]))
     print()
     if limits:
-        _print_fits(space, limits, in_chs, res, classes, args.samples, args.seed, bytes_per_param)
+        latency, measured, fitted = None, None, args.fit_samples or args.samples
+        if "latency" in limits and study is not None:  # only a study's budget limits latency (not --budget)
+            latency, measured = _latency_predictor(study[-1])
+            fitted = args.fit_samples or min(args.samples, _LATENCY_FIT_SAMPLES)
+            if fitted < args.samples:
+                print(f"latency: the first {fitted} of the {args.samples} sampled shapes are fitted (--fit-samples N "
+                      "for more: each fit predicts a few latencies)", flush=True)
+        _print_fits(space, limits, in_chs, res, classes, fitted, args.seed, budget, latency)
+        _print_fitted_baselines(limits, in_chs, res, classes, budget, latency)
+        if measured is not None:
+            measured()
     rows = []
     for family, make in baselines.FAMILIES.items():
         for width in (1.0, 0.5, 0.25):
@@ -227,9 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classes of the head (10; a study's: its dataset's)")
     s.add_argument("--samples", type=int, default=500, help="candidates sampled for the statistics (500)")
     s.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    s.add_argument("--fit-samples", type=export_cli.positive_int, default=None, metavar="N",
+                   help=f"shapes fitted to the budget (--samples; with a latency limit at most "
+                        f"{_LATENCY_FIT_SAMPLES}: each fit predicts latencies from the study's table, which "
+                        "measures the parts it lacks, about a second a shape on a CPU)")
     s.add_argument("--budget", type=_budget, default=None, metavar="macs=N[,params=N,peak_kb=N,model_kb=N]",
-                   help="also fit the sampled shapes to this budget and show how much of it they use (a "
-                        "study: its budget's MACs, params and memory limits)")
+                   help="also fit the sampled shapes and the seed baselines to this budget and show how much of it "
+                        "they use (a study: its budget, a latency limit predicted by its latency table)")
     s.set_defaults(func=cmd_space)
 
     text = "create or resume a study and run it to n_trials finished trials"

@@ -3,6 +3,7 @@
     archsearch latency build cpu:1:1 --samples 200     # fill the table for the parts of 200 candidates
     archsearch latency check cpu:1:1 --samples 100     # predicted against measured on 100 others
     archsearch latency check cpu:1:1 --runtime onnxruntime   # the same in ONNX Runtime (its own table)
+    archsearch latency check cpu:1:1 --runtime onnxruntime-int8   # ONNX Runtime at int8 (another table)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from archsearch.config.study_schema import LATENCY_DEVICES, LATENCY_RUNTIMES, LatencyTarget
 from archsearch.core.text import input_shape
 from archsearch.core.text import table as format_table
+from archsearch.latency.measure import ONNXRUNTIME_RUNTIMES
 from archsearch.latency.table import DEFAULT_DIRECTORY, table_for
 from archsearch.network.arch import Arch
 
@@ -60,10 +62,12 @@ def _target(args: argparse.Namespace) -> LatencyTarget | None:
     problem = None
     if target.device == "cuda" and not torch.cuda.is_available():
         problem = "target device cuda, but CUDA is not available"
-    elif target.runtime == "onnxruntime" and target.device != "cpu":
-        problem = f"runtime onnxruntime is timed on the CPU, not on {target.device}"
-    elif target.runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-        problem = "runtime onnxruntime needs ONNX Runtime: pip install 'archsearch[onnx]'"
+    elif target.runtime in ONNXRUNTIME_RUNTIMES and target.device != "cpu":
+        problem = f"runtime {target.runtime} is timed on the CPU, not on {target.device}"
+    elif target.runtime in ONNXRUNTIME_RUNTIMES and importlib.util.find_spec("onnxruntime") is None:
+        problem = f"runtime {target.runtime} needs ONNX Runtime: pip install 'archsearch[onnx]'"
+    elif target.runtime == "onnxruntime-int8" and importlib.util.find_spec("onnx") is None:
+        problem = "runtime onnxruntime-int8 needs ONNX's tools to quantize: pip install 'archsearch[onnx]'"
     if problem:
         print(f"archsearch: error: {problem}", file=sys.stderr)
         return None
@@ -147,7 +151,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("target", type=parse_target, metavar="TARGET", help="DEVICE:THREADS:BATCH, e.g. cpu:1:1")
         s.add_argument("--runtime", choices=LATENCY_RUNTIMES, default="torch",
-                       help="what runs the timed passes: torch (eager mode) or onnxruntime (CPU; default torch)")
+                       help="what runs the timed passes: torch (eager mode), onnxruntime or onnxruntime-int8 "
+                            "(CPU; the ONNX model as exported, or statically quantized to int8; default torch)")
         s.add_argument("--space", default="search_spaces/mixed.yaml", help="search-space YAML file")
         s.add_argument("--input", type=input_shape, default=(1, 28), metavar="CxHxW", help="input shape (1x28x28)")
         s.add_argument("--classes", type=int, default=10, help="classes of the head (10)")

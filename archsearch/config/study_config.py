@@ -24,9 +24,11 @@ from archsearch.config.recipe import TRAINING_KEYS_LATER, TrainConfig
 from archsearch.config.study_schema import (
     BUDGET_KEYS,
     DEVICES,
+    ONNXRUNTIME_RUNTIMES,
     PRECISION_BYTES,
     Budget,
     DatasetConfig,
+    ExportConfig,
     LatencyTarget,
     ObjectiveConfig,
     PrunerConfig,
@@ -55,9 +57,9 @@ from archsearch.network.metrics import metric
 from archsearch.space.search_space import Space, SpaceModel, space_from_dict
 
 __all__ = ["StudyConfig", "DatasetConfig", "LatencyTarget", "Budget", "ObjectiveConfig", "SamplerConfig",
-           "PrunerConfig", "RerankConfig", "TrainConfig", "ConfigError", "BUDGET_KEYS", "PRECISION_BYTES",
-           "FIT_SCHEME", "load_study_config", "study_config_from_dict", "study_schema", "fingerprint_matches",
-           "merge_overrides"]
+           "PrunerConfig", "RerankConfig", "ExportConfig", "TrainConfig", "ConfigError", "BUDGET_KEYS",
+           "PRECISION_BYTES", "FIT_SCHEME", "load_study_config", "study_config_from_dict", "study_schema",
+           "fingerprint_matches", "merge_overrides"]
 
 _FINGERPRINT_SCHEMA = 2  # 2: the space as parsed (1: its file's bytes, see fingerprint_matches)
 FIT_SCHEME = 1  # bump when budget fitting picks other widths for the same shape and budget
@@ -125,6 +127,7 @@ class StudyConfig:
                                                       "scaled to the budget")
     rerank: RerankConfig | None = Field(default=None, description="null: no re-rank")
     recovery: Section(RecoveryConfig) = Field(default_factory=RecoveryConfig)  # type: ignore[valid-type]
+    export: Section(ExportConfig) = Field(default_factory=ExportConfig)  # type: ignore[valid-type]
     # not a key of the file: the YAML it was read from
     source: Annotated[SkipJsonSchema[Path | None], Field(exclude=True), BeforeValidator(_not_a_key)] = field(
         default=None, compare=False)
@@ -160,6 +163,9 @@ class StudyConfig:
                 del budget[key]
         if "max_model_kb" not in budget:
             del budget["model_precision"]
+        # the activations' precision came later still: present only when it changes the peak's limit (int8)
+        if "max_peak_activation_kb" not in budget or budget["activation_precision"] == "float32":
+            del budget["activation_precision"]
         if budget["latency"]["runtime"] == "torch":  # the runtime came later too
             del budget["latency"]["runtime"]
         training = _plain(self.training)
@@ -329,11 +335,14 @@ def _check_objective_budget(objective: ObjectiveConfig, budget: Budget, pruner: 
         key = metric(objective.soft_metric).key
         fail_at(f"budget.{key}", f"objective 'soft' with soft_metric {objective.soft_metric!r} uses "
                                  f"budget.{key} as its target, but it is not set")
-    if budget.latency.runtime == "onnxruntime" and budget.latency.device != "cpu":
-        fail_at("budget.latency.device", "runtime onnxruntime is timed on the CPU (archsearch runs ONNX Runtime's "
+    runtime = budget.latency.runtime
+    if runtime in ONNXRUNTIME_RUNTIMES and budget.latency.device != "cpu":
+        fail_at("budget.latency.device", f"runtime {runtime} is timed on the CPU (archsearch runs ONNX Runtime's "
                                          f"CPU execution provider): set `device: cpu`, got {budget.latency.device!r}")
-    if budget.latency.runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
-        fail_at("budget.latency.runtime", "runtime onnxruntime needs ONNX Runtime, which is not installed: "
+    needs = ("onnxruntime",) + (("onnx",) if runtime == "onnxruntime-int8" else ())
+    missing = [m for m in needs if importlib.util.find_spec(m) is None] if runtime in ONNXRUNTIME_RUNTIMES else []
+    if missing:
+        fail_at("budget.latency.runtime", f"runtime {runtime} needs {' and '.join(missing)}, not installed: "
                                           "pip install 'archsearch[onnx]' (or use runtime torch)")
     if objective.type == "pareto" and budget.fit:
         fail_at("budget.fit", "budget fitting scales every candidate to the budget's edge, but objective 'pareto' "

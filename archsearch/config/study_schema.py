@@ -32,7 +32,9 @@ SAMPLERS = ("tpe", "nsga2", "random")
 PRUNERS = ("median", "hyperband", "none")
 DEVICES = ("auto", "cpu", "cuda")
 LATENCY_DEVICES = ("cpu", "cuda")
-LATENCY_RUNTIMES = ("torch", "onnxruntime")  # what measure_latency can run (archsearch.latency.measure)
+# what measure_latency can run (archsearch.latency.measure)
+LATENCY_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
+ONNXRUNTIME_RUNTIMES = ("onnxruntime", "onnxruntime-int8")  # those that time an ONNX model in ONNX Runtime (CPU)
 
 _SEED = Int(0, 2**32 - 1)
 _BATCH = Int(1, 65536)
@@ -141,9 +143,9 @@ class LatencyTarget:
     threads: Int(1, 1024) = Field(default=1, description="intra-op threads while timing (torch's or ONNX Runtime's)")  # type: ignore[valid-type]
     batch: _BATCH = 1  # type: ignore[valid-type]
     runtime: Literal[LATENCY_RUNTIMES] = Field(  # type: ignore[valid-type]
-        default="torch", description="what runs the timed passes: PyTorch eager mode, or ONNX Runtime (CPU) on the "
-                                     "network "
-                             "exported to ONNX, as model.onnx ships it")
+        default="torch", description="what runs the timed passes: PyTorch eager mode (torch), or ONNX Runtime (CPU) "
+                                     "on the network exported to ONNX as model.onnx ships it (onnxruntime), or "
+                                     "statically quantized as model.int8.onnx ships it (onnxruntime-int8)")
 
     def describe(self) -> str:
         """``cpu, 1 thread(s), batch 1`` (``..., onnxruntime`` for that runtime)."""
@@ -166,6 +168,10 @@ class Budget:
     latency: Section(LatencyTarget) = Field(default_factory=LatencyTarget)  # type: ignore[valid-type]
     model_precision: Literal["float32", "int8"] = Field(
         default="float32", description="bytes per parameter for max_model_kb: float32 4, int8 1")
+    activation_precision: Literal["float32", "int8"] = Field(
+        default="float32", description="bytes per activation for max_peak_activation_kb: float32 4, what training, "
+        "the latency table and the default export run at; int8 1, what the --int8 export's runtimes hold (TF Lite "
+        "Micro, CMSIS-NN, ONNX Runtime's QLinear kernels): a quarter of the float32 peak")
     # budget fitting (archsearch/space/fit.py): the sampler picks the shape, the widths are scaled to the budget
     fit: Bool | None = Field(default=None, description="scale every candidate's widths to the budget's edge; "
                                                "null: on, except for objective pareto")
@@ -183,9 +189,21 @@ class Budget:
     def bytes_per_param(self) -> int:
         return PRECISION_BYTES[self.model_precision]
 
+    @property
+    def bytes_per_activation(self) -> int:
+        return PRECISION_BYTES[self.activation_precision]
+
+    def words(self, metric: str) -> str:
+        """What a value of ``metric`` counts, in a sentence, at this budget's precision: "KiB of activations at
+        int8"."""
+        m = metric_row(metric)
+        return m.words.format(precision=getattr(self, m.precision) if m.precision is not None else "")
+
     def describe(self) -> str:
         """The limits as YAML keys, with the precision and latency target they are counted at; "none"."""
         parts = [f"{key}={getattr(self, key):,g}" for key in BUDGET_KEYS if getattr(self, key) is not None]
+        if self.limit("peak_kb") is not None:
+            parts.append(f"activations at {self.activation_precision}")
         if self.limit("model_kb") is not None:
             parts.append(f"weights at {self.model_precision}")
         if self.limit("latency") is not None:
@@ -274,3 +292,20 @@ class RerankConfig:
         images = "all" if self.train_subset is None else f"{self.train_subset:,}"
         folds = f", {self.folds} folds" if self.folds else ""
         return f"top {self.top}, {self.epochs} epochs on {images} images{folds}"
+
+
+#: training images the int8 model's activation ranges come from, by default (measured: docs/int8.md)
+INT8_CALIBRATION_IMAGES = 256
+
+
+@declared()
+class ExportConfig:
+    """What ``archsearch export`` ships beside the float files; the command's options override it."""
+
+    int8: Literal["ptq", "qat"] | None = Field(
+        default=None, description="also write model.int8.onnx: ptq (post-training static quantization) or qat "
+        "(quantization-aware fine-tuning first); null: float files only")
+    calibration_images: Int(1, 1_000_000) = Field(  # type: ignore[valid-type]
+        default=INT8_CALIBRATION_IMAGES, description="training images that set the int8 activation ranges")
+    qat_epochs: Int(1, 1000) = Field(  # type: ignore[valid-type]
+        default=2, description="epochs of quantization-aware fine-tuning (int8: qat)")

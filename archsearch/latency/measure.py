@@ -4,12 +4,13 @@ The method every latency figure of archsearch rests on (a trial's candidate, the
 :mod:`archsearch.latency.table`, ``archsearch latency check``, the export card): warm-up passes, then timed passes until
 there are ``REPEATS`` of them and they add up to ``MIN_SECONDS``, with the garbage collector paused.
 
-Two runtimes run the passes (:data:`RUNTIMES`): ``torch`` (eager mode, what training uses) and ``onnxruntime``
-(what runs the exported ``model.onnx``). For ONNX Runtime the model is exported to ONNX in memory (the TorchScript
-exporter, ``dynamo=False``: a tenth of a second where the dynamo exporter takes seconds, and the same operators
-once ONNX Runtime has optimised the graph) and timed in an ``InferenceSession`` with ``threads`` intra-op threads,
-all graph optimisations on (Conv+BatchNorm+ReLU fused), input and output bound once (``io_binding``), so a pass
-times the graph and the session's own call, not copies in and out.
+Three runtimes run the passes (:data:`RUNTIMES`): ``torch`` (eager mode, what training uses), ``onnxruntime``
+(what runs the exported ``model.onnx``) and ``onnxruntime-int8`` (the same ONNX model statically quantized to int8
+by :func:`archsearch.network.int8.quantize_onnx`). For ONNX Runtime the model is exported to ONNX in memory (the
+TorchScript exporter, ``dynamo=False``: a tenth of a second where the dynamo exporter takes seconds, and the same
+operators once ONNX Runtime has optimised the graph) and timed in an ``InferenceSession`` with ``threads`` intra-op
+threads, all graph optimisations on (Conv+BatchNorm+ReLU fused), input and output bound once (``io_binding``), so a
+pass times the graph and the session's own call, not copies in and out. An ONNX model's bytes are timed as given.
 """
 
 from __future__ import annotations
@@ -30,14 +31,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from archsearch.config.study_schema import LATENCY_RUNTIMES
+# ONNXRUNTIME_RUNTIMES: those that time an ONNX model in an ONNX Runtime session, on the CPU
+from archsearch.config.study_schema import LATENCY_RUNTIMES, ONNXRUNTIME_RUNTIMES
 from archsearch.core.threads import torch_threads
 
-__all__ = ["Latency", "MIN_SECONDS", "REPEATS", "RUNTIMES", "WARMUP", "forward_pass", "measure_latency",
-           "onnx_model", "onnxruntime_pass"]
+__all__ = ["INT8_CALIBRATION", "Latency", "MIN_SECONDS", "ONNXRUNTIME_RUNTIMES", "REPEATS", "RUNTIMES", "WARMUP",
+           "forward_pass", "int8_calibration", "int8_model", "measure_latency", "onnx_model", "onnxruntime_pass"]
 
-#: what runs a timed forward pass: PyTorch eager mode, or ONNX Runtime on the model exported to ONNX
+#: what runs a timed forward pass: PyTorch eager mode, or ONNX Runtime on the model exported to ONNX (float32, or
+#: statically quantized to int8)
 RUNTIMES = LATENCY_RUNTIMES  # declared with the study file's keys
+#: runtime onnxruntime-int8's calibration: this many random-normal images from a generator of this seed (the
+#: activation ranges they give change the int8 model's outputs, not the speed of its int8 kernels)
+INT8_CALIBRATION = (8, 0)
 
 #: how a network is measured (a trial's candidate, ``latency check``): warm-up passes, then timed passes
 #: until there are REPEATS of them and they add up to MIN_SECONDS
@@ -102,8 +108,9 @@ def onnxruntime_pass(model: nn.Module | bytes, input_shape: tuple[int, int, int]
                      batch: int = 1) -> Callable[[], None]:
     """One forward pass of ``model`` (a module, or an ONNX model's bytes) in an ONNX Runtime session, as a call.
 
-    The session runs on the CPU with ``threads`` intra-op threads (one inter-op thread, sequential
-    execution) and every graph optimisation; a random input and the output are bound once.
+    The session runs on the CPU with ``threads`` intra-op threads (one inter-op thread, sequential execution) and
+    every graph optimisation; a random input and the output are bound once. An open input or output dimension (the
+    dynamic batch of ``model.onnx``) is given ``batch``.
     """
     ort = _onnxruntime()
     data = model if isinstance(model, bytes) else onnx_model(model, input_shape, batch=batch)
@@ -115,6 +122,11 @@ def onnxruntime_pass(model: nn.Module | bytes, input_shape: tuple[int, int, int]
     options.log_severity_level = 3
     session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    # a dimension the model leaves open (a str or None: model.onnx's batch) takes the given size
+    if len(inp.shape) != 1 + len(input_shape) or any(
+            isinstance(d, int) and d != want for d, want in zip(inp.shape, (batch, *input_shape), strict=True)):
+        raise ValueError(f"the ONNX model takes input {inp.name!r} of shape {inp.shape}, which does not fit "
+                         f"batch {batch} and input shape {tuple(input_shape)}")
     x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
     x_value = ort.OrtValue.ortvalue_from_numpy(x)
     out_shape = [d if isinstance(d, int) else batch for d in out.shape]
@@ -130,22 +142,56 @@ def onnxruntime_pass(model: nn.Module | bytes, input_shape: tuple[int, int, int]
     return forward
 
 
-def forward_pass(model: nn.Module, input_shape: tuple[int, int, int], *, runtime: str = "torch",
+def int8_calibration(input_shape: tuple[int, int, int]) -> np.ndarray:
+    """Runtime onnxruntime-int8's calibration images (:data:`INT8_CALIBRATION`), ``N x C x H x W`` float32."""
+    count, seed = INT8_CALIBRATION
+    return np.random.default_rng(seed).standard_normal((count, *input_shape)).astype(np.float32)
+
+
+def int8_model(model: nn.Module | bytes, input_shape: tuple[int, int, int], *, batch: int = 1) -> bytes:
+    """``model`` (a module, or a float32 ONNX model's bytes) statically quantized to int8, as runtime
+    onnxruntime-int8 times it: :func:`onnx_model`'s export, calibrated on :func:`int8_calibration`'s images."""
+    from archsearch.network.int8 import quantize_onnx
+
+    data = model if isinstance(model, bytes) else onnx_model(model, input_shape, batch=batch)
+    if isinstance(model, bytes) and _quantized(data):
+        raise ValueError("runtime onnxruntime-int8 quantizes a float32 model, but these ONNX bytes are quantized "
+                         "already (QuantizeLinear or QLinear operators): time them on runtime onnxruntime")
+    return quantize_onnx(data, int8_calibration(input_shape))
+
+
+def _quantized(data: bytes) -> bool:
+    import onnx
+
+    return any(node.op_type in {"QuantizeLinear", "DequantizeLinear"} or node.op_type.startswith("QLinear")
+               for node in onnx.load_from_string(data).graph.node)
+
+
+def forward_pass(model: nn.Module | bytes, input_shape: tuple[int, int, int], *, runtime: str = "torch",
                  device: str = "cpu", threads: int = 1, batch: int = 1) -> Callable[[], Any]:
-    """One forward pass of ``model`` on ``runtime`` as a call (torch: call it under ``torch.inference_mode``)."""
-    if runtime == "onnxruntime":
+    """One forward pass of ``model`` on ``runtime`` as a call (torch: call it under ``torch.inference_mode``).
+
+    ``model``: a module, or (ONNX Runtime's runtimes) an ONNX model's bytes; onnxruntime times the bytes as
+    given, onnxruntime-int8 quantizes them first (they must be float32).
+    """
+    if runtime in ONNXRUNTIME_RUNTIMES:
         if device != "cpu":
-            raise ValueError(f"runtime onnxruntime runs on the CPU here, not on {device!r}")
+            raise ValueError(f"runtime {runtime} runs on the CPU here, not on {device!r}")
+        if runtime == "onnxruntime-int8":
+            model = int8_model(model, input_shape, batch=batch)
         return onnxruntime_pass(model, input_shape, threads=threads, batch=batch)
     if runtime != "torch":
         raise ValueError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+    if isinstance(model, bytes):
+        raise TypeError("runtime torch times a torch module, got an ONNX model's bytes: time them on runtime "
+                        f"{' or '.join(ONNXRUNTIME_RUNTIMES)}")
     model = model.eval().to(device)
     x = torch.randn(batch, *input_shape, device=device)
     return lambda: model(x)
 
 
 def measure_latency(
-    model: nn.Module,
+    model: nn.Module | bytes,
     input_shape: tuple[int, int, int],
     *,
     runtime: str = "torch",
@@ -165,13 +211,14 @@ def measure_latency(
     median is as steady as a slow one's. Runs on ``runtime`` (:data:`RUNTIMES`) with ``threads``
     intra-op threads (restored after), the garbage collector paused, under ``torch.inference_mode``;
     CUDA is synchronised after each pass. ``between`` runs before each timed pass (the lookup table's
-    reference network), timed apart: its median is ``reference_ms``. The model's train/eval mode is
-    restored; for torch it is moved to ``device``.
+    reference network), timed apart: its median is ``reference_ms``. A module's train/eval mode is
+    restored; for torch it is moved to ``device``. ``model`` may be an ONNX model's bytes (ONNX Runtime's
+    runtimes, :func:`forward_pass`).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     dev = torch.device(device)
-    was_training = model.training
+    was_training = not isinstance(model, bytes) and model.training
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     times: list[float] = []
     between_times: list[float] = []
@@ -197,7 +244,8 @@ def measure_latency(
                 times.append(dt * 1000)
                 total += dt
     finally:
-        model.train(was_training)
+        if not isinstance(model, bytes):
+            model.train(was_training)
     times.sort()
     # p90: nearest rank
     reference = statistics.median(between_times) if between_times else None

@@ -16,13 +16,15 @@ says how long the network takes at the table's speed; the wall time as timed is 
 ONNX Runtime (``runtime: onnxruntime``) has a table of its own, timed by the same method with three changes:
 one session call (``CALL_KEY``) is taken off every part, the reference runs twice and only its second, warm pass
 is timed (:func:`_warm_then_timed`), and each entry is timed in ``ENTRY_ROUNDS`` rounds spread over the fill.
+ONNX Runtime at int8 (``runtime: onnxruntime-int8``) has another, by that method with every part, the reference
+and the calibration networks quantized alone (:func:`archsearch.latency.measure.int8_model`).
 
 What each choice was measured against, and what the table does not model: docs/budgets.md, "How the table's
 method was measured" (``archsearch latency check`` measures how well the table does for a space).
 
 The table file's name and its content carry the key (device, threads, batch, torch version and the
-processor or GPU name, and for ONNX Runtime the runtime and its version): a table measured under any other key
-is never reused.
+processor or GPU name, and for ONNX Runtime, float32 or int8, the runtime and its version): a table measured
+under any other key is never reused.
 
 Command line: :mod:`archsearch.cli.latency` (``archsearch latency build|check``); measuring a built model:
 :mod:`archsearch.latency.measure`.
@@ -45,14 +47,24 @@ from typing import Any
 from torch import nn
 
 from archsearch.config.study_schema import LatencyTarget
-from archsearch.latency.key import METHOD, ONNXRUNTIME_METHOD, TableKey, table_key
-from archsearch.latency.measure import MIN_SECONDS, REPEATS, WARMUP, Latency, forward_pass, measure_latency
+from archsearch.latency.key import INT8_METHOD, METHOD, ONNXRUNTIME_METHOD, TableKey, table_key
+from archsearch.latency.measure import (
+    MIN_SECONDS,
+    ONNXRUNTIME_RUNTIMES,
+    REPEATS,
+    WARMUP,
+    Latency,
+    forward_pass,
+    int8_model,
+    measure_latency,
+    onnx_model,
+)
 from archsearch.latency.parts import Part, parts_of
 from archsearch.network.arch import Arch
 from archsearch.network.blocks import DepthwiseSeparable, EffNetBlock, ShuffleUnit
 
-__all__ = ["DEFAULT_DIRECTORY", "METHOD", "ONNXRUNTIME_METHOD", "LatencyTable", "Part", "TableKey", "parts_of",
-           "table_for", "table_key"]
+__all__ = ["DEFAULT_DIRECTORY", "INT8_METHOD", "METHOD", "ONNXRUNTIME_METHOD", "LatencyTable", "Part", "TableKey",
+           "parts_of", "table_for", "table_key"]
 
 DEFAULT_DIRECTORY = Path("studies") / "latency"
 TABLE_FORMAT = 1
@@ -152,7 +164,7 @@ class LatencyTable:
         self.target = target
         self.key = key if key is not None else table_key(target)
         self.path = Path(path)
-        ort = target.runtime == "onnxruntime"
+        ort = target.runtime in ONNXRUNTIME_RUNTIMES
         if min_seconds is None:  # an ONNX Runtime part runs in microseconds: 50 passes are a few ms of noise
             min_seconds = 0.05 if ort else 0.0
         if rounds is None:
@@ -242,8 +254,16 @@ class LatencyTable:
 
     # -- measuring --------------------------------------------------------------------------------
 
-    def _timed(self, model: nn.Module, input_shape: tuple[int, int, int], **settings: Any) -> Latency:
-        """``model`` timed with a pass of the reference network before each timed pass (timed apart)."""
+    def _prepared(self, model: nn.Module, input_shape: tuple[int, int, int]) -> nn.Module | bytes:
+        """``model`` as the runtime runs it, made once for all its rounds: itself (torch) or its ONNX model."""
+        batch = self.target.batch
+        if self.target.runtime == "onnxruntime-int8":
+            return int8_model(model, input_shape, batch=batch)
+        return onnx_model(model, input_shape, batch=batch) if self.target.runtime == "onnxruntime" else model
+
+    def _timed(self, model: nn.Module | bytes, input_shape: tuple[int, int, int], **settings: Any) -> Latency:
+        """``model`` (or its ONNX model, :meth:`_prepared`) timed with a pass of the reference network before each
+        timed pass (timed apart)."""
         t = self.target
         if self._reference is None:  # run inside measure_latency's torch.inference_mode
             net, shape = _disturber()
@@ -251,13 +271,14 @@ class LatencyTable:
             self._reference = reference if t.runtime == "torch" else _warm_then_timed(reference)
         self.measurements += 1
         settings = {"warmup": self.warmup, "repeats": self.repeats, "min_seconds": self.min_seconds, **settings}
-        return measure_latency(model, input_shape, runtime=t.runtime, device=t.device, threads=t.threads,
+        runtime = "onnxruntime" if isinstance(model, bytes) else t.runtime  # bytes: as the runtime runs them
+        return measure_latency(model, input_shape, runtime=runtime, device=t.device, threads=t.threads,
                                batch=t.batch, between=self._reference, **settings)
 
     def _parts(self, arch: Arch) -> list[Part]:
         """What ``arch``'s prediction reads: its parts, and for ONNX Runtime the session call's entry."""
         parts = parts_of(arch)
-        if self.target.runtime == "onnxruntime":
+        if self.target.runtime in ONNXRUNTIME_RUNTIMES:  # at int8 too: a lone ReLU stays float32, a bare call
             parts.append(Part(CALL_KEY, (1, 1, 1), nn.ReLU))
         return parts
 
@@ -265,7 +286,7 @@ class LatencyTable:
         """Measure the parts the table lacks, in ``rounds`` passes over all of them (every other one in
         reverse order), keeping for each the round of its median ratio to the reference; the number measured."""
         missing = list({p.key: p for p in parts if p.key not in self.entries}.values())
-        models = [p.make() for p in missing]
+        models = [self._prepared(p.make(), p.input_shape) for p in missing]
         timed: list[list[Latency]] = [[] for _ in missing]
         for r in range(self.rounds):
             order = range(len(missing)) if r % 2 == 0 else reversed(range(len(missing)))
@@ -284,7 +305,7 @@ class LatencyTable:
         from archsearch.network.build import build
 
         archs = self.calibration if self.calibration is not None else _calibration_archs()
-        models = [build(a) for a in archs]
+        models = [self._prepared(build(a), (a.in_chs, a.resolution, a.resolution)) for a in archs]
         for a in archs:
             self._measure_parts(self._parts(a))
         # each network measured in CALIBRATION_ROUNDS interleaved rounds, keeping its fastest ratio:
@@ -302,7 +323,7 @@ class LatencyTable:
 
     def _relative(self, arch: Arch) -> list[float]:
         """The entries of ``arch``'s parts, in units of the reference's time (less the session call's, if any)."""
-        call = self.entries.get(CALL_KEY) if self.target.runtime == "onnxruntime" else None
+        call = self.entries.get(CALL_KEY) if self.target.runtime in ONNXRUNTIME_RUNTIMES else None
         less = 0.0 if call is None else call["median_ms"] / call["reference_ms"]
         return [e["median_ms"] / e["reference_ms"] - less for e in (self.entries[p.key] for p in parts_of(arch))]
 
@@ -385,7 +406,3 @@ def table_for(
     """
     key = options.pop("key", None) or table_key(target)
     return LatencyTable(target, Path(directory) / key.file_name(), key=key, **options)
-
-
-
-

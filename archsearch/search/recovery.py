@@ -37,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from archsearch.config.study_config import StudyConfig
 from archsearch.data.bundle import DataBundle
+from archsearch.search.reachable import latency_table_of
 from archsearch.space import baselines
 from archsearch.study._optuna_internals import fail_trial_of_another_process
 from archsearch.study.study_record import StudyRecord
@@ -133,9 +134,11 @@ def sweep_dead_workers(study: optuna.Study) -> list[int]:
 
 def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle, *,
                      created: bool) -> list[str] | None:
-    """Enqueue each of the seed's families, scaled to the widest variant that fits, that has no trial yet.
+    """Enqueue each of the seed's families, scaled to the widest variant that fits every limit (a latency limit by
+    the study's latency table, :func:`archsearch.space.baselines.fit_baseline`), that has no trial yet; record
+    why a family did not fit (study attr ``archsearch.baselines_over``).
 
-    The study's creator does it (``created``), then says so (study attr ``archsearch.space.baselines``). Another
+    The study's creator does it (``created``), then says so (study attr ``archsearch.baselines``). Another
     start does it only where the creator did not and cannot any more: its process on this host is gone, it
     never recorded itself (``archsearch.created_by``, written right after the creation) two seconds on, or,
     for a creator on another host, a minute has passed since the creation. Starts that race there may both
@@ -158,18 +161,21 @@ def ensure_baselines(study: optuna.Study, config: StudyConfig, data: DataBundle,
                 return None
     present = {TrialRecord.of(t).baseline for t in study.get_trials(deepcopy=False)}
     b = config.budget
-    added = []
-    for family in baselines.FAMILIES:
-        if family in present:
-            continue
-        arch = baselines.fit_to_budget(
-            family, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes,
-            limits=b.limits(), bytes_per_param=b.bytes_per_param,
-        )
-        if arch is not None:
-            study.enqueue_trial({}, user_attrs=TrialRecord(baseline=family, arch=arch.to_dict()).attrs())
+    limits = b.limits()
+    missing = [family for family in baselines.FAMILIES if family not in present]
+    # a latency limit: fitted to the study's own table, as the search's candidates are (missing parts measured)
+    predict = latency_table_of(config).predict if "latency" in limits and missing else None
+    added, over = [], {}
+    for family in missing:
+        fit = baselines.fit_baseline(family, in_chs=data.in_chs, resolution=data.resolution,
+                                     num_classes=data.num_classes, limits=limits, latency=predict,
+                                     bytes_per_param=b.bytes_per_param, bytes_per_activation=b.bytes_per_activation)
+        if fit.arch is not None:
+            study.enqueue_trial({}, user_attrs=TrialRecord(baseline=family, arch=fit.arch.to_dict()).attrs())
             added.append(family)
-    StudyRecord(baselines=True).write(study)
+        else:  # the summary says why (archsearch.search.summary.baseline_words)
+            over[family] = {"width": fit.width, "over": fit.over}
+    StudyRecord(baselines=True, baselines_over=over).write(study)
     return added
 
 

@@ -10,7 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 from archsearch.config.storage_url import redact
 from archsearch.config.study_config import StudyConfig
 from archsearch.core.text import fmt_count
-from archsearch.network.metrics import amount
+from archsearch.network.metrics import METRICS, amount
 from archsearch.network.metrics import metric as metric_row
 from archsearch.search import rerank
 from archsearch.search.recovery import baseline_status, owed_baselines
@@ -25,6 +25,7 @@ from archsearch.study.trial_states import ON_RESUME, counts, failed_note, fates,
 __all__ = ["baseline_words", "left_to_run", "no_feasible_reason", "over_budget_words", "progress_note", "reranked",
            "start_line", "summary", "trial_line"]
 
+_METRIC_NAMES = frozenset(m.name for m in METRICS)
 
 
 def trial_line(t: FrozenTrial) -> str:
@@ -153,11 +154,24 @@ def baseline_words(study: optuna.Study, config: StudyConfig | None = None, trial
         elif verdict.state == TrialState.FAIL:
             error = f": {record.error.splitlines()[0]}" if record.error else ""
             left_out[family] = f"trial {verdict.number} failed{error}"
-    if StudyRecord.of(study).baselines:  # enqueued: a family without a trial did not fit at all
+    kept = StudyRecord.of(study)
+    if kept.baselines:  # enqueued: a family without a trial did not fit at all
+        unfitted = kept.baselines_over or {}
+        limits = config.budget.limits() if config is not None else None
         for family in baselines.FAMILIES:
             if family not in tries:
-                left_out[family] = "not queued: even its thinnest variant is over the budget"
+                left_out[family] = "not queued: " + _unfitted_words(unfitted.get(family), limits)
     return pending, left_out
+
+
+def _unfitted_words(unfitted: object, limits: dict[str, float] | None) -> str:
+    """Why a family was not queued, from what :func:`archsearch.search.recovery.ensure_baselines` recorded (a study
+    made before it did: the words alone)."""
+    if isinstance(unfitted, dict) and isinstance(width := unfitted.get("width"), (int, float)) \
+            and isinstance(over := unfitted.get("over"), dict):
+        known = {m: v for m, v in over.items() if m in _METRIC_NAMES and isinstance(v, (int, float))}
+        return baselines.over_words(width, known, limits)
+    return "even its thinnest variant is over the budget"
 
 
 def over_budget_words(t: FrozenTrial, config: StudyConfig | None = None) -> str:

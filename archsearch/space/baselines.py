@@ -8,20 +8,24 @@ Small inputs: the ImageNet networks halve 224 five times to 7x7. Here the input 
 larger than 4 pixels (28 and 32 -> 3 halvings, 8 -> 1), and the *earliest* stride-2 layers become
 stride 1 (the usual CIFAR adaptation: the stem keeps full resolution; ShuffleNet drops its max-pool).
 
+A search enqueues each family at the widest width that fits its budget (:func:`fit_baseline`): the analytic limits
+computed, a latency limit from the study's lookup table, passed in as a predictor (this layer measures nothing).
+
 ``effnet_paper(name)`` gives the three networks of the EffNet paper's 32x32x3 comparison exactly as
 its layer table lists them, with their flatten + linear heads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from archsearch.network.arch import Arch, Stage, Stem, make_divisible
-from archsearch.network.cost import arch_cost
-from archsearch.network.metrics import Costs, metric_values
-from archsearch.space.fit import budget_use
+from archsearch.network.metrics import amount, metric
+from archsearch.space.fit import budget_use, cost_values
 
-__all__ = ["FAMILIES", "mobilenet_v1", "shufflenet_v1", "effnet", "effnet_paper", "EFFNET_PAPER", "fit_to_budget"]
+__all__ = ["FAMILIES", "mobilenet_v1", "shufflenet_v1", "effnet", "effnet_paper", "EFFNET_PAPER", "BaselineFit",
+           "fit_baseline", "fit_to_budget", "over_words"]
 
 
 def _strides(n_positions: int, resolution: int) -> list[int]:
@@ -135,6 +139,108 @@ FAMILIES: dict[str, Callable[..., Arch]] = {
 _WIDTHS = [w / 32 for w in range(96, 0, -1)]
 
 
+@dataclass(frozen=True)
+class BaselineFit:
+    """A seed family fitted to a budget.
+
+    ``arch``: the widest variant within every limit (None: even the thinnest is over); ``width``: its width
+    multiplier, or the thinnest variant's where none fits; ``values``: the budget metrics of that variant (its
+    latency predicted where the budget limits latency; None: not known); ``limits``: what it was fitted to.
+    """
+
+    family: str
+    arch: Arch | None
+    width: float
+    values: dict[str, float | None]
+    limits: dict[str, float]
+
+    @property
+    def over(self) -> dict[str, float]:
+        """The limited metrics over their limit, with their value (empty where ``arch`` fits)."""
+        return {m: v for m, limit in self.limits.items() if (v := self.values.get(m)) is not None and v > limit}
+
+    @property
+    def budget_use(self) -> float | None:
+        """The largest value / limit over the limited metrics (None: none is known)."""
+        return budget_use(self.values, self.limits)
+
+
+def _variants(family: str, in_chs: int, resolution: int, num_classes: int) -> list[tuple[float, Arch]]:
+    """The distinct variants of ``family`` on ``_WIDTHS``, widest first, each with the widest width that gives it."""
+    try:
+        make = FAMILIES[family]
+    except KeyError:
+        raise ValueError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}") from None
+    seen: set[Arch] = set()
+    out = []
+    for w in _WIDTHS:
+        arch = make(w, in_chs=in_chs, resolution=resolution, num_classes=num_classes)
+        if arch not in seen:
+            seen.add(arch)
+            out.append((w, arch))
+    return out
+
+
+def fit_baseline(
+    family: str,
+    *,
+    in_chs: int,
+    resolution: int,
+    num_classes: int,
+    limits: Mapping[str, float],
+    latency: Callable[[Arch], float] | None = None,
+    bytes_per_param: int = 4,
+    bytes_per_activation: int = 4,
+) -> BaselineFit:
+    """The widest variant of ``family`` within every limit of ``limits`` (budget metrics of
+    :mod:`archsearch.network.metrics`), or, where none is, its thinnest variant with what it is over.
+
+    The analytic metrics are computed (weights and activations at ``bytes_per_param`` and ``bytes_per_activation``,
+    the budget's precisions); latency is ``latency(arch)`` (the study's lookup table predicts it, measuring
+    the parts it lacks), needed where ``limits`` has "latency". Latency grows with the width, so the widest variant
+    within it is found by bisection over the variants within the analytic limits: a few predictions, not one per
+    width.
+    """
+    limits = dict(limits)
+    if "latency" in limits and latency is None:
+        raise ValueError(f"fitting the {family} baseline to a latency limit ({limits['latency']:g} ms) needs a "
+                         "latency predictor (latency=, e.g. the study's latency table's predict)")
+    variants = _variants(family, in_chs, resolution, num_classes)
+    precision = {"bytes_per_param": bytes_per_param, "bytes_per_activation": bytes_per_activation}
+    predicted: dict[Arch, float] = {}
+
+    def values(arch: Arch) -> dict[str, float | None]:
+        ms = None
+        if latency is not None and "latency" in limits:
+            if arch not in predicted:
+                predicted[arch] = latency(arch)
+            ms = predicted[arch]
+        return cost_values(arch, ms, **precision)
+
+    def within(arch: Arch, names: Iterable[str]) -> bool:
+        v = values(arch) if "latency" in names else cost_values(arch, **precision)
+        return all((x := v.get(m)) is None or x <= limits[m] for m in names)
+
+    analytic = [m for m in limits if m != "latency"]
+    fitting = [(w, a) for w, a in variants if within(a, analytic)]  # widest first
+    if "latency" in limits and fitting:
+        # bisection: fitting[bad] is over the latency limit (-1: wider than the widest, untried), fitting[good] is
+        # within it; the thinnest is tried first, the widest only where everything thinner is within
+        bad, good = -1, len(fitting) - 1
+        if not within(fitting[good][1], ["latency"]):
+            fitting = []
+        else:
+            while good - bad > 1:
+                mid = (bad + good) // 2
+                if within(fitting[mid][1], ["latency"]):
+                    good = mid
+                else:
+                    bad = mid
+            fitting = fitting[good:]
+    width, arch = fitting[0] if fitting else variants[-1]
+    return BaselineFit(family, arch if fitting else None, width, values(arch), limits)
+
+
 def fit_to_budget(
     family: str,
     *,
@@ -144,27 +250,31 @@ def fit_to_budget(
     max_macs: float | None = None,
     max_params: float | None = None,
     limits: Mapping[str, float] | None = None,
+    latency: Callable[[Arch], float] | None = None,
     bytes_per_param: int = 4,
+    bytes_per_activation: int = 4,
 ) -> Arch | None:
-    """The widest variant of ``family`` whose analytic cost fits the budget (None if even the thinnest does not).
+    """The widest variant of ``family`` within the budget (None if even the thinnest is over it):
+    :func:`fit_baseline`'s ``arch``.
 
-    ``limits``: any budget metrics (:mod:`archsearch.network.metrics`) with their limits (latency is not checked here:
-    a baseline's latency is measured when it trains), beside ``max_macs`` and ``max_params``.
+    ``limits``: any budget metrics (:mod:`archsearch.network.metrics`) with their limits, beside ``max_macs`` and
+    ``max_params``; a latency limit needs ``latency``, the predictor (the study's latency table's ``predict``).
     """
-    limits = {**{m: v for m, v in (limits or {}).items() if m != "latency"},
-              **({"macs": max_macs} if max_macs is not None else {}),
+    limits = {**(limits or {}), **({"macs": max_macs} if max_macs is not None else {}),
               **({"params": max_params} if max_params is not None else {})}
-    try:
-        make = FAMILIES[family]
-    except KeyError:
-        raise ValueError(f"unknown family {family!r}; choose from {sorted(FAMILIES)}") from None
-    seen = set()
-    for w in _WIDTHS:
-        arch = make(w, in_chs=in_chs, resolution=resolution, num_classes=num_classes)
-        if arch in seen:
-            continue
-        seen.add(arch)
-        use = budget_use(metric_values(Costs.of(arch_cost(arch), bytes_per_param=bytes_per_param)), limits)
-        if use is None or use <= 1.0:
-            return arch
-    return None
+    return fit_baseline(family, in_chs=in_chs, resolution=resolution, num_classes=num_classes, limits=limits,
+                        latency=latency, bytes_per_param=bytes_per_param,
+                        bytes_per_activation=bytes_per_activation).arch
+
+
+def over_words(width: float, over: Mapping[str, float], limits: Mapping[str, float] | None = None) -> str:
+    """Why a family was not fitted, in words: ``even its thinnest variant (x0.0312) is over the budget: latency
+    2.43 ms (predicted) > budget.max_latency_ms 2 ms`` (``over``: its values over their limit; ``limits``: the
+    budget's, where known)."""
+    parts = []
+    for m, value in over.items():
+        limit = (limits or {}).get(m)
+        predicted = " (predicted)" if metric(m).measured else ""
+        against = "" if limit is None else f" > budget.{metric(m).key} {amount(m, limit)}"
+        parts.append(f"{m} {amount(m, value)}{predicted}{against}")
+    return f"even its thinnest variant (x{width:.3g}) is over the budget" + (f": {', '.join(parts)}" if parts else "")

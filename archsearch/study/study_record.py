@@ -1,7 +1,7 @@
 """What archsearch keeps on a study itself (Optuna's study user attributes), declared once as the trial record
 declares a trial's: who made it and when, the fingerprint that makes its trials comparable, its config as made,
-whether the seed baselines were enqueued, and the identity of its data. The re-rank's results are kept under
-``RERANK_PREFIX`` + trial number (:mod:`archsearch.study.rerank_results`)."""
+whether the seed baselines were enqueued (and why a family was not), and the identity of its data. The re-rank's
+results are kept under ``RERANK_PREFIX`` + trial number (:mod:`archsearch.study.rerank_results`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ KEYS = {
     "fingerprint": "archsearch.fingerprint",  # StudyConfig.fingerprint(): what makes trials comparable
     "config": "archsearch.config",  # the study's config as it was created, storage redacted
     "baselines": "archsearch.baselines",  # True: the seed baselines are enqueued
+    # family -> {"width": its thinnest variant's, "over": {metric: value over the limit}}: the families not enqueued
+    "baselines_over": "archsearch.baselines_over",
     "data_identity": "archsearch.data_identity",  # DataBundle.identity of the data it was made with
 }
 RERANK_PREFIX = "archsearch.rerank."  # + trial number: that trial's re-rank claim or result
@@ -37,6 +39,7 @@ class StudyRecord:
     fingerprint: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     baselines: bool | None = None
+    baselines_over: dict[str, Any] | None = None
     data_identity: str | None = None
 
     @classmethod

@@ -1,6 +1,7 @@
 """Every trial ends with a verdict (archsearch/search/recovery.py), on real SQLite studies: a sweep killed between its
 writes is completed by the next one, a retry without a verdict is not retried again, a baseline enqueued twice
-by racing starts runs once, and a study whose creator died before enqueuing the baselines still gets them."""
+by racing starts runs once, a study whose creator died before enqueuing the baselines still gets them, and the
+baselines are fitted to a latency limit by the study's own latency table."""
 
 from __future__ import annotations
 
@@ -9,13 +10,19 @@ import socket
 
 import pytest
 from conftest import DIGITS
+from latency_tables import LATENCY_CPU1, make_table
 from optuna.trial import TrialState
 
 from archsearch.config.assemble import load_config_data
 from archsearch.config.study_config import load_study_config
+from archsearch.network.arch import Arch
+from archsearch.network.cost import arch_cost
 from archsearch.search import recovery
 from archsearch.search.recovery import baseline_status, ensure_baselines, recover
 from archsearch.search.study import open_study, run
+from archsearch.search.summary import summary
+from archsearch.space import baselines
+from archsearch.study.study_record import StudyRecord
 from archsearch.study.trial_record import BASELINE_ATTR
 from archsearch.study.trial_states import COUNTED_STATES
 
@@ -111,6 +118,41 @@ def test_the_summary_names_a_baseline_without_a_result(write_study) -> None:
     trial.set_user_attr("interrupted", True)
     study.tell(trial, state=TrialState.FAIL)
     assert baseline_status(study.get_trials(deepcopy=False))[family] == f"trial {trial.number} interrupted"
-    from archsearch.search.summary import summary
-
     assert f"seed baselines without a result yet: {family} (trial {trial.number} interrupted)" in summary(study, config)
+
+
+@pytest.mark.slow  # measures latency table entries: seconds
+def test_baselines_are_fitted_to_a_latency_limit_by_the_studys_table(write_study) -> None:
+    path = write_study(name="lat", budget={"max_macs": None, "max_latency_ms": 1000.0, "latency": LATENCY_CPU1},
+                       enqueue_baselines=True)
+    _, data = load_config_data(load_study_config(path))
+
+    def variant(family: str, width: float) -> Arch:
+        return baselines.FAMILIES[family](width, in_chs=data.in_chs, resolution=data.resolution,
+                                          num_classes=data.num_classes)
+
+    # the study's table (latency/ beside its YAML), calibrated on a tiny network: the thinnest variants predicted
+    table = make_table(path.parent / "latency")
+    thinnest = {f: variant(f, 1 / 32) for f in baselines.FAMILIES}
+    ms = {f: table.predict(a) for f, a in thinnest.items()}
+    fastest, *slower = sorted(ms, key=ms.__getitem__)
+    limit = (ms[fastest] + ms[slower[0]]) / 2  # the fastest family fits; the others are over even at their thinnest
+    # and a params limit that every thinnest variant is within: the fastest is fitted among its thin variants (quick
+    # to measure) to both limits
+    params = max(arch_cost(a).params for a in [variant(fastest, 0.25), *thinnest.values()])
+    config = load_study_config(write_study(name="lat", budget={"max_macs": None, "max_params": params,
+                                                               "max_latency_ms": limit, "latency": LATENCY_CPU1},
+                                           enqueue_baselines=True))
+    study = open_study(config)
+    assert ensure_baselines(study, config, data, created=True) == [fastest]
+    (queued,) = [t for t in study.get_trials(deepcopy=False) if BASELINE_ATTR in t.user_attrs]
+    arch = Arch.from_dict(queued.user_attrs["arch"])
+    reread = make_table(path.parent / "latency")  # what ensure_baselines measured was saved to the study's table
+    assert reread.predict(arch) <= limit and arch_cost(arch).params <= params and reread.measurements == 0
+    wider = variant(fastest, 2 / 32)  # the next width: over a limit, where the thinnest was taken
+    assert arch != thinnest[fastest] or reread.predict(wider) > limit or arch_cost(wider).params > params
+    assert StudyRecord.of(study).baselines_over == {f: {"width": 1 / 32, "over": {"latency": ms[f]}} for f in slower}
+    lines = summary(study, config).splitlines()
+    for f in slower:
+        assert (f"  {f} (not queued: even its thinnest variant (x0.0312) is over the budget: latency {ms[f]:.3g} ms "
+                f"(predicted) > budget.max_latency_ms {limit:.3g} ms)") in lines

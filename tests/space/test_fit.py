@@ -8,11 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from latency_tables import CPU1, LATENCY_CPU1, make_table
 
 from archsearch.cli import commands as cli
 from archsearch.config.study_config import load_study_config
+from archsearch.latency.key import table_key
 from archsearch.network.arch import make_divisible
 from archsearch.network.cost import arch_cost
+from archsearch.space.baselines import FAMILIES, fit_baseline
 from archsearch.space.fit import CAPPED, FITTED, INFEASIBLE, budget_use, cost_values, fit_shape, summarize
 from archsearch.space.search_space import Shape, StageShape, load_space, sample_shapes, space_from_dict
 
@@ -113,6 +116,21 @@ def test_fitting_to_two_limits_binds_the_tighter():
     assert arch_cost(both.arch).params <= params / 2 and both.width_mult < macs_only.width_mult
 
 
+def test_fitting_to_a_peak_at_int8_admits_networks_float32_rejects():
+    space = load_space(ROOT / "search_spaces" / "mixed.yaml")
+    shape = sample_shapes(space, 1, in_chs=1, resolution=28, num_classes=10, seed=3)[0]
+    low, high = min(space.width_mult), max(space.width_mult)
+    thinnest = arch_cost(shape.at(low)).peak_activation_bytes / 1024
+    limits = {"peak_kb": thinnest / 2}  # below the thinnest network at float32, twice it at int8
+    float32 = fit_shape(shape, limits, low=low, high=high)
+    int8 = fit_shape(shape, limits, low=low, high=high, bytes_per_activation=1)
+    assert float32.status == INFEASIBLE and float32.budget_use == 2.0
+    assert int8.feasible and int8.width_mult > low
+    at_int8, at_float32 = cost_values(int8.arch, bytes_per_activation=1), cost_values(int8.arch)
+    assert at_int8["peak_kb"] == at_float32["peak_kb"] / 4 <= limits["peak_kb"] < at_float32["peak_kb"]
+    assert int8.budget_use == pytest.approx(at_int8["peak_kb"] / limits["peak_kb"])
+
+
 def test_bad_arguments():
     shape = Shape(1, 8, 10, "conv", 8, 1, 0, (StageShape("dwsep", 16, 1, 2),))
     with pytest.raises(ValueError, match="at least one limit"):
@@ -164,13 +182,74 @@ def test_space_command_on_a_study_shows_its_space_input_and_budget(capsys):
     assert "input 1x28x28, 10 classes" in narrowed and "budget fitting to macs <= 1,000,000," in narrowed
 
 
-def test_space_command_on_a_study_with_a_latency_limit_fits_the_analytic_limits(tmp_path, capsys):
-    study = tmp_path / "lat.yaml"
-    study.write_text(f"name: lat\nspace: {ROOT / 'search_spaces' / 'mixed.yaml'}\ndataset: {{name: digits}}\n"
-                     "budget: {max_macs: 3.0e+5, max_latency_ms: 5}\n")
-    out = _space_command(capsys, str(study))
-    assert "note: the study's latency limit (5 ms) is left out here" in out
-    assert "budget fitting to macs <= 300,000, multiplier" in out
+def _latency_study(write_study, limit_ms: float) -> Path:
+    """A study of the tests' tiny space (conftest.TINY_SPACE, 8x8 inputs, 4 classes) with a latency limit."""
+    return write_study(budget={"max_macs": 3.0e+5, "max_latency_ms": limit_ms, "latency": LATENCY_CPU1})
+
+
+@pytest.mark.slow  # measures latency table entries: seconds
+def test_space_command_on_a_study_with_a_latency_limit_fits_to_the_study_s_table(write_study, capsys):
+    study = _latency_study(write_study, 1000.0)
+    # the table a search of the study wrote beside it, holding the seed baselines' parts (quick measurements)
+    table = make_table(study.parent / "latency")
+    limits = {"macs": 3e5, "latency": 1000.0}
+    fitted = {f: fit_baseline(f, in_chs=1, resolution=8, num_classes=4, limits=limits, latency=table.predict)
+              for f in FAMILIES}
+    before = len(table)
+    capsys.readouterr()
+    assert cli.main(["space", str(study), "--samples", "40", "--fit-samples", "1"]) == 0
+    out, err = capsys.readouterr()
+    assert "latency build" not in out + err and "left out" not in out  # no request for a table that exists
+    assert f"latency: predicted from the study's table {table.path} ({before} entries, cpu, 1 thread(s), batch 1)" \
+        in out
+    assert "latency: the first 1 of the 40 sampled shapes are fitted" in out
+    assert "budget fitting to macs <= 300,000, latency <= 1,000 ms, multiplier 0.5-1x, over 1 sampled shapes" in out
+    # the seed baselines as a search of the study enqueues them, with their predicted latency and budget use
+    lines = out.splitlines()
+    at = lines.index("seed baselines fitted to macs <= 300,000, latency <= 1,000 ms (what a search enqueues):")
+    rows = {line.split()[0]: line.split() for line in lines[at + 3:at + 3 + len(FAMILIES)]}
+    for family, fit in fitted.items():
+        assert fit.arch is not None and fit.budget_use is not None
+        assert rows[family] == [family, f"x{fit.width:.3g}", f"{arch_cost(fit.arch).macs:,}",
+                                f"{arch_cost(fit.arch).params:,}", f"{fit.values['latency']:.3g}",
+                                f"{fit.budget_use:.3f}", fit.arch.id]
+    # the sampled shape's parts, which the table lacked, were measured and saved to it
+    assert len(make_table(study.parent / "latency")) > before
+    assert f"parts measured on this machine and saved to {table.path}" in out
+
+
+@pytest.mark.slow  # calibrates a new latency table: seconds
+def test_space_command_without_the_study_s_latency_table_builds_it(write_study, capsys):
+    study = _latency_study(write_study, 0.001)  # below every network: nothing fits
+    capsys.readouterr()
+    assert cli.main(["space", str(study), "--samples", "1"]) == 0
+    out, err = capsys.readouterr()
+    path = study.parent / "latency" / table_key(CPU1).file_name()
+    assert f"latency table {path} does not exist: a new one is built (parts are measured as needed)" in err
+    assert f"latency: predicted from the study's table {path} (0 entries" in out
+    assert "infeasible 1 (over budget at 0.5x, never built)" in out
+    rows = [line for line in out.splitlines() if "not queued" in line]
+    assert sorted(row.split()[0] for row in rows) == sorted(FAMILIES) and all(
+        "not queued: even its thinnest variant (x0.0312) is over the budget: latency " in row for row in rows)
+    assert len(make_table(study.parent / "latency")) > 0
+
+
+def test_space_command_counts_a_study_s_peak_at_its_activation_precision(tmp_path, capsys):
+    out = {}
+    for precision in ("float32", "int8"):
+        study = tmp_path / f"{precision}.yaml"
+        study.write_text(f"name: p\nspace: {ROOT / 'search_spaces' / 'mixed.yaml'}\ndataset: {{name: digits}}\n"
+                         f"budget: {{max_peak_activation_kb: 2, activation_precision: {precision}}}\n")
+        out[precision] = _space_command(capsys, str(study))
+    rows = {p: next(line for line in text.splitlines() if line.startswith("peak activations"))
+            for p, text in out.items()}
+    assert rows["float32"].startswith("peak activations (bytes at float32)")
+    assert rows["int8"].startswith("peak activations (bytes at int8)")
+    figures = {p: [int(v.replace(",", "")) for v in row.split(")", 1)[1].split()] for p, row in rows.items()}
+    assert figures["int8"] == [v // 4 for v in figures["float32"]]  # min, median, max: a quarter
+    # 2 KiB is below every float32 network of the space at 8x8, and above most int8 ones: fitted, they fit
+    infeasible = {p: int(text.split("infeasible ")[1].split()[0]) for p, text in out.items()}
+    assert infeasible == {"float32": 40, "int8": 0}, infeasible
 
 
 def test_a_head_with_a_hidden_layer_is_fitted_with_the_rest():

@@ -52,7 +52,8 @@ def add_synthetic_trials(
     archs: list[tuple[str | None, Arch]] = []
     for name in baselines.FAMILIES:
         fitted = baselines.fit_to_budget(name, in_chs=in_chs, resolution=resolution, num_classes=num_classes,
-                                         limits=b.limits(), bytes_per_param=b.bytes_per_param)
+                                         limits=b.limits(), bytes_per_param=b.bytes_per_param,
+                                         bytes_per_activation=b.bytes_per_activation)
         if fitted is not None:
             archs.append((name, fitted))
     archs += [(None, a) for a in sample_architectures(space, max(0, n - len(archs)), in_chs=in_chs,

@@ -23,7 +23,6 @@ from archsearch.export.metrics import DatasetInfo, ExportMetrics, SplitMetrics
 from archsearch.network.arch import Arch
 from archsearch.network.build import Net
 from archsearch.network.metrics import Costs, metric_values
-from archsearch.network.metrics import metric as metric_row
 from archsearch.study.best import best_trials, pareto_front
 from archsearch.study.trial_record import ARCH_ATTR, TrialRecord
 from archsearch.training.evaluate import Split, evaluate
@@ -42,7 +41,9 @@ def _relative_excess(t: FrozenTrial, config: StudyConfig) -> dict[str, float]:
 
 def _values(r: TrialRecord, config: StudyConfig) -> dict[str, float | None]:
     """The trial's budget metrics, from its record (None: not recorded)."""
-    return metric_values(Costs(r.macs, r.params, r.peak_activation_bytes, r.latency_ms, config.budget.bytes_per_param))
+    b = config.budget
+    return metric_values(Costs(r.macs, r.params, r.peak_activation_bytes, r.latency_ms, b.bytes_per_param,
+                               b.bytes_per_activation))
 
 
 def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
@@ -64,7 +65,7 @@ def _no_feasible(study: optuna.Study, config: StudyConfig) -> ConfigError:
         limit = config.budget.limit(metric)
         r = TrialRecord.of(t)
         value = _values(r, config).get(metric)
-        words = metric_row(metric).words.format(precision=config.budget.model_precision)
+        words = config.budget.words(metric)
         shown = f"{value:,g} {words}" if value is not None else metric
         text += (f"; the nearest is trial {number} ({r.arch_id or '?'}) with {shown}, "
                  f"{100 * worst:.3g}% over the limit of {limit:,g}. Raise the budget or run more trials; "

@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from archsearch.network.arch import Arch
 from archsearch.network.tally import Tally
 
-__all__ = ["Cost", "arch_cost"]
+__all__ = ["Cost", "arch_cost", "FLOAT32_BYTES"]
+
+#: the bytes of one activation in ``Cost.peak_activation_bytes`` (float32); a budget counts them at its
+#: ``activation_precision`` (archsearch/network/metrics.py)
+FLOAT32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -35,4 +39,4 @@ class Cost:
 def arch_cost(arch: Arch) -> Cost:
     """Cost of ``arch`` from the record alone: nothing is built."""
     t = arch.walk(Tally(arch.in_chs, arch.resolution, arch.resolution))
-    return Cost(macs=t.macs, params=t.params, peak_activation_bytes=4 * t.peak)
+    return Cost(macs=t.macs, params=t.params, peak_activation_bytes=FLOAT32_BYTES * t.peak)

@@ -85,7 +85,8 @@ class Objective:
         limits = self.limits()
         predict = self.latency_table().predict if "latency" in limits else None
         fit = fit_shape(shape, limits, low=min(self.space.width_mult), high=max(self.space.width_mult),
-                        latency=predict, bytes_per_param=self.config.budget.bytes_per_param)
+                        latency=predict, bytes_per_param=self.config.budget.bytes_per_param,
+                        bytes_per_activation=self.config.budget.bytes_per_activation)
         return fit.arch, fit
 
     def limits(self) -> dict[str, float]:
@@ -94,7 +95,9 @@ class Objective:
         return self.config.budget.limits()
 
     def values(self, cost: Cost, latency_ms: float | None) -> dict[str, float | None]:
-        return metric_values(Costs.of(cost, latency_ms, bytes_per_param=self.config.budget.bytes_per_param))
+        b = self.config.budget
+        return metric_values(Costs.of(cost, latency_ms, bytes_per_param=b.bytes_per_param,
+                                      bytes_per_activation=b.bytes_per_activation))
 
     def constraints(self, cost: Cost, latency_ms: float | None) -> dict[str, float]:
         return budget_excess(self.config, self.values(cost, latency_ms))

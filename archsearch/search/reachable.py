@@ -76,13 +76,13 @@ def check_budget_reachable(config: StudyConfig, space: Space, data: DataBundle) 
     b = config.budget
     limits = hard_limits(config)
     low = smallest_cost(space, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes)
-    least = Costs.of(low, bytes_per_param=b.bytes_per_param)
+    least = Costs.of(low, bytes_per_param=b.bytes_per_param, bytes_per_activation=b.bytes_per_activation)
     for m in METRICS:
         limit, value = limits.get(m.name), None if m.measured else m.value(least)
         if limit is not None and value is not None and value > limit:
             raise ConfigError(
                 f"{limit:g} is below the smallest candidate of the space {space.source or space.name}, which "
-                f"has {value:,.0f} {m.words.format(precision=b.model_precision)} at "
+                f"has {value:,.0f} {b.words(m.name)} at "
                 f"{data.in_chs}x{data.resolution}x{data.resolution}; raise the budget or make the space smaller "
                 f"(width_mult, channels, depth)",
                 path=config.source, key=f"budget.{m.key}",

@@ -49,9 +49,12 @@ class Fit:
         return self.status != INFEASIBLE
 
 
-def cost_values(arch: Arch, latency_ms: float | None = None, *, bytes_per_param: int = 4) -> dict[str, float | None]:
-    """The budget metrics of ``arch``'s analytic cost (:func:`archsearch.network.metrics.metric_values`)."""
-    return metric_values(Costs.of(arch_cost(arch), latency_ms, bytes_per_param=bytes_per_param))
+def cost_values(arch: Arch, latency_ms: float | None = None, *, bytes_per_param: int = 4,
+                bytes_per_activation: int = 4) -> dict[str, float | None]:
+    """The budget metrics of ``arch``'s analytic cost (:func:`archsearch.network.metrics.metric_values`), weights
+    and activations counted at ``bytes_per_param`` and ``bytes_per_activation`` (the budget's precisions)."""
+    return metric_values(Costs.of(arch_cost(arch), latency_ms, bytes_per_param=bytes_per_param,
+                                  bytes_per_activation=bytes_per_activation))
 
 
 def budget_use(values: Mapping[str, float | None], limits: Mapping[str, float]) -> float | None:
@@ -68,6 +71,7 @@ def fit_shape(
     high: float,
     latency: Callable[[Arch], float] | None = None,
     bytes_per_param: int = 4,
+    bytes_per_activation: int = 4,
 ) -> Fit:
     """``shape`` at the largest multiplier in ``[low, high]`` whose costs are all within ``limits``.
 
@@ -85,7 +89,8 @@ def fit_shape(
     def use(arch: Arch) -> float:
         # a latency limit comes with a predictor (checked above)
         ms = latency(arch) if latency is not None and "latency" in limits else None
-        u = budget_use(cost_values(arch, ms, bytes_per_param=bytes_per_param), limits)
+        u = budget_use(cost_values(arch, ms, bytes_per_param=bytes_per_param,
+                                   bytes_per_activation=bytes_per_activation), limits)
         if u is None:
             raise ValueError(f"fit_shape's limits name no budget metric, got {sorted(limits)}")
         return u

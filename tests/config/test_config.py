@@ -134,6 +134,10 @@ HOSTILE = [
                  id="peak-zero"),
     pytest.param(BASE + "budget: {max_model_kb: 64, model_precision: fp16}\n", "budget.model_precision",
                  "'float32', 'int8'", id="precision-unknown"),
+    pytest.param(BASE + "budget: {max_peak_activation_kb: 64, activation_precision: uint8}\n",
+                 "budget.activation_precision", "'float32', 'int8'.*got str 'uint8'", id="act-precision-unknown"),
+    pytest.param(BASE + "budget: {max_peak_activation_kb: 64, activation_precision: 8}\n",
+                 "budget.activation_precision", "'float32', 'int8'.*got int 8", id="act-precision-int"),
     pytest.param(BASE + "budget: {max_model_kb: 6.4e1}\n", "budget.max_model_kb", r"write 6\.4e\+1", id="kb-string"),
     pytest.param(BASE + "budget: {}\n", "budget", "at least one", id="empty-budget"),
     pytest.param(
@@ -437,6 +441,21 @@ def test_the_score_is_in_the_fingerprint_only_when_not_the_default(study_dir: Pa
     by_loss = load_study_config(_write(study_dir, B + "objective: {score: val_loss}\n")).fingerprint()
     assert by_loss["objective"]["score"] == "val_loss"
     assert {k: v for k, v in by_loss.items() if k != "objective"} == {k: v for k, v in fp.items() if k != "objective"}
+
+
+def test_the_activation_precision_is_in_the_fingerprint_only_where_it_changes_the_peak(study_dir: Path) -> None:
+    peak = BASE + "budget: {max_peak_activation_kb: 64%s}\n"
+    fp = load_study_config(_write(study_dir, peak % "")).fingerprint()
+    # the budget as fingerprinted before `activation_precision` existed: every study made then resumes unchanged
+    assert fp["budget"] == {"max_macs": None, "max_params": None, "max_latency_ms": None,
+                            "max_peak_activation_kb": 64, "latency": {"device": "cpu", "threads": 1, "batch": 1}}
+    assert load_study_config(_write(study_dir, peak % ", activation_precision: float32")).fingerprint() == fp
+    at_int8 = load_study_config(_write(study_dir, peak % ", activation_precision: int8"))
+    assert at_int8.budget.bytes_per_activation == 1 and at_int8.fingerprint()["budget"] == \
+        {**fp["budget"], "activation_precision": "int8"}  # a quarter of the peak: other candidates fit
+    # without a peak limit the precision changes no figure a trial is judged by
+    macs = load_study_config(_write(study_dir, B)).fingerprint()
+    assert load_study_config(_write(study_dir, B.replace("}", ", activation_precision: int8}"))).fingerprint() == macs
 
 
 @pytest.mark.slow  # samples the space: over half a second

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from conftest import TINY_SPACE, study_dict
 
-from archsearch.network.cost import Cost
+from archsearch.network.cost import Cost, arch_cost
 from archsearch.network.metrics import METRICS, Costs, amount, metric, metric_values
 
 PACKAGE = Path(__file__).resolve().parents[2] / "archsearch"
@@ -35,6 +35,54 @@ def test_every_metric_is_computed_from_a_cost() -> None:
                                                                                           "40.2 KiB")
     with pytest.raises(KeyError, match="no budget metric 'flops'"):
         metric("flops")
+
+
+@pytest.mark.parametrize("family", ["mobilenet", "shufflenet", "effnet"])
+def test_int8_activations_are_a_quarter_of_the_float32_peak(family: str) -> None:
+    from archsearch.config.study_schema import Budget
+    from archsearch.space.baselines import FAMILIES
+
+    cost = arch_cost(FAMILIES[family](1.0, in_chs=1, resolution=28, num_classes=10))
+    default, int8 = Budget(), Budget(max_peak_activation_kb=64, activation_precision="int8")
+    at = {b.activation_precision: metric_values(Costs.of(cost, bytes_per_activation=b.bytes_per_activation))
+          for b in (default, int8)}
+    assert at["float32"]["peak_kb"] == cost.peak_activation_bytes / 1024  # as before the key: the record's bytes
+    assert at["int8"]["peak_kb"] == at["float32"]["peak_kb"] / 4
+    assert {m: v for m, v in at["int8"].items() if m != "peak_kb"} == \
+        {m: v for m, v in at["float32"].items() if m != "peak_kb"}  # the weights keep model_precision
+    # the words say the precision the figure is at, in reachability's and the export's messages and the summary
+    assert (default.words("peak_kb"), int8.words("peak_kb")) == ("KiB of activations at float32",
+                                                                 "KiB of activations at int8")
+    assert int8.words("model_kb") == "KiB of float32 weights" and int8.words("macs") == "MACs"
+    assert int8.describe() == "max_peak_activation_kb=64, activations at int8"
+
+
+def test_a_peak_limit_at_int8_admits_the_network_float32_rejects(write_study) -> None:
+    import torch
+
+    from archsearch.config.assemble import load_config_data
+    from archsearch.config.budgets import budget_excess
+    from archsearch.config.study_config import load_study_config
+    from archsearch.core.errors import ConfigError
+    from archsearch.search.objective import Objective
+    from archsearch.search.reachable import check_budget_reachable, smallest_cost
+
+    space, data = load_config_data(load_study_config(write_study()))
+    low = smallest_cost(space, in_chs=data.in_chs, resolution=data.resolution, num_classes=data.num_classes)
+    limit = low.peak_activation_bytes / 2 / 1024  # half the smallest candidate's float32 peak: twice its int8 peak
+    judged = {}
+    for precision in ("float32", "int8"):
+        config = load_study_config(write_study(budget={"max_macs": None, "max_peak_activation_kb": limit,
+                                                       "activation_precision": precision}))
+        objective = Objective(config, space, data, device=torch.device("cpu"))
+        judged[precision] = budget_excess(config, objective.values(low, None))["peak_kb"]
+        if precision == "float32":
+            with pytest.raises(ConfigError, match=r"KiB of activations at float32 at 1x8x8") as info:
+                check_budget_reachable(config, space, data)
+            assert info.value.key == "budget.max_peak_activation_kb"
+        else:
+            check_budget_reachable(config, space, data)  # no candidate over it: the search may start
+    assert judged == {"float32": 1.0, "int8": -0.5}  # over by its own size; within by half
 
 
 # the search below: every trial's record, constraints and the summary and report text, as JSON

@@ -60,16 +60,20 @@ def test_pareto_objective_gives_a_front_of_accuracy_against_macs(write_study):
 @pytest.mark.parametrize("budget,metric", [
     ({"max_peak_activation_kb": 12.0}, "peak_kb"),
     ({"max_model_kb": 3.0, "model_precision": "int8"}, "model_kb"),
+    ({"max_peak_activation_kb": 3.0, "activation_precision": "int8"}, "peak_kb"),  # a quarter of the float32 bytes
 ])
 def test_memory_budgets_fit_and_judge_every_candidate(write_study, tmp_path, budget, metric):
     from archsearch.export.folder import export
 
     bytes_per_param = 1 if budget.get("model_precision") == "int8" else 4
+    bytes_per_activation = 1 if budget.get("activation_precision") == "int8" else 4
     limit = next(v for k, v in budget.items() if k.startswith("max_"))
 
     def kb(t) -> float:
         a = t.user_attrs
-        return a["peak_activation_bytes"] / 1024 if metric == "peak_kb" else a["params"] * bytes_per_param / 1024
+        if metric == "peak_kb":  # the record holds float32 bytes
+            return a["peak_activation_bytes"] / 4 * bytes_per_activation / 1024
+        return a["params"] * bytes_per_param / 1024
 
     path = write_study(budget={"max_macs": None, **budget}, n_trials=5)
     study, text = _run(path)

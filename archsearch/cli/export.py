@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="retrain the best trial (or --trial N, or the --pareto front) and write a self-contained model folder",
         description="Retrain a trial's architecture and write arch.json, weights.pt, model.py, model.pt2, "
-                    "model.onnx (if onnx is installed), metrics.json and card.md.",
+                    "model.onnx (if onnx is installed), metrics.json and card.md; with --int8 also model.int8.onnx.",
     )
     s.add_argument("config", help="study YAML file")
     s.add_argument("--out", default=None, help="output folder (default: runs/<study name>); with --pareto, "
@@ -48,6 +48,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="retrain from scratch on train+val for E epochs (default: the search's recipe on train)")
     s.add_argument("--force", action="store_true", help="replace an existing export folder")
     s.add_argument("--no-onnx", action="store_true", help="do not write model.onnx")
+    s.add_argument("--int8", nargs="?", const="ptq", choices=("ptq", "qat"), default=None,
+                   help="also write model.int8.onnx, measured beside model.onnx: ptq (the default) quantizes the "
+                        "retrained network; qat fine-tunes it with int8 rounding first (default: the study's "
+                        "export.int8)")
+    s.add_argument("--calibration-images", type=positive_int, default=None, metavar="N",
+                   help="training images that set the int8 activation ranges (default: export.calibration_images)")
+    s.add_argument("--qat-epochs", type=positive_int, default=None, metavar="E",
+                   help="epochs of quantization-aware fine-tuning (default: export.qat_epochs)")
     s.add_argument("--threads", type=positive_int, default=None, metavar="T",
                    help="torch threads of the retrain (default: 1, which never collapses beside another job: "
                         "docs/parallelism.md)")
@@ -70,6 +78,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         command.append("--force")
     if args.no_onnx:
         command.append("--no-onnx")
+    if args.int8 is not None:
+        command += ["--int8", args.int8]
+    for flag, value in (("--calibration-images", args.calibration_images), ("--qat-epochs", args.qat_epochs)):
+        if value is not None:
+            command += [flag, str(value)]
     set_threads(default_threads() if args.threads is None else args.threads)
     written = False
     try:
@@ -77,7 +90,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         with interrupt.deferred():
             export(config, out, trial=args.trial, pareto=args.pareto, epochs=args.epochs, force=args.force,
                    onnx=not args.no_onnx, command=shlex.join(command),
-                   progress=not args.no_progress and sys.stdout.isatty())
+                   progress=not args.no_progress and sys.stdout.isatty(), int8=args.int8,
+                   calibration_images=args.calibration_images, qat_epochs=args.qat_epochs)
             written = True
     except KeyboardInterrupt:
         if written:  # the Ctrl-C came after the last file: the export is whole

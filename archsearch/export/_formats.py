@@ -7,6 +7,7 @@ import importlib.util
 import json
 import logging
 import sys
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from archsearch.network.build import Net
 from archsearch.training.checkpoint import write_bytes
 
 __all__ = ["ARCH_FILE", "WEIGHTS_FILE", "PROGRAM_FILE", "ONNX_FILE", "METRICS_FILE", "CARD_FILE", "TOLERANCE",
-           "write_formats"]
+           "onnx_program_bytes", "write_formats"]
 
 ARCH_FILE = "arch.json"
 WEIGHTS_FILE = "weights.pt"
@@ -64,8 +65,7 @@ def write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *,
     check(MODEL_FILE, _run_model_py(tmp, x))
     if preprocessing is not None:
         check(f"{MODEL_FILE} (bare)", _run_model_py(tmp, bare_x, bare=True), bare_reference)
-    batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.export.export(full, (x,), dynamic_shapes={"x": {0: batch}})
+    program = _program(full, x)
     write_bytes(tmp / PROGRAM_FILE, lambda f: torch.export.save(program, f))
     with torch.no_grad():
         check(PROGRAM_FILE, program.module()(x))
@@ -89,6 +89,19 @@ def write_formats(model: Net, preprocessing: Preprocessing | None, tmp: Path, *,
                 check(ONNX_FILE, torch.from_numpy(session.run(None, {"x": x.numpy()})[0]))
     info["checks"] = {"max_abs_logit_difference": checks, "batch": tuple(x.shape)}
     return files
+
+
+def _program(full: torch.nn.Module, x: torch.Tensor) -> torch.export.ExportedProgram:
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    return torch.export.export(full, (x,), dynamic_shapes={"x": {0: batch}})
+
+
+def onnx_program_bytes(full: torch.nn.Module, x: torch.Tensor) -> bytes:
+    """``full`` (eval mode) as ONNX, as ``model.onnx`` is written (dynamic batch, input ``x``, output ``logits``)."""
+    with tempfile.TemporaryDirectory(prefix="archsearch-onnx-") as tmp:
+        path = Path(tmp, "model.onnx")
+        _write_onnx(_program(full, x), x, path, {})
+        return path.read_bytes()
 
 
 def _write_onnx(program: torch.export.ExportedProgram, x: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from archsearch.core.class_metrics import ClassMetrics
 from archsearch.export.metrics import (
     ExportMetrics,
+    Int8Metrics,
     LatencyWhere,
     PreprocessingRecord,
     RerankResult,
@@ -15,7 +16,10 @@ from archsearch.export.metrics import (
 )
 from archsearch.network.arch import Arch
 
-__all__ = ["exact", "model_card", "pct"]
+__all__ = ["DROP_WARNING_POINTS", "exact", "int8_budget_line", "int8_line", "model_card", "pct"]
+
+#: a drop in test accuracy from model.onnx to model.int8.onnx over this many points is named, with what to try
+DROP_WARNING_POINTS = 1.0
 
 R = TypeVar("R", LatencyWhere, RuntimeLatencies, RerankResult)
 
@@ -105,7 +109,7 @@ def model_card(arch: Arch, m: ExportMetrics | Mapping[str, Any]) -> str:
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     command = m.command
     made = f"\nMade by:\n\n```\n{command}\n```\n" if command else ""
-    made += _per_class_section(m)
+    made += _per_class_section(m) + _int8_section(m.int8)
     preprocessing = m.preprocessing
     return f"""# {arch.id}
 
@@ -138,6 +142,74 @@ bare = model.load(bare=True)                         # the network alone (also a
 Files: {', '.join(f'`{f}`' for f in m.files or [])}. `weights.pt` (the bare network's weights) loads with
 `torch.load(..., weights_only=True)`.
 """
+
+
+def _kib(v: int | None) -> str:
+    return "-" if v is None else f"{v / 1024:,.1f} KiB"
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f} ms"
+
+
+def int8_line(i: Int8Metrics) -> str:
+    """``int8 (ptq): test 91.20% (float 91.45%, -0.25 points), 75.2 KiB (float 297.1 KiB), 0.41 ms (float 0.23)``."""
+    drop = "" if i.drop_points is None else f", {-i.drop_points:+.2f} points"
+    return (f"{i.file or 'model.int8.onnx'} ({i.method}): test {pct(i.test_accuracy)} (float "
+            f"{pct(i.float_test_accuracy)}{drop}), {_kib(i.file_bytes)} (float {_kib(i.float_file_bytes)}), "
+            f"{_ms(i.latency_ms)} (float {_ms(i.float_latency_ms)}) in ONNX Runtime, {_known(i.latency_threads)} "
+            f"thread(s)")
+
+
+def int8_advice(i: Int8Metrics) -> str | None:
+    """What to try when the int8 file loses more than ``DROP_WARNING_POINTS`` of test accuracy (None: it does not)."""
+    if i.drop_points is None or i.drop_points <= DROP_WARNING_POINTS:
+        return None
+    tries = ["quantization-aware fine-tuning (`archsearch export ... --int8 qat`, or `export: {int8: qat}`)"
+             if i.method == "ptq" else "more fine-tuning epochs (`--qat-epochs`, `export.qat_epochs`)",
+             "more calibration images (`--calibration-images`, `export.calibration_images`)",
+             "or ship model.onnx (float32), which keeps the accuracy"]
+    return (f"the int8 model loses {i.drop_points:.2f} points of test accuracy (over "
+            f"{DROP_WARNING_POINTS:g}); try " + "; ".join(tries))
+
+
+def int8_budget_line(i: Int8Metrics) -> str | None:
+    """``the int8 file against the budget: max_model_kb 15.7 <= 64 (KiB of int8 weights in the file)`` (None: no
+    limit of the study speaks of the int8 model)."""
+    if not i.budget:
+        return None
+    parts = [f"{key} {e.get('value', 0):,.3g} {'<=' if e.get('within') else '>'} {e.get('limit', 0):,.3g} "
+             f"({e.get('what')})" + ("" if e.get("within") else ": OVER")
+             for key, e in i.budget.items() if isinstance(e, dict)]
+    return "the int8 file against the budget: " + "; ".join(parts)
+
+
+def _int8_section(i: Int8Metrics | None) -> str:
+    if i is None or not i.given():
+        return ""
+    weights = i.weight_bytes or {}
+    int8_bytes = weights.get("int8")
+    rows = [
+        ("test accuracy", pct(i.float_test_accuracy), pct(i.test_accuracy)),
+        ("file", _kib(i.float_file_bytes), _kib(i.file_bytes)),
+        ("weights in the file", _kib(i.float_weight_bytes),
+         f"{_kib(weights.get('total'))} ({_kib(int8_bytes)} int8 weights, the rest biases, scales and zero points)"),
+        (f"latency (ONNX Runtime, {_known(i.latency_threads)} thread(s), batch {_known(i.latency_batch)})",
+         _ms(i.float_latency_ms), _ms(i.latency_ms)),
+    ]
+    how = {"ptq": "post-training static quantization", "qat": f"quantization-aware fine-tuning "
+           f"({_known(i.qat_epochs)} epoch(s)), then static quantization"}.get(i.method or "", _known(i.method))
+    advice = int8_advice(i)
+    slower_here = (i.latency_ms or 0) > (i.float_latency_ms or float("inf"))
+    slower = ("\nOn the CPU it was measured on, the int8 file ran slower than the float one: it saves memory and "
+              "suits int8 hardware, not this CPU's speed.\n" if slower_here else "")
+    table = "\n".join(f"| {k} | {a} | {b} |" for k, a, b in rows)
+    budget = int8_budget_line(i)
+    slower += f"\n{budget[0].upper()}{budget[1:]}.\n" if budget else ""
+    return (f"\n## Int8 model (`{i.file}`)\n\n" + (f"**Warning: {advice}.**\n\n" if advice else "")
+            + f"{how.capitalize()}, activation ranges from {_known(i.calibration_images)} training images; "
+            f"{_known(i.format)}. It takes what `model.onnx` takes and runs with onnxruntime alone.\n\n"
+            f"| | model.onnx (float32) | {i.file} |\n|---|---|---|\n{table}\n" + slower)
 
 
 def _count(v: int | None) -> int:

@@ -54,11 +54,12 @@ from archsearch.export._formats import (
     ARCH_FILE,
     CARD_FILE,
     METRICS_FILE,
+    ONNX_FILE,
     WEIGHTS_FILE,
     write_formats,
 )
 from archsearch.export._source import ExportError
-from archsearch.export.card import model_card, pct
+from archsearch.export.card import int8_budget_line, int8_line, model_card, pct
 from archsearch.export.codegen import class_names, model_source
 from archsearch.export.metrics import (
     ExportMetrics,
@@ -67,8 +68,9 @@ from archsearch.export.metrics import (
     RerankResult,
     RuntimeLatencies,
 )
+from archsearch.export.quantized import INT8_FILE, Int8Job, int8_job, write_int8
 from archsearch.export.selection import retrain_record, select_trials
-from archsearch.latency.measure import RUNTIMES, measure_latency
+from archsearch.latency.measure import measure_latency
 from archsearch.network.arch import Arch
 from archsearch.network.build import Net, build
 from archsearch.network.cost import arch_cost
@@ -138,6 +140,7 @@ def save(
     onnx: bool = True,
     force: bool = False,
     stream: IO[str] | None = None,
+    int8: Int8Job | None = None,
 ) -> Path:
     """Write ``model`` (a built, trained :class:`~archsearch.network.build.Net`) as an export folder; returns it.
 
@@ -153,7 +156,8 @@ def save(
     ``CLASSES`` and ``model.onnx``'s metadata (``classes``, a JSON list). The files are written to a temporary folder
     beside ``folder`` and moved into place once every format reproduces the network; an existing ``folder`` is
     replaced only with ``force`` (and only if it is empty or an earlier export). The model is moved to the CPU, in
-    eval mode.
+    eval mode. ``int8``: also ``model.int8.onnx``, made and measured as the job says
+    (:mod:`archsearch.export.quantized`; it needs ``model.onnx``), its figures in ``metrics.json``'s ``int8``.
     """
     if not isinstance(model, Net):
         raise TypeError(f"save() takes an archsearch Net (from build()), got {type(model).__name__}")
@@ -184,6 +188,16 @@ def save(
         # write_formats reads the classes and adds the checks (and why model.onnx is missing, where it is)
         formats_info: dict[str, Any] = {"classes": record.classes}
         files = write_formats(model, preprocessing, tmp, onnx=onnx, info=formats_info, stream=stream)
+        if int8 is not None:
+            if ONNX_FILE not in files:
+                raise ExportError(f"the int8 model is made from {ONNX_FILE}, which was not written: "
+                                  f"{formats_info.get('onnx') or 'onnx=False'}")
+            meta = {"archsearch.arch_id": arch.id,
+                    **({"archsearch.preprocessing": preprocessing.formula()} if preprocessing is not None else {})}
+            formats_info["int8"] = write_int8(tmp, tmp / ONNX_FILE, int8, preprocessing=preprocessing,
+                                              classes=list(record.classes or []), metadata=meta,
+                                              peak_activation_bytes=record.peak_activation_bytes)
+            files.append(INT8_FILE)
         record = record.merged(ExportMetrics.of(formats_info)).replace(files=files + [METRICS_FILE, CARD_FILE])
         record = record.defaulted(created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                   torch_version=torch.__version__)
@@ -207,7 +221,7 @@ def _runtime_latencies(model: Net, where: LatencyWhere | None) -> RuntimeLatenci
         threads = 1 if where.threads is None else where.threads
         batch = 1 if where.batch is None else where.batch
     out: dict[str, Any] = {"device": "cpu", "threads": threads, "batch": batch}
-    for runtime in RUNTIMES:
+    for runtime in ("torch", "onnxruntime"):  # the int8 file's latency: the int8 export's own (metrics.json: int8)
         if runtime == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
             out[runtime] = None
             continue
@@ -250,12 +264,16 @@ def export(
     command: str | None = None,
     stream: IO[str] | None = sys.stdout,
     progress: bool = False,
+    int8: str | None = None,
+    calibration_images: int | None = None,
+    qat_epochs: int | None = None,
 ) -> list[Path]:
     """Retrain and export the best feasible trial (or ``trial``, or every Pareto-front member) of a study.
 
     One trial goes to ``out``; with ``pareto`` each member goes to ``out/trial-<number>``. Every target
     folder is checked before anything trains. Returns the folders written. ``progress``: a line to ``stream``
-    after each epoch of the retrain (accuracy, time, ETA).
+    after each epoch of the retrain (accuracy, time, ETA). ``int8`` (``"ptq"`` or ``"qat"``), ``calibration_images``
+    and ``qat_epochs`` override the study's ``export`` section: an int8 model beside the float files.
     """
     if not isinstance(config, StudyConfig):
         config = load_study_config(config)
@@ -266,6 +284,13 @@ def export(
     targets = [out / f"trial-{t.number}" for t in chosen] if pareto else [out]
     for folder in targets:
         _check_target(folder, force)
+    method = config.export.int8 if int8 is None else int8
+    if method not in (None, "ptq", "qat"):
+        raise ConfigError(f"int8 must be 'ptq' or 'qat', got {method!r}")
+    if method is not None and not onnx:
+        raise ConfigError("an int8 export is made from model.onnx: it cannot go with --no-onnx")
+    n_calibration = calibration_images or config.export.calibration_images
+    tune_epochs = qat_epochs or config.export.qat_epochs
     _, data = load_config_data(config)
     print_notes(data, stream)
     device = resolve_device(config.device)
@@ -307,14 +332,23 @@ def export(
             metrics = metrics.replace(latency_ms=record.latency_ms, latency=LatencyWhere(
                 source="trial", device=lt.device, threads=lt.threads, batch=lt.batch,
                 runtime="torch" if record.latency_runtime is None else record.latency_runtime))
+        if method == "qat":
+            _say(stream, f"  int8: quantization-aware fine-tuning, {tune_epochs} epoch(s)")
+        job = None if method is None else int8_job(model, data, config, method, arch.resolution,
+                                                   images=n_calibration, epochs=tune_epochs, device=device)
         save(model, folder, metrics=metrics, preprocessing=Preprocessing.of_data(data, arch.resolution),
-             classes=data.classes, onnx=onnx, force=force, stream=stream)
+             classes=data.classes, onnx=onnx, force=force, stream=stream, int8=job)
         ckpt.unlink(missing_ok=True)  # the folder holds the result now
         m = _read_metrics(folder / METRICS_FILE)
         acc = f"val {pct(m.val_accuracy)}, " if m.val_accuracy is not None else ""
         balanced = f" (balanced {pct(m.test.balanced_accuracy)})" if m.test is not None and m.test.given() else ""
         _say(stream, f"  wrote {folder}: {acc}test {pct(m.test_accuracy)}{balanced}, {fmt_count(m.macs or 0)} "
                      f"MACs, {m.latency_ms or 0:.3f} ms ({', '.join(m.files or [])})")
+        if m.int8 is not None:
+            _say(stream, "  " + int8_line(m.int8))
+            budget_line = int8_budget_line(m.int8)
+            if budget_line:
+                _say(stream, "  " + budget_line)
         judged = next((split for split in (m.test, m.val) if split is not None and split.given()), None)
         figures = None if judged is None else judged.class_metrics()
         if figures is not None:

@@ -27,7 +27,7 @@ from archsearch.core.class_metrics import ClassMetrics
 from archsearch.data.preprocess import Preprocessing
 
 __all__ = ["ExportMetrics", "LatencyWhere", "RuntimeLatencies", "SplitMetrics", "ClassFigures", "DatasetInfo",
-           "RerankResult", "PreprocessingRecord", "Checks"]
+           "RerankResult", "PreprocessingRecord", "Checks", "Int8Metrics"]
 
 T = TypeVar("T")
 _READING = "archsearch.export.metrics: reading"  # the validation context key of from_json
@@ -231,6 +231,32 @@ class Checks(_Record):
     batch: Listed[int] | None = None  # the batch's shape
 
 
+class Int8Metrics(_Record):
+    """The int8 model, ``model.int8.onnx`` (:mod:`archsearch.export.quantized`), measured beside ``model.onnx``."""
+
+    file: str | None = None
+    method: str | None = None  # "ptq": post-training static quantization; "qat": after quantization-aware tuning
+    format: str | None = None  # what the file holds
+    calibration_images: int | None = None  # training images the activation ranges come from
+    qat_epochs: int | None = None
+    qat_val_accuracy: Real | None = None  # the fine-tune's validation accuracy, int8 rounding simulated
+    test_accuracy: Real | None = None  # the int8 file's, on the raw test images
+    float_test_accuracy: Real | None = None  # model.onnx's, on the same images
+    drop_points: Real | None = None  # 100 x (float - int8)
+    agreement: Real | None = None  # the share of test images both files give the same class
+    test: SplitMetrics | None = None  # the int8 file's figures on the test split
+    file_bytes: int | None = None
+    float_file_bytes: int | None = None  # model.onnx's
+    weight_bytes: dict[str, int] | None = None  # the file's tensors by element type ("int8", ...) and "total"
+    float_weight_bytes: int | None = None  # model.onnx's tensors
+    latency_ms: Real | None = None  # ONNX Runtime on the CPU, median, at latency_threads and latency_batch
+    float_latency_ms: Real | None = None  # model.onnx's, measured alike, in the same run
+    latency_threads: int | None = None
+    latency_batch: int | None = None
+    onnxruntime: str | None = None  # the version that quantized and measured it
+    budget: dict[str, Any] | None = None  # the study's int8 limits against the file: {key: {limit, value, within}}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # metrics.json
 
@@ -277,6 +303,7 @@ class ExportMetrics(_Record):
     latency_ms: Real | None = None  # the trial's measured latency, else the eager one measured at export
     latency: LatencyWhere | None = None  # where latency_ms is from
     onnx: str | None = None  # why model.onnx was not written
+    int8: Int8Metrics | None = None  # model.int8.onnx, where the export made one (--int8)
     checks: Checks | None = None
     files: Listed[str] | None = None  # the folder's files
     created: str | None = None  # ISO 8601, UTC

@@ -3,9 +3,10 @@
 The ONNX model (float32, as :mod:`archsearch.export` or :func:`archsearch.latency.measure.onnx_model` wrote it) is
 prepared (``quant_pre_process``: shape inference, Conv+BatchNorm folded) and quantized to QDQ form
 (``quantize_static``): weights int8 in 7 bits (-64..64: ``reduce_range``), symmetric, one scale per output channel;
-activations uint8, asymmetric, their ranges the min and max seen on the calibration images. The 7-bit weights keep
-the x86 kernels without VNNI from saturating their 16-bit sums, so the file gives the same accuracy on every CPU
-(docs/int8.md: what 8 bits cost there). The result runs in ONNX Runtime alone, on its
+activations uint8, asymmetric, their ranges the 0.01% and 99.99% percentiles of what the calibration images give
+(``CALIBRATION``: the min and max let a few outliers stretch every range). The 7-bit weights keep the x86 kernels
+without VNNI from saturating their 16-bit sums, so the file gives the same accuracy on every CPU. Both choices
+are measured in docs/int8.md. The result runs in ONNX Runtime alone, on its
 int8 kernels (QLinearConv, ...). Why this path and not PyTorch's PT2E flow: docs/int8.md.
 
 Quantization-aware fine-tuning (:mod:`archsearch.training.qat`) simulates the same arithmetic in PyTorch, so
@@ -23,12 +24,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CALIBRATION_BATCH", "QUANT_FORMAT", "quantize_onnx", "weight_bytes"]
+__all__ = ["CALIBRATION", "CALIBRATION_BATCH", "QUANT_FORMAT", "quantize_onnx", "weight_bytes"]
 
 #: how many calibration images go through ONNX Runtime's calibrator at once (where the batch is dynamic)
 CALIBRATION_BATCH = 64
 #: what the quantized file holds: QuantizeLinear/DequantizeLinear pairs around each quantized operator
 QUANT_FORMAT = "QDQ"
+#: how the activations' ranges are set from the calibration images: ONNX Runtime's calibration method and percentile
+CALIBRATION = ("percentile", 99.99)
 
 
 def _ort_quantization() -> Any:
@@ -40,11 +43,13 @@ def _ort_quantization() -> Any:
 
 
 def quantize_onnx(model: bytes | Path, calibration: np.ndarray, *, per_channel: bool = True,
-                  reduce_range: bool = True, input_name: str | None = None) -> bytes:
+                  reduce_range: bool = True, method: tuple[str, float] = CALIBRATION,
+                  input_name: str | None = None) -> bytes:
     """``model`` (an ONNX float32 model's bytes or file) statically quantized to int8; returns the new model's bytes.
 
     ``calibration``: N images as the model takes them (``N x C x H x W`` float32); each activation's range is
-    the min and max it reaches on them. Where the model's batch is fixed they go through at that batch size.
+    set by ``method`` (``("percentile", p)``: the p-th percentile, ``("minmax", 0)``: the min and max) over them.
+    Where the model's batch is fixed they go through at that batch size.
     """
     import onnx
 
@@ -57,11 +62,11 @@ def quantize_onnx(model: bytes | Path, calibration: np.ndarray, *, per_channel: 
     name = input_name or graph_input.name
     first_dim = graph_input.type.tensor_type.shape.dim[0]
     fixed = first_dim.HasField("dim_value") and first_dim.dim_value > 0
-    batch = first_dim.dim_value if fixed else CALIBRATION_BATCH
+    batch = first_dim.dim_value if fixed else min(CALIBRATION_BATCH, len(calibration))
 
     class Reader(q.CalibrationDataReader):  # type: ignore[name-defined]
         def __init__(self) -> None:
-            self.batches: Iterator[np.ndarray] = _batches(calibration, batch, fixed=fixed)
+            self.batches: Iterator[np.ndarray] = _batches(calibration, batch)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             chunk = next(self.batches, None)
@@ -81,8 +86,9 @@ def quantize_onnx(model: bytes | Path, calibration: np.ndarray, *, per_channel: 
                 str(pre), str(out), Reader(),
                 quant_format=q.QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                 activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                calibrate_method=q.CalibrationMethod.MinMax,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+                calibrate_method=_method(q, method[0]),
+                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False,
+                               **({"CalibPercentile": method[1]} if method[0] == "percentile" else {})},
             )
             quantized = onnx.load(str(out))
     finally:
@@ -96,12 +102,20 @@ def quantize_onnx(model: bytes | Path, calibration: np.ndarray, *, per_channel: 
     return bytes(quantized.SerializeToString())
 
 
-def _batches(images: np.ndarray, batch: int, *, fixed: bool) -> Iterator[np.ndarray]:
+def _method(q: Any, name: str) -> Any:
+    methods = {"percentile": q.CalibrationMethod.Percentile, "minmax": q.CalibrationMethod.MinMax}
+    if name not in methods:
+        raise ValueError(f"calibration method must be one of {sorted(methods)}, got {name!r}")
+    return methods[name]
+
+
+def _batches(images: np.ndarray, batch: int) -> Iterator[np.ndarray]:
+    """``images`` in batches of ``batch``, the last filled up from the first images: a model with a fixed batch
+    takes no other size, and ONNX Runtime's histogram calibration stacks the batches it saw."""
     for start in range(0, len(images), batch):
         chunk = images[start:start + batch]
-        if fixed and len(chunk) < batch:  # the model takes no other batch size: the last one filled up
-            chunk = np.resize(images, (batch, *images.shape[1:]))[:batch]
-            chunk[:len(images) - start] = images[start:]
+        if len(chunk) < batch:
+            chunk = np.concatenate((chunk, np.resize(images, (batch - len(chunk), *images.shape[1:]))))
         yield chunk
 
 

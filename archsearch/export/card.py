@@ -207,7 +207,8 @@ def _int8_section(i: Int8Metrics | None) -> str:
     budget = int8_budget_line(i)
     slower += f"\n{budget[0].upper()}{budget[1:]}.\n" if budget else ""
     return (f"\n## Int8 model (`{i.file}`)\n\n" + (f"**Warning: {advice}.**\n\n" if advice else "")
-            + f"{how.capitalize()}, activation ranges from {_known(i.calibration_images)} training images; "
+            + f"{how.capitalize()}, activation ranges from {_known(i.calibration_images)} training images "
+            f"({_known(i.calibration)}); "
             f"{_known(i.format)}. It takes what `model.onnx` takes and runs with onnxruntime alone.\n\n"
             f"| | model.onnx (float32) | {i.file} |\n|---|---|---|\n{table}\n" + slower)
 

@@ -238,6 +238,7 @@ class Int8Metrics(_Record):
     method: str | None = None  # "ptq": post-training static quantization; "qat": after quantization-aware tuning
     format: str | None = None  # what the file holds
     calibration_images: int | None = None  # training images the activation ranges come from
+    calibration: str | None = None  # how: "99.99th percentile" (ptq), "min and max" (qat, as its fine-tune simulated)
     qat_epochs: int | None = None
     qat_val_accuracy: Real | None = None  # the fine-tune's validation accuracy, int8 rounding simulated
     test_accuracy: Real | None = None  # the int8 file's, on the raw test images

@@ -25,7 +25,7 @@ from archsearch.export._formats import onnx_program_bytes
 from archsearch.export.metrics import Int8Metrics, SplitMetrics
 from archsearch.latency.measure import measure_latency
 from archsearch.network.build import Net
-from archsearch.network.int8 import quantize_onnx, weight_bytes
+from archsearch.network.int8 import CALIBRATION, quantize_onnx, weight_bytes
 from archsearch.training.qat import qat_finetune
 
 __all__ = ["INT8_FILE", "Int8Job", "int8_budget", "int8_job", "write_int8"]
@@ -78,7 +78,9 @@ def write_int8(folder: Path, float_onnx: Path, job: Int8Job, *, preprocessing: P
         source = onnx_program_bytes(full, job.calibration[:2].float())
     else:
         source = float_onnx.read_bytes()
-    quantized = quantize_onnx(source, job.calibration.float().numpy())
+    # the fine-tune simulated ranges that follow the batches' min and max: its file is calibrated the same way
+    method = ("minmax", 0) if job.network is not None else CALIBRATION
+    quantized = quantize_onnx(source, job.calibration.float().numpy(), method=method)
     float_bytes = float_onnx.read_bytes()
     c, h, w = (int(d) for d in job.calibration.shape[1:])
     input_shape = (c, h, w)
@@ -87,6 +89,7 @@ def write_int8(folder: Path, float_onnx: Path, job: Int8Job, *, preprocessing: P
         "method": job.method,
         "format": "ONNX QDQ: weights int8 (7 bits) per channel, activations uint8 per tensor",
         "calibration_images": len(job.calibration),
+        "calibration": "min and max" if method[0] == "minmax" else f"{method[1]:g}th percentile",
         "qat_epochs": job.qat_epochs,
         "qat_val_accuracy": job.qat_val_accuracy,
         "float_file_bytes": len(float_bytes),

@@ -15,6 +15,8 @@ that its weights come out of this function with the ranges they were tuned for.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 import warnings
@@ -77,7 +79,9 @@ def quantize_onnx(model: bytes | Path, calibration: np.ndarray, *, per_channel: 
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory(prefix="archsearch-int8-") as tmp, warnings.catch_warnings():
+        # the histogram calibration prints its progress: it goes nowhere
+        with tempfile.TemporaryDirectory(prefix="archsearch-int8-") as tmp, warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             src, pre, out = Path(tmp, "float.onnx"), Path(tmp, "prepared.onnx"), Path(tmp, "int8.onnx")
             onnx.save(proto, str(src))

@@ -76,7 +76,8 @@ def model_card(arch: Arch, m: ExportMetrics | Mapping[str, Any]) -> str:
         *([("classes", ", ".join(m.classes))] if m.classes else []),
         ("MACs (batch 1)", f"{_count(m.macs):,}"),
         ("parameters", f"{params:,}"),
-        ("peak activations", f"{peak:,} bytes ({peak / 1024:,.1f} KiB, float32, batch 1)"),
+        ("peak activations", f"{peak:,} bytes at float32 ({peak / 1024:,.1f} KiB; {peak / 4096:,.1f} KiB at int8), "
+                             "batch 1"),
         ("weights", f"{4 * params / 1024:,.1f} KiB as float32, {params / 1024:,.1f} KiB as int8"),
         # the trial's own measurement on the study's target; measured at export, it is the eager row below
         *([] if lat and lat.source == "export" and by_runtime else

@@ -168,6 +168,19 @@ def table() -> str:
     medians = [r["ptq_ms"] / r["float_ms"] for r in rows if r.get("ptq_ms") and r.get("float_ms")]
     if medians:
         lines.append(f"\nint8 / float latency: median {statistics.median(medians):.2f}x over {len(medians)} rows")
+    lines += ["", "| level | network | seeds | float % | min and max % | 99.99th percentile % | 8-bit weights % |",
+              "|---|---|---|---|---|---|---|"]
+    for (level, family), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
+        lines.append(f"| {level} | {family} | {len(rs)} | {fig(rs, 'float_accuracy')} | "
+                     f"{fig(rs, 'ptq_minmax_accuracy')} | {fig(rs, 'ptq_accuracy')} | "
+                     f"{fig(rs, 'ptq_8bit_weights_accuracy')} |")
+    sweep = [str(n) for n in CALIBRATION_SWEEP]
+    lines += ["", "| level | network | seed | " + " | ".join(f"{n} images %" for n in sweep) + " |",
+              "|---|---|---|" + "---|" * len(sweep)]
+    for r in sorted(rows, key=lambda r: (order.get(r["level"], 9), r["family"], r["seed"])):
+        by = r.get("ptq_by_calibration") or {}
+        lines.append(f"| {r['level']} | {r['family']} | {r['seed']} | "
+                     + " | ".join("-" if by.get(n) is None else f"{100 * by[n]:.2f}" for n in sweep) + " |")
     return "\n".join(lines)
 
 

@@ -30,14 +30,15 @@ N_TRIALS = 8
 pytestmark = pytest.mark.slow  # real processes killed, searches, SQLite studies
 
 
-def _study(folder: Path) -> Path:
-    return fault_study(folder, n_trials=N_TRIALS)
+def _study(folder: Path, **data: int) -> Path:
+    return fault_study(folder, n_trials=N_TRIALS, **data)
 
 
-def _study_named(folder: Path, name: str, n_trials: int) -> Path:
+def _study_named(folder: Path, name: str, n_trials: int, **data: int) -> Path:
     """The same study under another name, in the same storage."""
     (folder / name).mkdir()
-    return fault_study(folder / name, n_trials=n_trials, name=name, storage=f"sqlite:///{folder / 'tiny.db'}")
+    return fault_study(folder / name, n_trials=n_trials, name=name, storage=f"sqlite:///{folder / 'tiny.db'}",
+                       **data)
 
 
 def _start(path: Path) -> subprocess.Popen[str]:
@@ -117,7 +118,9 @@ def test_a_finished_study_whose_baseline_an_older_archsearch_gave_up_runs_it_aga
     from archsearch.space import baselines
     from archsearch.study.study_record import StudyRecord
 
-    path = _study(tmp_path)
+    # no process is killed here, so nothing needs trials long enough for a kill to land in one: 400 images, one epoch
+    small = {"n_train": 400, "epochs": 1}
+    path = _study(tmp_path, **small)
     config = load_study_config(path)
     run(config, stream=None, progress=False)
     study = open_study(config, create=False)
@@ -128,7 +131,7 @@ def test_a_finished_study_whose_baseline_an_older_archsearch_gave_up_runs_it_aga
     assert arch is not None
     # the old state, in a study of its own: every trained trial but ShuffleNet's, whose two tries were both lost
     kept = [t for t in study.trials if t.state == TrialState.COMPLETE and TrialRecord.of(t).baseline != "shufflenet"]
-    config = load_study_config(_study_named(tmp_path, "legacy", len(kept)))
+    config = load_study_config(_study_named(tmp_path, "legacy", len(kept), **small))
     study = open_study(config)
     for t in kept:
         study.add_trial(t)

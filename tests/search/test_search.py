@@ -110,8 +110,9 @@ def training(trials: list[optuna.trial.FrozenTrial], n_complete: int) -> bool:
 
 def test_killed_search_resumes_where_it_stopped(write_study, tmp_path):
     # digits and 3 epochs: a trial trains for about a second, so the kill lands inside one;
-    # baselines on (only the effnet family fits 100K MACs at 8x8), so a retried trial may be a baseline too
-    n_trials = 8
+    # baselines on (only the effnet family fits 100K MACs at 8x8), so a retried trial may be a baseline too;
+    # 4 trials: 2 finished before the kill, the killed one's retry and one new trial after it
+    n_trials = 4
     path = write_study(name="killed", dataset=DIGITS, training={"epochs": 3, "batch_size": 32},
                        n_trials=n_trials, enqueue_baselines=True)
     with (tmp_path / "first.out").open("w") as out, (tmp_path / "first.err").open("w") as err:
@@ -161,7 +162,7 @@ def test_killed_search_resumes_where_it_stopped(write_study, tmp_path):
 def test_ctrl_c_mid_trial_runs_the_trial_again(write_study, tmp_path, where):
     """SIGINT (Ctrl-C) inside a trial: it is recorded as interrupted, not as failed by its own error, and the
     next start queues it again; the study ends with n_trials finished and every baseline with a result."""
-    n_trials = 6
+    n_trials = 3  # the Ctrl-C in the baseline (trial 0) or the first searched trial; its retry and more after it
     path = write_study(name=f"ctrl-c-{where}", dataset=DIGITS, training={"epochs": 4, "batch_size": 32},
                        n_trials=n_trials, enqueue_baselines=True)
 

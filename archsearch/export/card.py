@@ -155,7 +155,7 @@ def _ms(v: float | None) -> str:
 
 def int8_line(i: Int8Metrics) -> str:
     """``int8 (ptq): test 91.20% (float 91.45%, -0.25 points), 75.2 KiB (float 297.1 KiB), 0.41 ms (float 0.23)``."""
-    drop = "" if i.drop_points is None else f", {-i.drop_points:+.2f} points"
+    drop = "" if i.drop_points is None else f", {0.0 - i.drop_points + 0.0:+.2f} points"  # no "-0.00"
     return (f"{i.file or 'model.int8.onnx'} ({i.method}): test {pct(i.test_accuracy)} (float "
             f"{pct(i.float_test_accuracy)}{drop}), {_kib(i.file_bytes)} (float {_kib(i.float_file_bytes)}), "
             f"{_ms(i.latency_ms)} (float {_ms(i.float_latency_ms)}) in ONNX Runtime, {_known(i.latency_threads)} "

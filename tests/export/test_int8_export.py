@@ -135,6 +135,13 @@ def test_an_int8_export_classifies_raw_images_with_onnxruntime_alone(tmp_path: P
     card = (folder / "card.md").read_text()
     assert f"## Int8 model (`{INT8_FILE}`)" in card and f"{100 * int8.test_accuracy:.2f}%" in card
 
+    # --int8 qat: the fine-tuned network's file, calibrated by the min and max its fine-tune simulated
+    (tuned,) = export(config, tmp_path / "qat", stream=None, int8="qat", qat_epochs=1)
+    qat = ExportMetrics.from_json(json.loads((tuned / "metrics.json").read_text())).int8
+    assert qat is not None and (qat.method, qat.qat_epochs, qat.calibration) == ("qat", 1, "min and max")
+    assert qat.qat_val_accuracy is not None and qat.float_test_accuracy == pytest.approx(int8.float_test_accuracy)
+    assert abs(qat.test_accuracy - qat.float_test_accuracy) <= 0.01
+
 
 def _trained_digits(family: str) -> tuple[torch.nn.Module, object]:
     data = load_data("digits", seed=0)

@@ -72,16 +72,16 @@ def write_int8(folder: Path, float_onnx: Path, job: Int8Job, *, preprocessing: P
     float file (latency: ONNX Runtime on the CPU, at the job's threads and batch); returns its record
     (metrics.json's ``int8``), with the study's int8 limits checked where the job names the study."""
     latency_threads, latency_batch = job.latency_threads, job.latency_batch
+    float_bytes = float_onnx.read_bytes()
     if job.network is not None:
         full: nn.Module = job.network if preprocessing is None else WithPreprocessing(preprocessing.module(),
                                                                                      job.network).eval()
         source = onnx_program_bytes(full, job.calibration[:2].float())
     else:
-        source = float_onnx.read_bytes()
+        source = float_bytes
     # the fine-tune simulated ranges that follow the batches' min and max: its file is calibrated the same way
     method = ("minmax", 0) if job.network is not None else CALIBRATION
     quantized = quantize_onnx(source, job.calibration.float().numpy(), method=method)
-    float_bytes = float_onnx.read_bytes()
     c, h, w = (int(d) for d in job.calibration.shape[1:])
     input_shape = (c, h, w)
     record: dict[str, Any] = {
